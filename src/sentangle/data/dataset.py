@@ -1,0 +1,241 @@
+"""In-memory dataset with named splits, validation, normalisation and collate.
+
+Every reader produces an `MSADataset`; every model consumes the `Batch` objects it yields.
+Sequences are stored pre-padded as (N, T, d) float32 arrays with (N, T) boolean masks, so a batch
+is an index into arrays (no per-sample Python work) trimmed to the longest real sequence in it.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .batch import MODALITIES, Batch
+
+SPLITS = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file, the field and what was expected."""
+
+
+@dataclass
+class Split:
+    features: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    labels: np.ndarray
+    ids: list[str]
+    texts: list[str] | None = None
+    tokens: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: np.ndarray) -> "Split":
+        index = np.asarray(index)
+        return Split(
+            features={m: x[index] for m, x in self.features.items()},
+            masks={m: x[index] for m, x in self.masks.items()},
+            labels=self.labels[index],
+            ids=[self.ids[i] for i in index],
+            texts=None if self.texts is None else [self.texts[i] for i in index],
+            tokens=None if self.tokens is None else {k: v[index] for k, v in self.tokens.items()},
+        )
+
+
+def full_masks(x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+    """Masks for (N, T, d) features: all frames real, or the first `lengths[i]` frames real."""
+    n, t = x.shape[:2]
+    if lengths is None:
+        return np.ones((n, t), dtype=bool)
+    lengths = np.clip(np.asarray(lengths).astype(np.int64), 0, t)
+    return np.arange(t)[None, :] < lengths[:, None]
+
+
+@dataclass
+class MSADataset:
+    """Named splits of multimodal samples plus what the task is.
+
+    `source` names the file or folder the data came from, so that every error can name it.
+    `info` collects what happened on the way in (replaced values, normalisation) for the run folder.
+    """
+
+    name: str
+    splits: dict[str, Split]
+    task: str = "regression"  # or "classification"
+    class_names: list[str] | None = None
+    label_range: tuple[float, float] | None = (-3.0, 3.0)
+    source: str = ""
+    text_encoder: str | None = None  # set when text comes as tokens for an in-model encoder
+    info: dict = field(default_factory=dict)
+
+    # ---- what the model needs to know -------------------------------------------------------
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        first = next(iter(self.splits.values()))
+        names = set(first.features) | ({"text"} if first.tokens is not None else set())
+        return tuple(m for m in MODALITIES if m in names)
+
+    @property
+    def input_dims(self) -> dict[str, int]:
+        first = next(iter(self.splits.values()))
+        return {m: int(x.shape[-1]) for m, x in first.features.items()}
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.class_names is None else len(self.class_names)
+
+    @property
+    def output_dim(self) -> int:
+        return 1 if self.task == "regression" else len(self.class_names or [])
+
+    # ---- checks -------------------------------------------------------------------------------
+    def validate(self, required: tuple[str, ...] = ("train", "valid")) -> "MSADataset":
+        where = self.source or self.name
+        if self.task not in ("regression", "classification"):
+            raise DataError(f"{where}: task must be 'regression' or 'classification', got {self.task!r}")
+        if self.task == "classification" and not self.class_names:
+            raise DataError(f"{where}: a classification dataset needs class_names")
+        for s in required:
+            if s not in self.splits:
+                raise DataError(f"{where}: missing split {s!r}; found {sorted(self.splits)}, expected at least {list(required)}")
+        dims = None
+        for s, sp in self.splits.items():
+            self._validate_split(where, s, sp)
+            here = {m: x.shape[-1] for m, x in sp.features.items()}
+            if dims is not None and here != dims:
+                raise DataError(f"{where}: split {s!r} has feature dims {here}, other splits have {dims}")
+            dims = here
+        return self
+
+    def _validate_split(self, where: str, s: str, sp: Split) -> None:
+        n = len(sp)
+        if n == 0:
+            raise DataError(f"{where}: split {s!r} is empty; expected at least one sample")
+        if sp.labels.ndim != 1:
+            raise DataError(f"{where}: {s}.labels has shape {sp.labels.shape}; expected (N,)")
+        if len(sp.ids) != n:
+            raise DataError(f"{where}: {s}.ids has {len(sp.ids)} entries but there are {n} labels")
+        if not sp.features and sp.tokens is None:
+            raise DataError(f"{where}: split {s!r} has no modality; expected at least one of {MODALITIES}")
+        for m, x in sp.features.items():
+            if m not in MODALITIES:
+                raise DataError(f"{where}: unknown modality {m!r}; expected one of {MODALITIES}")
+            if x.ndim != 3 or x.shape[0] != n:
+                raise DataError(f"{where}: {s}.{m} has shape {x.shape}; expected (N={n}, T, d)")
+            mask = sp.masks.get(m)
+            if mask is None or mask.shape != x.shape[:2] or mask.dtype != bool:
+                got = None if mask is None else (mask.shape, mask.dtype)
+                raise DataError(f"{where}: {s}.{m} mask is {got}; expected bool {x.shape[:2]}")
+            bad = ~np.isfinite(x)
+            if bad.any():
+                i = int(np.argwhere(bad.any(axis=(1, 2)))[0, 0])
+                raise DataError(
+                    f"{where}: {s}.{m} has {int(bad.sum())} NaN/inf values (first in sample {sp.ids[i]!r}); "
+                    "expected finite features"
+                )
+        if self.task == "regression":
+            if not np.isfinite(sp.labels).all():
+                raise DataError(f"{where}: {s}.labels contains NaN/inf; expected finite sentiment scores")
+            if self.label_range is not None:
+                lo, hi = self.label_range
+                out = (sp.labels < lo) | (sp.labels > hi)
+                if out.any():
+                    i = int(np.argmax(out))
+                    raise DataError(
+                        f"{where}: {s}.labels has {int(out.sum())} values outside [{lo}, {hi}] "
+                        f"(e.g. {float(sp.labels[i])} for {sp.ids[i]!r})"
+                    )
+        else:
+            c = len(self.class_names or [])
+            if not np.issubdtype(sp.labels.dtype, np.integer) or sp.labels.min() < 0 or sp.labels.max() >= c:
+                raise DataError(f"{where}: {s}.labels must be integer class indices in [0, {c}); got {sp.labels.dtype} in [{sp.labels.min()}, {sp.labels.max()}]")
+
+    # ---- transforms ---------------------------------------------------------------------------
+    def select_modalities(self, modalities: list[str] | tuple[str, ...]) -> "MSADataset":
+        unknown = set(modalities) - set(self.modalities)
+        if unknown:
+            raise DataError(f"{self.source or self.name}: modalities {sorted(unknown)} not in this dataset; it has {list(self.modalities)}")
+        for sp in self.splits.values():
+            sp.features = {m: x for m, x in sp.features.items() if m in modalities}
+            sp.masks = {m: x for m, x in sp.masks.items() if m in modalities}
+            if "text" not in modalities:
+                sp.tokens = None
+        return self
+
+    def normalize(self, modalities=("audio", "vision"), clip: float = 10.0, drop_tol: float = 1e-3,
+                  std_floor: float = 0.05) -> "MSADataset":
+        """Standardise features with statistics of the real training frames only.
+
+        Real feature files have columns that are (nearly) constant on train but not elsewhere, and
+        heavy outliers. Columns whose train std is below `drop_tol` times the median column std
+        carry nothing learnable, so they are set to 0 everywhere; other stds are floored at
+        `std_floor` times the median so no column divides by ~0; the result is clipped to
+        +-`clip` so one outlier in valid/test cannot dominate a prediction.
+        """
+        train = self.splits["train"]
+        report = {}
+        for m in modalities:
+            if m not in train.features:
+                continue
+            real = train.features[m][train.masks[m]]  # (frames, d)
+            mean = real.mean(0, dtype=np.float64)
+            std = real.std(0, dtype=np.float64)
+            med = float(np.median(std)) if np.any(std > 0) else 1.0
+            med = med if med > 0 else float(std[std > 0].mean())
+            dropped = std < drop_tol * med
+            scale = np.maximum(std, std_floor * med)
+            clipped = {}
+            for s, sp in self.splits.items():
+                z = (sp.features[m] - mean) / scale
+                z[..., dropped] = 0.0
+                z *= sp.masks[m][..., None]
+                clipped[s] = int((np.abs(z) > clip).sum())
+                sp.features[m] = np.clip(z, -clip, clip).astype(np.float32)
+            report[m] = {"dropped_columns": [int(i) for i in np.flatnonzero(dropped)],
+                         "floored_columns": int(((std < std_floor * med) & ~dropped).sum()),
+                         "clipped_values": clipped, "clip": clip}
+            if dropped.any() or any(clipped.values()):
+                warnings.warn(
+                    f"{self.source or self.name}: {m}: {int(dropped.sum())} (nearly) constant training "
+                    f"columns set to 0, values clipped to +-{clip}: {clipped}", stacklevel=2)
+        self.info["normalization"] = report
+        return self
+
+    # ---- batches ------------------------------------------------------------------------------
+    def batches(self, split: str, batch_size: int, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> Iterator[Batch]:
+        if split not in self.splits:
+            raise DataError(f"{self.source or self.name}: no split {split!r}; it has {sorted(self.splits)}")
+        sp = self.splits[split]
+        n = len(sp)
+        order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
+        for start in range(0, n, batch_size):
+            yield collate(sp, order[start:start + batch_size], self.task)
+
+
+def _trim(mask: np.ndarray) -> int:
+    """Length that keeps every real frame of the batch (at least 1 so shapes stay valid)."""
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[-1]) + 1 if cols.size else 1
+
+
+def collate(sp: Split, index: np.ndarray, task: str = "regression") -> Batch:
+    """Gather samples `index` of a split into a Batch, trimming padding no sample in it uses."""
+    feats, masks = {}, {}
+    for m, x in sp.features.items():
+        mk = sp.masks[m][index]
+        t = _trim(mk)
+        feats[m] = torch.from_numpy(np.ascontiguousarray(x[index, :t]))
+        masks[m] = torch.from_numpy(np.ascontiguousarray(mk[:, :t]))
+    tokens = None
+    if sp.tokens is not None:
+        am = sp.tokens["attention_mask"][index]
+        t = _trim(am.astype(bool))
+        tokens = {k: torch.from_numpy(np.ascontiguousarray(v[index, :t])) for k, v in sp.tokens.items()}
+    labels = torch.from_numpy(sp.labels[index])
+    labels = labels.float() if task == "regression" else labels.long()
+    return Batch(features=feats, masks=masks, labels=labels, ids=[sp.ids[i] for i in index], tokens=tokens)
