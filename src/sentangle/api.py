@@ -1,0 +1,55 @@
+"""The Python API; each function mirrors a `sentangle` subcommand."""
+from __future__ import annotations
+
+from typing import Any
+
+from .config import RunConfig, build_config
+from .data.named import describe, list_datasets, load_dataset
+from .models import create_model, list_models
+from .training.runs import load_checkpoint, run
+
+
+def _flatten(prefix: str, d: dict) -> list[str]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "aux_weights":
+            out += _flatten(f"{prefix}{k}.", v)
+        else:
+            out.append(f"{prefix}{k}={_yaml_value(v)}")
+    return out
+
+
+def _yaml_value(v: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def make_config(model: str | None = None, dataset: str | None = None, config: str | None = None,
+                seeds: int | str | list[int] | None = None, out: str | None = None, name: str | None = None,
+                data_root: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+                **sections: dict) -> RunConfig:
+    """Resolve a config like `sentangle train` does; `sections` are dicts such as train={"epochs": 5}."""
+    extra = list(overrides)
+    for section, values in sections.items():
+        if not isinstance(values, dict):
+            raise TypeError(f"{section}= must be a dict of settings, got {type(values).__name__}")
+        extra += _flatten(f"{section}.", values)
+    if seeds is not None:
+        extra.append(f"seeds={_yaml_value(seeds)}")
+    if out is not None:
+        extra.append(f"out={out}")
+    if name is not None:
+        extra.append(f"name={name}")
+    if data_root is not None:
+        extra.append(f"dataset.root={data_root}")
+    return build_config(model, dataset, config, extra)
+
+
+def train(model: str | None = None, dataset: str | None = None, overwrite: bool = False, **kwargs) -> dict:
+    """Train over seeds and write a run folder; returns the summary (mean/std per split and metric)."""
+    return run(make_config(model, dataset, **kwargs), overwrite=overwrite)
+
+
+__all__ = ["train", "make_config", "create_model", "list_models", "load_dataset", "list_datasets", "describe",
+           "load_checkpoint"]

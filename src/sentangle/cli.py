@@ -1,0 +1,205 @@
+"""The `sentangle` command: train, eval, predict, data, models."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+EPILOG_OVERRIDES = """Overrides are dotted keys, for example:
+  train.epochs=20 train.lr=3e-4 model.hidden=64 dataset.scale=0.5 train.aux_weights.cmd=0.5
+Config layers, later wins: configs/datasets/<dataset>.yaml < configs/models/<model>.yaml
+  < configs/runs/<model>-<dataset>.yaml < --config FILE < overrides."""
+
+
+def _add_data_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", metavar="DIR",
+                   help="folder holding mosi/, mosei/, mintrec/ ... (default: $SENTANGLE_DATA_ROOT, ./data, ../shared/data)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sentangle", description="Multimodal sentiment analysis with disentangled representations.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="store_true", help="print versions and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model over one or more seeds and write a run folder",
+                       description="Train MODEL on DATASET once per seed, select on the validation split, "
+                                   "evaluate every split, and write runs/<name>/ with config, metrics, "
+                                   "checkpoints, predictions and a summary table.",
+                       epilog=EPILOG_OVERRIDES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", "-m", help="registered model name (see `sentangle models`); default lf_dnn")
+    p.add_argument("--dataset", "-d", help="dataset name (see `sentangle data list`) or a feature file; default synthetic")
+    p.add_argument("--config", "-c", help="YAML file with model/dataset/train/seeds sections")
+    p.add_argument("--seeds", help="a count (5 = seeds 1111..1115) or a comma list; default 1111")
+    p.add_argument("--out", help="parent folder of run folders (default runs)")
+    p.add_argument("--name", help="run folder name (default <model>-<dataset>)")
+    p.add_argument("--overwrite", action="store_true", help="retrain seeds that already finished in this run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_data_root(p)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's splits",
+                       description="Rebuild the model of CHECKPOINT, reload the dataset it was trained on "
+                                   "(same config, so the same normalisation) and print metrics.")
+    p.add_argument("checkpoint")
+    p.add_argument("--split", action="append", help="split(s) to evaluate (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_data_root(p)
+
+    p = sub.add_parser("predict", help="write predictions of a checkpoint to CSV",
+                       description="Predict with CHECKPOINT on the dataset it was trained on, or on DATA "
+                                   "(a dataset name or feature file with the same modalities).")
+    p.add_argument("checkpoint")
+    p.add_argument("data", nargs="?", help="dataset name or feature file (default: the checkpoint's dataset)")
+    p.add_argument("--split", default="test", help="split to predict (default test)")
+    p.add_argument("--output", "-o", help="CSV file to write (default: stdout)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow arbitrary classes in a pickle you trust")
+    _add_data_root(p)
+
+    p = sub.add_parser("data", help="list datasets, or show one", description="Inspect datasets.")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.add_parser("list", help="list named datasets")
+    q = dsub.add_parser("info", help="load a dataset and print sizes, modalities and label statistics",
+                        epilog="Dataset options as dotted overrides, e.g. dataset.scale=0.1 dataset.aligned=true")
+    q.add_argument("name", help="dataset name or feature file")
+    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    _add_data_root(q)
+
+    sub.add_parser("models", help="list registered models and their options")
+    return parser
+
+
+def _print_summary(summary: dict) -> None:
+    from .report.tables import split_table
+
+    print(split_table(summary["splits"], summary["task"]))
+    print(f"\nrun folder: {summary['folder']}")
+
+
+def cmd_train(args) -> int:
+    from .api import make_config
+    from .training.runs import run
+
+    cfg = make_config(args.model, args.dataset, args.config, args.seeds, args.out, args.name, args.data_root,
+                      args.overrides)
+    if args.no_progress:
+        cfg.train.progress = False
+    print(f"training {cfg.model['name']} on {cfg.dataset['name']}, seeds {cfg.seeds}", file=sys.stderr)
+    _print_summary(run(cfg, overwrite=args.overwrite))
+    return 0
+
+
+def _checkpoint_data(args, data_name=None):
+    from .data.named import load_dataset
+    from .training.runs import dataset_from_config, load_checkpoint
+
+    model, cfg, payload = load_checkpoint(args.checkpoint)
+    if data_name:
+        ds = load_dataset(data_name, root=args.data_root, trusted=getattr(args, "trust_pickle", False)) \
+            if Path(data_name).suffix else load_dataset(data_name, root=args.data_root)
+    else:
+        ds = dataset_from_config(cfg, args.data_root)
+    want, have = payload["data"]["input_dims"], ds.input_dims
+    wrong = {m: (have.get(m), d) for m, d in want.items() if m in have and have[m] != d}
+    if wrong:
+        raise SystemExit(f"error: data feature sizes {wrong} (got, expected) do not match the checkpoint")
+    return model, cfg, ds
+
+
+def cmd_eval(args) -> int:
+    from .report.tables import aggregate, split_table
+    from .training.trainer import evaluate
+
+    model, cfg, ds = _checkpoint_data(args)
+    splits = args.split or list(ds.splits)
+    res = {s: evaluate(model, ds, s) for s in splits}
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(split_table({s: {k: aggregate([v]) for k, v in m.items()} for s, m in res.items()}, ds.task))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .training.runs import write_predictions
+    from .training.trainer import predict
+
+    model, cfg, ds = _checkpoint_data(args, args.data)
+    pred, label, ids = predict(model, ds, args.split)
+    if args.output:
+        write_predictions(Path(args.output), ds, pred, label, ids)
+        print(f"wrote {len(ids)} predictions to {args.output}", file=sys.stderr)
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "p.csv"
+            write_predictions(path, ds, pred, label, ids)
+            sys.stdout.write(path.read_text())
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data.named import describe, list_datasets, load_dataset
+
+    if args.data_command in (None, "list"):
+        from .registry import DATASETS
+
+        for name in list_datasets():
+            doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()[0]
+            print(f"{name:10s} {doc}")
+        return 0
+    from .api import make_config
+
+    cfg = make_config(dataset=args.name, data_root=args.data_root, overrides=args.overrides)
+    kwargs = {k: v for k, v in cfg.dataset.items() if k != "name"}
+    print(json.dumps(describe(load_dataset(args.name, **kwargs)), indent=2))
+    return 0
+
+
+def cmd_models(args) -> int:
+    import inspect
+
+    from .models import list_models
+    from .registry import MODELS
+
+    for name in list_models():
+        cls = MODELS.get(name)
+        doc = (inspect.getmodule(cls).__doc__ or "").strip().splitlines()[0]
+        params = [f"{k}={v.default!r}" for k, v in inspect.signature(cls.__init__).parameters.items()
+                  if k not in ("self", "input_dims", "output_dim", "text_encoder")]
+        print(f"{name}: {doc}\n    options: {', '.join(params)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from .utils.io import versions
+
+        print(json.dumps(versions(), indent=2))
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from .config import ConfigError
+    from .data.dataset import DataError
+    from .registry import UnknownNameError
+    from .training.runs import CheckpointError
+    from .training.trainer import TrainingError
+
+    warnings.simplefilter("default")
+    handler = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models}
+    try:
+        return handler[args.command](args)
+    except (ConfigError, DataError, UnknownNameError, CheckpointError, TrainingError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

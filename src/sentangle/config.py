@@ -1,0 +1,180 @@
+"""Typed run configuration: defaults < dataset YAML < model YAML < user YAML < dotted overrides.
+
+A run config has four parts. `model` and `dataset` are a `name` plus keyword arguments for the
+registered constructor (they differ per model, so they stay dicts and the constructor checks them);
+`train` is a dataclass because every model shares one trainer; `seeds` and `out` are top-level.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+SEEDS = (1111, 1112, 1113, 1114, 1115)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    lr: float = 1e-3
+    text_lr: float = 5e-5  # for the parameters of a fine-tuned text encoder inside the model
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    grad_clip_value: float = 0.0  # clip each gradient element (the RTIL code does); 0 = off
+    scheduler: str = "none"  # none | cosine | plateau
+    patience: int = 8  # epochs without validation improvement before stopping
+    loss: str = "auto"  # auto | l1 | mse | ce  (auto: l1 for regression, ce for classification)
+    select_metric: str = "auto"  # validation metric for early stopping (auto: mae / accuracy)
+    select_split: str = "valid"
+    aux_weights: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "lf_dnn"})
+    dataset: dict[str, Any] = field(default_factory=lambda: {"name": "synthetic"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seeds: list[int] = field(default_factory=lambda: [SEEDS[0]])
+    out: str = "runs"
+    name: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.model['name']}-{self.dataset['name']}"
+
+
+def _deep_update(base: dict, new: dict) -> dict:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "aux_weights":
+            _deep_update(base[k], v)
+        elif isinstance(v, dict) and isinstance(base.get(k), dict):
+            base[k] = {**base[k], **v}
+        else:
+            base[k] = copy.deepcopy(v)
+    return base
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
+    unknown = set(data) - {f.name for f in dataclasses.fields(RunConfig)}
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown top-level keys {sorted(unknown)}; expected model, dataset, train, seeds, out, name")
+    return data
+
+
+_SHORT_FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=3e-4` -> (["train", "lr"], 0.0003); values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value (e.g. train.lr=3e-4)")
+    key, value = text.split("=", 1)
+    parsed = yaml.safe_load(value) if value != "" else ""
+    # YAML reads 3e-4 as a string (it wants 3.0e-4); people write it the short way.
+    if isinstance(parsed, str) and _SHORT_FLOAT.fullmatch(parsed):
+        parsed = float(parsed)
+    return key.strip().split("."), parsed
+
+
+def parse_seeds(value: Any) -> list[int]:
+    """`5` -> the first five standard seeds; `1111,1113` or a list -> those seeds."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int):
+        if not 1 <= value <= len(SEEDS):
+            if value > 1000:
+                return [value]
+            raise ConfigError(f"seeds={value}: give a count 1..{len(SEEDS)} or explicit seeds like 1111,1112")
+        return list(SEEDS[:value])
+    if isinstance(value, str):
+        value = [int(v) for v in value.replace(" ", "").split(",") if v]
+    return [int(v) for v in value]
+
+
+def build_config(model: str | None = None, dataset: str | None = None, config_file: str | None = None,
+                 overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Resolve a run config from the layered sources; every key ends up checked."""
+    raw: dict = {}
+    user = read_yaml(config_file) if config_file else {}
+    model = model or user.get("model", {}).get("name") or RunConfig().model["name"]
+    dataset = dataset or user.get("dataset", {}).get("name") or RunConfig().dataset["name"]
+    layers = [
+        CONFIG_DIR / "datasets" / f"{dataset}.yaml",
+        CONFIG_DIR / "models" / f"{model}.yaml",
+        CONFIG_DIR / "runs" / f"{model}-{dataset}.yaml",  # tuned settings for one pair, if any
+    ]
+    for path in layers:
+        if path.exists():
+            _deep_update(raw, read_yaml(path))
+    _deep_update(raw, user)
+    raw.setdefault("model", {})["name"] = model
+    raw.setdefault("dataset", {})["name"] = dataset
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k!r} is not a section")
+        node[keys[-1]] = value
+    return from_dict(raw)
+
+
+def from_dict(raw: dict) -> RunConfig:
+    raw = copy.deepcopy(raw)
+    train = raw.pop("train", {}) or {}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(train) - names
+    if unknown:
+        raise ConfigError(f"unknown train settings {sorted(unknown)}; valid ones: {', '.join(sorted(names))}")
+    unknown = set(raw) - {f.name for f in dataclasses.fields(RunConfig)}
+    if unknown:
+        raise ConfigError(f"unknown top-level config keys {sorted(unknown)}")
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for k, v in train.items():
+        if types[k] in ("int", "float") and isinstance(v, (int, float)) and not isinstance(v, bool):
+            train[k] = int(v) if types[k] == "int" else float(v)
+        elif types[k] in ("int", "float"):
+            raise ConfigError(f"train.{k} must be a number, got {v!r}")
+    cfg = RunConfig(train=TrainConfig(**train), **raw)
+    cfg.seeds = parse_seeds(cfg.seeds)
+    if cfg.train.scheduler not in ("none", "cosine", "plateau"):
+        raise ConfigError(f"train.scheduler must be none, cosine or plateau, got {cfg.train.scheduler!r}")
+    if cfg.train.loss not in ("auto", "l1", "mse", "ce"):
+        raise ConfigError(f"train.loss must be auto, l1, mse or ce, got {cfg.train.loss!r}")
+    for part in ("model", "dataset"):
+        if not isinstance(getattr(cfg, part), dict) or "name" not in getattr(cfg, part):
+            raise ConfigError(f"config section {part!r} must be a mapping with a 'name'")
+    return cfg
+
+
+def dump_yaml(data: dict) -> str:
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,218 @@
+"""Named datasets, each one call away, and `load_dataset` (names or feature files).
+
+Real data resolves under a data root: the `root` argument, else $SENTANGLE_DATA_ROOT, else
+./data, else ../shared/data. A missing file is reported with every place it was looked for.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..registry import DATASETS
+from .dataset import DataError, MSADataset, Split
+
+ENV_ROOT = "SENTANGLE_DATA_ROOT"
+
+
+def root_candidates(root: str | os.PathLike | None = None) -> list[Path]:
+    if root is not None:
+        return [Path(root)]
+    out = [Path(os.environ[ENV_ROOT])] if os.environ.get(ENV_ROOT) else []
+    return out + [Path("data"), Path("..") / "shared" / "data"]
+
+
+def find_file(root, relative: str, dataset: str) -> Path:
+    tried = [c / relative for c in root_candidates(root)]
+    for path in tried:
+        if path.exists():
+            return path
+    where = ", ".join(str(p.resolve()) for p in tried)
+    raise DataError(f"dataset {dataset!r} needs {relative}; not found at {where}. "
+                    f"Point --data-root (or ${ENV_ROOT}) at the folder that holds it.")
+
+
+def _text_kwargs(encoder, max_length, finetune_text, cache_dir):
+    return dict(encoder=encoder, max_length=max_length, finetune_text=finetune_text, cache_dir=cache_dir)
+
+
+@DATASETS.register("synthetic")
+def synthetic(root=None, **kwargs) -> MSADataset:
+    """The controllable synthetic benchmark (docs/synthetic.md); needs no files."""
+    from .synthetic import make_synthetic
+
+    return make_synthetic(**kwargs)
+
+
+@DATASETS.register("mosi")
+def mosi(root=None, encoder="minilm", max_length=64, finetune_text=False, cache_dir=None) -> MSADataset:
+    """CMU-MOSI, standard split 1284/229/686, real transcripts only (text modality)."""
+    from .readers.labelcsv import read_label_csv
+
+    return read_label_csv(find_file(root, "mosi/label.csv", "mosi"), "mosi",
+                          **_text_kwargs(encoder, max_length, finetune_text, cache_dir))
+
+
+@DATASETS.register("mosei")
+def mosei(root=None, encoder="minilm", max_length=64, finetune_text=False, cache_dir=None) -> MSADataset:
+    """CMU-MOSEI text; whatever splits its label file holds (the shared copy: train and valid)."""
+    from .readers.labelcsv import read_label_csv
+
+    return read_label_csv(find_file(root, "mosei/label.csv", "mosei"), "mosei",
+                          **_text_kwargs(encoder, max_length, finetune_text, cache_dir))
+
+
+@DATASETS.register("mintrec")
+def mintrec(root=None, labels="intent20", encoder="minilm", max_length=64, finetune_text=False,
+            cache_dir=None) -> MSADataset:
+    """MIntRec text, 20 intents (or `labels: binary` for the 2 coarse classes)."""
+    from .readers.mintrec import read_mintrec
+
+    folder = find_file(root, "mintrec/train.tsv", "mintrec").parent
+    return read_mintrec(folder, "mintrec", labels=labels, **_text_kwargs(encoder, max_length, finetune_text, cache_dir))
+
+
+@DATASETS.register("mosi_utt")
+def mosi_utt(root=None, encoder="minilm", max_length=64, finetune_text=False, cache_dir=None,
+             shortcut_vision=False) -> MSADataset:
+    """Real MOSI on the bc-LSTM release's own split: transcript tokens + 73-d openSMILE audio.
+
+    The release's vision (3D-CNN) vectors were learned with the labels of its training part, so
+    they predict train/valid labels and fail at test. `shortcut_vision: true` adds them as a
+    deliberately misleading third modality for shortcut studies; never use it for a headline score.
+    """
+    from .readers.npz import read_npz_utterances
+    from .text import encode_texts, resolve_encoder, tokenize
+
+    npz_path = find_file(root, "mosi/bclstm_utterance_features.npz", "mosi_utt")
+    csv_path = find_file(root, "mosi/label.csv", "mosi_utt")
+    mods = ("audio", "vision") if shortcut_vision else ("audio",)
+    ds = read_npz_utterances(npz_path, modalities=mods, name="mosi_utt")
+    text_by_id = _mosi_texts(csv_path)
+    all_ids = [i for sp in ds.splits.values() for i in sp.ids]
+    missing = [i for i in all_ids if i not in text_by_id]
+    if missing:
+        raise DataError(f"{csv_path}: no transcript for {len(missing)} ids of {npz_path} (e.g. {missing[:3]})")
+    texts = [text_by_id[i] for i in all_ids]
+    if finetune_text:
+        tok = tokenize(texts, encoder, max_length)
+        ds.text_encoder = resolve_encoder(encoder)
+    else:
+        feats, masks = encode_texts(texts, encoder, max_length, cache_dir=cache_dir)
+    start = 0
+    for sp in ds.splits.values():
+        n = len(sp)
+        sp.texts = texts[start:start + n]
+        if finetune_text:
+            sp.tokens = {k: v[start:start + n] for k, v in tok.items()}
+        else:
+            sp.features = {"text": feats[start:start + n], **sp.features}
+            sp.masks = {"text": masks[start:start + n], **sp.masks}
+        start += n
+    ds.source = f"{npz_path} + {csv_path}"
+    return ds
+
+
+def _mosi_texts(csv_path: Path) -> dict[str, str]:
+    import csv
+
+    with open(csv_path, encoding="utf-8", newline="") as f:
+        return {f"{r['video_id']}_{r['clip_id']}": r["text"] for r in csv.DictReader(f)}
+
+
+def _from_file(path: Path, **kwargs) -> MSADataset:
+    """A feature file given by path: the format is told by its suffix and its keys."""
+    suffix = path.suffix.lower()
+    if suffix in (".pkl", ".pickle"):
+        from .readers.mmsa import read_mmsa_pickle
+        from .readers.mult import read_mult_pickle
+        from .safe_pickle import load_pickle
+
+        trusted = kwargs.get("trusted", False)
+        data = load_pickle(path, trusted=trusted)
+        first = data.get("train") if isinstance(data, dict) else None
+        # MulT keeps labels as an (N, 1, 1) array and has no MMSA-only keys.
+        mult = (isinstance(first, dict) and "regression_labels" not in first and "text_bert" not in first
+                and not any(k.endswith("_lengths") for k in first)
+                and getattr(first.get("labels"), "ndim", 0) == 3)
+        reader = read_mult_pickle if mult else read_mmsa_pickle
+        return reader(path, trusted=trusted, data=data)
+    if suffix == ".npz":
+        from .readers.npz import read_npz_utterances
+
+        return read_npz_utterances(path, **{k: v for k, v in kwargs.items() if k in ("modalities", "split_key")})
+    if suffix == ".csv":
+        from .readers.labelcsv import read_label_csv
+
+        return read_label_csv(path, path.stem, **{k: v for k, v in kwargs.items()
+                                                  if k in ("encoder", "max_length", "finetune_text", "cache_dir")})
+    raise DataError(f"{path}: unknown feature file type {suffix!r}; expected .pkl (MMSA/MulT), .npz or label .csv")
+
+
+def holdout_from_valid(ds: MSADataset) -> MSADataset:
+    """Split `valid` by video into a first half (new valid) and a second half (test).
+
+    For files without a test split (the shared MOSEI copy): select on one half, report the other.
+    Ids are "video$_$clip" or "video_clip"; grouping by video keeps a speaker out of both halves.
+    """
+    if "test" in ds.splits:
+        raise DataError(f"{ds.source}: holdout_from_valid asked for, but the data already has a test split")
+    sp = ds.splits["valid"]
+    videos = [i.split("$_$")[0] if "$_$" in i else i.rsplit("_", 1)[0] for i in sp.ids]
+    order = sorted(set(videos))
+    first = set(order[: len(order) // 2])
+    idx = np.arange(len(sp))
+    in_first = np.array([v in first for v in videos])
+    ds.splits["valid"], ds.splits["test"] = sp.subset(idx[in_first]), sp.subset(idx[~in_first])
+    return ds
+
+
+def load_dataset(name: str, root=None, modalities: list[str] | None = None,
+                 normalize: list[str] | tuple[str, ...] = ("audio", "vision"), holdout_valid: bool = False,
+                 **kwargs) -> MSADataset:
+    """Load a named dataset (see `list_datasets()`) or a feature file, validated and normalised."""
+    path = Path(name)
+    if path.suffix:  # dataset names have none
+        if not path.exists():
+            raise DataError(f"feature file {path} does not exist")
+        ds = _from_file(path, **kwargs)
+    else:
+        ds = DATASETS.get(name)(root=root, **kwargs)
+    if holdout_valid:
+        ds = holdout_from_valid(ds)
+    if modalities:
+        ds.select_modalities(modalities)
+    ds.validate()
+    if normalize:
+        ds.normalize(tuple(normalize))
+    return ds
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()
+
+
+def describe(ds: MSADataset) -> dict:
+    """What `sentangle data info` prints: sizes, modalities, shapes, label statistics."""
+    out = {"name": ds.name, "source": str(ds.source), "task": ds.task, "modalities": list(ds.modalities),
+           "input_dims": ds.input_dims, "splits": {}}
+    if ds.class_names:
+        out["classes"] = list(ds.class_names)
+    for s, sp in ds.splits.items():
+        info = {"samples": len(sp)}
+        for m, mask in sp.masks.items():
+            lengths = mask.sum(1)
+            info[m] = {"max_len": int(mask.shape[1]), "mean_len": round(float(lengths.mean()), 1)}
+        if sp.tokens is not None:
+            info["text_tokens"] = {"max_len": int(sp.tokens["input_ids"].shape[1])}
+        if ds.task == "regression":
+            info["label_mean"] = round(float(sp.labels.mean()), 4)
+            info["label_std"] = round(float(sp.labels.std()), 4)
+        else:
+            info["class_counts"] = np.bincount(sp.labels, minlength=len(ds.class_names or [])).tolist()
+        out["splits"][s] = info
+    return out
+
+
+__all__ = ["load_dataset", "list_datasets", "describe", "find_file", "Split"]

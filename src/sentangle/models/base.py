@@ -1,0 +1,78 @@
+"""The model contract: forward(batch) -> ModelOutput(prediction, aux_losses, extras)."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..data.batch import MODALITIES, Batch
+from ..config import ConfigError
+from ..registry import MODELS
+
+
+@dataclass
+class ModelOutput:
+    prediction: torch.Tensor  # (B,) for regression, (B, C) logits for classification
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # unweighted scalars
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # gates, summaries, for analysis
+
+
+class MSAModel(nn.Module):
+    """Base class: knows which modalities exist and, optionally, owns a fine-tuned text encoder.
+
+    Subclasses build their modules from `self.input_dims` (modality -> feature size; a modality
+    missing from the dataset is simply absent) and start `forward` with `self.inputs(batch)`.
+    `default_aux_weights` gives each auxiliary loss its weight unless the config overrides it.
+    """
+
+    default_aux_weights: dict[str, float] = {}
+
+    def __init__(self, input_dims: dict[str, int], output_dim: int = 1, text_encoder: str | None = None):
+        super().__init__()
+        dims = dict(input_dims)
+        self.text_encoder = None
+        if text_encoder is not None:
+            from ..data.text import TextEncoder
+
+            self.text_encoder = TextEncoder(text_encoder)
+            dims["text"] = self.text_encoder.hidden_size
+        self.input_dims = {m: dims[m] for m in MODALITIES if m in dims}
+        if not self.input_dims:
+            raise ValueError(f"{type(self).__name__}: no modality to read; expected some of {MODALITIES}")
+        self.modalities = tuple(self.input_dims)
+        self.output_dim = output_dim
+
+    def inputs(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        feats, masks = dict(batch.features), dict(batch.masks)
+        if self.text_encoder is not None and batch.tokens is not None:
+            feats["text"], masks["text"] = self.text_encoder(batch.tokens["input_ids"], batch.tokens["attention_mask"])
+        missing = [m for m in self.modalities if m not in feats]
+        if missing:
+            # A modality the model was built for but the batch lacks: treat as wholly missing
+            # (zeros, nothing real) so robustness tests can drop modalities at test time.
+            ref = next(iter(feats.values()))
+            for m in missing:
+                feats[m] = ref.new_zeros(ref.shape[0], 1, self.input_dims[m])
+                masks[m] = torch.zeros(ref.shape[0], 1, dtype=torch.bool, device=ref.device)
+        return feats, masks
+
+    def head_output(self, y: torch.Tensor) -> torch.Tensor:
+        return y.squeeze(-1) if self.output_dim == 1 else y
+
+
+def create_model(name: str, input_dims: dict[str, int], output_dim: int = 1,
+                 text_encoder: str | None = None, **kwargs) -> MSAModel:
+    """Build a registered model by name; unknown keyword arguments get a clear error."""
+    cls = MODELS.get(name)
+    params = inspect.signature(cls.__init__).parameters
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        valid = [p for p in params if p not in ("self", "input_dims", "output_dim", "text_encoder")]
+        raise ConfigError(f"model {name!r} has no option(s) {unknown}; its options are: {', '.join(valid)}")
+    return cls(input_dims=input_dims, output_dim=output_dim, text_encoder=text_encoder, **kwargs)
+
+
+def list_models() -> list[str]:
+    return MODELS.names()

@@ -1,0 +1,147 @@
+"""Multi-seed runs and the run folder.
+
+    runs/<name>/config.yaml        the resolved config (re-run it with --config)
+    runs/<name>/environment.json   versions, git commit, platform
+    runs/<name>/dataset.json       what was loaded (sizes, shapes, normalisation report)
+    runs/<name>/seed_<s>/          metrics.json (per split + history), checkpoint.pt, predictions_<split>.csv
+    runs/<name>/summary.json|md    mean and std over seeds, per split
+
+A seed whose metrics.json exists (for the same config) is not trained again, so an interrupted
+multi-seed run picks up where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import RunConfig, dump_yaml, from_dict, read_yaml
+from ..data.dataset import MSADataset
+from ..data.named import describe, load_dataset
+from ..models.base import MSAModel, create_model
+from ..report.tables import aggregate, split_table
+from ..utils.io import atomic_write, versions, write_json, write_text
+from .trainer import fit, predict
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def dataset_from_config(cfg: RunConfig, root=None) -> MSADataset:
+    args = {k: v for k, v in cfg.dataset.items() if k != "name"}
+    if root is not None:
+        args["root"] = root
+    return load_dataset(cfg.dataset["name"], **args)
+
+
+def model_for(cfg: RunConfig, ds: MSADataset) -> MSAModel:
+    args = {k: v for k, v in cfg.model.items() if k != "name"}
+    return create_model(cfg.model["name"], ds.input_dims, ds.output_dim, ds.text_encoder, **args)
+
+
+def save_checkpoint(path: Path, model: MSAModel, cfg: RunConfig, ds: MSADataset, seed: int) -> None:
+    payload = {
+        "format": "sentangle-checkpoint-1",
+        "state_dict": model.state_dict(),
+        "config": cfg.to_dict(),
+        "seed": seed,
+        "versions": versions(),
+        "data": {"input_dims": ds.input_dims, "output_dim": ds.output_dim, "task": ds.task,
+                 "class_names": ds.class_names, "text_encoder": ds.text_encoder},
+    }
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path) -> tuple[MSAModel, RunConfig, dict]:
+    """Rebuild the model of a checkpoint. Loads tensors and plain data only (no code runs)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not a sentangle checkpoint "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != "sentangle-checkpoint-1":
+        raise CheckpointError(f"checkpoint {path}: missing 'format: sentangle-checkpoint-1'; not written by sentangle")
+    cfg = from_dict(payload["config"])
+    data = payload["data"]
+    args = {k: v for k, v in cfg.model.items() if k != "name"}
+    model = create_model(cfg.model["name"], data["input_dims"], data["output_dim"], data["text_encoder"], **args)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path}: weights do not fit model {cfg.model['name']!r}: {str(e)[:300]}") from None
+    model.eval()
+    return model, cfg, payload
+
+
+def write_predictions(path: Path, ds: MSADataset, pred: np.ndarray, label: np.ndarray, ids: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    if ds.task == "regression":
+        w.writerow(["id", "prediction", "label"])
+        w.writerows((i, f"{p:.6f}", f"{y:.6f}") for i, p, y in zip(ids, pred, label))
+    else:
+        names = ds.class_names or []
+        w.writerow(["id", "prediction", "label"] + [f"logit_{c}" for c in names])
+        w.writerows([i, names[int(np.argmax(p))], names[int(y)]] + [f"{v:.5f}" for v in p]
+                    for i, p, y in zip(ids, pred, label))
+    write_text(path, buf.getvalue())
+
+
+def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:
+    splits = next(iter(per_seed.values()))
+    return {s: {m: aggregate([per_seed[seed][s][m] for seed in per_seed]) for m in splits[s]} for s in splits}
+
+
+def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = None) -> dict:
+    """Train `cfg.model` on `cfg.dataset` once per seed; write the run folder; return the summary."""
+    folder = Path(cfg.out) / cfg.run_name
+    resolved = cfg.to_dict()
+    if (folder / "config.yaml").exists() and not overwrite:
+        old = read_yaml(folder / "config.yaml")
+        same = {k: v for k, v in old.items() if k != "seeds"} == {k: v for k, v in resolved.items() if k != "seeds"}
+        if not same:
+            raise FileExistsError(f"{folder} holds a run with a different config; pass --overwrite or another --name")
+    ds = dataset or dataset_from_config(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / "config.yaml", dump_yaml(resolved))
+    write_json(folder / "environment.json", versions())
+    write_json(folder / "dataset.json", {**describe(ds), "info": ds.info})
+    per_seed: dict[int, dict] = {}
+    for seed in cfg.seeds:
+        seed_dir = folder / f"seed_{seed}"
+        done = seed_dir / "metrics.json"
+        if done.exists() and not overwrite:
+            import json
+
+            per_seed[seed] = json.loads(done.read_text())["metrics"]
+            continue
+        model = model_for(cfg, ds)
+        result = fit(model, ds, cfg.train, seed, desc=f"{cfg.model['name']} seed {seed}")
+        for split in ds.splits:
+            pred, label, ids = predict(model, ds, split, cfg.train.eval_batch_size, cfg.train.device)
+            write_predictions(seed_dir / f"predictions_{split}.csv", ds, pred, label, ids)
+        save_checkpoint(seed_dir / "checkpoint.pt", model, cfg, ds, seed)
+        # metrics.json last: its presence marks the seed as finished for resuming.
+        write_json(done, {"seed": seed, "best_epoch": result.best_epoch, "select_metric": result.select_metric,
+                          "select_split": cfg.train.select_split, "best_score": result.best_score,
+                          "train_seconds": round(result.seconds, 2), "parameters": sum(p.numel() for p in model.parameters()),
+                          "metrics": result.metrics, "history": result.history})
+        per_seed[seed] = result.metrics
+    summary = summarize(per_seed)
+    write_json(folder / "summary.json", {"model": cfg.model["name"], "dataset": cfg.dataset["name"],
+                                         "task": ds.task, "seeds": list(per_seed), "std": "sample (ddof=1)",
+                                         "splits": summary, "per_seed": per_seed,
+                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    md = (f"# {cfg.run_name}\n\nModel `{cfg.model['name']}` on `{cfg.dataset['name']}`, seeds {list(per_seed)}; "
+          f"selected on {cfg.train.select_split} ({cfg.train.select_metric}); mean ± sample std over seeds.\n\n"
+          + split_table(summary, ds.task) + "\n")
+    write_text(folder / "summary.md", md)
+    return {"folder": str(folder), "task": ds.task, "splits": summary, "per_seed": per_seed}

@@ -1,0 +1,182 @@
+"""One training loop for every model.
+
+loss = task loss + sum_k weight_k * aux_k, with each model's auxiliary losses named in its output
+and weighted from the config. Model selection is on the validation split only; the test split is
+evaluated once, with the selected weights, after training ends.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..data.dataset import MSADataset
+from ..models.base import MSAModel
+from .metrics import METRIC_DIRECTIONS, compute_metrics
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def set_seed(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def task_loss(pred: torch.Tensor, labels: torch.Tensor, task: str, name: str = "auto") -> torch.Tensor:
+    if name == "auto":
+        name = "l1" if task == "regression" else "ce"
+    if (name == "ce") != (task == "classification"):
+        raise TrainingError(f"loss {name!r} does not fit a {task} task")
+    if name == "l1":
+        return F.l1_loss(pred, labels)
+    if name == "mse":
+        return F.mse_loss(pred, labels)
+    return F.cross_entropy(pred, labels)
+
+
+def selection(cfg: TrainConfig, task: str) -> tuple[str, str]:
+    metric = cfg.select_metric
+    if metric == "auto":
+        metric = "mae" if task == "regression" else "accuracy"
+    if metric not in METRIC_DIRECTIONS:
+        raise TrainingError(f"train.select_metric {metric!r} is not a metric; known: {', '.join(sorted(METRIC_DIRECTIONS))}")
+    return metric, METRIC_DIRECTIONS[metric]
+
+
+def make_optimizer(model: MSAModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # A pretrained text encoder needs a much smaller step than freshly initialised layers.
+    enc, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (enc if name.startswith("text_encoder.") else rest).append(p)
+    groups = [{"params": rest, "lr": cfg.lr}]
+    if enc:
+        groups.append({"params": enc, "lr": cfg.text_lr})
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def predict(model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 256,
+            device: str = "cpu") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Predictions (N,) or logits (N, C), labels and ids of one split, in dataset order."""
+    model.eval()
+    preds, labels, ids = [], [], []
+    for batch in dataset.batches(split, batch_size):
+        out = model(batch.to(device))
+        preds.append(out.prediction.float().cpu())
+        labels.append(batch.labels)
+        ids += batch.ids
+    return torch.cat(preds).numpy(), torch.cat(labels).numpy(), ids
+
+
+def evaluate(model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 256,
+             device: str = "cpu") -> dict[str, float]:
+    pred, label, _ = predict(model, dataset, split, batch_size, device)
+    return compute_metrics(dataset.task, pred, label, dataset.num_classes)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_score: float
+    select_metric: str
+    history: list[dict] = field(default_factory=list)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc: str = "") -> FitResult:
+    """Train with early stopping on the validation split; leaves the best weights in `model`."""
+    gen = set_seed(seed)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    model.to(device)
+    metric, direction = selection(cfg, dataset.task)
+    better = (lambda a, b: a < b) if direction == "min" else (lambda a, b: a > b)
+    opt = make_optimizer(model, cfg)
+    sched = None
+    if cfg.scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    elif cfg.scheduler == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=direction, factor=0.5, patience=max(cfg.patience // 3, 1))
+    weights = {**model.default_aux_weights, **cfg.aux_weights}
+    n_train = len(dataset.splits["train"])
+    best_score, best_epoch, best_state, stale = math.inf if direction == "min" else -math.inf, -1, None, 0
+    history: list[dict] = []
+    start = time.perf_counter()
+    bar = tqdm(total=cfg.epochs * n_train, unit="utt", unit_scale=True, desc=desc or type(model).__name__,
+               disable=not cfg.progress, dynamic_ncols=True, mininterval=0.5)
+    checked_names = False
+    for epoch in range(cfg.epochs):
+        model.train()
+        sums: dict[str, float] = {}
+        seen = 0
+        for batch in dataset.batches("train", cfg.batch_size, shuffle=True, generator=gen):
+            batch = batch.to(device)
+            out = model(batch)
+            loss = task_loss(out.prediction, batch.labels, dataset.task, cfg.loss)
+            parts = {"task": loss.detach()}
+            if not checked_names:
+                unknown = set(cfg.aux_weights) - set(out.aux_losses)
+                if unknown:
+                    raise TrainingError(f"train.aux_weights names {sorted(unknown)}, but {type(model).__name__} "
+                                        f"produces {sorted(out.aux_losses) or 'no auxiliary losses'}")
+                checked_names = True
+            for name, value in out.aux_losses.items():
+                w = weights.get(name, 1.0)
+                parts[name] = value.detach()
+                if w:
+                    loss = loss + w * value
+            if not torch.isfinite(loss):
+                raise TrainingError(f"{desc}: loss is {loss.item()} at epoch {epoch + 1} "
+                                    f"(parts: { {k: float(v) for k, v in parts.items()} }); try a lower train.lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip_value > 0:
+                torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            b = len(batch)
+            seen += b
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * b
+            bar.update(b)
+        hook = getattr(model, "on_epoch_end", None)
+        if hook is not None:
+            hook(epoch)
+        val = evaluate(model, dataset, cfg.select_split, cfg.eval_batch_size, device)
+        score = val[metric]
+        record = {"epoch": epoch + 1, **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
+                  **{f"{cfg.select_split}_{k}": v for k, v in val.items()}}
+        history.append(record)
+        if sched is not None:
+            sched.step(score) if cfg.scheduler == "plateau" else sched.step()
+        if better(score, best_score):
+            best_score, best_epoch, stale = score, epoch + 1, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_task']:.3f}", **{f"{cfg.select_split}_{metric}": f"{score:.3f}"})
+        if stale >= cfg.patience:
+            bar.total = bar.n
+            break
+    bar.close()
+    if best_state is None:
+        raise TrainingError(f"{desc}: no epoch produced a usable {cfg.select_split} {metric} (is train.epochs > 0?)")
+    model.load_state_dict(best_state)
+    metrics = {s: evaluate(model, dataset, s, cfg.eval_batch_size, device) for s in dataset.splits}
+    return FitResult(best_epoch, best_score, metric, history, metrics, time.perf_counter() - start)

@@ -1,0 +1,44 @@
+import pytest
+
+from sentangle.config import ConfigError, build_config, parse_override, parse_seeds
+
+
+def test_layers_and_overrides(tmp_path):
+    user = tmp_path / "run.yaml"
+    user.write_text("model:\n  name: lf_dnn\n  hidden: 32\ntrain:\n  epochs: 3\n  aux_weights: {x: 0.5}\n")
+    cfg = build_config(config_file=str(user), overrides=["train.lr=3e-4", "model.dropout=0.0", "seeds=2"])
+    assert cfg.model == {"name": "lf_dnn", "hidden": 32, "fusion_hidden": 128, "dropout": 0.0}
+    assert cfg.train.epochs == 3 and cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.train.batch_size == 64  # from configs/datasets/synthetic.yaml
+    assert cfg.train.aux_weights == {"x": 0.5}
+    assert cfg.seeds == [1111, 1112]
+    assert cfg.dataset["name"] == "synthetic"
+
+
+def test_override_parsing():
+    assert parse_override("train.lr=1e-3") == (["train", "lr"], 1e-3)
+    assert parse_override("dataset.aligned=true") == (["dataset", "aligned"], True)
+    assert parse_override("model.modalities=[text,audio]") == (["model", "modalities"], ["text", "audio"])
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        parse_override("train.lr")
+
+
+def test_seeds():
+    assert parse_seeds(5) == [1111, 1112, 1113, 1114, 1115]
+    assert parse_seeds("1111,1113") == [1111, 1113]
+    assert parse_seeds("3") == [1111, 1112, 1113]
+    with pytest.raises(ConfigError):
+        parse_seeds(9)
+
+
+def test_unknown_keys_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="epoch"):
+        build_config(overrides=["train.epoch=3"])
+    with pytest.raises(ConfigError, match="must be a number"):
+        build_config(overrides=["train.lr=fast"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modle: {name: x}\n")
+    with pytest.raises(ConfigError, match="modle"):
+        build_config(config_file=str(bad))
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_config(config_file=str(tmp_path / "missing.yaml"))

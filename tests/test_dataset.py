@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+import torch
+
+from sentangle.data import DataError, MSADataset, Split, collate, full_masks
+
+
+def make_split(n=6, t=5, d=3, seed=0, lengths=None):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, t, d)).astype(np.float32)
+    lengths = np.full(n, t) if lengths is None else np.asarray(lengths)
+    m = full_masks(x, lengths)
+    x[~m] = 0
+    return Split(features={"audio": x}, masks={"audio": m}, labels=rng.uniform(-3, 3, n).astype(np.float32),
+                 ids=[f"s{seed}_{i}" for i in range(n)])
+
+
+def make_ds(**splits):
+    splits = splits or {"train": make_split(seed=0), "valid": make_split(seed=1), "test": make_split(seed=2)}
+    return MSADataset("toy", splits, source="toy.pkl")
+
+
+def test_full_masks():
+    x = np.zeros((3, 4, 2))
+    assert full_masks(x).all()
+    np.testing.assert_array_equal(full_masks(x, [0, 2, 9]), [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
+
+
+def test_validate_names_file_split_and_expectation():
+    ds = make_ds()
+    ds.splits["valid"].features["audio"][1, 2, 0] = np.nan
+    with pytest.raises(DataError, match=r"toy.pkl.*valid\.audio.*NaN/inf.*s1_1"):
+        ds.validate()
+    ds = make_ds()
+    ds.splits["test"].labels[3] = 3.5
+    with pytest.raises(DataError, match=r"toy.pkl.*test\.labels.*outside \[-3.0, 3.0\]"):
+        ds.validate()
+    ds = make_ds()
+    ds.splits["train"] = ds.splits["train"].subset(np.arange(0))
+    with pytest.raises(DataError, match="'train' is empty"):
+        ds.validate()
+    ds = make_ds()
+    del ds.splits["valid"]
+    with pytest.raises(DataError, match="missing split 'valid'"):
+        ds.validate()
+    ds = make_ds()
+    ds.splits["test"].masks["audio"] = ds.splits["test"].masks["audio"][:, :3]
+    with pytest.raises(DataError, match="test.audio mask"):
+        ds.validate()
+    ds = make_ds()
+    ds.splits["valid"].features["audio"] = np.zeros((6, 5, 4), np.float32)
+    with pytest.raises(DataError, match="feature dims"):
+        ds.validate()
+
+
+def test_classification_labels_checked():
+    sp = make_split()
+    sp.labels = np.array([0, 1, 2, 1, 0, 3])
+    ds = MSADataset("c", {"train": sp, "valid": make_split(seed=1)}, task="classification",
+                    class_names=["a", "b", "c"], label_range=None, source="c.tsv")
+    with pytest.raises(DataError, match=r"c.tsv.*integer class indices in \[0, 3\)"):
+        ds.validate()
+
+
+def test_collate_trims_padding_and_keeps_order():
+    sp = make_split(n=4, t=6, lengths=[2, 3, 1, 2])
+    b = collate(sp, np.array([2, 0]))
+    assert b.features["audio"].shape == (2, 2, 3)  # longest real sequence in the batch is 2
+    assert b.masks["audio"].tolist() == [[True, False], [True, True]]
+    assert b.ids == ["s0_2", "s0_0"]
+    torch.testing.assert_close(b.labels, torch.from_numpy(sp.labels[[2, 0]]))
+
+
+def test_batches_cover_split_and_shuffle_is_seeded():
+    ds = make_ds()
+    ids = lambda g: [i for b in ds.batches("train", 4, shuffle=True, generator=g) for i in b.ids]  # noqa: E731
+    a, b = ids(torch.Generator().manual_seed(1)), ids(torch.Generator().manual_seed(1))
+    assert a == b and sorted(a) == sorted(ds.splits["train"].ids)
+    assert [i for bt in ds.batches("train", 4) for i in bt.ids] == ds.splits["train"].ids
+    with pytest.raises(DataError, match="no split 'dev'"):
+        next(ds.batches("dev", 2))
+
+
+def test_normalize_uses_train_statistics_floor_and_clip():
+    rng = np.random.default_rng(0)
+    n, d = 200, 4
+    def split(scale_const):
+        x = rng.normal(5.0, 2.0, size=(n, 1, d)).astype(np.float32)
+        x[:, 0, 2] = 7.0 + scale_const * rng.normal(size=n)  # constant on train, varies elsewhere
+        x[:, 0, 3] = rng.normal(0, 0.02, size=n)  # small but real variance: floored, not dropped
+        return Split({"audio": x}, {"audio": np.ones((n, 1), bool)}, np.zeros(n, np.float32), [str(i) for i in range(n)])
+    ds = MSADataset("n", {"train": split(0.0), "valid": split(1.0), "test": split(50.0)}, source="n.npz")
+    raw_train = ds.splits["train"].features["audio"].copy()
+    ds.splits["test"].features["audio"][0, 0, 0] = 1e6  # an outlier must not blow up
+    with pytest.warns(UserWarning, match="constant"):
+        ds.normalize(("audio",), clip=10.0, drop_tol=1e-2, std_floor=0.05)
+    z = ds.splits["train"].features["audio"][:, 0]
+    mu, sd = raw_train[:, 0].mean(0), raw_train[:, 0].std(0)
+    np.testing.assert_allclose(z[:, 0], (raw_train[:, 0, 0] - mu[0]) / sd[0], rtol=1e-4, atol=1e-5)
+    assert np.abs(z[:, 0].mean()) < 1e-5 and abs(z[:, 0].std() - 1) < 1e-4
+    rep = ds.info["normalization"]["audio"]
+    assert rep["dropped_columns"] == [2]
+    for s in ("train", "valid", "test"):
+        assert np.all(ds.splits[s].features["audio"][..., 2] == 0)
+        assert np.abs(ds.splits[s].features["audio"]).max() <= 10.0
+    assert ds.splits["test"].features["audio"][0, 0, 0] == 10.0
+    assert rep["clipped_values"]["test"] >= 1
+    # column 3 has a tiny real std: it is divided by max(std, 0.05 * median column std)
+    floor = 0.05 * np.median(sd)
+    assert sd[3] < floor
+    np.testing.assert_allclose(z[:, 3], (raw_train[:, 0, 3] - mu[3]) / floor, rtol=1e-4, atol=1e-5)
+
+
+def test_normalize_ignores_padding_frames():
+    sp = make_split(n=50, t=8, lengths=np.random.default_rng(0).integers(1, 9, 50))
+    real = sp.features["audio"][sp.masks["audio"]]
+    ds = MSADataset("p", {"train": sp, "valid": make_split(seed=1)})
+    ds.normalize(("audio",))
+    z = ds.splits["train"].features["audio"]
+    np.testing.assert_allclose(z[sp.masks["audio"]].mean(0), 0, atol=1e-5)
+    assert np.all(z[~sp.masks["audio"]] == 0)
+    assert real.shape[0] == sp.masks["audio"].sum()
+
+
+def test_select_modalities():
+    ds = make_ds()
+    with pytest.raises(DataError, match="vision"):
+        ds.select_modalities(["vision"])

