@@ -1,10 +1,12 @@
 """The synthetic benchmark plants what docs/synthetic.md says it plants, and its oracle is right."""
+import json
 import math
 
 import numpy as np
 import pytest
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics import r2_score
+from threadpoolctl import threadpool_limits
 
 from sentangle.data.synthetic import main, make_synthetic, oracle_table
 
@@ -14,9 +16,26 @@ ALPHAS = np.logspace(-2, 4, 7)
 SMALL = dict(lengths={"text": 20, "audio": 60, "vision": 80}, dims={"text": 16})
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    # The machine is shared: threaded BLAS under oversubscription spins and runs 5x slower.
+    with threadpool_limits(limits=1):
+        yield
+
+
 @pytest.fixture(scope="module")
-def default():
-    return make_synthetic()  # the full default: ~440 MB, a few seconds, generated once
+def generated():
+    return make_synthetic(return_factors=True)  # the full default: ~440 MB, a few seconds, once
+
+
+@pytest.fixture(scope="module")
+def default(generated):
+    return generated[0]
+
+
+@pytest.fixture(scope="module")
+def factors(generated):
+    return generated[1]
 
 
 def real_length(mask):
@@ -40,10 +59,9 @@ def half_difference(sp, mods=MODS):
     return np.concatenate(out, 1)
 
 
-def probe_r2(ds, featurize, target, mods=MODS):
-    """R^2 on test of a ridge from featurize(split, mods) to a latent factor, fit on train."""
+def probe_r2(ds, f, featurize, target, mods=MODS):
+    """R^2 on test of a ridge from featurize(split, mods) to latent factor f[split][target]."""
     tr, te = ds.splits["train"], ds.splits["test"]
-    f = ds.info["factors"]
     model = RidgeCV(alphas=ALPHAS).fit(featurize(tr, mods), f["train"][target])
     return r2_score(f["test"][target], model.predict(featurize(te, mods)))
 
@@ -71,10 +89,11 @@ def test_aligned_has_one_length_and_the_same_real_length_per_sample():
 
 
 def test_aligned_and_unaligned_of_one_seed_share_factors_and_labels():
-    al, un = make_synthetic(seed=5, aligned=True, scale=0.05), make_synthetic(seed=5, scale=0.05, **SMALL)
+    al, f_al = make_synthetic(seed=5, aligned=True, scale=0.05, return_factors=True)
+    un, f_un = make_synthetic(seed=5, scale=0.05, return_factors=True, **SMALL)
     assert np.array_equal(al.splits["test"].labels, un.splits["test"].labels)
     for k in "sabc":
-        assert np.array_equal(al.info["factors"]["valid"][k], un.info["factors"]["valid"][k])
+        assert np.array_equal(f_al["valid"][k], f_un["valid"][k])
 
 
 def test_unaligned_modalities_share_one_duration_at_their_own_rates():
@@ -108,11 +127,11 @@ def test_test_split_does_not_depend_on_the_train_size():
 
 
 def test_masks_pad_at_the_end_and_drop_interior_frames_at_the_drop_rate():
-    ds = make_synthetic(scale=0.5, drop_rate=0.2, min_length=0.4, **SMALL)
+    ds, f = make_synthetic(scale=0.5, drop_rate=0.2, min_length=0.4, return_factors=True, **SMALL)
     for m in MODS:
         sp = ds.splits["train"]
         x, k = sp.features[m], sp.masks[m]
-        n_real = ds.info["factors"]["train"]["lengths"][m]
+        n_real = f["train"]["lengths"][m]
         t = np.arange(k.shape[1])[None, :]
         assert np.array_equal(real_length(k), n_real)
         assert k[:, 0].all()
@@ -131,6 +150,14 @@ def test_labels_are_clipped_to_the_sentiment_range(default):
     assert (np.abs(y) == 3).any() and (np.abs(y) < 3).mean() > 0.8  # clipping happens, but rarely
 
 
+def test_info_is_small_plain_json_and_factors_come_only_on_request():
+    ds = make_synthetic(scale=0.05, **SMALL)
+    text = json.dumps(ds.info)  # no numpy inside: run folders write it as it is
+    assert len(text) < 4000
+    assert ds.info["config"]["sizes"] == {"train": 64, "valid": 11, "test": 34}
+    assert ds.info["oracle"]["n_test"] == 34
+
+
 def test_bad_knobs_are_refused():
     with pytest.raises(ValueError, match="aligned"):
         make_synthetic(aligned=True, lengths={"audio": 40}, scale=0.05)
@@ -140,45 +167,45 @@ def test_bad_knobs_are_refused():
 
 # ---- the planted structure ------------------------------------------------------------------------
 
-def test_the_trend_needs_order(default):
+def test_the_trend_needs_order(default, factors):
     # Time-averages of every modality carry no linear trace of a; the late-minus-early contrast does.
-    assert abs(probe_r2(default, time_mean, "a")) < 0.05
-    assert probe_r2(default, half_difference, "a") > 0.5
+    assert abs(probe_r2(default, factors, time_mean, "a")) < 0.05
+    assert probe_r2(default, factors, half_difference, "a") > 0.5
     # And the contrast is blind to the static factors, which cancel between the halves.
-    assert abs(probe_r2(default, half_difference, "s")) < 0.05
+    assert abs(probe_r2(default, factors, half_difference, "s")) < 0.05
 
 
 @pytest.mark.parametrize("cue, owner", [("b", "audio"), ("c", "vision")])
-def test_private_cues_are_known_to_one_modality_only(default, cue, owner):
+def test_private_cues_are_known_to_one_modality_only(default, factors, cue, owner):
     for m in MODS:
-        r2 = probe_r2(default, time_mean, cue, (m,))
+        r2 = probe_r2(default, factors, time_mean, cue, (m,))
         assert r2 > 0.5 if m == owner else abs(r2) < 0.05, (cue, m, r2)
 
 
 @pytest.mark.parametrize("m", MODS)
-def test_polarity_is_shared_by_every_modality(default, m):
-    assert probe_r2(default, time_mean, "s", (m,)) > 0.8
+def test_polarity_is_shared_by_every_modality(default, factors, m):
+    assert probe_r2(default, factors, time_mean, "s", (m,)) > 0.8
 
 
-def test_nuisance_outweighs_the_signal(default):
+def test_nuisance_outweighs_the_signal(default, factors):
     # The largest directions of variance of the time-averaged text are speaker/channel, not s.
     x = time_mean(default.splits["train"], ("text",))
     x = x - x.mean(0)
     _, sv, vt = np.linalg.svd(x, full_matrices=False)
     top = x @ vt[0]
-    s = default.info["factors"]["train"]["s"]
+    s = factors["train"]["s"]
     assert abs(np.corrcoef(top, s)[0, 1]) < 0.3
     assert sv[0] ** 2 > 2 * np.var(s) * len(s)
 
 
 def test_projections_belong_to_the_world_seed_not_the_sample_seed():
     kw = dict(scale=0.2, **SMALL)
-    fit = make_synthetic(seed=0, **kw)
-    same_world = make_synthetic(seed=1, **kw)
-    other_world = make_synthetic(seed=1, world_seed=1, **kw)
-    model = Ridge(alpha=1.0).fit(time_mean(fit.splits["train"]), fit.info["factors"]["train"]["s"])
-    r2 = {name: r2_score(d.info["factors"]["test"]["s"], model.predict(time_mean(d.splits["test"])))
-          for name, d in (("same", same_world), ("other", other_world))}
+    fit, f_fit = make_synthetic(seed=0, return_factors=True, **kw)
+    model = Ridge(alpha=1.0).fit(time_mean(fit.splits["train"]), f_fit["train"]["s"])
+    r2 = {}
+    for name, world_seed in (("same", 0), ("other", 1)):
+        ds, f = make_synthetic(seed=1, world_seed=world_seed, return_factors=True, **kw)
+        r2[name] = r2_score(f["test"]["s"], model.predict(time_mean(ds.splits["test"])))
     assert r2["same"] > 0.8 and r2["other"] < 0.3, r2
 
 

@@ -25,12 +25,20 @@ def _yaml_value(v: Any) -> str:
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def make_config(model: str | None = None, dataset: str | None = None, config: str | None = None,
+def make_config(model: str | dict | None = None, dataset: str | dict | None = None, config: str | None = None,
                 seeds: int | str | list[int] | None = None, out: str | None = None, name: str | None = None,
                 data_root: str | None = None, overrides: list[str] | tuple[str, ...] = (),
                 **sections: dict) -> RunConfig:
-    """Resolve a config like `sentangle train` does; `sections` are dicts such as train={"epochs": 5}."""
+    """Resolve a config like `sentangle train` does.
+
+    `model` and `dataset` are a registered name or a dict with a "name" and options (as in the YAML
+    files); `sections` are further dicts such as train={"epochs": 5}.
+    """
     extra = list(overrides)
+    if isinstance(model, dict):
+        model, sections["model"] = model.get("name"), {k: v for k, v in model.items() if k != "name"}
+    if isinstance(dataset, dict):
+        dataset, sections["dataset"] = dataset.get("name"), {k: v for k, v in dataset.items() if k != "name"}
     for section, values in sections.items():
         if not isinstance(values, dict):
             raise TypeError(f"{section}= must be a dict of settings, got {type(values).__name__}")
@@ -46,8 +54,12 @@ def make_config(model: str | None = None, dataset: str | None = None, config: st
     return build_config(model, dataset, config, extra)
 
 
-def train(model: str | None = None, dataset: str | None = None, overwrite: bool = False, **kwargs) -> dict:
-    """Train over seeds and write a run folder; returns the summary (mean/std per split and metric)."""
+def train(model: str | dict | None = None, dataset: str | dict | None = None, overwrite: bool = False,
+          **kwargs) -> dict:
+    """Train over seeds and write a run folder; returns the summary (mean/std per split and metric).
+
+    Example: `sentangle.train({"name": "lf_dnn", "hidden": 64}, "synthetic", seeds=5, train={"epochs": 20})`.
+    """
     return run(make_config(model, dataset, **kwargs), overwrite=overwrite)
 
 

@@ -39,7 +39,8 @@ def make_synthetic(seed: int = 0, n_train: int = 1284, n_valid: int = 229, n_tes
                    w_s: float = 1.2, w_a: float = 0.8, w_b: float = 0.5, w_c: float = 0.5,
                    sigma_y: float = 0.2, noise: float | dict[str, float] | None = None,
                    nuisance_std: float = 2.0, nuisance_dims: int = 3, drop_rate: float = 0.1,
-                   min_length: float = 0.4, world_seed: int = 0) -> MSADataset:
+                   min_length: float = 0.4, world_seed: int = 0,
+                   return_factors: bool = False) -> MSADataset | tuple[MSADataset, dict]:
     """Generate the three splits; deterministic in (`seed`, `world_seed`, knobs).
 
     `seed` draws the samples; `world_seed` draws the fixed projections (the "world"), which are
@@ -47,6 +48,10 @@ def make_synthetic(seed: int = 0, n_train: int = 1284, n_valid: int = 229, n_tes
     `lengths`/`dims`/`noise` take one value for all modalities or a dict that overrides the defaults
     per modality. `scale` multiplies the three split sizes (quick runs). `min_length` is the
     shortest real length as a fraction of the maximum.
+
+    With `return_factors` it returns `(dataset, factors)`: per split the hidden factors s, a, b, c,
+    the label noise e, the noiseless score f, burst_time, and per modality the nuisance u and the
+    real lengths. They stay out of `dataset.info`, which is small and goes into run folders as JSON.
     """
     lengths = _per_modality(lengths, {m: ALIGNED_LENGTH for m in MODALITIES} if aligned else UNALIGNED_LENGTHS, "lengths")
     dims = _per_modality(dims, DEFAULT_DIMS, "dims")
@@ -60,24 +65,23 @@ def make_synthetic(seed: int = 0, n_train: int = 1284, n_valid: int = 229, n_tes
     sizes = {s: max(2, round(n * scale)) for s, n in zip(SPLITS, (n_train, n_valid, n_test))}
     weights = {"s": w_s, "a": w_a, "b": w_b, "c": w_c}
 
+    config = {"seed": seed, "world_seed": world_seed, "aligned": aligned, "scale": scale,
+              "sizes": sizes, "lengths": lengths, "dims": dims, "weights": weights, "sigma_y": sigma_y,
+              "noise": noise, "nuisance_std": nuisance_std, "nuisance_dims": nuisance_dims,
+              "drop_rate": drop_rate, "min_length": min_length}
+
     world = {m: _world(world_seed, i, dims[m], nuisance_dims, m in PRIVATE) for i, m in enumerate(MODALITIES)}
     # One child stream per split, so the test split does not change when n_train does.
     streams = np.random.SeedSequence(seed).spawn(len(SPLITS))
     splits, factors = {}, {}
     for (split, n), stream in zip(sizes.items(), streams):
-        splits[split], factors[split] = _make_split(
-            np.random.default_rng(stream), split, n, aligned, lengths, dims, world, weights, sigma_y,
-            noise, nuisance_std, drop_rate, min_length)
-
-    config = {"seed": seed, "world_seed": world_seed, "aligned": aligned, "scale": scale,
-              "sizes": sizes, "lengths": lengths, "dims": dims, "weights": weights, "sigma_y": sigma_y,
-              "noise": noise, "nuisance_std": nuisance_std, "nuisance_dims": nuisance_dims,
-              "drop_rate": drop_rate, "min_length": min_length}
-    info = {"config": config, "oracle": oracle_errors(factors, weights, sigma_y), "factors": factors}
+        splits[split], factors[split] = _make_split(np.random.default_rng(stream), split, n, world, config)
+    info = {"config": config, "oracle": oracle_errors(factors, weights, sigma_y)}
     name = "synthetic_aligned" if aligned else "synthetic"
     ds = MSADataset(name=name, splits=splits, task="regression", label_range=(-LABEL_CLIP, LABEL_CLIP),
                     source=f"make_synthetic(seed={seed}, aligned={aligned})", info=info)
-    return ds.validate(required=SPLITS)
+    ds.validate(required=SPLITS)
+    return (ds, factors) if return_factors else ds
 
 
 def _per_modality(value, default: dict, what: str) -> dict:
@@ -111,29 +115,28 @@ def _world(world_seed: int, index: int, d: int, k: int, has_private: bool) -> di
     return out
 
 
-def _make_split(rng, split, n, aligned, lengths, dims, world, weights, sigma_y, noise, nuisance_std,
-                drop_rate, min_length):
+def _make_split(rng, split, n, world, c):
     f = {k: rng.standard_normal(n) for k in ("s", "a", "b", "c")}
-    f["e"] = sigma_y * rng.standard_normal(n)
-    f["f"] = sum(weights[k] * f[k] for k in weights)  # the noiseless score
+    f["e"] = c["sigma_y"] * rng.standard_normal(n)
+    f["f"] = sum(w * f[k] for k, w in c["weights"].items())  # the noiseless score
     labels = np.clip(f["f"] + f["e"], -LABEL_CLIP, LABEL_CLIP).astype(np.float32)
     # One utterance duration per sample; each modality sees it at its own frame rate.
-    duration = rng.uniform(min_length, 1.0, n)
+    duration = rng.uniform(c["min_length"], 1.0, n)
     f["burst_time"] = rng.uniform(3 * BURST_WIDTH, 1 - 3 * BURST_WIDTH, n)
-    features, masks, real_lengths = {}, {}, {}
+    features, masks, f["u"], f["lengths"] = {}, {}, {}, {}
     for m in MODALITIES:
-        t_max = lengths[m]
+        t_max = c["lengths"][m]
         # Aligned data has one t_max for all, so every modality gets the same real length.
         n_real = np.maximum(2, np.rint(duration * t_max)).astype(np.int64)
-        features[m], masks[m] = _modality(rng, m, f, n_real, t_max, dims[m], world[m], noise[m],
-                                          nuisance_std, drop_rate)
-        real_lengths[m] = n_real
-    f["lengths"] = real_lengths
+        f["lengths"][m] = n_real
+        f["u"][m] = c["nuisance_std"] * rng.standard_normal((n, world[m]["U"].shape[0]))
+        features[m], masks[m] = _modality(rng, m, f, n_real, t_max, c["dims"][m], world[m], c["noise"][m],
+                                          c["drop_rate"])
     ids = [f"synthetic-{split}-{i:05d}" for i in range(n)]
     return Split(features=features, masks=masks, labels=labels, ids=ids), f
 
 
-def _modality(rng, m, f, n_real, t_max, d, w, sigma, nuisance_std, drop_rate):
+def _modality(rng, m, f, n_real, t_max, d, w, sigma, drop_rate):
     """x(t) = s p + z(tau_t) q + U u + [b h(tau_t) r | c r] + sigma eps(t), real frames only."""
     n = n_real.shape[0]
     t = np.arange(t_max)
@@ -141,8 +144,7 @@ def _modality(rng, m, f, n_real, t_max, d, w, sigma, nuisance_std, drop_rate):
     tau = (t[None, :] / (n_real[:, None] - 1)).astype(np.float32)  # 0 at the first frame, 1 at the last real one
     # Unit time-RMS ramp with zero time-mean: time-averages see none of a, its sign is in the order.
     traj = (math.sqrt(3.0) * f["a"][:, None] * (2.0 * tau - 1.0)).astype(np.float32)
-    u = nuisance_std * rng.standard_normal((n, w["U"].shape[0]))
-    static = f["s"][:, None] * w["p"] + u @ w["U"]
+    static = f["s"][:, None] * w["p"] + f["u"][m] @ w["U"]
     if m == "vision":
         static = static + f["c"][:, None] * w["r"]
     static = static.astype(np.float32)

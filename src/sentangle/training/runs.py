@@ -25,7 +25,7 @@ from ..data.named import describe, load_dataset
 from ..models.base import MSAModel, create_model
 from ..report.tables import aggregate, split_table
 from ..utils.io import atomic_write, versions, write_json, write_text
-from .trainer import fit, predict
+from .trainer import fit, predict, set_seed
 
 
 class CheckpointError(ValueError):
@@ -123,6 +123,7 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
 
             per_seed[seed] = json.loads(done.read_text())["metrics"]
             continue
+        set_seed(seed)  # initialisation belongs to the seed too
         model = model_for(cfg, ds)
         result = fit(model, ds, cfg.train, seed, desc=f"{cfg.model['name']} seed {seed}")
         for split in ds.splits:

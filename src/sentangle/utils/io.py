@@ -65,8 +65,9 @@ def versions() -> dict[str, str]:
 
     from .. import __version__
 
-    out = {"sentangle": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-           "numpy": np.__version__, "platform": platform.platform()}
+    # str(): torch.__version__ is a str subclass that weights-only checkpoint loading refuses.
+    out = {"sentangle": __version__, "python": sys.version.split()[0], "torch": str(torch.__version__),
+           "numpy": str(np.__version__), "platform": platform.platform()}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                                 cwd=Path(__file__).parent)

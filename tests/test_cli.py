@@ -1,0 +1,116 @@
+"""The `sentangle` command end to end on a tiny synthetic dataset."""
+import csv
+import json
+
+import pytest
+
+import sentangle
+from sentangle.cli import main
+
+TINY = ["dataset.scale=0.06", "dataset.lengths={text: 8, audio: 12, vision: 12}",
+        "dataset.dims={text: 16, audio: 5, vision: 6}", "train.epochs=3", "model.hidden=16"]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", "--out", str(out), "--name", "tiny", "--seeds", "2", "--no-progress", *TINY]) == 0
+    return out / "tiny"
+
+
+def test_train_writes_a_complete_run_folder(run_dir, capsys):
+    for f in ("config.yaml", "environment.json", "dataset.json", "summary.json", "summary.md"):
+        assert (run_dir / f).is_file(), f
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["seeds"] == [1111, 1112]
+    assert set(summary["splits"]) == {"train", "valid", "test"}
+    mae = summary["splits"]["test"]["mae"]
+    per_seed = [summary["per_seed"][str(s)]["test"]["mae"] for s in (1111, 1112)]
+    assert mae["mean"] == pytest.approx(sum(per_seed) / 2)
+    assert mae["std"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)  # sample std of two
+    for seed in (1111, 1112):
+        d = run_dir / f"seed_{seed}"
+        m = json.loads((d / "metrics.json").read_text())
+        assert m["seed"] == seed and 1 <= m["best_epoch"] <= 3 and len(m["history"]) >= 1
+        assert (d / "checkpoint.pt").stat().st_size > 0
+        rows = read_csv(d / "predictions_test.csv")
+        assert len(rows) == json.loads((run_dir / "dataset.json").read_text())["splits"]["test"]["samples"]
+    assert "| test |" in (run_dir / "summary.md").read_text()
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert {"torch", "numpy", "python", "sentangle"} <= set(env)
+
+
+def test_finished_seeds_are_not_retrained(run_dir):
+    before = {s: (run_dir / f"seed_{s}" / "metrics.json").stat().st_mtime_ns for s in (1111, 1112)}
+    assert main(["train", "--out", str(run_dir.parent), "--name", "tiny", "--seeds", "3", "--no-progress", *TINY]) == 0
+    after = {s: (run_dir / f"seed_{s}" / "metrics.json").stat().st_mtime_ns for s in (1111, 1112)}
+    assert before == after
+    assert (run_dir / "seed_1113" / "metrics.json").exists()
+
+
+def test_a_different_config_in_the_same_folder_is_refused(run_dir, capsys):
+    code = main(["train", "--out", str(run_dir.parent), "--name", "tiny", "--no-progress", *TINY, "train.lr=0.5"])
+    assert code == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_eval_and_predict_reproduce_the_run(run_dir, capsys, tmp_path):
+    ckpt = run_dir / "seed_1111" / "checkpoint.pt"
+    assert main(["eval", str(ckpt), "--split", "test", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["test"]
+    want = json.loads((run_dir / "seed_1111" / "metrics.json").read_text())["metrics"]["test"]
+    assert got == pytest.approx(want)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(ckpt), "--output", str(out)]) == 0
+    assert read_csv(out) == read_csv(run_dir / "seed_1111" / "predictions_test.csv")
+
+
+def test_corrupt_checkpoint_gets_a_clear_error(run_dir, tmp_path, capsys):
+    data = (run_dir / "seed_1111" / "checkpoint.pt").read_bytes()
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    assert main(["eval", str(bad)]) == 2
+    assert "truncated.pt is corrupt" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "none.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_unknown_names_list_the_known_ones(tmp_path, capsys):
+    assert main(["train", "--model", "tsdx", "--out", str(tmp_path), "--no-progress", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'tsdx'" in err and "lf_dnn" in err and "text_only" in err
+    assert main(["train", "--dataset", "mosy", "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'mosy'" in err and "mosi" in err and "synthetic" in err
+
+
+@pytest.mark.parametrize("cmd", ["train", "eval", "predict", "data", "models"])
+def test_every_subcommand_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    assert "usage: sentangle " + cmd in capsys.readouterr().out
+
+
+def test_data_list_and_info(capsys):
+    assert main(["data", "list"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("synthetic", "mosi", "mosi_utt", "mosei", "mintrec"):
+        assert name in listed
+    assert main(["data", "info", "synthetic", *[t for t in TINY if t.startswith("dataset.")]]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["modalities"] == ["text", "audio", "vision"] and info["input_dims"]["vision"] == 6
+
+
+def test_python_api_mirrors_the_cli(tmp_path):
+    res = sentangle.train({"name": "lf_dnn", "hidden": 16}, {"name": "synthetic", "scale": 0.06, "lengths": {"text": 8, "audio": 12, "vision": 12},
+                           "dims": {"text": 16, "audio": 5, "vision": 6}},
+                          out=str(tmp_path), seeds=1, train={"epochs": 2, "progress": False})
+    assert res["splits"]["test"]["mae"]["n"] == 1
+    model, cfg, _ = sentangle.load_checkpoint(tmp_path / "lf_dnn-synthetic" / "seed_1111" / "checkpoint.pt")
+    assert cfg.model["hidden"] == 16 and type(model).__name__ == "LFDNN"
