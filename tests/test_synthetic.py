@@ -82,7 +82,8 @@ def test_aligned_has_one_length_and_the_same_real_length_per_sample():
     ds = make_synthetic(aligned=True, scale=0.1)
     assert {s: len(sp) for s, sp in ds.splits.items()} == {"train": 128, "valid": 23, "test": 69}
     sp = ds.splits["train"]
-    assert {m: sp.features[m].shape[1:] for m in MODS} == {"text": (50, 768), "audio": (50, 5), "vision": (50, 20)}
+    shapes = {m: sp.features[m].shape[1:] for m in MODS}
+    assert shapes == {"text": (50, 768), "audio": (50, 5), "vision": (50, 20)}
     lengths = [real_length(sp.masks[m]) for m in MODS]
     assert np.array_equal(lengths[0], lengths[1]) and np.array_equal(lengths[0], lengths[2])
     assert lengths[0].min() < lengths[0].max()  # variable, not all padded to the same point
@@ -127,7 +128,7 @@ def test_test_split_does_not_depend_on_the_train_size():
 
 
 def test_masks_pad_at_the_end_and_drop_interior_frames_at_the_drop_rate():
-    ds, f = make_synthetic(scale=0.5, drop_rate=0.2, min_length=0.4, return_factors=True, **SMALL)
+    ds, f = make_synthetic(scale=0.5, drop_rate=0.2, min_length_frac=0.4, return_factors=True, **SMALL)
     for m in MODS:
         sp = ds.splits["train"]
         x, k = sp.features[m], sp.masks[m]

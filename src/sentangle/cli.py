@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", help="registered model name (see `sentangle models`); default lf_dnn")
     p.add_argument("--dataset", "-d", help="dataset name (see `sentangle data list`) or a feature file; default synthetic")
     p.add_argument("--config", "-c", help="YAML file with model/dataset/train/seeds sections")
-    p.add_argument("--seeds", help="a count (5 = seeds 1111..1115) or a comma list; default 1111")
+    p.add_argument("--seeds", help="a count (3 = seeds 1111..1113) or a comma list; default all five 1111..1115")
     p.add_argument("--out", help="parent folder of run folders (default runs)")
     p.add_argument("--name", help="run folder name (default <model>-<dataset>)")
     p.add_argument("--overwrite", action="store_true", help="retrain seeds that already finished in this run folder")
@@ -76,6 +76,8 @@ def _print_summary(summary: dict) -> None:
     from .report.tables import split_table
 
     print(split_table(summary["splits"], summary["task"]))
+    if summary.get("references"):
+        print("\nReference predictors on the same test split:\n" + summary["references"])
     print(f"\nrun folder: {summary['folder']}")
 
 

@@ -49,7 +49,7 @@ class RunConfig:
     model: dict[str, Any] = field(default_factory=lambda: {"name": "lf_dnn"})
     dataset: dict[str, Any] = field(default_factory=lambda: {"name": "synthetic"})
     train: TrainConfig = field(default_factory=TrainConfig)
-    seeds: list[int] = field(default_factory=lambda: [SEEDS[0]])
+    seeds: list[int] = field(default_factory=lambda: list(SEEDS))  # the protocol: five seeds
     out: str = "runs"
     name: str | None = None
 

@@ -22,7 +22,6 @@ from .dataset import SPLITS, MSADataset, Split
 UNALIGNED_LENGTHS = {"text": 50, "audio": 375, "vision": 500}
 ALIGNED_LENGTH = 50
 DEFAULT_DIMS = {"text": 768, "audio": 5, "vision": 20}
-DEFAULT_SIZES = {"train": 1284, "valid": 229, "test": 686}
 # Frame noise std per feature. Text has 7-10x fewer frames to average over, so it gets less noise:
 # per utterance it stays the best witness of the shared polarity s, as on the real data.
 DEFAULT_NOISE = {"text": 1.0, "audio": 4.0, "vision": 4.0}
@@ -39,36 +38,38 @@ def make_synthetic(seed: int = 0, n_train: int = 1284, n_valid: int = 229, n_tes
                    w_s: float = 1.2, w_a: float = 0.8, w_b: float = 0.5, w_c: float = 0.5,
                    sigma_y: float = 0.2, noise: float | dict[str, float] | None = None,
                    nuisance_std: float = 2.0, nuisance_dims: int = 3, drop_rate: float = 0.1,
-                   min_length: float = 0.4, world_seed: int = 0,
+                   min_length_frac: float = 0.4, world_seed: int = 0,
                    return_factors: bool = False) -> MSADataset | tuple[MSADataset, dict]:
     """Generate the three splits; deterministic in (`seed`, `world_seed`, knobs).
 
     `seed` draws the samples; `world_seed` draws the fixed projections (the "world"), which are
     shared by all splits and by every sample seed, so seeds give new draws of one and the same task.
     `lengths`/`dims`/`noise` take one value for all modalities or a dict that overrides the defaults
-    per modality. `scale` multiplies the three split sizes (quick runs). `min_length` is the
+    per modality. `scale` multiplies the three split sizes (quick runs). `min_length_frac` is the
     shortest real length as a fraction of the maximum.
 
     With `return_factors` it returns `(dataset, factors)`: per split the hidden factors s, a, b, c,
     the label noise e, the noiseless score f, burst_time, and per modality the nuisance u and the
     real lengths. They stay out of `dataset.info`, which is small and goes into run folders as JSON.
     """
-    lengths = _per_modality(lengths, {m: ALIGNED_LENGTH for m in MODALITIES} if aligned else UNALIGNED_LENGTHS, "lengths")
+    max_lengths = {m: ALIGNED_LENGTH for m in MODALITIES} if aligned else UNALIGNED_LENGTHS
+    lengths = _per_modality(lengths, max_lengths, "lengths")
     dims = _per_modality(dims, DEFAULT_DIMS, "dims")
     noise = _per_modality(noise, DEFAULT_NOISE, "noise")
     if aligned and len(set(lengths.values())) != 1:
         raise ValueError(f"aligned data needs one length for all modalities, got {lengths}")
     if min(lengths.values()) < 2 or min(dims.values()) < 1:
         raise ValueError(f"lengths must be >= 2 and dims >= 1, got lengths={lengths}, dims={dims}")
-    if not 0.0 <= drop_rate < 1.0 or not 0.0 < min_length <= 1.0 or scale <= 0:
-        raise ValueError(f"need 0 <= drop_rate < 1, 0 < min_length <= 1, scale > 0; got {drop_rate}, {min_length}, {scale}")
+    if not 0.0 <= drop_rate < 1.0 or not 0.0 < min_length_frac <= 1.0 or scale <= 0:
+        raise ValueError("need 0 <= drop_rate < 1, 0 < min_length_frac <= 1, scale > 0; "
+                         f"got {drop_rate}, {min_length_frac}, {scale}")
     sizes = {s: max(2, round(n * scale)) for s, n in zip(SPLITS, (n_train, n_valid, n_test))}
     weights = {"s": w_s, "a": w_a, "b": w_b, "c": w_c}
 
     config = {"seed": seed, "world_seed": world_seed, "aligned": aligned, "scale": scale,
               "sizes": sizes, "lengths": lengths, "dims": dims, "weights": weights, "sigma_y": sigma_y,
               "noise": noise, "nuisance_std": nuisance_std, "nuisance_dims": nuisance_dims,
-              "drop_rate": drop_rate, "min_length": min_length}
+              "drop_rate": drop_rate, "min_length_frac": min_length_frac}
 
     world = {m: _world(world_seed, i, dims[m], nuisance_dims, m in PRIVATE) for i, m in enumerate(MODALITIES)}
     # One child stream per split, so the test split does not change when n_train does.
@@ -101,7 +102,8 @@ def _world(world_seed: int, index: int, d: int, k: int, has_private: bool) -> di
     The static directions come first and are orthonormal while they fit in d, so a time-average can
     always tell them apart; the trend direction only has to be told apart by order.
     """
-    rng = np.random.default_rng([world_seed, index])  # own stream: changing one modality's dims leaves the others
+    # Own stream per modality: changing one modality's dims leaves the others' directions alone.
+    rng = np.random.default_rng([world_seed, index])
     n = 1 + int(has_private) + k + 1
     g = rng.standard_normal((d, n))
     cols = g / np.linalg.norm(g, axis=0)
@@ -121,7 +123,7 @@ def _make_split(rng, split, n, world, c):
     f["f"] = sum(w * f[k] for k, w in c["weights"].items())  # the noiseless score
     labels = np.clip(f["f"] + f["e"], -LABEL_CLIP, LABEL_CLIP).astype(np.float32)
     # One utterance duration per sample; each modality sees it at its own frame rate.
-    duration = rng.uniform(c["min_length"], 1.0, n)
+    duration = rng.uniform(c["min_length_frac"], 1.0, n)
     f["burst_time"] = rng.uniform(3 * BURST_WIDTH, 1 - 3 * BURST_WIDTH, n)
     features, masks, f["u"], f["lengths"] = {}, {}, {}, {}
     for m in MODALITIES:
@@ -141,7 +143,7 @@ def _modality(rng, m, f, n_real, t_max, d, w, sigma, drop_rate):
     n = n_real.shape[0]
     t = np.arange(t_max)
     real = t[None, :] < n_real[:, None]
-    tau = (t[None, :] / (n_real[:, None] - 1)).astype(np.float32)  # 0 at the first frame, 1 at the last real one
+    tau = (t[None, :] / (n_real[:, None] - 1)).astype(np.float32)  # 0 at the first frame, 1 at the last
     # Unit time-RMS ramp with zero time-mean: time-averages see none of a, its sign is in the order.
     traj = (math.sqrt(3.0) * f["a"][:, None] * (2.0 * tau - 1.0)).astype(np.float32)
     static = f["s"][:, None] * w["p"] + f["u"][m] @ w["U"]
@@ -177,7 +179,8 @@ def oracle_errors(factors: dict, weights: dict[str, float], sigma_y: float) -> d
     y_train = np.clip(train["f"] + train["e"], -LABEL_CLIP, LABEL_CLIP)
     # Median of y given the factors: clip is monotone and e symmetric, so it is clip(f).
     bayes = np.clip(test["f"], -LABEL_CLIP, LABEL_CLIP)
-    # Without the order, w_a a + e is unseen zero-median noise: the conditional median drops it.
+    # Reversing time with a -> -a leaves the law of every order-blind view unchanged (docs/synthetic.md),
+    # so given such a view a is symmetric, w_a a + e has median 0 and the conditional median drops it.
     static = np.clip(test["f"] - weights["a"] * test["a"], -LABEL_CLIP, LABEL_CLIP)
     sd_static = math.hypot(weights["a"], sigma_y)
     return {

@@ -31,6 +31,8 @@ def _transformers():
         raise ImportError(
             "Text encoders need the 'transformers' package: pip install 'sentangle[text]'"
         ) from e
+    # Its per-load "Loading weights" bar would interleave with the training progress bar.
+    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
