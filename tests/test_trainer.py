@@ -113,3 +113,23 @@ def test_unknown_select_metric():
     ds = linear_dataset()
     with pytest.raises(TrainingError, match="select_metric 'acc'"):
         fit(AuxModel(ds.input_dims), ds, cfg(select_metric="acc"), seed=1)
+
+
+def test_lr_decay_trials_reload_best_and_shrink_the_step():
+    ds = linear_dataset()
+    torch.manual_seed(0)
+    model = AuxModel(ds.input_dims)
+    seen_lrs = []
+    orig = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen_lrs.append(self.param_groups[0]["lr"])
+        return orig(self, *a, **k)
+
+    torch.optim.AdamW.step = spy
+    try:
+        res = fit(model, ds, cfg(epochs=60, lr=1.0, patience=1, lr_decay_trials=2, lr_decay=0.1), seed=1)
+    finally:
+        torch.optim.AdamW.step = orig
+    assert sorted(set(seen_lrs), reverse=True)[:3] == pytest.approx([1.0, 0.1, 0.01])
+    assert len(res.history) < 60

@@ -35,6 +35,10 @@ class TrainConfig:
     grad_clip_value: float = 0.0  # clip each gradient element (the RTIL code does); 0 = off
     scheduler: str = "none"  # none | cosine | plateau
     patience: int = 8  # epochs without validation improvement before stopping
+    # When patience runs out: reload the best weights, multiply the learning rates by lr_decay and
+    # go on, at most lr_decay_trials times (the RTIL recipe); 0 trials = plain early stopping.
+    lr_decay_trials: int = 0
+    lr_decay: float = 0.3
     loss: str = "auto"  # auto | l1 | mse | ce  (auto: l1 for regression, ce for classification)
     select_metric: str = "auto"  # validation metric for early stopping (auto: mae / accuracy)
     select_split: str = "valid"
@@ -70,6 +74,18 @@ def _deep_update(base: dict, new: dict) -> dict:
         else:
             base[k] = copy.deepcopy(v)
     return base
+
+
+def resolve_config_file(name: str | Path) -> Path:
+    """A YAML path, or the name of a packaged experiment config (configs/experiments/<name>.yaml)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    packaged = CONFIG_DIR / "experiments" / f"{path.stem}.yaml"
+    if path.suffix in ("", ".yaml") and packaged.exists():
+        return packaged
+    known = sorted(p.stem for p in (CONFIG_DIR / "experiments").glob("*.yaml"))
+    raise ConfigError(f"config file {name} does not exist (nor is it a packaged experiment: {', '.join(known) or 'none'})")
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -123,7 +139,7 @@ def build_config(model: str | None = None, dataset: str | None = None, config_fi
                  overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Resolve a run config from the layered sources; every key ends up checked."""
     raw: dict = {}
-    user = read_yaml(config_file) if config_file else {}
+    user = read_yaml(resolve_config_file(config_file)) if config_file else {}
     model = model or user.get("model", {}).get("name") or RunConfig().model["name"]
     dataset = dataset or user.get("dataset", {}).get("name") or RunConfig().dataset["name"]
     layers = [

@@ -114,6 +114,24 @@ def mosi_utt(root=None, encoder="minilm", max_length=64, finetune_text=False, ca
     return ds
 
 
+@DATASETS.register("mmsa")
+def mmsa(root=None, file="MOSI/Processed/unaligned_50.pkl", text="auto", trusted=False) -> MSADataset:
+    """An MMSA feature pickle (aligned_50.pkl / unaligned_50.pkl), `file` under the data root."""
+    from .readers.mmsa import read_mmsa_pickle
+
+    path = Path(file) if Path(file).is_absolute() else find_file(root, file, "mmsa")
+    return read_mmsa_pickle(path, name=Path(file).stem, trusted=trusted, text=text)
+
+
+@DATASETS.register("mult")
+def mult(root=None, file="mosi_data.pkl", trusted=False) -> MSADataset:
+    """A MulT word-aligned feature pickle (mosi_data.pkl, mosei_senti_data.pkl), `file` under the data root."""
+    from .readers.mult import read_mult_pickle
+
+    path = Path(file) if Path(file).is_absolute() else find_file(root, file, "mult")
+    return read_mult_pickle(path, name=Path(file).stem, trusted=trusted)
+
+
 def _mosi_texts(csv_path: Path) -> dict[str, str]:
     import csv
 

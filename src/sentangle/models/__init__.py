@@ -1,5 +1,12 @@
-"""Importing this package registers every model."""
-from . import lf_dnn, text_only  # noqa: F401  (registration side effect)
+"""Importing this package registers every model: each module in it registers its own."""
+import importlib
+import pkgutil
+
 from .base import ModelOutput, MSAModel, create_model, list_models
+
+# Model files register themselves with @MODELS.register; importing them all here means a new
+# model is one new file, with no list to keep in step.
+for _info in pkgutil.walk_packages(__path__, prefix=__name__ + "."):
+    importlib.import_module(_info.name)
 
 __all__ = ["ModelOutput", "MSAModel", "create_model", "list_models"]

@@ -75,3 +75,59 @@ class SequenceEncoder(nn.Module):
         if self.encoder is not None:
             h = self.encoder(h, src_key_padding_mask=key_padding_mask(mask))
         return h * mask.unsqueeze(-1).to(h.dtype)
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        ctx.alpha = alpha
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.alpha * grad, None
+
+
+def grad_reverse(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """Identity forward, gradient times -alpha backward: an adversary trained with the same
+    optimizer as the encoder it fights (one optimizer serves every model)."""
+    return _GradReverse.apply(x, alpha)
+
+
+class FactorizedBilinearPooling(nn.Module):
+    """Multi-modal factorized bilinear pooling (MFB, Yu et al. 2017).
+
+    z = sum over k groups of (U x) * (V y), then signed square root and L2 normalisation, giving an
+    (B, out) code of the pair's multiplicative interactions with rank-k factors.
+    """
+
+    def __init__(self, dx: int, dy: int, out: int, k: int = 5, dropout: float = 0.1, eps: float = 1e-8):
+        super().__init__()
+        self.u, self.v = nn.Linear(dx, out * k), nn.Linear(dy, out * k)
+        self.drop = nn.Dropout(dropout)
+        self.out, self.k, self.eps = out, k, eps
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        joint = self.drop(self.u(x) * self.v(y))
+        z = joint.view(*joint.shape[:-1], self.out, self.k).sum(-1)
+        z = torch.sign(z) * torch.sqrt(z.abs() + self.eps)  # eps: finite gradient at 0
+        return torch.nn.functional.normalize(z, dim=-1)
+
+
+class CrossAttention(nn.Module):
+    """Queries from one sequence attend over another's real frames; residual, LayerNorm, feed-forward."""
+
+    def __init__(self, dim: int, heads: int = 4, dropout: float = 0.1):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor,
+                q_mask: torch.Tensor | None = None) -> torch.Tensor:
+        kvn = self.norm_kv(kv)
+        a, _ = self.attn(self.norm_q(q), kvn, kvn, key_padding_mask=key_padding_mask(kv_mask), need_weights=False)
+        h = q + self.drop(a)
+        h = h + self.drop(self.ff(self.norm_ff(h)))
+        return h if q_mask is None else h * q_mask.unsqueeze(-1).to(h.dtype)

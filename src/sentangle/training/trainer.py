@@ -120,6 +120,7 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
     bar = tqdm(total=cfg.epochs * n_train, unit="utt", unit_scale=True, desc=desc or type(model).__name__,
                disable=not cfg.progress, dynamic_ncols=True, mininterval=0.5)
     checked_names = False
+    trials = 0
     for epoch in range(cfg.epochs):
         model.train()
         sums: dict[str, float] = {}
@@ -172,6 +173,12 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
             stale += 1
         bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_task']:.3f}", **{f"{cfg.select_split}_{metric}": f"{score:.3f}"})
         if stale >= cfg.patience:
+            if trials < cfg.lr_decay_trials:
+                trials, stale = trials + 1, 0
+                model.load_state_dict(best_state)
+                for group in opt.param_groups:
+                    group["lr"] *= cfg.lr_decay
+                continue
             bar.total = bar.n
             break
     bar.close()

@@ -1,0 +1,178 @@
+"""Each auxiliary loss and shared layer against an independent computation (numpy or loops)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sentangle.models import losses as L
+from sentangle.models.layers import CrossAttention, FactorizedBilinearPooling, grad_reverse
+
+rng = np.random.default_rng(0)
+
+
+def t(a):
+    return torch.tensor(a, dtype=torch.float64)
+
+
+def test_cmd_against_numpy():
+    x, y = rng.normal(size=(7, 3)), rng.normal(1.0, 2.0, size=(9, 3))
+    want = np.linalg.norm(x.mean(0) - y.mean(0))
+    for k in range(2, 6):
+        want += np.linalg.norm(((x - x.mean(0)) ** k).mean(0) - ((y - y.mean(0)) ** k).mean(0))
+    assert L.cmd(t(x), t(y), 5).item() == pytest.approx(want, rel=1e-10)
+    assert L.cmd(t(x), t(x)).item() == pytest.approx(0.0, abs=1e-12)
+    # K=1 is the distance of the means only
+    assert L.cmd(t(x), t(y), 1).item() == pytest.approx(np.linalg.norm(x.mean(0) - y.mean(0)))
+
+
+def test_cosine_squared_by_hand():
+    x = t([[1.0, 0.0], [1.0, 1.0]])
+    y = t([[0.0, 2.0], [1.0, 0.0]])
+    # pair 1 orthogonal -> 0; pair 2 cos = 1/sqrt(2) -> 0.5; mean 0.25
+    assert L.cosine_squared(x, y).item() == pytest.approx(0.25)
+
+
+def test_orthogonality_against_numpy():
+    x, y = rng.normal(size=(6, 4)), rng.normal(size=(6, 3))
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    xn = xc / (np.linalg.norm(xc, axis=1, keepdims=True) + 1e-6)
+    yn = yc / (np.linalg.norm(yc, axis=1, keepdims=True) + 1e-6)
+    assert L.orthogonality(t(x), t(y)).item() == pytest.approx(((xn.T @ yn) ** 2).mean(), rel=1e-9)
+    # codes whose batch columns are orthogonal give 0; identical codes give a large value
+    a, b = t([[1.0], [1.0], [-1.0], [-1.0]]), t([[1.0], [-1.0], [1.0], [-1.0]])
+    assert L.orthogonality(a, b).item() == pytest.approx(0.0, abs=1e-12)
+    assert L.orthogonality(a, a).item() == pytest.approx(16.0, rel=1e-5)  # (sum of 4 ones)^2
+
+
+def _hsic_numpy(x, y):
+    n = len(x)
+    def gram(z):
+        d2 = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
+        s2 = np.median(d2[~np.eye(n, dtype=bool)])
+        return np.exp(-d2 / (2 * s2))
+    h = np.eye(n) - 1.0 / n
+    return np.trace(gram(x) @ h @ gram(y) @ h) / (n - 1) ** 2
+
+
+def test_hsic_against_numpy_and_behaviour():
+    x, y = rng.normal(size=(20, 3)), rng.normal(size=(20, 2))
+    assert L.hsic(t(x), t(y)).item() == pytest.approx(_hsic_numpy(x, y), rel=1e-8)
+    n = 200
+    a = rng.normal(size=(n, 2))
+    independent = L.hsic(t(a), t(rng.normal(size=(n, 2)))).item()
+    dependent = L.hsic(t(a), t(np.tanh(a) + 0.1 * rng.normal(size=(n, 2)))).item()
+    nonlinear = L.hsic(t(a[:, :1]), t(a[:, :1] ** 2)).item()  # uncorrelated but dependent
+    assert independent < 0.01
+    assert dependent > 10 * independent and nonlinear > 5 * independent
+
+
+def _jsd_np(p, q):
+    m = (p + q) / 2
+    kl = lambda a, b: (a * np.log(a / b)).sum()  # noqa: E731
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def test_temporal_jsd_per_sample_with_mask_against_loop():
+    x = rng.normal(size=(3, 5, 4))
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 1, 0]], bool)
+    vals = [_jsd_np(_softmax(x[b, i]), _softmax(x[b, i + 1]))
+            for b in range(3) for i in range(4) if mask[b, i] and mask[b, i + 1]]
+    got = L.temporal_jsd(t(x), torch.tensor(mask)).item()
+    assert got == pytest.approx(np.mean(vals), rel=1e-9)
+    # padded content cannot matter
+    x2 = x.copy(); x2[0, 3:] = 50.0
+    assert L.temporal_jsd(t(x2), torch.tensor(mask)).item() == pytest.approx(got)
+    # a constant sequence has no temporal variation
+    assert L.temporal_jsd(t(np.repeat(x[:, :1], 5, 1))).item() == pytest.approx(0.0, abs=1e-12)
+    assert 0 <= got <= math.log(2)
+
+
+def test_temporal_jsd_batch_mean_form():
+    x = rng.normal(size=(4, 3, 5))
+    p = np.stack([[_softmax(x[b, i]) for i in range(3)] for b in range(4)]).mean(0)
+    want = np.mean([_jsd_np(p[i], p[i + 1]) for i in range(2)])
+    assert L.temporal_jsd(t(x), None, batch_mean=True).item() == pytest.approx(want, rel=1e-9)
+
+
+def test_total_variation_against_loop():
+    x = rng.normal(size=(2, 6, 3))
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1] * 6], bool)
+    for order in (1, 2):
+        vals = []
+        for b in range(2):
+            d = x[b]
+            m = mask[b]
+            for _ in range(order):
+                d = d[1:] - d[:-1]
+                m = m[1:] & m[:-1]
+            vals += [np.abs(d[i]).sum() for i in range(len(d)) if m[i]]
+        assert L.total_variation(t(x), torch.tensor(mask), order).item() == pytest.approx(np.mean(vals), rel=1e-9)
+    ramp = torch.arange(6.0).view(1, 6, 1).repeat(1, 1, 2)
+    assert L.total_variation(ramp, order=2).item() == 0.0  # a linear trend is free under order 2
+    assert L.total_variation(ramp, order=1).item() == pytest.approx(2.0)  # |1| per feature, 2 features
+
+
+def test_additive_angular_margin_against_formula():
+    f, w = rng.normal(size=(4, 3)), rng.normal(size=(3, 3))
+    y = np.array([0, 2, 1, 2])
+    fn = f / np.linalg.norm(f, axis=1, keepdims=True)
+    wn = w / np.linalg.norm(w, axis=1, keepdims=True)
+    cos = fn @ wn.T
+    want = 30 * cos.copy()
+    for i, c in enumerate(y):
+        want[i, c] = 30 * np.cos(np.arccos(cos[i, c]) + 0.5)
+    got = L.additive_angular_margin_logits(t(f), t(w), torch.tensor(y), 30, 0.5).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    logp = want - np.log(np.exp(want).sum(1, keepdims=True))
+    assert L.margin_softmax_loss(t(f), t(w), torch.tensor(y)).item() == pytest.approx(-logp[np.arange(4), y].mean(), rel=1e-6)
+    # the margin makes the loss larger than plain softmax on the same scaled cosines
+    plain = torch.nn.functional.cross_entropy(30 * t(cos), torch.tensor(y)).item()
+    assert L.margin_softmax_loss(t(f), t(w), torch.tensor(y)).item() > plain
+
+
+def test_losses_are_nonnegative_and_differentiable():
+    x = torch.randn(8, 5, 4, requires_grad=True)
+    y = torch.randn(8, 4)
+    mask = torch.rand(8, 5) > 0.3
+    for val in (L.cmd(x.mean(1), y), L.cosine_squared(x.mean(1), y), L.orthogonality(x.mean(1), y),
+                L.hsic(x.mean(1), y), L.temporal_jsd(x, mask), L.total_variation(x, mask)):
+        assert val.item() >= 0
+        (g,) = torch.autograd.grad(val, x)
+        assert torch.isfinite(g).all()
+
+
+def test_grad_reverse():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    y = grad_reverse(x, 0.5)
+    assert torch.equal(y, x.detach())
+    y.sum().backward()
+    assert x.grad.tolist() == [-0.5, -0.5]
+
+
+def test_factorized_bilinear_pooling_shape_and_normalisation():
+    torch.manual_seed(0)
+    fbp = FactorizedBilinearPooling(4, 6, out=8, k=3, dropout=0.0).eval()
+    x, y = torch.randn(5, 4), torch.randn(5, 6)
+    z = fbp(x, y)
+    assert z.shape == (5, 8)
+    torch.testing.assert_close(z.norm(dim=-1), torch.ones(5))
+    # against the formula with its own weights
+    j = (fbp.u(x) * fbp.v(y)).view(5, 8, 3).sum(-1)
+    j = torch.sign(j) * torch.sqrt(j.abs() + 1e-8)
+    torch.testing.assert_close(z, j / j.norm(dim=-1, keepdim=True))
+
+
+def test_cross_attention_ignores_padded_keys():
+    torch.manual_seed(0)
+    ca = CrossAttention(8, heads=2, dropout=0.0).eval()
+    q, kv = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
+    mask = torch.tensor([[True, True, False, False, False], [True] * 5])
+    a = ca(q, kv, mask)
+    kv2 = kv.clone(); kv2[0, 2:] = 99.0
+    torch.testing.assert_close(a, ca(q, kv2, mask))
