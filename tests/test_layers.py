@@ -70,3 +70,23 @@ def test_mlp_shapes_and_layers():
     mlp = MLP([4, 8, 2], dropout=0.5)
     assert [type(m).__name__ for m in mlp] == ["Linear", "ReLU", "Dropout", "Linear"]
     assert mlp(torch.zeros(3, 4)).shape == (3, 2)
+
+
+def test_masked_downsample_against_loop():
+    from sentangle.models.layers import masked_downsample
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 10, 3)).astype(np.float32)
+    mask = np.zeros((2, 10), bool)
+    mask[0, :7] = True
+    mask[1, [0, 1, 5]] = True
+    y, m = masked_downsample(torch.from_numpy(x), torch.from_numpy(mask), max_len=4)  # stride 3
+    assert y.shape == (2, 4, 3)
+    for b in range(2):
+        for j in range(4):
+            idx = [i for i in range(3 * j, min(3 * j + 3, 10)) if mask[b, i]]
+            assert m[b, j].item() == bool(idx)
+            want = x[b, idx].mean(0) if idx else np.zeros(3)
+            np.testing.assert_allclose(y[b, j].numpy(), want, rtol=1e-6, atol=1e-6)
+    same, same_m = masked_downsample(torch.from_numpy(x), torch.from_numpy(mask), max_len=10)
+    assert same.shape == (2, 10, 3) and torch.equal(same_m, torch.from_numpy(mask))

@@ -131,3 +131,25 @@ class CrossAttention(nn.Module):
         h = q + self.drop(a)
         h = h + self.drop(self.ff(self.norm_ff(h)))
         return h if q_mask is None else h * q_mask.unsqueeze(-1).to(h.dtype)
+
+
+def masked_downsample(x: torch.Tensor, mask: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average real frames in windows of `ceil(T / max_len)` so at most `max_len` remain.
+
+    Attention over 375 audio or 500 vision frames costs T^2; windows keep the frame order (unlike a
+    time-average) at a fraction of the cost. A window with no real frame stays padding.
+    """
+    b, t, d = x.shape
+    if max_len <= 0 or t <= max_len:
+        return x, mask
+    stride = math.ceil(t / max_len)
+    pad = (-t) % stride
+    w = mask.to(x.dtype)
+    if pad:
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+        w = torch.nn.functional.pad(w, (0, pad))
+    x = x.view(b, -1, stride, d)
+    w = w.view(b, -1, stride)
+    count = w.sum(-1)
+    y = (x * w.unsqueeze(-1)).sum(2) / count.clamp_min(1.0).unsqueeze(-1)
+    return y, count > 0
