@@ -62,7 +62,8 @@ class RunConfig:
 
     @property
     def run_name(self) -> str:
-        return self.name or f"{self.model['name']}-{self.dataset['name']}"
+        # a dataset given as a file path contributes its stem, not its folders
+        return self.name or f"{self.model['name']}-{Path(str(self.dataset['name'])).stem}"
 
 
 def _deep_update(base: dict, new: dict) -> dict:

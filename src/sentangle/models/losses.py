@@ -130,3 +130,14 @@ def additive_angular_margin_logits(features: torch.Tensor, weight: torch.Tensor,
 
 def margin_softmax_loss(features, weight, labels, s: float = 30.0, m: float = 0.5) -> torch.Tensor:
     return F.cross_entropy(additive_angular_margin_logits(features, weight, labels, s, m), labels)
+
+
+def cosine_margin_softmax_loss(features, weight, labels, s: float = 30.0, m: float = 0.5) -> torch.Tensor:
+    """Additive cosine margin (CosFace): s * (cos(theta_y) - m) for the true class, s * cos(theta_j)
+    for the others, then cross-entropy. The released RTIL/SATI code's discriminator loss.
+
+    features (B, D), weight (C, D) class centres, labels (B,).
+    """
+    cos = F.linear(F.normalize(features, dim=-1), F.normalize(weight, dim=-1))
+    target = F.one_hot(labels, cos.shape[-1]).to(cos.dtype)
+    return F.cross_entropy(s * (cos - m * target), labels)
