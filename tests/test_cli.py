@@ -114,3 +114,9 @@ def test_python_api_mirrors_the_cli(tmp_path):
     assert res["splits"]["test"]["mae"]["n"] == 1
     model, cfg, _ = sentangle.load_checkpoint(tmp_path / "lf_dnn-synthetic" / "seed_1111" / "checkpoint.pt")
     assert cfg.model["hidden"] == 16 and type(model).__name__ == "LFDNN"
+
+
+def test_resume_ignores_display_settings(run_dir):
+    # progress and thread count do not change results, so they do not block resuming
+    assert main(["train", "--out", str(run_dir.parent), "--name", "tiny", "--seeds", "2", *TINY,
+                 "train.threads=1"]) == 0

@@ -100,14 +100,22 @@ def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dic
     return {s: {m: aggregate([per_seed[seed][s][m] for seed in per_seed]) for m in splits[s]} for s in splits}
 
 
+def _comparable(config: dict) -> dict:
+    """What decides a run's results: the config with defaults filled in (settings added in later
+    versions count as their defaults), less the seed list and display-only settings."""
+    d = from_dict(config).to_dict()
+    d.pop("seeds")
+    for k in ("progress", "threads"):
+        d["train"].pop(k)
+    return d
+
+
 def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = None) -> dict:
     """Train `cfg.model` on `cfg.dataset` once per seed; write the run folder; return the summary."""
     folder = Path(cfg.out) / cfg.run_name
     resolved = cfg.to_dict()
     if (folder / "config.yaml").exists() and not overwrite:
-        old = read_yaml(folder / "config.yaml")
-        same = {k: v for k, v in old.items() if k != "seeds"} == {k: v for k, v in resolved.items() if k != "seeds"}
-        if not same:
+        if _comparable(read_yaml(folder / "config.yaml")) != _comparable(resolved):
             raise FileExistsError(f"{folder} holds a run with a different config; pass --overwrite or another --name")
     ds = dataset or dataset_from_config(cfg)
     folder.mkdir(parents=True, exist_ok=True)
