@@ -166,7 +166,7 @@ class MSADataset:
                 sp.tokens = None
         return self
 
-    def normalize(self, modalities=("audio", "vision"), clip: float = 10.0, drop_tol: float = 1e-3,
+    def normalize(self, modalities=("audio", "vision"), clip: float = 10.0, drop_tol: float = 1e-2,
                   std_floor: float = 0.05) -> "MSADataset":
         """Standardise features with statistics of the real training frames only.
 
