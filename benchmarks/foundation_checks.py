@@ -63,14 +63,18 @@ def main() -> None:
                      f"{'' if data_root is None else ' --data-root ' + str(data_root)}`\n\n"
                      f"Target: {target} — **{'met' if ok else 'NOT met'}**.\n\n"
                      + split_table(res["splits"], res["task"]) + "\n" + extra)
-    with_audio = res["splits"]["test"]["mae"]["mean"]  # the last check is LF-DNN on mosi_utt
+    # the last check is LF-DNN on mosi_utt
+    with_audio, audio_sd = res["splits"]["test"]["mae"]["mean"], res["splits"]["test"]["mae"]["std"]
     text_res = sentangle.train("lf_dnn", "mosi_utt", seeds=5, out=args.out, data_root=args.data_root,
                                name=TEXT_ONLY_ABLATION[1], overrides=[TEXT_ONLY_ABLATION[0]])
-    text_mae = text_res["splits"]["test"]["mae"]["mean"]
+    text_mae, text_sd = text_res["splits"]["test"]["mae"]["mean"], text_res["splits"]["test"]["mae"]["std"]
     parts.append(f"## Does audio help on `mosi_utt`?\n\nCommand: `sentangle train -m lf_dnn -d mosi_utt --seeds 5 "
                  f"{TEXT_ONLY_ABLATION[0]}` (the same LF-DNN without its audio subnet)\n\n"
-                 f"Test MAE text only {text_mae:.3f} vs text + audio {with_audio:.3f}: audio "
-                 f"{'does not make it worse' if with_audio <= text_mae else 'MAKES IT WORSE'}.\n\n"
+                 f"Test MAE text only {text_mae:.3f} ± {text_sd:.3f} vs text + audio {with_audio:.3f} ± {audio_sd:.3f}: "
+                 + ("audio does not make it worse" if with_audio <= text_mae else
+                    "audio makes it worse by less than one seed std (no measurable difference)"
+                    if with_audio - text_mae < min(text_sd, audio_sd) else "AUDIO MAKES IT WORSE")
+                 + ".\n\n"
                  + split_table(text_res["splits"], text_res["task"]) + "\n")
     parts.append(f"\nTotal time: {(time.time() - start) / 60:.1f} min (finished seeds are reused).\n")
     write_text(Path(args.doc), "\n".join(parts))
