@@ -120,3 +120,12 @@ def test_resume_ignores_display_settings(run_dir):
     # progress and thread count do not change results, so they do not block resuming
     assert main(["train", "--out", str(run_dir.parent), "--name", "tiny", "--seeds", "2", *TINY,
                  "train.threads=1"]) == 0
+
+
+def test_compare_writes_one_table(tmp_path, capsys):
+    assert main(["compare", "-m", "lf_dnn", "-m", "text_only", "-d", "synthetic", "--seeds", "1",
+                 "--out", str(tmp_path), *TINY]) == 0
+    md = (tmp_path / "synthetic" / "comparison.md").read_text()
+    assert "lf_dnn" in md and "text_only" in md and "**" in md
+    assert (tmp_path / "synthetic" / "comparison.csv").read_text().count("\n") >= 3
+    assert (tmp_path / "lf_dnn-synthetic" / "seed_1111" / "metrics.json").exists()

@@ -1,4 +1,4 @@
-"""The `sentangle` command: train, eval, predict, data, models."""
+"""The `sentangle` command: train, compare, eval, predict, data, models."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_data_root(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+
+    p = sub.add_parser("compare", help="train several models on one dataset over seeds and write one table",
+                       description="Train each MODEL on DATASET over the seeds (finished seeds are reused) and "
+                                   "write <out>/<name>/comparison.md and .csv: mean ± std per metric, best in bold.",
+                       epilog=EPILOG_OVERRIDES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", "-m", action="append", required=True, help="a model to include (repeat the flag)")
+    p.add_argument("--dataset", "-d", required=True, help="dataset name or feature file")
+    p.add_argument("--seeds", default="5", help="a count or a comma list (default 5: 1111..1115)")
+    p.add_argument("--out", default="runs/compare", help="parent folder (default runs/compare)")
+    p.add_argument("--name", help="comparison name (default: the dataset name)")
+    _add_data_root(p)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides applied to every model")
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's splits",
                        description="Rebuild the model of CHECKPOINT, reload the dataset it was trained on "
@@ -91,6 +103,17 @@ def cmd_train(args) -> int:
         cfg.train.progress = False
     print(f"training {cfg.model['name']} on {cfg.dataset['name']}, seeds {cfg.seeds}", file=sys.stderr)
     _print_summary(run(cfg, overwrite=args.overwrite))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .config import parse_seeds
+    from .training.compare import compare
+
+    res = compare(args.model, args.dataset, parse_seeds(args.seeds), args.out, args.name, args.data_root,
+                  args.overrides)
+    print(res["table"])
+    print(f"\nwrote {res['markdown']} and {res['csv']}")
     return 0
 
 
@@ -195,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     from .training.trainer import TrainingError
 
     warnings.simplefilter("default")
-    handler = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models}
+    handler = {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models}
     try:
         return handler[args.command](args)
     except (ConfigError, DataError, UnknownNameError, CheckpointError, TrainingError, FileExistsError) as e:
