@@ -234,3 +234,19 @@ def describe(ds: MSADataset) -> dict:
 
 
 __all__ = ["load_dataset", "list_datasets", "describe", "find_file", "Split"]
+
+
+@DATASETS.register("urfunny")
+def urfunny(root=None, text="auto", context=False, max_context=5, max_frames=None, encoder="minilm",
+            max_length=64, finetune_text=False, cache_dir=None, trusted=False) -> MSADataset:
+    """UR-FUNNY humor detection (binary: not_humor / humor) from the release's pickles under urfunny/.
+
+    Reads every modality whose files exist; a folder with only data_folds.pkl + humor_label_sdk.pkl
+    (the shared copy) fails with the list of missing files. See readers/urfunny.py for the layout.
+    """
+    from .readers.urfunny import read_urfunny
+
+    folder = find_file(root, "urfunny/data_folds.pkl", "urfunny").parent
+    return read_urfunny(folder, "urfunny", text=text, context=context, max_context=max_context,
+                        max_frames=max_frames, encoder=encoder, max_length=max_length,
+                        finetune_text=finetune_text, cache_dir=cache_dir, trusted=trusted)
