@@ -42,3 +42,10 @@ def test_unknown_keys_are_named(tmp_path):
         build_config(config_file=str(bad))
     with pytest.raises(ConfigError, match="does not exist"):
         build_config(config_file=str(tmp_path / "missing.yaml"))
+
+
+def test_override_into_an_option_whose_default_is_null(tmp_path):
+    user = tmp_path / "run.yaml"
+    user.write_text("model:\n  name: lf_dnn\n  modalities: null\n")
+    cfg = build_config(config_file=str(user), overrides=["model.modalities.x=1"])
+    assert cfg.model["modalities"] == {"x": 1}

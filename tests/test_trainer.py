@@ -133,3 +133,20 @@ def test_lr_decay_trials_reload_best_and_shrink_the_step():
         torch.optim.AdamW.step = orig
     assert sorted(set(seen_lrs), reverse=True)[:3] == pytest.approx([1.0, 0.1, 0.01])
     assert len(res.history) < 60
+
+
+def test_select_from_epoch_skips_early_epochs():
+    ds = linear_dataset()
+    res = fit(AuxModel(ds.input_dims), ds, cfg(epochs=6, lr=0.05, select_from_epoch=4, patience=1), seed=1)
+    assert res.best_epoch >= 4
+    assert len(res.history) >= 5  # patience only counts from epoch 4 on
+
+
+def test_aux_weight_for_a_loss_absent_on_this_data_warns():
+    ds = linear_dataset()
+
+    class Sometimes(AuxModel):
+        default_aux_weights = {"pull": 1.0, "cmd": 1.0}  # cmd exists only with several modalities
+
+    with pytest.warns(UserWarning, match="cmd"):
+        fit(Sometimes(ds.input_dims), ds, cfg(epochs=1, aux_weights={"cmd": 0.5}), seed=1)

@@ -35,6 +35,7 @@ class TrainConfig:
     grad_clip_value: float = 0.0  # clip each gradient element (the RTIL code does); 0 = off
     scheduler: str = "none"  # none | cosine | plateau
     patience: int = 8  # epochs without validation improvement before stopping
+    select_from_epoch: int = 1  # epochs before this are never selected (the RTIL code starts at 20)
     # When patience runs out: reload the best weights, multiply the learning rates by lr_decay and
     # go on, at most lr_decay_trials times (the RTIL recipe); 0 trials = plain early stopping.
     lr_decay_trials: int = 0
@@ -158,7 +159,9 @@ def build_config(model: str | None = None, dataset: str | None = None, config_fi
         keys, value = parse_override(text)
         node = raw
         for k in keys[:-1]:
-            node = node.setdefault(k, {})
+            if node.get(k) is None:  # an option whose default is null takes a mapping too
+                node[k] = {}
+            node = node[k]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {text!r}: {k!r} is not a section")
         node[keys[-1]] = value

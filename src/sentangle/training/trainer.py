@@ -10,6 +10,7 @@ import copy
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,10 +132,17 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
             loss = task_loss(out.prediction, batch.labels, dataset.task, cfg.loss)
             parts = {"task": loss.detach()}
             if not checked_names:
-                unknown = set(cfg.aux_weights) - set(out.aux_losses)
+                # A typo is an error; a loss the model has but not on this data (e.g. CMD between
+                # modalities a text-only dataset lacks) is only worth a warning.
+                known = set(out.aux_losses) | set(model.default_aux_weights)
+                unknown = set(cfg.aux_weights) - known
                 if unknown:
                     raise TrainingError(f"train.aux_weights names {sorted(unknown)}, but {type(model).__name__} "
-                                        f"produces {sorted(out.aux_losses) or 'no auxiliary losses'}")
+                                        f"produces {sorted(known) or 'no auxiliary losses'}")
+                idle = set(cfg.aux_weights) - set(out.aux_losses)
+                if idle:
+                    warnings.warn(f"train.aux_weights {sorted(idle)}: {type(model).__name__} does not produce "
+                                  "these losses on this data (a modality is absent or a switch is off)", stacklevel=2)
                 checked_names = True
             for name, value in out.aux_losses.items():
                 w = weights.get(name, 1.0)
@@ -166,10 +174,10 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
         history.append(record)
         if sched is not None:
             sched.step(score) if cfg.scheduler == "plateau" else sched.step()
-        if better(score, best_score):
+        if epoch + 1 >= cfg.select_from_epoch and better(score, best_score):
             best_score, best_epoch, stale = score, epoch + 1, 0
             best_state = copy.deepcopy(model.state_dict())
-        else:
+        elif epoch + 1 >= cfg.select_from_epoch:
             stale += 1
         bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_task']:.3f}", **{f"{cfg.select_split}_{metric}": f"{score:.3f}"})
         if stale >= cfg.patience:
