@@ -153,3 +153,45 @@ def masked_downsample(x: torch.Tensor, mask: torch.Tensor, max_len: int) -> tupl
     count = w.sum(-1)
     y = (x * w.unsqueeze(-1)).sum(2) / count.clamp_min(1.0).unsqueeze(-1)
     return y, count > 0
+
+
+def pack_real_frames(x: torch.Tensor, mask: torch.Tensor) -> tuple[nn.utils.rnn.PackedSequence, torch.Tensor]:
+    """Pack each sample's real frames, in their order, for an RNN; padding and dropped frames are skipped.
+
+    A recurrent encoder that read padding would let the amount of padding change its final state.
+    Returns the packed sequence and the number of real frames per sample (B,). A sample with no real
+    frame is packed with its first (zero) frame so the RNN has something to read; callers use
+    `lengths > 0` to discard what it produced.
+    """
+    lengths = mask.sum(1)
+    # a stable sort of "is padding" moves the real frames to the front without reordering them
+    order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
+    compact = x.gather(1, order.unsqueeze(-1).expand_as(x))
+    packed = nn.utils.rnn.pack_padded_sequence(compact, lengths.clamp_min(1).cpu(), batch_first=True,
+                                               enforce_sorted=False)
+    return packed, lengths
+
+
+class RealFrameLSTM(nn.Module):
+    """An LSTM over the real frames of each sample (the recurrent subnetworks of TFN, LMF, MISA, Self-MM).
+
+    forward(x (B, T, d), mask (B, T)) -> (outputs (B, T', dirs*H) with the real frames first,
+    their mask (B, T'), final hidden state of the last layer (B, dirs*H)). A sample without any real
+    frame gets zeros for both, so a missing modality contributes nothing rather than a state
+    computed from padding.
+    """
+
+    def __init__(self, d_in: int, hidden: int, layers: int = 1, bidirectional: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.lstm = nn.LSTM(d_in, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
+                            dropout=dropout if layers > 1 else 0.0)
+        self.dirs = 2 if bidirectional else 1
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        packed, lengths = pack_real_frames(x, mask)
+        out, (h_n, _) = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)  # (B, max length, dirs*H)
+        out_mask = torch.arange(out.shape[1], device=x.device)[None, :] < lengths[:, None]
+        present = (lengths > 0).to(out.dtype)
+        final = h_n[-self.dirs:].transpose(0, 1).reshape(x.shape[0], -1) * present[:, None]
+        return out * out_mask.unsqueeze(-1).to(out.dtype), out_mask, final

@@ -1,0 +1,279 @@
+"""The baselines (TFN, LMF, MulT, MISA, Self-MM), the real-frame LSTM they share, and compare().
+
+Fusion arithmetic is checked against numpy (TFN's outer product, LMF's full-rank tensor); every
+auxiliary loss is checked to be non-negative and to move with what it measures; every model has to
+beat the mean predictor on small synthetic data. Self-MM's label generation: tests/test_self_mm.py.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sentangle import create_model
+from sentangle.config import TrainConfig
+from sentangle.data.synthetic import make_synthetic
+from sentangle.models import losses as L
+from sentangle.models.layers import CrossAttention, RealFrameLSTM
+from sentangle.models.tfn import tensor_fusion
+from sentangle.training.trainer import evaluate, fit
+
+BASELINES = ("tfn", "lmf", "mult", "misa", "self_mm")
+# Small versions of each model, so the tests stay fast on a shared 2-core machine.
+SMALL = {
+    "tfn": dict(text_hidden=16, audio_hidden=6, vision_hidden=6, text_out=6, post_fusion_dim=16),
+    "lmf": dict(text_hidden=16, audio_hidden=8, vision_hidden=8, text_out=8, rank=4),
+    "mult": dict(dim=16, heads=2, layers=1, memory_layers=1, embed_dropout=0.1, text_dropout=0.1, output_dropout=0.1),
+    "misa": dict(hidden=64, rnn_hidden=8),
+    "self_mm": dict(audio_lstm_hidden=8, vision_lstm_hidden=8, audio_out=8, vision_out=8, post_fusion_dim=32),
+}
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Two shared cores: intra-op threads only contend with each other and with other users.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """Unaligned, short, low-dimensional: enough to learn from in a few seconds."""
+    return make_synthetic(seed=0, scale=0.3, lengths={"text": 10, "audio": 16, "vision": 16},
+                          dims={"text": 16, "audio": 5, "vision": 8})
+
+
+def batch_of(ds, n=8, split="train"):
+    return next(ds.batches(split, n))
+
+
+def small(name, ds, output_dim=1, **kw):
+    torch.manual_seed(0)
+    return create_model(name, ds.input_dims, output_dim, **{**SMALL[name], **kw})
+
+
+# ---- the shared recurrent encoder --------------------------------------------------------------
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_real_frame_lstm_matches_an_lstm_run_on_each_sample_alone(bidirectional):
+    torch.manual_seed(0)
+    enc = RealFrameLSTM(3, 4, bidirectional=bidirectional)
+    x = torch.randn(3, 6, 3)
+    mask = torch.tensor([[1, 1, 0, 1, 0, 0],   # an interior dropped frame and end padding
+                         [1, 1, 1, 1, 1, 1],
+                         [0, 0, 0, 0, 0, 0]], dtype=torch.bool)  # no real frame at all
+    out, out_mask, final = enc(x, mask)
+    for i in range(2):
+        alone, (h, _) = enc.lstm(x[i, mask[i]].unsqueeze(0))  # only its real frames, in order
+        want = h.transpose(0, 1).reshape(-1)
+        torch.testing.assert_close(final[i], want)
+        torch.testing.assert_close(out[i, : int(mask[i].sum())], alone[0])
+        assert out_mask[i].sum() == mask[i].sum()
+    assert torch.all(final[2] == 0) and not out_mask[2].any()
+
+
+# ---- TFN ---------------------------------------------------------------------------------------
+def test_tensor_fusion_is_the_outer_product_of_codes_with_a_one_appended():
+    rng = np.random.default_rng(0)
+    t, a, v = rng.normal(size=(2, 3)), rng.normal(size=(2, 2)), rng.normal(size=(2, 4))
+    got = tensor_fusion([torch.tensor(t), torch.tensor(a), torch.tensor(v)]).numpy()
+    one = lambda h: np.append(h, 1.0)  # noqa: E731
+    for i in range(2):
+        want = np.multiply.outer(np.multiply.outer(one(t[i]), one(a[i])), one(v[i])).ravel()
+        np.testing.assert_allclose(got[i], want, rtol=1e-12)
+    assert got.shape == (2, 4 * 3 * 5)
+    # the entry that meets every appended 1 is 1; those meeting two 1s are the unimodal codes
+    np.testing.assert_allclose(got[:, -1], 1.0)
+    np.testing.assert_allclose(got.reshape(2, 4, 3, 5)[:, :3, -1, -1], t)
+
+
+def test_tfn_fuses_its_codes_and_a_missing_modality_leaves_only_the_others_terms(tiny):
+    model = small("tfn", tiny).eval()
+    seen = {}
+
+    def keep_input(module, inputs, output):  # returns None: the output stays as it was
+        seen["z"] = inputs[0]
+
+    model.post_fusion.register_forward_hook(keep_input)
+    batch = batch_of(tiny)
+    out = model(batch)
+    t, a, v = (out.extras[f"code_{m}"].detach().double().numpy() for m in ("text", "audio", "vision"))
+    want = np.stack([np.multiply.outer(np.multiply.outer(np.append(t[i], 1), np.append(a[i], 1)),
+                                       np.append(v[i], 1)).ravel() for i in range(len(batch))])
+    np.testing.assert_allclose(seen["z"].detach().double().numpy(), want, rtol=1e-5, atol=1e-6)
+    assert out.prediction.shape == (8,) and out.prediction.abs().max() < 3.0  # bounded to (-3, 3)
+    out = model(batch.without("audio"))  # built with audio, none at test time
+    assert torch.all(out.extras["code_audio"] == 0)
+    z = seen["z"].reshape(len(batch), 7, 7, 7)  # (text_out+1, audio_hidden+1, vision_hidden+1)
+    assert torch.all(z[:, :, :-1, :] == 0)  # every term with an audio factor vanished
+
+
+def test_tfn_and_lmf_on_text_only_data_have_a_single_factor(tiny):
+    text_only = {"text": tiny.input_dims["text"]}
+    tfn = create_model("tfn", text_only, 1, **SMALL["tfn"])
+    assert tfn.post_fusion[1].in_features == SMALL["tfn"]["text_out"] + 1
+    lmf = create_model("lmf", text_only, 1, **SMALL["lmf"])
+    assert list(lmf.factors) == ["text"]
+    assert lmf(batch_of(tiny).without("audio", "vision")).prediction.shape == (8,)
+
+
+# ---- LMF ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("output_dim", [1, 3])
+def test_lmf_equals_its_full_rank_tensor_built_from_the_factors(tiny, output_dim):
+    model = small("lmf", tiny, output_dim).eval()
+    with torch.no_grad():
+        model.bias.normal_()  # a non-zero bias so it is checked too
+    out = model(batch_of(tiny))
+    f = {m: p.detach().double().numpy() for m, p in model.factors.items()}  # (R, d_m + 1, out)
+    w = model.rank_weights.detach().double().numpy()[0]  # (R,)
+    # W[i, j, k, o] = sum_r w_r A_t[r, i, o] A_a[r, j, o] A_v[r, k, o]: the tensor TFN would learn
+    full = np.einsum("r,rio,rjo,rko->ijko", w, f["text"], f["audio"], f["vision"])
+    codes = {m: np.append(out.extras[f"code_{m}"].detach().double().numpy(), np.ones((8, 1)), axis=1)
+             for m in ("text", "audio", "vision")}
+    z = np.einsum("bi,bj,bk->bijk", codes["text"], codes["audio"], codes["vision"])
+    want = np.einsum("bijk,ijko->bo", z, full) + model.bias.detach().double().numpy()
+    got = out.prediction.detach().double().numpy().reshape(8, output_dim)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_lmf_rejects_a_bad_rank(tiny):
+    with pytest.raises(ValueError, match="rank must be >= 1, got 0"):
+        create_model("lmf", tiny.input_dims, rank=0)
+
+
+# ---- MulT --------------------------------------------------------------------------------------
+def test_mult_is_built_from_directional_crossmodal_blocks(tiny):
+    model = small("mult", tiny)
+    assert sorted(model.crossmodal) == sorted(f"{m}_from_{s}" for m in tiny.modalities for s in tiny.modalities if s != m)
+    assert all(isinstance(b, CrossAttention) for stack in model.crossmodal.values() for b in stack.blocks)
+    assert model.memory["text"].norm.normalized_shape == (2 * 16,)  # two sources concatenated
+    out = model(batch_of(tiny))
+    assert out.prediction.shape == (8,) and set(out.extras) == {f"summary_{m}" for m in tiny.modalities}
+    # unimodal data: no crossmodal block, the sequence goes straight to self-attention
+    one = create_model("mult", {"text": 16}, 1, **SMALL["mult"])
+    assert len(one.crossmodal) == 0
+    assert one(batch_of(tiny).without("audio", "vision")).prediction.shape == (8,)
+
+
+def test_mult_downsampling_bounds_the_sequence_and_checks_its_options(tiny):
+    model = small("mult", tiny, max_len=4).eval()
+    seen = []
+
+    def key_length(module, inputs, output):
+        seen.append(inputs[2].shape[1])  # (q, q_mask, kv, kv_mask): the audio frames attended to
+
+    model.crossmodal["text_from_audio"].register_forward_hook(key_length)
+    model(batch_of(tiny))
+    assert seen and seen[0] <= 4  # audio keys: at most 4 windows of frames
+    with pytest.raises(ValueError, match="divisible"):
+        create_model("mult", tiny.input_dims, dim=10, heads=3)
+    with pytest.raises(ValueError, match="kernel_sizes must be odd"):
+        create_model("mult", tiny.input_dims, kernel_sizes={"audio": 4})
+
+
+# ---- every baseline ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", BASELINES)
+def test_padding_frames_change_nothing(name, tiny):
+    """Extra padded frames full of garbage, masked out, leave every prediction as it was."""
+    model = small(name, tiny).eval()
+    batch = batch_of(tiny)
+    padded = batch_of(tiny)
+    for m in padded.features:
+        x, mask = padded.features[m], padded.masks[m]
+        padded.features[m] = torch.cat([x, 50 * torch.randn(x.shape[0], 3, x.shape[2])], dim=1)
+        padded.masks[m] = torch.cat([mask, torch.zeros(mask.shape[0], 3, dtype=torch.bool)], dim=1)
+    torch.testing.assert_close(model(batch).prediction, model(padded).prediction, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_classification_head_and_parameter_free_of_absent_modalities(name, tiny):
+    model = small(name, tiny, 4)
+    out = model(batch_of(tiny))
+    assert out.prediction.shape == (8, 4)
+    two = create_model(name, {m: tiny.input_dims[m] for m in ("text", "audio")}, 1, **SMALL[name])
+    assert not any("vision" in n for n, _ in two.named_parameters())
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_baseline_learns_on_synthetic(name, tiny):
+    """Beats predicting the training mean on held-out test data by a clear margin."""
+    model = small(name, tiny)
+    lr = {"misa": 1e-3, "mult": 1e-3}.get(name, 3e-3)  # the attention models want smaller steps
+    fit(model, tiny, TrainConfig(epochs=12, batch_size=32, lr=lr, patience=4, progress=False), seed=1111)
+    mae = evaluate(model, tiny, "test")["mae"]
+    mean_mae = float(np.abs(tiny.splits["test"].labels - tiny.splits["train"].labels.mean()).mean())
+    assert mae < 0.8 * mean_mae, (name, mae, mean_mae)
+
+
+# ---- MISA --------------------------------------------------------------------------------------
+def test_misa_losses_are_the_named_measures_of_its_codes(tiny):
+    model = small("misa", tiny).eval()
+    out = model(batch_of(tiny, 16))
+    aux, ex = out.aux_losses, out.extras
+    assert set(aux) == {"similarity", "difference", "reconstruction"} and all(v >= 0 for v in aux.values())
+    mods = ("text", "audio", "vision")
+    pairs = [("text", "audio"), ("text", "vision"), ("audio", "vision")]
+    sim = sum(L.cmd(ex[f"shared_{a}"], ex[f"shared_{b}"]) for a, b in pairs) / 3
+    diff = (sum(L.orthogonality(ex[f"private_{m}"], ex[f"shared_{m}"]) for m in mods)
+            + sum(L.orthogonality(ex[f"private_{a}"], ex[f"private_{b}"]) for a, b in pairs))
+    torch.testing.assert_close(aux["similarity"], sim)
+    torch.testing.assert_close(aux["difference"], diff)
+
+
+def test_misa_similarity_vanishes_when_the_shared_codes_agree(tiny):
+    model = small("misa", tiny).eval()
+    batch = batch_of(tiny, 16)
+    assert model(batch).aux_losses["similarity"] > 1e-3
+    with torch.no_grad():
+        model.shared[0].weight.zero_()  # shared code = sigmoid(bias) for every modality and sample
+    assert model(batch).aux_losses["similarity"] < 1e-6
+
+
+@pytest.mark.parametrize("loss,part", [("difference", "private"), ("reconstruction", "recon")])
+def test_misa_loss_falls_when_optimised_alone(tiny, loss, part):
+    """Only the modules the loss should steer are trained, on that loss alone: it must fall."""
+    model = small("misa", tiny).eval()
+    batch = batch_of(tiny, 32)
+    opt = torch.optim.Adam(getattr(model, part).parameters(), lr=1e-2)
+    values = []
+    for _ in range(40):
+        value = model(batch).aux_losses[loss]
+        values.append(value.item())
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    assert values[-1] < 0.5 * values[0], values[::10]
+
+
+def test_misa_switches_remove_losses_and_parameters(tiny):
+    model = small("misa", tiny, similarity=False, difference=False, reconstruction=False)
+    assert model(batch_of(tiny)).aux_losses == {}
+    assert model.recon is None and not any(n.startswith("recon") for n, _ in model.named_parameters())
+    one = create_model("misa", {"text": 16}, 1, **SMALL["misa"])
+    assert "similarity" not in one(batch_of(tiny).without("audio", "vision")).aux_losses  # no pair
+
+
+# ---- compare() ---------------------------------------------------------------------------------
+def test_compare_writes_one_table_and_reuses_finished_runs(tmp_path):
+    from sentangle.training.compare import compare
+
+    over = ["dataset.scale=0.08", "dataset.lengths={text: 6, audio: 8, vision: 8}",
+            "dataset.dims={text: 8, audio: 5, vision: 4}", "train.epochs=2", "train.progress=false"]
+    models = ["lf_dnn", {"name": "lmf", **SMALL["lmf"]}]
+    res = compare(models, "synthetic", seeds=2, out=str(tmp_path), name="tiny", overrides=over)
+    md = (tmp_path / "tiny" / "comparison.md").read_text()
+    rows = (tmp_path / "tiny" / "comparison.csv").read_text().splitlines()
+    assert "## test" in md and "## valid" in md and "`lmf`" in md and "Bayes oracle" in md
+    assert md.count("**") >= 2 * 8  # a bold best in each of the 8 metric columns of each table
+    assert rows[0].startswith("model,split,seeds,mae_mean,mae_std") and len(rows) == 1 + 2 * 2
+    test_mae = {m: r["splits"]["test"]["mae"]["mean"] for m, r in res["results"].items()}
+    best = min(test_mae, key=test_mae.get)
+    assert f"**{test_mae[best]:.3f} ±" in md.split("## valid")[0]
+    metrics = tmp_path / "lmf-tiny" / "seed_1111" / "metrics.json"
+    stamp = json.loads(metrics.read_text())["train_seconds"], metrics.stat().st_mtime_ns
+    compare(models, "synthetic", seeds=2, out=str(tmp_path), name="tiny", overrides=over)
+    assert (json.loads(metrics.read_text())["train_seconds"], metrics.stat().st_mtime_ns) == stamp
+    with pytest.raises(ValueError, match="given twice"):
+        compare(["lf_dnn", "lf_dnn"], "synthetic", out=str(tmp_path))
