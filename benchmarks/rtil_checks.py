@@ -30,6 +30,9 @@ from sentangle.report.tables import fmt, split_table
 from sentangle.training.trainer import evaluate
 from sentangle.utils.io import versions, write_text
 
+# benchmarks/common.py, beside these scripts
+from common import epoch_seconds, seed_values, train_or_reuse  # noqa: E402
+
 # The model settings are those of configs/models/rtil.yaml / irg_svr.yaml (D=64, 32-frame cap: the
 # CPU defaults). Training is cut to at most 12 epochs with early stopping after 4 epochs without
 # validation gain, for CPU time; the doc says so and reports the measured seconds per epoch.
@@ -45,27 +48,7 @@ REAL = [("mosi_utt", "real MOSI text + openSMILE audio (`mosi_utt`, the bc-LSTM 
         ("mosi", "real MOSI text only (`mosi`, standard split)")]
 
 
-def train_or_reuse(out: str, name: str, **kwargs) -> dict:
-    """Train (or resume) run `name`; a folder another script made with other settings is reused as it is."""
-    try:
-        return sentangle.train(out=out, name=name, **kwargs)
-    except FileExistsError:
-        config = Path(out) / name / "config.yaml"
-        print(f"{name}: reusing the settings stored in {config}")
-        return sentangle.train(config=str(config), out=out, name=name, seeds=kwargs.get("seeds"),
-                               data_root=kwargs.get("data_root"))
 
-
-def seed_values(res: dict, split: str = "test", metric: str = "mae") -> list[float]:
-    return [res["per_seed"][s][split][metric] for s in sorted(res["per_seed"], key=int)]
-
-
-def epoch_seconds(folder: str) -> float:
-    per = []
-    for f in Path(folder).glob("seed_*/metrics.json"):
-        m = json.loads(f.read_text())
-        per.append(m["train_seconds"] / max(len(m["history"]), 1))
-    return float(np.mean(per)) if per else float("nan")
 
 
 def best_epochs(folder: str) -> str:

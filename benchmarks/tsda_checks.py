@@ -25,6 +25,9 @@ import sentangle
 from sentangle.report.tables import fmt, split_table
 from sentangle.utils.io import versions, write_text
 
+import common  # noqa: E402  (benchmarks/common.py, beside this script)
+from common import epoch_seconds, seed_values  # noqa: E402
+
 # Settings of the synthetic check, reduced from the model defaults for CPU time (docs/tsda_checks.md
 # says so): D=64 instead of 128, the spatial queries read 64 windows instead of every frame, and
 # at most 12 epochs. Everything else is the default TSDA.
@@ -46,29 +49,11 @@ used: list[str] = []  # run names this document reports
 
 
 def train_or_reuse(out: str, name: str, **kwargs) -> dict:
-    """Train (or resume) run `name`; a folder another script made with other settings is reused as it is."""
     if name not in used:
         used.append(name)
-    try:
-        return sentangle.train(out=out, name=name, **kwargs)
-    except FileExistsError:
-        config = Path(out) / name / "config.yaml"
-        print(f"{name}: reusing the settings stored in {config}")
-        return sentangle.train(config=str(config), out=out, name=name, seeds=kwargs.get("seeds"),
-                               data_root=kwargs.get("data_root"))
+    return common.train_or_reuse(out, name, **kwargs)
 
 
-def seed_values(res: dict, split: str = "test", metric: str = "mae") -> list[float]:
-    return [res["per_seed"][s][split][metric] for s in sorted(res["per_seed"], key=int)]
-
-
-def epoch_seconds(folder: str) -> float:
-    """Mean training seconds per epoch over the finished seeds of a run folder."""
-    per = []
-    for f in Path(folder).glob("seed_*/metrics.json"):
-        m = json.loads(f.read_text())
-        per.append(m["train_seconds"] / max(len(m["history"]), 1))
-    return float(np.mean(per)) if per else float("nan")
 
 
 def gate_summary(folder: str, aligned: bool) -> str:

@@ -30,14 +30,6 @@ SMALL = {
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Two shared cores: intra-op threads only contend with each other and with other users.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def tiny():

@@ -23,14 +23,6 @@ FIT = TrainConfig(epochs=6, batch_size=32, lr=1e-3, patience=4, progress=False)
 rng = np.random.default_rng(0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two intra-op threads on two cores shared with other jobs thrash; one is faster here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def first_batch(ds, n=16):
     return next(ds.batches("train", n))

@@ -13,16 +13,6 @@ from sentangle.training.trainer import evaluate, fit
 SMALL = dict(hidden=32, max_frames=16, cross_heads=2, encoder_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On 2 shared cores a second intra-op thread mostly spins against other processes (measured:
-    # the learning test took 10x the CPU time with torch's default 2 threads under load).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def aligned():
     return make_synthetic(seed=0, n_train=48, n_valid=16, n_test=16, aligned=True, lengths=12,

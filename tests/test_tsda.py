@@ -16,14 +16,6 @@ from sentangle.training.trainer import evaluate, fit
 SMALL = dict(hidden=32, heads=4, max_tokens=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two shared cores: extra intra-op threads only fight each other over these tiny tensors.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def batch_of(ds, n=8, split="train"):
     return next(ds.batches(split, n))
