@@ -123,7 +123,7 @@ def test_resume_ignores_display_settings(run_dir):
 
 
 def test_compare_writes_one_table(tmp_path, capsys):
-    assert main(["compare", "-m", "lf_dnn", "-m", "text_only", "-d", "synthetic", "--seeds", "1",
+    assert main(["compare", "-m", "lf_dnn,text_only", "-d", "synthetic", "--seeds", "1",
                  "--out", str(tmp_path), *TINY]) == 0
     md = (tmp_path / "synthetic" / "comparison.md").read_text()
     assert "lf_dnn" in md and "text_only" in md and "**" in md

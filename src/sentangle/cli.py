@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train each MODEL on DATASET over the seeds (finished seeds are reused) and "
                                    "write <out>/<name>/comparison.md and .csv: mean ± std per metric, best in bold.",
                        epilog=EPILOG_OVERRIDES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", "-m", action="append", required=True, help="a model to include (repeat the flag)")
+    p.add_argument("--model", "-m", action="append", required=True, help="model(s) to include: repeat the flag or give a comma list")
     p.add_argument("--dataset", "-d", required=True, help="dataset name or feature file")
     p.add_argument("--seeds", default="5", help="a count or a comma list (default 5: 1111..1115)")
     p.add_argument("--out", default="runs/compare", help="parent folder (default runs/compare)")
@@ -110,7 +110,8 @@ def cmd_compare(args) -> int:
     from .config import parse_seeds
     from .training.compare import compare
 
-    res = compare(args.model, args.dataset, parse_seeds(args.seeds), args.out, args.name, args.data_root,
+    models = [m for arg in args.model for m in arg.split(",") if m]  # -m a -m b or -m a,b
+    res = compare(models, args.dataset, parse_seeds(args.seeds), args.out, args.name, args.data_root,
                   args.overrides)
     print(res["table"])
     print(f"\nwrote {res['markdown']} and {res['csv']}")
