@@ -147,7 +147,8 @@ def test_plain_versions_are_time_means_and_concatenation(small_synthetic):
     p = torch.stack([masked_mean(private[m], batch.masks[m]) for m in model.modalities]).mean(0)
     torch.testing.assert_close(out.extras["shared_summary"], s)
     torch.testing.assert_close(out.extras["private_summary"], p)
-    torch.testing.assert_close(out.prediction, model.head(torch.cat([s, p], -1)).squeeze(-1))
+    fused = torch.cat([model.norm_shared(s), model.norm_private(p)], -1)  # plain concatenation
+    torch.testing.assert_close(out.prediction, model.head(fused).squeeze(-1))
 
 
 def test_borrowing_gate_penalty_is_the_mean_gate_and_needs_two_modalities(small_synthetic):

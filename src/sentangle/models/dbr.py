@@ -25,6 +25,7 @@ import itertools
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.batch import Batch
@@ -63,10 +64,11 @@ class SharedPrivateDecoupling(nn.Module):
         private = {m: self.private[m](x) for m, x in h.items()}
         return shared, private
 
-    def reconstruction(self, h, shared, private, masks) -> torch.Tensor:
-        # The target is detached: the loss should shape the codes, not shrink the encoder output.
-        errs = [masked_mean((self.decoder[m](shared[m] + private[m]) - h[m].detach()).pow(2).mean(-1, keepdim=True),
-                            masks[m]).mean() for m in h]
+    def reconstruction(self, h_means, shared_means, private_means) -> torch.Tensor:
+        # Utterance level, as MISA: frame-level targets would spend the codes on the positional
+        # encodings. The target is detached: the loss should shape the codes, not shrink H.
+        errs = [F.mse_loss(self.decoder[m](s + p), h.detach())
+                for m, h, s, p in zip(self.decoder, h_means, shared_means, private_means)]
         return torch.stack(errs).mean()
 
 
@@ -272,10 +274,15 @@ class DBR(MSAModel):
         self.agpr = (AnchorGuidedPrivateRouting(mods, hidden, agpr_anchors, agpr_temperature, agpr_borrow,
                                                 agpr_gate_bias) if agpr else None)
         self.brf = BidirectionalRebalancingFusion(hidden, heads, dropout) if brf else None
+        # One LayerNorm per branch before fusion: time-means of sigmoid codes vary little around
+        # 0.5, and the plain (no-BRF) path has no other normalisation before the head. Separate
+        # norms keep the branches independent, so ablating one cannot rescale the other.
+        self.norm_shared, self.norm_private = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
         self.head = MLP([2 * hidden, head_hidden or hidden, output_dim], dropout)
 
     def branch_head(self, shared: torch.Tensor, private: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Prediction from the two branch summaries (B, D) each, and the branch weights (or None)."""
+        shared, private = self.norm_shared(shared), self.norm_private(private)
         if self.brf is None:
             fused, w = torch.cat([shared, private], -1), None
         else:
@@ -302,7 +309,8 @@ class DBR(MSAModel):
         if self.difference:
             aux["diff"] = difference_loss(s_mean, p_mean)
         if self.decouple.decoder is not None:
-            aux["recon"] = self.decouple.reconstruction(h, shared, private, mk)
+            h_mean = [masked_mean(h[m], mk[m]) for m in self.modalities]
+            aux["recon"] = self.decouple.reconstruction(h_mean, s_mean, p_mean)
 
         # 2. shared branch
         if self.tsf is None:
