@@ -150,3 +150,22 @@ def test_aux_weight_for_a_loss_absent_on_this_data_warns():
 
     with pytest.warns(UserWarning, match="cmd"):
         fit(Sometimes(ds.input_dims), ds, cfg(epochs=1, aux_weights={"cmd": 0.5}), seed=1)
+
+
+def test_warmup_linear_schedule_by_hand():
+    from sentangle.training.trainer import warmup_linear
+
+    f = warmup_linear(total=10, warmup=0.2)  # 2 warm-up steps, then 8 steps down to 0
+    assert [f(s) for s in range(11)] == pytest.approx([0.5, 1.0, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8, 0.0])
+
+
+def test_linear_scheduler_trains_and_bad_warmup_is_refused(small_synthetic):
+    from sentangle.config import ConfigError, build_config
+    from sentangle.models import create_model
+
+    with pytest.raises(ConfigError, match="train.warmup"):
+        build_config("lf_dnn", "synthetic", None, ["train.scheduler=linear", "train.warmup=1.5"])
+    cfg = build_config("lf_dnn", "synthetic", None, ["train.scheduler=linear", "train.epochs=2", "train.progress=false"]).train
+    model = create_model("lf_dnn", small_synthetic.input_dims, small_synthetic.output_dim, hidden=16)
+    res = fit(model, small_synthetic, cfg, seed=0)
+    assert len(res.history) == 2 and np.isfinite(res.best_score)

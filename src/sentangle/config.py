@@ -33,7 +33,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     grad_clip_value: float = 0.0  # clip each gradient element (the RTIL code does); 0 = off
-    scheduler: str = "none"  # none | cosine | plateau
+    scheduler: str = "none"  # none | cosine | plateau | linear (per-step warmup, then linear decay to 0)
+    warmup: float = 0.1  # linear scheduler: fraction of all training steps spent warming up
     patience: int = 8  # epochs without validation improvement before stopping
     select_from_epoch: int = 1  # epochs before this are never selected (the RTIL code starts at 20)
     # When patience runs out: reload the best weights, multiply the learning rates by lr_decay and
@@ -186,8 +187,10 @@ def from_dict(raw: dict) -> RunConfig:
             raise ConfigError(f"train.{k} must be a number, got {v!r}")
     cfg = RunConfig(train=TrainConfig(**train), **raw)
     cfg.seeds = parse_seeds(cfg.seeds)
-    if cfg.train.scheduler not in ("none", "cosine", "plateau"):
-        raise ConfigError(f"train.scheduler must be none, cosine or plateau, got {cfg.train.scheduler!r}")
+    if cfg.train.scheduler not in ("none", "cosine", "plateau", "linear"):
+        raise ConfigError(f"train.scheduler must be none, cosine, plateau or linear, got {cfg.train.scheduler!r}")
+    if not 0.0 <= cfg.train.warmup < 1.0:
+        raise ConfigError(f"train.warmup is a fraction of the training steps in [0, 1), got {cfg.train.warmup!r}")
     if cfg.train.loss not in ("auto", "l1", "mse", "ce"):
         raise ConfigError(f"train.loss must be auto, l1, mse or ce, got {cfg.train.loss!r}")
     for part in ("model", "dataset"):

@@ -68,6 +68,13 @@ def make_optimizer(model: MSAModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
 
+def warmup_linear(total: int, warmup: float):
+    """LR factor per optimiser step: rises linearly to 1 over the first warmup*total steps, then
+    falls linearly to 0 at step `total`."""
+    warm = max(int(warmup * total), 1)
+    return lambda step: min((step + 1) / warm, max(total - step, 0) / max(total - warm, 1))
+
+
 @torch.no_grad()
 def predict(model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 256,
             device: str = "cpu") -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -115,6 +122,12 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=direction, factor=0.5, patience=max(cfg.patience // 3, 1))
     weights = {**model.default_aux_weights, **cfg.aux_weights}
     n_train = len(dataset.splits["train"])
+    step_sched = None
+    if cfg.scheduler == "linear":
+        # The usual recipe for fine-tuning a pretrained encoder: warm up, then decay to 0 at the
+        # last planned step (early stopping may end training before it gets there).
+        total = max(cfg.epochs * math.ceil(n_train / cfg.batch_size), 1)
+        step_sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_linear(total, cfg.warmup))
     best_score, best_epoch, best_state, stale = math.inf if direction == "min" else -math.inf, -1, None, 0
     history: list[dict] = []
     start = time.perf_counter()
@@ -159,6 +172,8 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            if step_sched is not None:
+                step_sched.step()
             b = len(batch)
             seen += b
             for k, v in parts.items():
