@@ -81,6 +81,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_root(q)
 
     sub.add_parser("models", help="list registered models and their options")
+
+    p = sub.add_parser("robust", help="evaluate trained runs on a corrupted test split (noise, missing, drop, shuffle)",
+                       description="Reload every seed's checkpoint of each RUN_FOLDER and evaluate the test split under "
+                                   "test-time perturbations (docs/robustness.md). Writes <run>/robust.json, and "
+                                   "robust.md and PNG curves under --out.")
+    p.add_argument("runs", nargs="+", metavar="RUN_FOLDER")
+    p.add_argument("--out", help="folder for robust.md and the PNGs (default: the run folder, or <parent>/robust for several)")
+    p.add_argument("--seed", type=int, default=0, help="perturbation seed (default 0): same seed, same corrupted data")
+    p.add_argument("--noise-levels", default="0.25,0.5,1,2", help="noise sigmas in train-std units (default 0.25,0.5,1,2)")
+    p.add_argument("--drop-rates", default="0.1,0.3,0.5,0.7", help="frame drop rates (default 0.1,0.3,0.5,0.7)")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    _add_data_root(p)
+
+    p = sub.add_parser("report", help="tables, CSV and plots from run folders",
+                       description="Markdown and CSV tables (mean ± std over seeds, best per column in bold), "
+                                   "predicted-vs-true scatter or confusion matrix, gate / branch-weight "
+                                   "distributions, and robustness curves where robust.json exists.")
+    p.add_argument("runs", nargs="+", metavar="RUN_FOLDER")
+    p.add_argument("--out", help="output folder (default: <run>/report, or <parent>/report for several runs)")
+    p.add_argument("--no-gates", action="store_true", help="do not reload checkpoints for gate distributions")
+    _add_data_root(p)
+
+    p = sub.add_parser("ablate", help="train the variants of an ablation YAML over seeds and write one table",
+                       description="Train every variant of ABLATION.yaml (a model, a dataset, shared overrides and "
+                                   "named variants with switch overrides) into its own run folder (finished seeds "
+                                   "are reused), then write ablation.md / .csv: the full model first, delta vs full. "
+                                   "Packaged: ablate-tsda, ablate-rtil, ablate-irg_svr, ablate-dbr.")
+    p.add_argument("--config", "-c", required=True, help="ablation YAML, or the name of a packaged one")
+    p.add_argument("--seeds", help="a count or a comma list (default: the YAML's, else 5)")
+    p.add_argument("--out", help="parent folder (default: the YAML's out, else runs/ablations)")
+    p.add_argument("--variant", action="append", help="train only these variants (repeat; the table uses what exists)")
+    _add_data_root(p)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides applied to every variant")
     return parser
 
 
@@ -201,6 +234,42 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SystemExit(f"error: {flag} takes a comma list of numbers, got {text!r}") from None
+
+
+def cmd_robust(args) -> int:
+    from .evaluation.robust import robust
+
+    res = robust(args.runs, args.out, args.seed, _floats(args.noise_levels, "--noise-levels"),
+                 _floats(args.drop_rates, "--drop-rates"), args.data_root, plots=not args.no_plots)
+    print(res["table"])
+    print(f"\nwrote robust.json in each run folder, {res['markdown']}" + (f" and {len(res['plots'])} PNGs" if res["plots"] else ""))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report.report import report
+
+    res = report(args.runs, args.out, data_root=args.data_root, gates=not args.no_gates)
+    print(res["table"])
+    print(f"\nwrote {res['markdown']}, {res['csv']} and {len(res['plots'])} PNGs")
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from .training.ablate import ablate
+
+    res = ablate(args.config, seeds=args.seeds, out=args.out, data_root=args.data_root, overrides=args.overrides,
+                 only=args.variant)
+    print(res["table"])
+    print(f"\nwrote {res['markdown']} and {res['csv']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -219,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     from .training.trainer import TrainingError
 
     warnings.simplefilter("default")
-    handler = {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models}
+    handler = {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models,
+               "robust": cmd_robust, "report": cmd_report, "ablate": cmd_ablate}
     try:
         return handler[args.command](args)
     except (ConfigError, DataError, UnknownNameError, CheckpointError, TrainingError, FileExistsError) as e:

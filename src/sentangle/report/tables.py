@@ -42,3 +42,35 @@ def split_table(summary: dict[str, dict[str, dict]], task: str) -> str:
     for split, stats in summary.items():
         lines.append(f"| {split} | " + " | ".join(fmt(c, stats[c]) for c in cols) + " |")
     return "\n".join(lines)
+
+
+def best_mean(rows: dict[str, dict[str, dict]], metric: str) -> float | None:
+    """The best mean of `metric` over rows, in the metric's direction (training.metrics); NaN skipped."""
+    from ..training.metrics import METRIC_DIRECTIONS
+
+    means = [r[metric]["mean"] for r in rows.values() if metric in r and r[metric]["mean"] == r[metric]["mean"]]
+    if not means:
+        return None
+    return min(means) if METRIC_DIRECTIONS.get(metric, "max") == "min" else max(means)
+
+
+def results_table(rows: dict[str, dict[str, dict]], task: str, extra: dict[str, dict[str, str]] | None = None,
+                  label: str = "model") -> str:
+    """rows: row name -> metric -> {mean, std, n}; one row each, the best mean per metric in bold.
+
+    `extra`: further columns, header -> row name -> text (e.g. parameters, deltas), after the metrics.
+    """
+    cols = metric_order(task, {m for r in rows.values() for m in r})
+    best = {c: best_mean(rows, c) for c in cols}
+    extra = extra or {}
+    head = [label, "seeds"] + [LABELS.get(c, c) for c in cols] + list(extra)
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for name, stats in rows.items():
+        n = next(iter(stats.values()))["n"] if stats else 0
+        cells = [f"`{name}`", str(n)]
+        for c in cols:
+            text = fmt(c, stats[c]) if c in stats else "n/a"
+            cells.append(f"**{text}**" if c in stats and best[c] is not None and stats[c]["mean"] == best[c] else text)
+        cells += [col.get(name, "n/a") for col in extra.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

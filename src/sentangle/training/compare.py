@@ -19,9 +19,9 @@ import io
 import json
 from pathlib import Path
 
-from ..report.tables import LABELS, aggregate, fmt, metric_order
+from ..config import ConfigError
+from ..report.tables import aggregate, metric_order, results_table
 from ..utils.io import write_text
-from .metrics import METRIC_DIRECTIONS
 
 SPLITS_SHOWN = ("test", "valid")
 
@@ -29,7 +29,7 @@ SPLITS_SHOWN = ("test", "valid")
 def _model_name(model: str | dict) -> str:
     if isinstance(model, dict):
         if "name" not in model:
-            raise ValueError(f"compare: a model given as a dict needs a 'name', got {model}")
+            raise ConfigError(f"compare: a model given as a dict needs a 'name', got {model}")
         return model["name"]
     return model
 
@@ -47,33 +47,17 @@ def _seed_facts(folder: str, seeds) -> dict[str, dict]:
     return {"parameters": params, "train_seconds": seconds, "best_epoch": epochs}
 
 
-def _best(rows: dict[str, dict], metric: str) -> float | None:
-    means = [r[metric]["mean"] for r in rows.values() if metric in r and r[metric]["mean"] == r[metric]["mean"]]
-    if not means:
-        return None
-    return min(means) if METRIC_DIRECTIONS.get(metric, "max") == "min" else max(means)
-
-
 def markdown_table(rows: dict[str, dict[str, dict]], task: str, facts: dict[str, dict] | None = None) -> str:
     """rows: model -> metric -> {mean, std, n}. The best mean of each metric column is in bold."""
-    cols = metric_order(task, {m for r in rows.values() for m in r})
-    best = {c: _best(rows, c) for c in cols}
-    head = ["model", "seeds"] + [LABELS.get(c, c) for c in cols] + (["params", "s / seed"] if facts else [])
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for model, stats in rows.items():
-        n = next(iter(stats.values()))["n"] if stats else 0
-        cells = [f"`{model}`", str(n)]
-        for c in cols:
-            text = fmt(c, stats[c]) if c in stats else "n/a"
-            cells.append(f"**{text}**" if c in stats and best[c] is not None and stats[c]["mean"] == best[c] else text)
-        if facts:
+    extra = None
+    if facts:
+        extra = {"params": {}, "s / seed": {}}
+        for model in rows:
             f = facts.get(model, {})
-            params = f.get("parameters") or []
-            secs = f.get("train_seconds") or []
-            cells.append(f"{int(params[0]):,}" if params else "n/a")
-            cells.append(f"{aggregate(secs)['mean']:.0f}" if secs else "n/a")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            params, secs = f.get("parameters") or [], f.get("train_seconds") or []
+            extra["params"][model] = f"{int(params[0]):,}" if params else "n/a"
+            extra["s / seed"][model] = f"{aggregate(secs)['mean']:.0f}" if secs else "n/a"
+    return results_table(rows, task, extra)
 
 
 def csv_table(results: dict[str, dict], task: str, facts: dict[str, dict]) -> str:
@@ -107,11 +91,17 @@ def compare(models: list[str | dict], dataset: str, seeds: int | str | list[int]
     from ..api import train  # late: the API imports the training package
 
     if not models:
-        raise ValueError("compare: give at least one model")
+        raise ConfigError("compare: give at least one model")
     names = [_model_name(m) for m in models]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"compare: model(s) {dupes} given twice; their run folders would collide")
+        raise ConfigError(f"compare: model(s) {dupes} given twice; their run folders would collide")
+    from ..models import list_models  # registers every model
+    from ..registry import MODELS
+
+    list_models()
+    for label in names:  # a typo in the last model must not surface after the others have trained
+        MODELS.get(label)
     name = name or Path(dataset).stem
     results: dict[str, dict] = {}
     facts: dict[str, dict] = {}

@@ -1,0 +1,1 @@
+"""Evaluation beyond the clean test split: test-time perturbations (robust)."""

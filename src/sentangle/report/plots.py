@@ -1,0 +1,136 @@
+"""PNG figures for reports (matplotlib, Agg backend: no display needed). Every file is written whole.
+
+    robust_curves(results, out)        main metric vs perturbation level, one line per run
+    prediction_scatter(pred, label)    predicted vs true (regression)
+    confusion_matrix(pred, label, names)   row-normalised confusion (classification)
+    distributions(values, title)       box plots of gate / branch-weight values
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..utils.io import atomic_write
+
+__all__ = ["robust_curves", "prediction_scatter", "confusion_matrix", "distributions", "save"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # before pyplot: figures are files, never windows
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: str | Path) -> Path:
+    plt = _plt()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def robust_curves(results: dict[str, dict], out: str | Path, metric: str | None = None) -> list[Path]:
+    """One PNG per perturbation with levels (noise per modality, frame drop): the metric's mean over
+    seeds (error bars: sample std) against the level, level 0 being the clean score; one line per
+    run. One more PNG with bars for the conditions without levels (missing, shuffle)."""
+    plt = _plt()
+    out = Path(out)
+    first = next(iter(results.values()))
+    metric = metric or first["main_metric"]
+    scale = 1.0 if metric in ("mae", "corr") else 100.0
+    families = list(dict.fromkeys(c["family"] for r in results.values() for c in r["conditions"]
+                                  if c["level"] is not None))
+    paths = []
+    for fam in families:
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for lab, r in results.items():
+            clean = next(c for c in r["conditions"] if c["name"] == "clean")
+            pts = [(0.0, clean)] + [(c["level"], c) for c in r["conditions"] if c["family"] == fam]
+            if len(pts) < 2:
+                continue
+            x = [p[0] for p in pts]
+            y = np.array([p[1]["metrics"][metric]["mean"] for p in pts], dtype=float) * scale
+            e = np.array([p[1]["metrics"][metric]["std"] for p in pts], dtype=float) * scale
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=lab)
+        unit = "noise sigma (x train std)" if fam.startswith("noise") else "frame drop rate"
+        ax.set_xlabel(unit)
+        ax.set_ylabel(f"test {metric}" + (" (%)" if scale != 1 else ""))
+        ax.set_title(fam)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        paths.append(save(fig, out / f"robust_{fam.replace(':', '_')}.png"))
+    single = list(dict.fromkeys(c["name"] for r in results.values() for c in r["conditions"] if c["level"] is None))
+    if len(single) > 1:
+        fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(single) * max(1, len(results)) ** 0.5), 3.6))
+        width = 0.8 / len(results)
+        for k, (lab, r) in enumerate(results.items()):
+            by = {c["name"]: c["metrics"][metric] for c in r["conditions"]}
+            y = [by[n]["mean"] * scale if n in by else np.nan for n in single]
+            e = [by[n]["std"] * scale if n in by else 0 for n in single]
+            ax.bar(np.arange(len(single)) + k * width, y, width, yerr=e, capsize=2, label=lab)
+        ax.set_xticks(np.arange(len(single)) + 0.4 - width / 2, single, rotation=30, ha="right")
+        ax.set_ylabel(f"test {metric}" + (" (%)" if scale != 1 else ""))
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+        paths.append(save(fig, out / "robust_conditions.png"))
+    return paths
+
+
+def prediction_scatter(pred: dict[str, np.ndarray], label: dict[str, np.ndarray], title: str,
+                       label_range=(-3.0, 3.0)):
+    """pred/label: seed -> (N,) arrays; one colour per seed, the diagonal for reference."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    for seed in pred:
+        ax.scatter(label[seed], pred[seed], s=6, alpha=0.35, label=f"seed {seed}")
+    lo, hi = label_range if label_range else (min(map(np.min, label.values())), max(map(np.max, label.values())))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, markerscale=2)
+    return fig
+
+
+def confusion_matrix(pred: np.ndarray, label: np.ndarray, names: list[str], title: str):
+    """pred/label: class indices (pooled over seeds); rows = true class, normalised to sum to 1."""
+    plt = _plt()
+    k = len(names)
+    m = np.zeros((k, k))
+    np.add.at(m, (label.astype(int), pred.astype(int)), 1)
+    rows = m.sum(1, keepdims=True)
+    norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(max(3.5, 0.35 * k + 2), max(3.2, 0.35 * k + 1.8)))
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(k), names, rotation=60, ha="right", fontsize=7 if k > 6 else 9)
+    ax.set_yticks(range(k), names, fontsize=7 if k > 6 else 9)
+    if k <= 12:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return fig
+
+
+def distributions(groups: dict[str, dict[str, np.ndarray]], title: str):
+    """groups: extra name -> column name -> values; one panel per extra, one box per column."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.2), squeeze=False)
+    for ax, (name, cols) in zip(axes[0], groups.items()):
+        ax.boxplot(list(cols.values()), showfliers=False)
+        ax.set_xticks(range(1, len(cols) + 1), list(cols), rotation=30, fontsize=8)
+        ax.set_title(name, fontsize=9)
+        lo, hi = min(float(np.min(v)) for v in cols.values()), max(float(np.max(v)) for v in cols.values())
+        if lo >= 0 and hi <= 1:  # gates and weights: show them on their whole range
+            ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title, fontsize=10)
+    return fig
