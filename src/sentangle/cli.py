@@ -134,8 +134,12 @@ def cmd_train(args) -> int:
                       args.overrides)
     if args.no_progress:
         cfg.train.progress = False
+    from .training.distributed import is_main
+
     print(f"training {cfg.model['name']} on {cfg.dataset['name']}, seeds {cfg.seeds}", file=sys.stderr)
-    _print_summary(run(cfg, overwrite=args.overwrite))
+    summary = run(cfg, overwrite=args.overwrite)
+    if is_main():  # under torchrun every rank gets the summary; one prints it
+        _print_summary(summary)
     return 0
 
 

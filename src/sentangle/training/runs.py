@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ..data.named import describe, load_dataset
 from ..models.base import MSAModel, create_model
 from ..report.tables import aggregate, split_table
 from ..utils.io import atomic_write, versions, write_json, write_text
+from .distributed import setup as distributed_setup
 from .trainer import fit, predict, set_seed
 
 
@@ -114,26 +116,36 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
     """Train `cfg.model` on `cfg.dataset` once per seed; write the run folder; return the summary."""
     folder = Path(cfg.out) / cfg.run_name
     resolved = cfg.to_dict()
-    if (folder / "config.yaml").exists() and not overwrite:
-        if _comparable(read_yaml(folder / "config.yaml")) != _comparable(resolved):
-            raise FileExistsError(f"{folder} holds a run with a different config; pass --overwrite or another --name")
+    # Under torchrun (training/distributed.py) rank 0 alone reads and writes the run folder and
+    # tells the other ranks what it found, so they also work on a node without a shared disk.
+    ddp = distributed_setup(cfg.train.device)
+
+    def check_folder() -> None:
+        if (folder / "config.yaml").exists() and not overwrite:
+            if _comparable(read_yaml(folder / "config.yaml")) != _comparable(resolved):
+                raise FileExistsError(f"{folder} holds a run with a different config; pass --overwrite or another --name")
+
+    ddp.on_main(check_folder)
     ds = dataset or dataset_from_config(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / "config.yaml", dump_yaml(resolved))
-    write_json(folder / "environment.json", versions())
-    write_json(folder / "dataset.json", {**describe(ds), "info": ds.info})
+    if ddp.main:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / "config.yaml", dump_yaml(resolved))
+        write_json(folder / "environment.json", versions())
+        write_json(folder / "dataset.json", {**describe(ds), "info": ds.info})
     per_seed: dict[int, dict] = {}
     for seed in cfg.seeds:
         seed_dir = folder / f"seed_{seed}"
         done = seed_dir / "metrics.json"
-        if done.exists() and not overwrite:
-            import json
-
-            per_seed[seed] = json.loads(done.read_text())["metrics"]
+        finished = ddp.on_main(lambda: json.loads(done.read_text())["metrics"] if done.exists() and not overwrite else None)
+        if finished is not None:
+            per_seed[seed] = finished
             continue
         set_seed(seed)  # initialisation belongs to the seed too
         model = model_for(cfg, ds)
         result = fit(model, ds, cfg.train, seed, desc=f"{cfg.model['name']} seed {seed}")
+        per_seed[seed] = result.metrics
+        if not ddp.main:
+            continue
         for split in ds.splits:
             pred, label, ids = predict(model, ds, split, cfg.train.eval_batch_size, cfg.train.device)
             write_predictions(seed_dir / f"predictions_{split}.csv", ds, pred, label, ids)
@@ -143,8 +155,10 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
                           "select_split": cfg.train.select_split, "best_score": result.best_score,
                           "train_seconds": round(result.seconds, 2), "parameters": sum(p.numel() for p in model.parameters()),
                           "metrics": result.metrics, "history": result.history})
-        per_seed[seed] = result.metrics
     summary = summarize(per_seed)
+    if not ddp.main:
+        ddp.barrier()  # return when rank 0 has written the summary
+        return {"folder": str(folder), "task": ds.task, "splits": summary, "per_seed": per_seed, "references": None}
     write_json(folder / "summary.json", {"model": cfg.model["name"], "dataset": cfg.dataset["name"],
                                          "task": ds.task, "seeds": list(per_seed), "std": "sample (ddof=1)",
                                          "splits": summary, "per_seed": per_seed,
@@ -159,5 +173,6 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
         references = oracle_table(ds)
         md += "\nReference predictors on the same test split:\n\n" + references + "\n"
     write_text(folder / "summary.md", md)
+    ddp.barrier()
     return {"folder": str(folder), "task": ds.task, "splits": summary, "per_seed": per_seed,
             "references": references}

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig
 from ..data.dataset import MSADataset
 from ..models.base import MSAModel
+from .distributed import setup as distributed_setup
 from .metrics import METRIC_DIRECTIONS, compute_metrics
 
 
@@ -110,7 +111,9 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
     gen = set_seed(seed)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
+    ddp = distributed_setup(cfg.device)  # a pass-through unless launched by torchrun with WORLD_SIZE > 1
+    ddp.reseed(seed)
+    device = ddp.device
     model.to(device)
     metric, direction = selection(cfg, dataset.task)
     better = (lambda a, b: a < b) if direction == "min" else (lambda a, b: a > b)
@@ -132,7 +135,8 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
     history: list[dict] = []
     start = time.perf_counter()
     bar = tqdm(total=cfg.epochs * n_train, unit="utt", unit_scale=True, desc=desc or type(model).__name__,
-               disable=not cfg.progress, dynamic_ncols=True, mininterval=0.5)
+               disable=not cfg.progress or not ddp.main, dynamic_ncols=True, mininterval=0.5)
+    net = ddp.wrap(model, dataset, cfg.batch_size, weights)  # DistributedDataParallel, or `model` alone
     checked_names = False
     trials = 0
     for epoch in range(cfg.epochs):
@@ -140,8 +144,9 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
         sums: dict[str, float] = {}
         seen = 0
         for batch in dataset.batches("train", cfg.batch_size, shuffle=True, generator=gen):
+            batch, share = ddp.shard(batch)  # this rank's slice; share scales its loss (1.0 alone)
             batch = batch.to(device)
-            out = model(batch)
+            out = net(batch)
             loss = task_loss(out.prediction, batch.labels, dataset.task, cfg.loss)
             parts = {"task": loss.detach()}
             if not checked_names:
@@ -162,11 +167,11 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
                 parts[name] = value.detach()
                 if w:
                     loss = loss + w * value
-            if not torch.isfinite(loss):
+            if not ddp.all_finite(loss):
                 raise TrainingError(f"{desc}: loss is {loss.item()} at epoch {epoch + 1} "
                                     f"(parts: { {k: float(v) for k, v in parts.items()} }); try a lower train.lr")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share).backward()
             if cfg.grad_clip_value > 0:
                 torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
             if cfg.grad_clip > 0:
@@ -174,15 +179,17 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
             opt.step()
             if step_sched is not None:
                 step_sched.step()
-            b = len(batch)
+            b = len(batch) if share else 0
             seen += b
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * b
-            bar.update(b)
+            bar.update(b * ddp.world)
         hook = getattr(model, "on_epoch_end", None)
         if hook is not None:
             hook(epoch)
-        val = evaluate(model, dataset, cfg.select_split, cfg.eval_batch_size, device)
+        sums, seen = ddp.reduce_sums(sums, seen)
+        # One validation result for all ranks, so that selection and early stopping agree.
+        val = ddp.on_main(lambda: evaluate(model, dataset, cfg.select_split, cfg.eval_batch_size, device))
         score = val[metric]
         record = {"epoch": epoch + 1, **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
                   **{f"{cfg.select_split}_{k}": v for k, v in val.items()}}
@@ -208,5 +215,5 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
     if best_state is None:
         raise TrainingError(f"{desc}: no epoch produced a usable {cfg.select_split} {metric} (is train.epochs > 0?)")
     model.load_state_dict(best_state)
-    metrics = {s: evaluate(model, dataset, s, cfg.eval_batch_size, device) for s in dataset.splits}
+    metrics = ddp.on_main(lambda: {s: evaluate(model, dataset, s, cfg.eval_batch_size, device) for s in dataset.splits})
     return FitResult(best_epoch, best_score, metric, history, metrics, time.perf_counter() - start)
