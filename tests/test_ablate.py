@@ -51,7 +51,7 @@ def test_table_full_first_best_marked_and_paired_deltas(ablation):
     assert "**" in test and "Δ MAE" in test and "`model.brf=false`" in test
     per = {v: json.loads((root / v / "summary.json").read_text())["per_seed"] for v in ("full", "no-brf")}
     deltas = [per["no-brf"][s]["test"]["mae"] - per["full"][s]["test"]["mae"] for s in ("1111", "1112")]
-    rows_csv = {(r["variant"], r["split"]): r for r in csv.DictReader(open(root / "ablation.csv"))}
+    rows_csv = {(r["variant"], r["split"]): r for r in csv.DictReader((root / "ablation.csv").read_text().splitlines())}
     assert float(rows_csv[("no-brf", "test")]["delta_mae_mean"]) == pytest.approx(sum(deltas) / 2, abs=1e-6)
     assert float(rows_csv[("full", "test")]["delta_mae_mean"]) == 0.0
     assert f"{sum(deltas) / 2:+.3f}" in rows[1]

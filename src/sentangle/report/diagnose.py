@@ -14,13 +14,20 @@ their gates. Numbers only (nested dicts), so `summarize_diagnostics` can average
 """
 from __future__ import annotations
 
+import json
+import math
+import warnings
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from ..registry import Registry
-from .diagnostics import run_diagnostics
+from ..utils.io import write_json
+from .diagnostics import run_diagnostics, summarize_diagnostics
 
-__all__ = ["DIAGNOSTICS", "diagnose", "gate_values", "gate_diagnostics"]
+__all__ = ["DIAGNOSTICS", "diagnose", "gate_values", "gate_diagnostics", "write_seed_diagnostics",
+           "summarize_run_diagnostics", "diagnostics_markdown", "shown_keys"]
 
 DIAGNOSTICS = Registry("diagnostics")
 
@@ -32,6 +39,45 @@ def diagnose(model_name: str, model, dataset) -> dict | None:
     if model_name in DIAGNOSTICS.names():
         return DIAGNOSTICS.get(model_name)(model, dataset)
     return None
+
+
+def write_seed_diagnostics(seed_dir: str | Path, model_name: str, model, dataset) -> dict | None:
+    """`diagnose` into seed_dir/diagnostics.json. A failure only warns: the seed's training is done
+    and must not be lost to an analysis step."""
+    (Path(seed_dir) / "diagnostics.json").unlink(missing_ok=True)  # never a stale file from an older config
+    try:
+        diag = diagnose(model_name, model, dataset)
+    except Exception as e:  # noqa: BLE001  (any bug in an analysis must not cost a trained seed)
+        warnings.warn(f"{seed_dir}: diagnostics of {model_name!r} failed ({type(e).__name__}: {e}); "
+                      "no diagnostics.json for this seed", stacklevel=2)
+        return None
+    if diag:
+        write_json(Path(seed_dir) / "diagnostics.json", diag)
+    return diag
+
+
+def summarize_run_diagnostics(folder: str | Path, seeds) -> dict | None:
+    """Mean and sample std over the seeds that have a diagnostics.json (flat keys, e.g.
+    `test.prediction_share.shared`); None when none has."""
+    found = [Path(folder) / f"seed_{s}" / "diagnostics.json" for s in seeds]
+    per_seed = [json.loads(p.read_text(encoding="utf-8")) for p in found if p.is_file()]
+    return summarize_diagnostics(per_seed) if per_seed else None
+
+
+def shown_keys(flat: dict, split: str = "test") -> list[str]:
+    """The keys worth a table row: one split, no metrics of ablated heads, no sample counts or quartiles."""
+    return [k for k in flat if k.startswith(f"{split}.") and "metrics" not in k
+            and not k.endswith((".samples", ".q25", ".q75"))]
+
+
+def diagnostics_markdown(summary: dict, split: str = "test") -> str:
+    """A short Markdown table of a run's summarised diagnostics on one split."""
+    lines = [f"| diagnostic ({split}) | mean ± std over seeds |", "|---|---|"]
+    for k in shown_keys(summary, split):
+        v = summary[k]
+        text = "n/a" if v["mean"] is None or math.isnan(v["mean"]) else f"{v['mean']:.3f} ± {v['std']:.3f}"
+        lines.append(f"| {k[len(split) + 1:].replace('_', ' ')} | {text} |")
+    return "\n".join(lines)
 
 
 def gate_values(model, dataset, split: str = "test", batch_size: int = 256) -> dict[str, dict[str, np.ndarray]]:

@@ -36,7 +36,7 @@ def save(fig, path: str | Path) -> Path:
 def robust_curves(results: dict[str, dict], out: str | Path, metric: str | None = None) -> list[Path]:
     """One PNG per perturbation with levels (noise per modality, frame drop): the metric's mean over
     seeds (error bars: sample std) against the level, level 0 being the clean score; one line per
-    run. One more PNG with bars for the conditions without levels (missing, shuffle)."""
+    run. One more PNG for the conditions without levels (missing, shuffle), next to clean."""
     plt = _plt()
     out = Path(out)
     first = next(iter(results.values()))
@@ -71,7 +71,9 @@ def robust_curves(results: dict[str, dict], out: str | Path, metric: str | None 
             by = {c["name"]: c["metrics"][metric] for c in r["conditions"]}
             y = [by[n]["mean"] * scale if n in by else np.nan for n in single]
             e = [by[n]["std"] * scale if n in by else 0 for n in single]
-            ax.bar(np.arange(len(single)) + k * width, y, width, yerr=e, capsize=2, label=lab)
+            # points, not bars: a bar from 0 hides differences of a few hundredths
+            ax.errorbar(np.arange(len(single)) + k * width, y, yerr=e, fmt="o", capsize=3, label=lab)
+        ax.axvline(0.9 - width / 2, color="grey", lw=0.5)  # clean | perturbed
         ax.set_xticks(np.arange(len(single)) + 0.4 - width / 2, single, rotation=30, ha="right")
         ax.set_ylabel(f"test {metric}" + (" (%)" if scale != 1 else ""))
         ax.legend(fontsize=7)

@@ -117,9 +117,10 @@ def _diagnostics_table(runs: dict[str, dict], split: str = "test") -> str | None
     diags = {lab: s["diagnostics"] for lab, s in runs.items() if s.get("diagnostics")}
     if not diags:
         return None
+    from .diagnose import shown_keys
+
     prefix = f"{split}."
-    keys = list(dict.fromkeys(k for d in diags.values() for k in d
-                              if k.startswith(prefix) and "metrics" not in k and not k.endswith(".samples")))
+    keys = list(dict.fromkeys(k for d in diags.values() for k in shown_keys(d, split)))
     if not keys:
         return None
     lines = ["| diagnostic | " + " | ".join(f"`{lab}`" for lab in diags) + " |", "|---" * (len(diags) + 1) + "|"]

@@ -24,6 +24,7 @@ from ..config import RunConfig, dump_yaml, from_dict, read_yaml
 from ..data.dataset import MSADataset
 from ..data.named import describe, load_dataset
 from ..models.base import MSAModel, create_model
+from ..report.diagnose import diagnostics_markdown, summarize_run_diagnostics, write_seed_diagnostics
 from ..report.tables import aggregate, split_table
 from ..utils.io import atomic_write, versions, write_json, write_text
 from .distributed import setup as distributed_setup
@@ -150,6 +151,7 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
             pred, label, ids = predict(model, ds, split, cfg.train.eval_batch_size, cfg.train.device)
             write_predictions(seed_dir / f"predictions_{split}.csv", ds, pred, label, ids)
         save_checkpoint(seed_dir / "checkpoint.pt", model, cfg, ds, seed)
+        write_seed_diagnostics(seed_dir, cfg.model["name"], model, ds)  # report/diagnose.py: opt-in per model
         # metrics.json last: its presence marks the seed as finished for resuming.
         write_json(done, {"seed": seed, "best_epoch": result.best_epoch, "select_metric": result.select_metric,
                           "select_split": cfg.train.select_split, "best_score": result.best_score,
@@ -159,9 +161,11 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
     if not ddp.main:
         ddp.barrier()  # return when rank 0 has written the summary
         return {"folder": str(folder), "task": ds.task, "splits": summary, "per_seed": per_seed, "references": None}
+    diagnostics = summarize_run_diagnostics(folder, per_seed)  # over the seeds that wrote diagnostics.json
     write_json(folder / "summary.json", {"model": cfg.model["name"], "dataset": cfg.dataset["name"],
                                          "task": ds.task, "seeds": list(per_seed), "std": "sample (ddof=1)",
                                          "splits": summary, "per_seed": per_seed,
+                                         **({"diagnostics": diagnostics} if diagnostics else {}),
                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     md = (f"# {cfg.run_name}\n\nModel `{cfg.model['name']}` on `{cfg.dataset['name']}`, seeds {list(per_seed)}; "
           f"selected on {cfg.train.select_split} ({cfg.train.select_metric}); mean ± sample std over seeds.\n\n"
@@ -172,6 +176,8 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
 
         references = oracle_table(ds)
         md += "\nReference predictors on the same test split:\n\n" + references + "\n"
+    if diagnostics:
+        md += "\nBranch / gate diagnostics (seed_<s>/diagnostics.json):\n\n" + diagnostics_markdown(diagnostics) + "\n"
     write_text(folder / "summary.md", md)
     ddp.barrier()
     return {"folder": str(folder), "task": ds.task, "splits": summary, "per_seed": per_seed,
