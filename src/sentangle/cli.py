@@ -1,4 +1,4 @@
-"""The `sentangle` command: train, compare, eval, predict, data, models."""
+"""The `sentangle` command: train, compare, eval, predict, data, models, robust, report, ablate."""
 from __future__ import annotations
 
 import argparse
@@ -114,6 +114,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", action="append", help="train only these variants (repeat; the table uses what exists)")
     _add_data_root(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides applied to every variant")
+
+    p = sub.add_parser("sweep", help="hyperparameter search with Optuna over any config key (pip install 'sentangle[sweep]')",
+                       description="Run --trials trials of an Optuna study: each samples the space, trains through the "
+                                   "normal run into <out>/<study>/trial_<n>/ and reports the validation selection score "
+                                   "(mean over seeds; never test). Workers on any machine sharing one --storage add to "
+                                   "one study. Writes best.yaml (for `sentangle train -c`), trials.md and trials.csv.",
+                       epilog="Space YAML: dotted keys to distributions, e.g.\n"
+                              "  train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
+                              "  model.hidden: {type: int, low: 32, high: 256, step: 32}\n"
+                              "  train.scheduler: {type: categorical, choices: [none, cosine]}\n"
+                              "See docs/scaling.md.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", "-m", help="registered model name; default lf_dnn")
+    p.add_argument("--dataset", "-d", help="dataset name or feature file; default synthetic")
+    p.add_argument("--space", required=True, help="YAML file mapping dotted config keys to distributions")
+    p.add_argument("--trials", type=int, required=True, help="trials this worker runs (they add to the study)")
+    p.add_argument("--storage", help="Optuna storage URL shared by all workers, e.g. sqlite:///sweep.db or "
+                                     "postgresql://user:pass@host/db (default: sqlite in <out>/<study>/optuna.db)")
+    p.add_argument("--study", help="study name (default <model>-<dataset>)")
+    p.add_argument("--config", "-c", help="base config YAML (as for train)")
+    p.add_argument("--seeds", default="1", help="seeds per trial, a count or comma list (default 1: seed 1111)")
+    p.add_argument("--out", default="runs/sweeps", help="parent folder of the study folder (default runs/sweeps)")
+    p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (give each worker its own)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_data_root(p)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides for every trial")
     return parser
 
 
@@ -274,6 +299,18 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .training.sweep import sweep
+
+    res = sweep(args.model, args.dataset, args.space, args.trials, args.storage, args.study, args.config, args.seeds,
+                args.out, args.data_root, args.overrides, progress=not args.no_progress, sampler_seed=args.sampler_seed)
+    print(res["table"])
+    if res["best"]:
+        print(f"\nbest: trial {res['best']['number']} ({res['best']['value']:.6g}); wrote {res['best_yaml']}")
+    print(f"wrote {res['markdown']} and {res['csv']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -293,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.simplefilter("default")
     handler = {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models,
-               "robust": cmd_robust, "report": cmd_report, "ablate": cmd_ablate}
+               "robust": cmd_robust, "report": cmd_report, "ablate": cmd_ablate, "sweep": cmd_sweep}
     try:
         return handler[args.command](args)
     except (ConfigError, DataError, UnknownNameError, CheckpointError, TrainingError, FileExistsError) as e:
