@@ -104,6 +104,13 @@ def test_conditions_skip_what_does_not_apply_and_say_why():
     assert "noise:audio@0.5" in names and "missing:text" in names and "missing:audio" in names
     assert "token ids" in why["noise:text"] and "token ids" in why["shuffle:text"]
     assert "one frame" in why["shuffle:audio"] and "frame_drop" in why
+    x = _token_dataset()
+    x.splits["test"].features["audio"] = np.zeros((6, 3, 4), np.float32)
+    x.splits["test"].masks["audio"] = np.ones((6, 3), bool)
+    conds, skipped = robust_conditions(x)
+    drop = [c for c in conds if c["kind"] == "frame_drop"]
+    assert drop and all(c["modalities"] == ["audio"] for c in drop)
+    assert "token ids" in {s["name"]: s["reason"] for s in skipped}["frame_drop:text"]
     sp = perturb_split(_token_dataset().splits["test"], {"kind": "missing", "modality": "text"}, 0)
     assert sp.tokens is None and "audio" in sp.features
 

@@ -79,7 +79,11 @@ def robust_conditions(ds: MSADataset, noise_levels=NOISE_LEVELS, drop_rates=DROP
             conds.append({"name": f"missing:{m}", "family": "missing", "kind": "missing", "modality": m, "level": None})
     if seq:
         conds += [{"name": _label("frame_drop", None, r), "family": "frame_drop", "kind": "frame_drop",
-                   "modality": None, "level": float(r)} for r in drop_rates if r > 0]
+                   "modality": None, "modalities": seq, "level": float(r)} for r in drop_rates if r > 0]
+        for m in ds.modalities:  # frame drop covers the sequence modalities only; say which are left out
+            if m not in seq:
+                skipped.append({"name": f"frame_drop:{m}", "reason": TOKEN_TEXT if m not in sp.features
+                                else "one frame per sample: no frame to drop"})
     else:
         skipped.append({"name": "frame_drop", "reason": "no modality has more than one frame per sample"})
     for m in ds.modalities:
