@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name", help="dataset name or feature file")
     q.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     _add_data_root(q)
+    q = dsub.add_parser("convert", help="write a dataset or feature file as a memory-mapped feature folder",
+                        description="Read IN (a dataset name, an MMSA/MulT pickle, .npz ...) and write OUT, a folder "
+                                    "of .npy arrays that `-d OUT` reads lazily: batches gather their rows from "
+                                    "the file and normalisation is applied per batch (data/lazy.py).",
+                        epilog="Dataset options as dotted overrides, e.g. dataset.scale=0.1 dataset.aligned=true")
+    q.add_argument("name", metavar="IN", help="dataset name or feature file")
+    q.add_argument("out", metavar="OUT", help="folder to write")
+    q.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    q.add_argument("--trust-pickle", action="store_true", help="allow arbitrary classes in a pickle you trust")
+    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    _add_data_root(q)
 
     sub.add_parser("models", help="list registered models and their options")
 
@@ -244,6 +255,15 @@ def cmd_data(args) -> int:
 
     cfg = make_config(dataset=args.name, data_root=args.data_root, overrides=args.overrides)
     kwargs = {k: v for k, v in cfg.dataset.items() if k != "name"}
+    if args.data_command == "convert":
+        from .data.lazy import convert
+
+        if Path(args.name).suffix in (".pkl", ".pickle"):
+            kwargs = {"trusted": args.trust_pickle}
+        folder = convert(args.name, args.out, overwrite=args.overwrite, **kwargs)
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        print(f"wrote {folder} ({size / 2**30:.2f} GiB); train with: sentangle train -d {folder}")
+        return 0
     print(json.dumps(describe(load_dataset(args.name, **kwargs)), indent=2))
     return 0
 

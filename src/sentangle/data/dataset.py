@@ -1,11 +1,15 @@
-"""In-memory dataset with named splits, validation, normalisation and collate.
+"""Dataset with named splits, validation, normalisation and collate.
 
 Every reader produces an `MSADataset`; every model consumes the `Batch` objects it yields.
 Sequences are stored pre-padded as (N, T, d) float32 arrays with (N, T) boolean masks, so a batch
 is an index into arrays (no per-sample Python work) trimmed to the longest real sequence in it.
+The arrays are in memory, or memory-mapped files (data/lazy.py) for data larger than memory: then
+statistics are computed in chunks and normalisation is applied to each batch as it is gathered
+(`Split.transforms`) instead of rewriting the arrays; everything else is the same code.
 """
 from __future__ import annotations
 
+import mmap as mmap_module
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -30,20 +34,98 @@ class Split:
     ids: list[str]
     texts: list[str] | None = None
     tokens: dict[str, np.ndarray] | None = None
+    # modality -> normalisation applied when a batch is gathered (memory-mapped features only)
+    transforms: dict[str, "Standardize"] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def subset(self, index: np.ndarray) -> "Split":
+        """The samples `index` (memory-mapped features are read into memory)."""
         index = np.asarray(index)
         return Split(
-            features={m: x[index] for m, x in self.features.items()},
+            features={m: gather(x, index) for m, x in self.features.items()},
             masks={m: x[index] for m, x in self.masks.items()},
             labels=self.labels[index],
             ids=[self.ids[i] for i in index],
             texts=None if self.texts is None else [self.texts[i] for i in index],
             tokens=None if self.tokens is None else {k: v[index] for k, v in self.tokens.items()},
+            transforms=dict(self.transforms),
         )
+
+
+@dataclass
+class Standardize:
+    """(x - mean) / scale, dropped columns and padding set to 0, clipped to +-clip; float32 out."""
+
+    mean: np.ndarray  # (d,) float64
+    scale: np.ndarray  # (d,) float64
+    dropped: np.ndarray  # (d,) bool
+    clip: float
+
+    def apply(self, x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, int]:
+        """Normalised copy of (n, T, d) `x` with (n, T) `mask`, and how many values were clipped."""
+        z = (x - self.mean) / self.scale
+        z[..., self.dropped] = 0.0
+        z *= mask[..., None]
+        clipped = int(np.count_nonzero(np.abs(z) > self.clip))
+        return np.clip(z, -self.clip, self.clip).astype(np.float32), clipped
+
+
+def is_mapped(x: np.ndarray) -> bool:
+    return isinstance(x, np.memmap)
+
+
+def release(x: np.ndarray) -> None:
+    """Drop the pages of a memory-mapped array from this process (the OS keeps them cached).
+
+    Pages read through a mapping count towards the process's resident memory until the kernel needs
+    them back, so an epoch over a mapped file would otherwise look as large as the file."""
+    mm = getattr(x, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap_module, "MADV_DONTNEED"):
+        mm.madvise(mmap_module.MADV_DONTNEED)
+
+
+def gather(x: np.ndarray, index: np.ndarray, t: int | None = None) -> np.ndarray:
+    """Rows `index` (first `t` frames) of an in-memory or memory-mapped array, as an in-memory array."""
+    rows = x[index] if t is None else x[index, :t]
+    if is_mapped(x):
+        rows = np.array(rows)
+        release(x)
+    return rows
+
+
+def row_chunks(x: np.ndarray, budget: int = 1 << 26):
+    """Slices of rows of `x` of about `budget` bytes each (64 MB): bounded temporaries on big arrays."""
+    per_row = max(int(np.prod(x.shape[1:])) * x.itemsize, 1)
+    step = max(budget // per_row, 1)
+    for i in range(0, x.shape[0], step):
+        yield slice(i, min(i + step, x.shape[0]))
+
+
+def feature_stats(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and (population) std over the real frames of (N, T, d) `x`, in float64.
+
+    Row chunks merged with Chan et al.'s pairwise update, so a memory-mapped array is read once
+    and never held whole."""
+    d = x.shape[-1]
+    n, mean, m2 = 0, np.zeros(d), np.zeros(d)
+    for rows in row_chunks(x):
+        real = np.asarray(x[rows])[mask[rows]].astype(np.float64)
+        release(x)
+        k = real.shape[0]
+        if k == 0:
+            continue
+        mean_k = real.mean(0)
+        m2_k = ((real - mean_k) ** 2).sum(0)
+        delta = mean_k - mean
+        total = n + k
+        mean = mean + delta * (k / total)
+        m2 = m2 + m2_k + delta ** 2 * (n * k / total)
+        n = total
+    if n == 0:
+        return mean, np.zeros(d)
+    return mean, np.sqrt(m2 / n)
 
 
 def full_masks(x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
@@ -130,11 +212,16 @@ class MSADataset:
             if mask is None or mask.shape != x.shape[:2] or mask.dtype != bool:
                 got = None if mask is None else (mask.shape, mask.dtype)
                 raise DataError(f"{where}: {s}.{m} mask is {got}; expected bool {x.shape[:2]}")
-            bad = ~np.isfinite(x)
-            if bad.any():
-                i = int(np.argwhere(bad.any(axis=(1, 2)))[0, 0])
+            count, first = 0, None
+            for rows in row_chunks(x):
+                bad = ~np.isfinite(np.asarray(x[rows]))
+                release(x)
+                if bad.any():
+                    count += int(bad.sum())
+                    first = first if first is not None else rows.start + int(np.argwhere(bad.any(axis=(1, 2)))[0, 0])
+            if count:
                 raise DataError(
-                    f"{where}: {s}.{m} has {int(bad.sum())} NaN/inf values (first in sample {sp.ids[i]!r}); "
+                    f"{where}: {s}.{m} has {count} NaN/inf values (first in sample {sp.ids[first]!r}); "
                     "expected finite features"
                 )
         if self.task == "regression":
@@ -162,6 +249,7 @@ class MSADataset:
         for sp in self.splits.values():
             sp.features = {m: x for m, x in sp.features.items() if m in modalities}
             sp.masks = {m: x for m, x in sp.masks.items() if m in modalities}
+            sp.transforms = {m: t for m, t in sp.transforms.items() if m in modalities}
             if "text" not in modalities:
                 sp.tokens = None
         return self
@@ -181,20 +269,26 @@ class MSADataset:
         for m in modalities:
             if m not in train.features:
                 continue
-            real = train.features[m][train.masks[m]]  # (frames, d)
-            mean = real.mean(0, dtype=np.float64)
-            std = real.std(0, dtype=np.float64)
+            mean, std = feature_stats(train.features[m], train.masks[m])
             med = float(np.median(std)) if np.any(std > 0) else 1.0
             med = med if med > 0 else float(std[std > 0].mean())
             dropped = std < drop_tol * med
-            scale = np.maximum(std, std_floor * med)
+            norm = Standardize(mean, np.maximum(std, std_floor * med), dropped, clip)
             clipped = {}
             for s, sp in self.splits.items():
-                z = (sp.features[m] - mean) / scale
-                z[..., dropped] = 0.0
-                z *= sp.masks[m][..., None]
-                clipped[s] = int((np.abs(z) > clip).sum())
-                sp.features[m] = np.clip(z, -clip, clip).astype(np.float32)
+                x, mask = sp.features[m], sp.masks[m]
+                clipped[s] = 0
+                if is_mapped(x):  # the file stays as it is; each batch is normalised when gathered
+                    for rows in row_chunks(x):
+                        clipped[s] += norm.apply(np.asarray(x[rows]), mask[rows])[1]
+                        release(x)
+                    sp.transforms[m] = norm
+                    continue
+                out = np.empty(x.shape, dtype=np.float32)
+                for rows in row_chunks(x):
+                    out[rows], c = norm.apply(x[rows], mask[rows])
+                    clipped[s] += c
+                sp.features[m] = out
             report[m] = {"dropped_columns": [int(i) for i in np.flatnonzero(dropped)],
                          "floored_columns": int(((std < std_floor * med) & ~dropped).sum()),
                          "clipped_values": clipped, "clip": clip}
@@ -228,9 +322,12 @@ def collate(sp: Split, index: np.ndarray, task: str = "regression") -> Batch:
     feats, masks = {}, {}
     for m, x in sp.features.items():
         mk = sp.masks[m][index]
-        t = _trim(mk)
-        feats[m] = torch.from_numpy(np.ascontiguousarray(x[index, :t]))
-        masks[m] = torch.from_numpy(np.ascontiguousarray(mk[:, :t]))
+        mk = np.ascontiguousarray(mk[:, :_trim(mk)])
+        rows = gather(x, index, mk.shape[1])
+        if m in sp.transforms:
+            rows = sp.transforms[m].apply(rows, mk)[0]
+        feats[m] = torch.from_numpy(np.ascontiguousarray(rows))
+        masks[m] = torch.from_numpy(mk)
     tokens = None
     if sp.tokens is not None:
         am = sp.tokens["attention_mask"][index]

@@ -189,9 +189,14 @@ def holdout_from_valid(ds: MSADataset) -> MSADataset:
 def load_dataset(name: str, root=None, modalities: list[str] | None = None,
                  normalize: list[str] | tuple[str, ...] = ("audio", "vision"), holdout_valid: bool = False,
                  **kwargs) -> MSADataset:
-    """Load a named dataset (see `list_datasets()`) or a feature file, validated and normalised."""
+    """Load a named dataset (see `list_datasets()`), a feature file or a converted feature folder
+    (`sentangle data convert`), validated and normalised."""
     path = Path(name)
-    if path.suffix:  # dataset names have none
+    from .lazy import is_lazy_folder, read_lazy
+
+    if is_lazy_folder(path):  # a converted feature folder (data/lazy.py): features memory-mapped
+        ds = read_lazy(path)
+    elif path.suffix:  # dataset names have none
         if not path.exists():
             raise DataError(f"feature file {path} does not exist")
         ds = _from_file(path, **kwargs)

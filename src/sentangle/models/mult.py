@@ -21,7 +21,9 @@ Pieces and deviations, on purpose:
   last position of fixed-length, padded data).
 - `max_len > 0` averages real frames in windows (layers.masked_downsample) so at most `max_len`
   remain before the projection: attention over 375 audio / 500 vision frames costs T^2 on a CPU.
-  0 keeps every frame (MulT). The YAML default is 0; runs say when they use it.
+  0 keeps every frame (MulT). A dict sets it per modality ({audio: 50, vision: 50}, the YAML
+  default since docs/PERFORMANCE.md: full-length MulT took about 35-60 min per synthetic epoch on 2
+  CPU cores, windowed about 1 min; `model.max_len=0` restores MulT's full-length attention).
 
 Absent modalities: with one modality there is no crossmodal block; its embedded sequence goes
 straight to the self-attention stack (MulT's "unimodal" path). A modality missing at test time (no
@@ -80,7 +82,7 @@ class MulT(MSAModel):
     def __init__(self, input_dims, output_dim=1, text_encoder=None, dim: int = 50, heads: int = 10, layers: int = 4,
                  kernel_sizes: dict[str, int] | None = None, attn_dropout: dict[str, float] | None = None,
                  memory_layers: int | None = None, embed_dropout: float = 0.2, text_dropout: float = 0.5,
-                 output_dropout: float = 0.5, max_len: int = 0):
+                 output_dropout: float = 0.5, max_len: int | dict[str, int] = 0):
         super().__init__(input_dims, output_dim, text_encoder)
         kernels = {**DEFAULT_KERNELS, **(kernel_sizes or {})}
         drops = {**DEFAULT_ATTN_DROPOUT, **(attn_dropout or {})}
@@ -89,7 +91,12 @@ class MulT(MSAModel):
         bad = {m: k for m, k in kernels.items() if k < 1 or k % 2 == 0}
         if bad:
             raise ValueError(f"mult: kernel_sizes must be odd and >= 1 (\"same\" padding keeps the masks), got {bad}")
-        self.dim, self.max_len, self.text_dropout = dim, max_len, text_dropout
+        if isinstance(max_len, dict):
+            unknown = set(max_len) - set(DEFAULT_KERNELS)
+            if unknown:
+                raise ValueError(f"mult: max_len names unknown modalities {sorted(unknown)}; expected some of {list(DEFAULT_KERNELS)}")
+        self.max_len = {m: (max_len.get(m, 0) if isinstance(max_len, dict) else max_len) for m in self.input_dims}
+        self.dim, self.text_dropout = dim, text_dropout
         self.proj = nn.ModuleDict({m: nn.Conv1d(d, dim, kernels[m], padding=kernels[m] // 2, bias=False)
                                    for m, d in self.input_dims.items()})
         self.pos = PositionalEncoding(dim)
@@ -109,7 +116,7 @@ class MulT(MSAModel):
         self.out = nn.Linear(combined, output_dim)
 
     def embed(self, m: str, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, mask = masked_downsample(x, mask, self.max_len)
+        x, mask = masked_downsample(x, mask, self.max_len[m])
         if m == "text":
             x = F.dropout(x, self.text_dropout, self.training)
         # zero what is not real, so the convolution's window reads padding as the zeros it pads with
