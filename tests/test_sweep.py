@@ -98,3 +98,32 @@ def test_missing_optuna_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
     with pytest.raises(SweepError, match=r"pip install 'sentangle\[sweep\]'"):
         import_optuna()
+
+
+def test_a_trial_whose_worker_died_is_retried_into_its_run_folder(tmp_path, monkeypatch):
+    optuna = pytest.importorskip("optuna")
+    import time
+    import warnings
+
+    from sentangle.training import sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "HEARTBEAT", 1)
+    monkeypatch.setattr(sweep_module, "GRACE", 1)
+    storage_url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    # A worker that started trial 0, sent a heartbeat and died.
+    with warnings.catch_warnings():  # Optuna calls heartbeats experimental and expects optimize()
+        warnings.simplefilter("ignore")
+        storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=1, grace_period=1)
+        study = optuna.create_study(storage=storage, study_name="dead", direction="minimize")
+        dead = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)})
+        storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.5)
+
+    space = _space(tmp_path, "train.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    sweep("lf_dnn", "synthetic", space, 1, storage=storage_url, study="dead", out=str(tmp_path / "sweeps"),
+          overrides=TINY, progress=False)
+    trials = optuna.load_study(study_name="dead", storage=storage_url).trials
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    assert trials[1].state == optuna.trial.TrialState.COMPLETE
+    assert trials[1].params == trials[0].params  # the same values ...
+    assert trials[1].user_attrs["run_folder"].endswith("trial_0000")  # ... into the first try's folder

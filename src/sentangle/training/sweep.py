@@ -33,6 +33,8 @@ from .metrics import METRIC_DIRECTIONS
 
 KINDS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}, "categorical": {"choices"}}
 SECTIONS = ("model", "dataset", "train")
+# Seconds between a running trial's heartbeats, and without one before it counts as dead and is retried.
+HEARTBEAT, GRACE = 60, 180
 
 
 class SweepError(ConfigError):
@@ -207,7 +209,8 @@ def sweep(model: str | None, dataset: str | None, space_file: str | Path, trials
             in inspect.signature(optuna.storages.RDBStorage).parameters else "failed_trial_callback")
     with warnings.catch_warnings():  # heartbeats and retries are "experimental" in every Optuna since 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=60, grace_period=180, **{hook: retry(max_retry=2)})
+        rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
+                                         **{hook: retry(max_retry=2)})
     st = optuna.create_study(storage=rdb, study_name=study, load_if_exists=True,
                              direction="minimize" if direction == "min" else "maximize",
                              sampler=optuna.samplers.TPESampler(seed=sampler_seed))
