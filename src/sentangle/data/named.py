@@ -5,11 +5,13 @@ Real data resolves under a data root: the `root` argument, else $SENTANGLE_DATA_
 """
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
 import numpy as np
 
+from ..config import ConfigError
 from ..registry import DATASETS
 from .dataset import DataError, MSADataset, Split
 
@@ -33,6 +35,19 @@ def find_file(root, relative: str, dataset: str) -> Path:
                     f"Point --data-root (or ${ENV_ROOT}) at the folder that holds it.")
 
 
+def check_options(what: str, fn, kwargs: dict, allowed=None) -> None:
+    """A misspelt option must fail, naming the valid ones, not vanish or end in a TypeError traceback."""
+    if allowed is None:
+        params = inspect.signature(fn).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return  # it passes them on and checks them there
+        allowed = [k for k, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+                   and k not in ("root", "data", "return_factors")]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{what} has no option(s) {unknown}; its options are: {', '.join(allowed) or 'none'}")
+
+
 def _text_kwargs(encoder, max_length, finetune_text, cache_dir):
     return dict(encoder=encoder, max_length=max_length, finetune_text=finetune_text, cache_dir=cache_dir)
 
@@ -42,6 +57,7 @@ def synthetic(root=None, **kwargs) -> MSADataset:
     """The controllable synthetic benchmark (docs/synthetic.md); needs no files."""
     from .synthetic import make_synthetic
 
+    check_options("dataset 'synthetic'", make_synthetic, kwargs)
     return make_synthetic(**kwargs)
 
 
@@ -139,9 +155,15 @@ def _mosi_texts(csv_path: Path) -> dict[str, str]:
         return {f"{r['video_id']}_{r['clip_id']}": r["text"] for r in csv.DictReader(f)}
 
 
+FILE_OPTIONS = {".pkl": ("trusted",), ".pickle": ("trusted",), ".npz": ("split_key",),
+                ".csv": ("encoder", "max_length", "finetune_text", "cache_dir")}
+
+
 def _from_file(path: Path, **kwargs) -> MSADataset:
     """A feature file given by path: the format is told by its suffix and its keys."""
     suffix = path.suffix.lower()
+    if suffix in FILE_OPTIONS:
+        check_options(f"feature file {path} ({suffix})", None, kwargs, FILE_OPTIONS[suffix])
     if suffix in (".pkl", ".pickle"):
         from .readers.mmsa import read_mmsa_pickle
         from .readers.mult import read_mult_pickle
@@ -201,7 +223,9 @@ def load_dataset(name: str, root=None, modalities: list[str] | None = None,
             raise DataError(f"feature file {path} does not exist")
         ds = _from_file(path, **kwargs)
     else:
-        ds = DATASETS.get(name)(root=root, **kwargs)
+        make = DATASETS.get(name)
+        check_options(f"dataset {name!r}", make, kwargs)
+        ds = make(root=root, **kwargs)
     if holdout_valid:
         ds = holdout_from_valid(ds)
     if modalities:

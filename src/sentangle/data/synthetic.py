@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from ..config import ConfigError
 from .batch import MODALITIES
 from .dataset import SPLITS, MSADataset, Split
 
@@ -57,11 +58,11 @@ def make_synthetic(seed: int = 0, n_train: int = 1284, n_valid: int = 229, n_tes
     dims = _per_modality(dims, DEFAULT_DIMS, "dims")
     noise = _per_modality(noise, DEFAULT_NOISE, "noise")
     if aligned and len(set(lengths.values())) != 1:
-        raise ValueError(f"aligned data needs one length for all modalities, got {lengths}")
+        raise ConfigError(f"aligned data needs one length for all modalities, got {lengths}")
     if min(lengths.values()) < 2 or min(dims.values()) < 1:
-        raise ValueError(f"lengths must be >= 2 and dims >= 1, got lengths={lengths}, dims={dims}")
+        raise ConfigError(f"lengths must be >= 2 and dims >= 1, got lengths={lengths}, dims={dims}")
     if not 0.0 <= drop_rate < 1.0 or not 0.0 < min_length_frac <= 1.0 or scale <= 0:
-        raise ValueError("need 0 <= drop_rate < 1, 0 < min_length_frac <= 1, scale > 0; "
+        raise ConfigError("need 0 <= drop_rate < 1, 0 < min_length_frac <= 1, scale > 0; "
                          f"got {drop_rate}, {min_length_frac}, {scale}")
     sizes = {s: max(2, round(n * scale)) for s, n in zip(SPLITS, (n_train, n_valid, n_test))}
     weights = {"s": w_s, "a": w_a, "b": w_b, "c": w_c}
@@ -91,7 +92,7 @@ def _per_modality(value, default: dict, what: str) -> dict:
     if isinstance(value, dict):
         unknown = set(value) - set(MODALITIES)
         if unknown:
-            raise ValueError(f"{what}: unknown modalities {sorted(unknown)}; expected {MODALITIES}")
+            raise ConfigError(f"{what}: unknown modalities {sorted(unknown)}; expected {MODALITIES}")
         return {**default, **value}
     return {m: value for m in MODALITIES}
 

@@ -12,9 +12,11 @@ multi-seed run picks up where it stopped.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +59,27 @@ def save_checkpoint(path: Path, model: MSAModel, cfg: RunConfig, ds: MSADataset,
         "data": {"input_dims": ds.input_dims, "output_dim": ds.output_dim, "task": ds.task,
                  "class_names": ds.class_names, "text_encoder": ds.text_encoder},
     }
+    payload["sha256"] = checkpoint_digest(payload)
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _digest_matches(payload: dict) -> bool:
+    try:
+        return checkpoint_digest(payload) == payload["sha256"]
+    except Exception:  # corrupt metadata can make a "tensor" that cannot even be hashed
+        return False
+
+
+def checkpoint_digest(payload: dict) -> str:
+    """SHA-256 of the weights, config, data facts and seed. torch.load does not check the zip CRCs,
+    so a flipped byte inside a tensor would otherwise load as silently different weights."""
+    h = hashlib.sha256(json.dumps([payload.get(k) for k in ("config", "data", "seed")], sort_keys=True,
+                                  default=str).encode())
+    for name in sorted(payload["state_dict"]):
+        t = payload["state_dict"][name].detach().cpu().contiguous()
+        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> tuple[MSAModel, RunConfig, dict]:
@@ -69,9 +91,16 @@ def load_checkpoint(path: str | Path) -> tuple[MSAModel, RunConfig, dict]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
         raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not a sentangle checkpoint "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+                              f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != "sentangle-checkpoint-1":
         raise CheckpointError(f"checkpoint {path}: missing 'format: sentangle-checkpoint-1'; not written by sentangle")
+    missing = [k for k in ("state_dict", "config", "data") if not isinstance(payload.get(k), dict)]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: no {missing} entries; expected a state_dict, config and data dicts")
+    # Checkpoints written before the digest existed carry none; every later one is verified.
+    if "sha256" in payload and not _digest_matches(payload):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its weights/config do not match the SHA-256 stored "
+                              "in it (flipped or overwritten bytes); retrain or restore the file")
     cfg = from_dict(payload["config"])
     data = payload["data"]
     args = {k: v for k, v in cfg.model.items() if k != "name"}
@@ -103,6 +132,33 @@ def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dic
     return {s: {m: aggregate([per_seed[seed][s][m] for seed in per_seed]) for m in splits[s]} for s in splits}
 
 
+def _finished(folder: Path) -> list[Path]:
+    return sorted(folder.glob("seed_*/metrics.json"))
+
+
+def _finished_metrics(done: Path) -> dict | None:
+    """The metrics of a finished seed, or None when it has to be (re)trained."""
+    if not done.exists():
+        return None
+    try:
+        return json.loads(done.read_text(encoding="utf-8"))["metrics"]
+    except (OSError, ValueError, KeyError, TypeError) as e:  # written by hand or by a broken disk
+        warnings.warn(f"{done} cannot be read ({type(e).__name__}: {e}); training that seed again", stacklevel=2)
+        return None
+
+
+def _prepare_folder(folder: Path, resolved: dict) -> None:
+    """Before writing config.yaml: drop leftovers of killed writes, and when the config changed
+    (--overwrite, or nothing had finished) forget the old results, so a later resume can never mix
+    seeds of two configs into one summary."""
+    for tmp in [*folder.glob(".*.tmp"), *folder.glob("seed_*/.*.tmp")]:
+        tmp.unlink(missing_ok=True)
+    old = folder / "config.yaml"
+    if old.exists() and _comparable(read_yaml(old)) != _comparable(resolved):
+        for path in [*_finished(folder), folder / "summary.json", folder / "summary.md"]:
+            path.unlink(missing_ok=True)
+
+
 def _comparable(config: dict) -> dict:
     """What decides a run's results: the config with defaults filled in (settings added in later
     versions count as their defaults), less the seed list and display-only settings."""
@@ -122,13 +178,15 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
     ddp = distributed_setup(cfg.train.device)
 
     def check_folder() -> None:
-        if (folder / "config.yaml").exists() and not overwrite:
+        if (folder / "config.yaml").exists() and not overwrite and _finished(folder):
             if _comparable(read_yaml(folder / "config.yaml")) != _comparable(resolved):
                 raise FileExistsError(f"{folder} holds a run with a different config; pass --overwrite or another --name")
 
     ddp.on_main(check_folder)
     ds = dataset or dataset_from_config(cfg)
+    model_for(cfg, ds)  # a bad model name or option fails here, before anything is written
     if ddp.main:
+        _prepare_folder(folder, resolved)
         folder.mkdir(parents=True, exist_ok=True)
         write_text(folder / "config.yaml", dump_yaml(resolved))
         write_json(folder / "environment.json", versions())
@@ -137,7 +195,7 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
     for seed in cfg.seeds:
         seed_dir = folder / f"seed_{seed}"
         done = seed_dir / "metrics.json"
-        finished = ddp.on_main(lambda: json.loads(done.read_text())["metrics"] if done.exists() and not overwrite else None)
+        finished = ddp.on_main(lambda: None if overwrite else _finished_metrics(done))
         if finished is not None:
             per_seed[seed] = finished
             continue

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...config import ConfigError
 from ..dataset import DataError, MSADataset
 from ..text import DEFAULT_ENCODER, resolve_encoder, text_splits
 from .labelcsv import read_text_file
@@ -65,7 +66,7 @@ def read_mintrec(folder, name: str = "mintrec", labels: str = "intent20", encode
     test.tsv may be absent.
     """
     if labels not in ("intent20", "binary"):
-        raise ValueError(f"labels={labels!r}; expected 'intent20' or 'binary'")
+        raise ConfigError(f"labels={labels!r}; expected 'intent20' or 'binary'")
     folder = Path(folder)
     split_of, texts, targets, ids = [], [], [], []
     for split, fname in FILES.items():

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...config import ConfigError
 from ..dataset import SPLITS, DataError, MSADataset, Split, full_masks
 from ..safe_pickle import load_pickle
 
@@ -119,7 +120,7 @@ def read_mmsa_pickle(path: str | Path, name: str = "mmsa", trusted: bool = False
     text_bert is present, else all frames.
     """
     if text not in TEXT_CHOICES:
-        raise ValueError(f"text must be one of {TEXT_CHOICES}, got {text!r}")
+        raise ConfigError(f"text must be one of {TEXT_CHOICES}, got {text!r}")
     path = Path(path)
     raw = pickle_splits(load_pickle(path, trusted=trusted) if data is None else data, path)
     splits, neg_inf, clipped = {}, {}, {}

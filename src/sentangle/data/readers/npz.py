@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...config import ConfigError
 from ..batch import MODALITIES
 from ..dataset import SPLITS, DataError, MSADataset, Split
 from .mmsa import float_array, id_strings, label_vector
@@ -22,7 +23,7 @@ def read_npz_utterances(path: str | Path, modalities=("text", "audio"), split_ke
     path = Path(path)
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown:
-        raise ValueError(f"unknown modalities {unknown}; expected some of {MODALITIES}")
+        raise ConfigError(f"unknown modalities {unknown}; expected some of {MODALITIES}")
     if not path.is_file():
         raise DataError(f"{path}: file not found; expected an .npz file")
     try:

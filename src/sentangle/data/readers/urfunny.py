@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...config import ConfigError
 from ..dataset import DataError, MSADataset, Split
 from ..safe_pickle import load_pickle
 from ..text import DEFAULT_ENCODER, encode_texts, resolve_encoder, tokenize
@@ -201,13 +202,13 @@ def read_urfunny(folder, name: str = "urfunny", modalities: Sequence[str] | None
     """
     folder = Path(folder)
     if text not in TEXT_CHOICES:
-        raise ValueError(f"text={text!r}; expected one of {list(TEXT_CHOICES)}")
+        raise ConfigError(f"text={text!r}; expected one of {list(TEXT_CHOICES)}")
     if modalities is not None:
         unknown = [m for m in modalities if m not in ("text", "audio", "vision")]
         if unknown:
-            raise ValueError(f"modalities {unknown} are not UR-FUNNY modalities; expected some of text, audio, vision")
+            raise ConfigError(f"modalities {unknown} are not UR-FUNNY modalities; expected some of text, audio, vision")
     if max_context < 0 or (max_frames is not None and max_frames < 1):
-        raise ValueError(f"max_context must be >= 0 and max_frames >= 1 (or None); got {max_context}, {max_frames}")
+        raise ConfigError(f"max_context must be >= 0 and max_frames >= 1 (or None); got {max_context}, {max_frames}")
     folds = read_urfunny_folds(folder, trusted=trusted)
     sources, missing = _available(folder, text)
     wanted = list(modalities) if modalities is not None else ["text", "audio", "vision"]
