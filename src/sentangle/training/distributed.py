@@ -84,8 +84,8 @@ class Context:
             lo, hi = 0, 1
         part = slice(lo, hi)
         cut = lambda d: {k: v[part] for k, v in d.items()}  # noqa: E731
-        return Batch(features=cut(batch.features), masks=cut(batch.masks), labels=batch.labels[part],
-                     ids=batch.ids[part], tokens=None if batch.tokens is None else cut(batch.tokens)), share
+        return dataclasses.replace(batch, features=cut(batch.features), masks=cut(batch.masks), labels=batch.labels[part],
+                                   ids=batch.ids[part], tokens=None if batch.tokens is None else cut(batch.tokens)), share
 
     def wrap(self, model: torch.nn.Module, dataset, batch_size: int, weights: dict[str, float]) -> torch.nn.Module:
         """DistributedDataParallel around `model`; find_unused_parameters only when a probe forward
