@@ -1,0 +1,522 @@
+"""Speed and memory of every registered model on MOSI- and MOSEI-shaped synthetic data.
+
+    python benchmarks/performance.py              # every model, both shapes, 2 threads -> docs/PERFORMANCE.md
+    python benchmarks/performance.py --quick      # smoke run: lf_dnn only, 3 batches, small lazy file
+    python benchmarks/performance.py --models mult,misa --set model.max_len=0 --no-doc
+
+Every model runs with its default config, resolved as `sentangle train -m MODEL` resolves it
+(configs/datasets/synthetic.yaml < configs/models/<model>.yaml), so batch sizes are the models' own.
+Each (model, shape) is measured in a fresh subprocess: its peak resident memory is its own, and a
+slow model cannot slow the next one down through a fragmented heap.
+
+Measured per model and shape: seconds per training epoch (gathering the batch and the trainer's step:
+forward, task plus weighted auxiliary losses, backward, clipping, AdamW; one untimed warm-up batch, then batches until
+`--batches` or `--seconds` is reached, extrapolated to the epoch when fewer than all), inference
+utterances per second (eval mode, no gradients, train.eval_batch_size), peak resident memory
+(VmHWM reset after the data and the model are built, so it is what training adds), parameters, and
+FLOPs per sample of one batch (torch.utils.flop_counter.FlopCounterMode: forward, and forward plus
+backward). The achieved fraction compares the training FLOP rate with a large float32 matmul on
+the same threads. A memory-mapped MOSEI-sized feature folder (data/lazy.py) is trained for one
+epoch to compare peak memory with the file size.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "PERFORMANCE.md"
+
+# Train / valid / test sizes, lengths and feature sizes of the two shapes.
+SHAPES = {
+    # MOSI unaligned as MMSA distributes it: make_synthetic's defaults.
+    "mosi_unaligned": {"sizes": (1284, 229, 686), "aligned": False, "lengths": None, "dims": None},
+    # MOSEI aligned (MMSA aligned_50.pkl): BERT text 768, COVAREP audio 74, Facet vision 35, 50 steps.
+    # An epoch is extrapolated from at most `max_batches` batches: generating 2.9 GB per model costs more
+    # than it tells.
+    "mosei_aligned": {"sizes": (16326, 1871, 4659), "aligned": True, "lengths": 50,
+                      "dims": {"text": 768, "audio": 74, "vision": 35}, "max_batches": 30},
+}
+# Models that run attention over the frames of the text sequence (a "text transformer"): the
+# inference target of >= 1000 utterances/s applies to the others.
+TEXT_TRANSFORMER = {"text_only": "Transformer over text tokens", "tsda": "temporal Transformer per modality",
+                    "dbr": "Transformer encoder per modality", "mult": "crossmodal Transformers with text queries and keys"}
+TARGET_EPOCH_S, TARGET_UTT_S = 60.0, 1000.0
+
+
+# ---- measurements inside one subprocess ----------------------------------------------------
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _rss_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) so later peaks are this phase's own."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mb() -> float:
+    hwm = _rss_kb("VmHWM")
+    kb = hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024
+
+
+def matmul_gflops(threads: int, n: int = 4096, reps: int = 5) -> float:
+    import torch
+
+    _set_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _loss(model, batch, task, weights, cfg):
+    from sentangle.training.trainer import task_loss
+
+    out = model(batch)
+    loss = task_loss(out.prediction, batch.labels, task, cfg.loss)
+    for name, value in out.aux_losses.items():
+        w = weights.get(name, 1.0)
+        if w:
+            loss = loss + w * value
+    return loss
+
+
+def _train_step(model, batch, task, weights, cfg, opt):
+    """The trainer's inner step (training/trainer.py fit), without its bookkeeping."""
+    import torch
+
+    loss = _loss(model, batch, task, weights, cfg)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip_value > 0:
+        torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+
+
+def measure_model(model_name: str, shape: str | dict, threads: int, batches: int, seconds: float,
+                  overrides: list[str] = ()) -> dict:
+    """One model on one shape (a name in SHAPES, or a spec dict like theirs for tests)."""
+    import numpy as np
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import sentangle
+    from sentangle.data.named import load_dataset
+    from sentangle.training.runs import model_for
+    from sentangle.training.trainer import make_optimizer, set_seed
+
+    _set_threads(threads)
+    spec = SHAPES[shape] if isinstance(shape, str) else shape
+    cfg = sentangle.make_config(model_name, "synthetic", overrides=list(overrides))
+    tc = cfg.train
+    bs, ebs = tc.batch_size, tc.eval_batch_size
+    n_train, _, n_test = spec["sizes"]
+    epoch_batches = math.ceil(n_train / bs)
+    want = min(epoch_batches, batches) if batches > 0 else epoch_batches
+    want = min(want, spec.get("max_batches") or want)
+    t0 = time.perf_counter()
+    # Only the samples the measurement reads are generated: one warm-up batch, the timed batches and
+    # at most four inference batches; an epoch longer than that is extrapolated.
+    ds = load_dataset("synthetic", seed=0, n_train=min(n_train, (want + 1) * bs), n_valid=2,
+                      n_test=min(n_test, 4 * ebs), aligned=spec["aligned"], lengths=spec["lengths"], dims=spec["dims"])
+    data_s = time.perf_counter() - t0
+    gen = set_seed(1111)
+    model = model_for(cfg, ds)
+    params = sum(p.numel() for p in model.parameters())
+    weights = {**model.default_aux_weights, **tc.aux_weights}
+    rss_before = (_rss_kb("VmRSS") or 0) / 1024
+    peak_reset = _reset_peak()
+
+    # FLOPs of one full training batch
+    first = next(ds.batches("train", bs))
+    model.train()
+    with FlopCounterMode(display=False) as fc:
+        with torch.no_grad():
+            model(first)
+    fwd = fc.get_total_flops() / len(first)
+    with FlopCounterMode(display=False) as fc:
+        _loss(model, first, ds.task, weights, tc).backward()
+    fwd_bwd = fc.get_total_flops() / len(first)
+    model.zero_grad(set_to_none=True)
+
+    # training: the clock covers gathering the batch too, as an epoch of `fit` pays for it
+    opt = make_optimizer(model, tc)
+    times, sizes, warm = [], [], None
+    batches_ = ds.batches("train", bs, shuffle=True, generator=gen)
+    for i in range(epoch_batches + 1):
+        start = time.perf_counter()
+        batch = next(batches_, None)
+        if batch is None:
+            break
+        _train_step(model, batch, ds.task, weights, tc, opt)
+        if i > 0:  # the first batch pays one-off allocations
+            times.append(time.perf_counter() - start)
+            sizes.append(len(batch))
+        else:
+            warm = (time.perf_counter() - start, len(batch))
+        if len(times) >= want or (times and sum(times) >= seconds):
+            break
+    if not times:  # a one-batch epoch: only the warm-up batch exists
+        times, sizes = [warm[0]], [warm[1]]
+    per_sample = sum(times) / sum(sizes)
+    epoch_s = per_sample * n_train
+
+    # inference, gathering included
+    model.eval()
+    done, spent = 0, 0.0
+    with torch.no_grad():
+        model(next(ds.batches("test", ebs)))
+        batches_ = ds.batches("test", ebs)
+        while spent < seconds / 2:
+            start = time.perf_counter()
+            batch = next(batches_, None)
+            if batch is None:
+                break
+            model(batch)
+            spent += time.perf_counter() - start
+            done += len(batch)
+    utt_s = done / spent
+    lengths = {m: x.shape[1] for m, x in ds.splits["train"].features.items()}
+    dims = ds.input_dims
+    full_data_mb = sum(spec["sizes"]) * sum(lengths[m] * (dims[m] * 4 + 1) for m in dims) / 2**20
+    return {
+        "model": model_name, "shape": shape if isinstance(shape, str) else "custom", "threads": threads, "batch_size": bs, "eval_batch_size": ebs,
+        "overrides": list(overrides), "params": params,
+        "epoch_batches": epoch_batches, "measured_batches": len(times),
+        "train_epoch_s": epoch_s, "train_utt_s": 1 / per_sample,
+        "infer_utt_s": utt_s, "infer_samples": done,
+        "flops_fwd_per_sample": fwd, "flops_fwd_bwd_per_sample": fwd_bwd,
+        "rss_before_mb": rss_before, "peak_rss_mb": _peak_mb(), "peak_is_phase_only": peak_reset,
+        "full_data_mb": full_data_mb, "data_seconds": data_s,
+        "text_transformer": TEXT_TRANSFORMER.get(model_name),
+    }
+
+
+def write_mosei_lazy(folder: Path, scale: float, chunk: int = 512) -> Path:
+    """A MOSEI-aligned-sized feature folder, written chunk by chunk (never whole in memory)."""
+    import numpy as np
+
+    from sentangle.data.lazy import LazyWriter
+    from sentangle.data.synthetic import make_synthetic
+    from tqdm.auto import tqdm
+
+    spec = SHAPES["mosei_aligned"]
+    sizes = {s: max(2, round(n * scale)) for s, n in zip(("train", "valid", "test"), spec["sizes"])}
+    w = LazyWriter(folder, "mosei_shaped_synthetic", source="benchmarks/performance.py", overwrite=True,
+                   info={"note": "synthetic, MOSEI aligned shapes"})
+    try:
+        bar = tqdm(total=sum(sizes.values()), unit="utt", desc="writing MOSEI-sized folder", unit_scale=True)
+        for k, (s, n) in enumerate(sizes.items()):
+            w.add_split(s, n, {m: (spec["lengths"], d) for m, d in spec["dims"].items()})
+            for i in range(0, n, chunk):
+                c = min(chunk, n - i)
+                part = make_synthetic(seed=1000 * k + i // chunk, n_train=c, n_valid=2, n_test=2, aligned=True,
+                                      lengths=spec["lengths"], dims=spec["dims"]).splits["train"]
+                part.ids = [f"{s}-{i + j:06d}" for j in range(c)]
+                w.write(s, i, part)
+                bar.update(c)
+        bar.close()
+    except BaseException:
+        w.abort()
+        raise
+    return w.close()
+
+
+def measure_lazy(folder: str, threads: int, model_name: str = "lf_dnn") -> dict:
+    """Train one epoch of `model_name` from a memory-mapped folder; peak RSS of this process."""
+    import numpy as np
+
+    import sentangle
+    from sentangle.data.named import load_dataset
+    from sentangle.training.runs import model_for
+    from sentangle.training.trainer import fit
+
+    _set_threads(threads)
+    t0 = time.perf_counter()
+    ds = load_dataset(folder)
+    load_s = time.perf_counter() - t0
+    cfg = sentangle.make_config(model_name, "synthetic", train={"epochs": 1, "progress": False, "threads": threads})
+    model = model_for(cfg, ds)
+    t0 = time.perf_counter()
+    fit(model, ds, cfg.train, seed=1111)
+    size = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+    features = sum(f.stat().st_size for f in Path(folder).rglob("*.npy") if "_mask" not in f.name)
+    return {"model": model_name, "folder_mb": size / 2**20, "features_mb": features / 2**20,
+            "train_samples": len(ds.splits["train"]), "batch_size": cfg.train.batch_size,
+            "load_and_normalise_s": load_s, "epoch_plus_eval_s": time.perf_counter() - t0,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "mapped": all(isinstance(x, np.memmap) for sp in ds.splits.values() for x in sp.features.values())}
+
+
+# ---- the driver --------------------------------------------------------------------------------
+def _worker(args) -> None:
+    if args.worker == "matmul":
+        out = {"gflops": matmul_gflops(args.threads)}
+    elif args.worker == "lazy":
+        out = measure_lazy(args.lazy_dir, args.threads)
+    else:
+        model, shape = args.worker.split(":")
+        out = measure_model(model, shape, args.threads, args.batches, args.seconds, args.set)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def _run_worker(spec: str, args, extra_env: dict | None = None) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           **(extra_env or {})}
+    cmd = [sys.executable, __file__, "--worker", spec, "--threads", str(args.threads), "--batches", str(args.batches),
+           "--seconds", str(args.seconds), "--lazy-dir", str(args.lazy_dir)] + [f"--set={s}" for s in args.set]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        return {"error": f"worker {spec} exited {proc.returncode}: " + " | ".join(tail)}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    import torch
+
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "memory_gib": round(mem, 1) if mem else None,
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "torch_config": "MKL" if torch.backends.mkl.is_available() else "no MKL",
+            "load_average_start": list(os.getloadavg())}
+
+
+def run(args) -> dict:
+    from tqdm.auto import tqdm
+
+    import sentangle
+
+    models = args.models.split(",") if args.models else (["lf_dnn"] if args.quick else sentangle.list_models())
+    shapes = args.shapes.split(",")
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "threads": args.threads, "machine": machine(),
+              "settings": {"batches": args.batches, "seconds": args.seconds, "overrides": args.set,
+                           "quick": args.quick, "note": args.note},
+              "matmul_gflops": [], "results": [], "lazy": None}
+    jobs = [("matmul", None)] + [(f"{m}:{s}", (m, s)) for s in shapes for m in models] + [("matmul", None)]
+    if not args.no_lazy:
+        jobs.append(("lazy", None))
+    bar = tqdm(jobs, desc="benchmark", unit="job")
+    for spec, _ in bar:
+        bar.set_postfix_str(spec)
+        if spec == "lazy":
+            folder = Path(args.lazy_dir)
+            from sentangle.data.lazy import is_lazy_folder
+
+            scale = 0.05 if args.quick else 1.0
+            if not is_lazy_folder(folder) or json.loads((folder / "sentangle-features.json").read_text())[
+                    "splits"]["train"]["samples"] != max(2, round(SHAPES["mosei_aligned"]["sizes"][0] * scale)):
+                write_mosei_lazy(folder, scale)
+            result["lazy"] = _run_worker("lazy", args)
+            continue
+        out = _run_worker(spec, args)
+        if spec == "matmul":
+            result["matmul_gflops"].append(out.get("gflops"))
+        else:
+            result["results"].append(out if "error" not in out else {"model": spec.split(":")[0],
+                                                                     "shape": spec.split(":")[1], **out})
+    result["machine"]["load_average_end"] = list(os.getloadavg())
+    return result
+
+
+# ---- the page ---------------------------------------------------------------------------------
+def _fmt(x, digits=0):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def render(res: dict) -> str:
+    mm = [g for g in res["matmul_gflops"] if g]
+    ref = max(mm) if mm else float("nan")
+    m = res["machine"]
+    lines = [
+        "# Performance", "",
+        f"Generated by `python benchmarks/performance.py` on {res['date']}; do not edit by hand "
+        "(the prose around the tables is in the script). Raw numbers: [performance.json](performance.json).",
+        "",
+    ]
+    if res["settings"].get("note"):
+        lines += [f"**{res['settings']['note']}**", ""]
+    lines += [
+        "## Machine", "",
+        f"- CPU: {m['cpu']}, {m['logical_cores']} logical cores, {m['memory_gib']} GiB memory; {m['platform']}",
+        f"- Python {m['python']}, torch {m['torch']} ({m['torch_config']}); **{res['threads']} threads** "
+        "(torch intra-op, OMP and MKL)",
+        f"- float32 matmul (4096 x 4096, best of 5): {', '.join(_fmt(g, 1) for g in mm)} GFLOP/s "
+        "(before and after the models); the achieved fractions below use the larger",
+        f"- load average at start {m['load_average_start'][0]:.1f}, at end {m['load_average_end'][0]:.1f}",
+        "",
+        "## How to regenerate", "",
+        "```bash",
+        "python benchmarks/performance.py                  # all models, both shapes, --threads 2",
+        "python benchmarks/performance.py --quick          # smoke run (lf_dnn, 3 batches, small lazy file)",
+        "python benchmarks/performance.py --models mult --set model.max_len=0 --no-doc   # one model, an override",
+        "```", "",
+        "Each model runs with its default config (`configs/models/<model>.yaml` over the synthetic dataset "
+        "layer, as `sentangle train -m MODEL` resolves it) in a fresh subprocess. Data: the synthetic "
+        "benchmark (docs/synthetic.md) in two shapes: **MOSI unaligned** (1284 training samples; text "
+        "50x768, audio 375x5, vision 500x20) and **MOSEI aligned** (16,326 training samples; 50 steps of "
+        "text 768, audio 74, vision 35). Only the samples the measurement reads are generated: one "
+        f"untimed warm-up batch, then training batches until {res['settings']['batches'] or 'all'} batches "
+        f"(MOSEI: at most {SHAPES['mosei_aligned']['max_batches']}) or {res['settings']['seconds']:.0f} s; the epoch time is the measured time per sample times the "
+        "epoch's samples (**extrapolated** wherever `batches` is fewer than the epoch's). Inference: eval "
+        "mode, no gradients, `train.eval_batch_size`, up to 4 batches. Peak RSS: the kernel's VmHWM "
+        "reset after the data and the model exist, so it is what training and inference add on top of "
+        "`RSS before` (the generated part of the data plus the model); `full data` is what the whole "
+        "dataset occupies in memory when loaded eagerly. FLOPs: FlopCounterMode over one training "
+        "batch (matmuls, convolutions and attention; elementwise work and recurrent cells are not "
+        "counted, so LSTM-based models read low). Achieved = training FLOP/s / matmul FLOP/s.", "",
+    ]
+    for shape in SHAPES:
+        rows = [r for r in res["results"] if r.get("shape") == shape]
+        if not rows:
+            continue
+        lines += [f"## {shape.replace('_', ' ').replace('mosi', 'MOSI').replace('mosei', 'MOSEI')}", "",
+                  "| model | batch | train s / epoch | measured batches | train utt/s | inference utt/s | "
+                  "peak RSS MB (before) | full data MB | params | GFLOP / sample fwd | fwd+bwd | achieved |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            if "error" in r:
+                lines.append(f"| `{r['model']}` | error: {r['error'][:200]} |" + " |" * 10)
+                continue
+            achieved = r["flops_fwd_bwd_per_sample"] * r["train_utt_s"] / (ref * 1e9)
+            lines.append(
+                f"| `{r['model']}` | {r['batch_size']} | {_fmt(r['train_epoch_s'], 1)} | "
+                f"{r['measured_batches']} / {r['epoch_batches']} | {_fmt(r['train_utt_s'])} | {_fmt(r['infer_utt_s'])} | "
+                f"{_fmt(r['peak_rss_mb'])} ({_fmt(r['rss_before_mb'])}) | {_fmt(r['full_data_mb'])} | "
+                f"{r['params']:,} | {r['flops_fwd_per_sample'] / 1e9:.3f} | {r['flops_fwd_bwd_per_sample'] / 1e9:.3f} | "
+                f"{100 * achieved:.1f}% |")
+        lines.append("")
+    lines += ["## Targets", "",
+              f"Two CPU cores, default configs, MOSI-sized unaligned data: a training epoch under "
+              f"{TARGET_EPOCH_S:.0f} s for every model, and inference at >= {TARGET_UTT_S:.0f} utterances/s for "
+              "every model that does not run a text transformer.", "",
+              "| model | train s / epoch | epoch target | inference utt/s | inference target |", "|---|---:|---|---:|---|"]
+    for r in [r for r in res["results"] if r.get("shape") == "mosi_unaligned" and "error" not in r]:
+        ep = "met" if r["train_epoch_s"] < TARGET_EPOCH_S else "**missed**"
+        if r["text_transformer"]:
+            inf = f"n/a ({r['text_transformer']})"
+        else:
+            inf = "met" if r["infer_utt_s"] >= TARGET_UTT_S else "**missed**"
+        lines.append(f"| `{r['model']}` | {_fmt(r['train_epoch_s'], 1)} | {ep} | {_fmt(r['infer_utt_s'])} | {inf} |")
+    lines.append("")
+    lz = res.get("lazy")
+    if lz and "error" not in lz:
+        lines += ["## Large data read lazily", "",
+                  f"A MOSEI-aligned-sized synthetic feature folder (`sentangle data convert` format, data/lazy.py): "
+                  f"{lz['train_samples']:,} training samples, {_fmt(lz['folder_mb'])} MB on disk "
+                  f"({_fmt(lz['features_mb'])} MB of features). One epoch of `{lz['model']}` (batch {lz['batch_size']}) "
+                  "through `fit`, with validation and the final evaluation of every split, in a fresh process:", "",
+                  "| features memory-mapped | load + validate + normalise | epoch + evaluation | peak RSS | file size | peak / file |",
+                  "|---|---:|---:|---:|---:|---:|",
+                  f"| {'yes' if lz['mapped'] else 'no'} | {lz['load_and_normalise_s']:.1f} s | {lz['epoch_plus_eval_s']:.1f} s | "
+                  f"{_fmt(lz['peak_rss_mb'])} MB | {_fmt(lz['folder_mb'])} MB | {lz['peak_rss_mb'] / lz['folder_mb']:.1%} |", "",
+                  "Peak RSS is `ru_maxrss` of the whole process (Python, torch, the model, the in-memory masks, "
+                  "labels and ids). Pages read through the mapping are dropped from the process after each "
+                  "gather (`madvise(MADV_DONTNEED)`; the kernel keeps them in its page cache), otherwise they "
+                  "would count towards RSS until memory ran short. Loaded eagerly, the same data needs at "
+                  "least the file size, plus a normalised float32 copy of audio and vision while normalising.", ""]
+    elif lz:
+        lines += ["## Large data read lazily", "", f"error: {lz['error']}", ""]
+    lines += [NOTES]
+    return "\n".join(lines)
+
+
+NOTES = ""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2, help="torch/OMP/MKL threads (default 2)")
+    ap.add_argument("--models", help="comma list (default: every registered model; --quick: lf_dnn)")
+    ap.add_argument("--shapes", default=",".join(SHAPES), help=f"comma list of {', '.join(SHAPES)}")
+    ap.add_argument("--batches", type=int, default=None, help="timed training batches per model (0 = the whole "
+                    "epoch; default 0, --quick 3); the epoch is extrapolated from fewer")
+    ap.add_argument("--seconds", type=float, default=None, help="stop timing a model's training after this many "
+                    "seconds and extrapolate (default 60, --quick 10)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every model")
+    ap.add_argument("--quick", action="store_true", help="smoke run: lf_dnn, 3 batches, a 5%% lazy file")
+    ap.add_argument("--no-lazy", action="store_true", help="skip the memory-mapped MOSEI-sized run")
+    ap.add_argument("--lazy-dir", help="where the MOSEI-sized feature folder is written, reused when its size "
+                    "matches (default: sentangle-perf-mosei[-quick] in the temp folder)")
+    ap.add_argument("--json", help="write the raw results here (default: docs/performance.json unless --no-doc)")
+    ap.add_argument("--doc", default=str(DOC), help="Markdown page to write (default docs/PERFORMANCE.md)")
+    ap.add_argument("--no-doc", action="store_true", help="print the tables, write no page")
+    ap.add_argument("--note", default="", help="a line shown at the top of the page (e.g. the machine was busy)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.batches is None:
+        args.batches = 3 if args.quick else 0
+    if args.seconds is None:
+        args.seconds = 10.0 if args.quick else 60.0
+    if args.lazy_dir is None:
+        args.lazy_dir = str(Path(tempfile.gettempdir()) / ("sentangle-perf-mosei" + ("-quick" if args.quick else "")))
+    if args.worker:
+        _worker(args)
+        return 0
+    res = run(args)
+    page = render(res)
+    if args.no_doc:
+        print(page)
+    else:
+        from sentangle.utils.io import write_json, write_text
+
+        write_text(args.doc, page)
+        print(f"wrote {args.doc}")
+    json_path = args.json or (None if args.no_doc else str(Path(args.doc).with_name("performance.json")))
+    if json_path:
+        from sentangle.utils.io import write_json
+
+        write_json(json_path, res)
+        print(f"wrote {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

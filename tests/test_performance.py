@@ -1,0 +1,97 @@
+"""The performance benchmark runs on a tiny configuration, and the speed fixes keep the models' numbers."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sentangle.data.named import load_dataset
+from sentangle.models import create_model
+from sentangle.models.layers import RealFrameLSTM
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"sizes": (12, 2, 6), "aligned": False, "lengths": {"text": 6, "audio": 9, "vision": 11},
+        "dims": {"text": 8, "audio": 5, "vision": 4}}
+
+
+@pytest.fixture(scope="module")
+def perf():
+    spec = importlib.util.spec_from_file_location("performance", ROOT / "benchmarks" / "performance.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("model", ["lf_dnn", "misa"])
+def test_benchmark_measures_a_tiny_configuration(perf, model):
+    r = perf.measure_model(model, TINY, threads=1, batches=2, seconds=5.0, overrides=["train.batch_size=4"])
+    assert r["params"] > 0 and r["batch_size"] == 4 and r["epoch_batches"] == 3
+    assert r["measured_batches"] == 2 and r["train_epoch_s"] > 0
+    assert r["infer_utt_s"] > 0 and r["infer_samples"] == 6
+    assert r["flops_fwd_bwd_per_sample"] > r["flops_fwd_per_sample"] > 0
+    assert r["peak_rss_mb"] >= r["rss_before_mb"] * 0.5 > 0
+    page = perf.render({"date": "today", "threads": 1, "machine": perf.machine() | {"load_average_end": [0, 0, 0]},
+                        "settings": {"batches": 2, "seconds": 5.0, "note": "tiny"}, "matmul_gflops": [10.0],
+                        "results": [r | {"shape": "mosi_unaligned"}], "lazy": None})
+    assert f"`{model}`" in page and "## Targets" in page
+
+
+def test_benchmark_lazy_run_keeps_features_mapped(perf, tmp_path):
+    folder = perf.write_mosei_lazy(tmp_path / "mosei", scale=0.0006)
+    r = perf.measure_lazy(str(folder), threads=1)
+    assert r["mapped"] and r["train_samples"] == 10 and r["folder_mb"] > 0.5
+
+
+def test_matmul_reference_is_positive(perf):
+    assert perf.matmul_gflops(1, n=256, reps=2) > 0
+
+
+@pytest.mark.parametrize("bidirectional,layers", [(True, 2), (False, 2), (True, 1)])
+def test_real_frame_lstm_gradients_match_each_sample_run_alone(bidirectional, layers):
+    # The unpacked implementation must give the outputs and gradients of an LSTM run on each
+    # sample's real frames alone (what the packed version gave), stacked layers included.
+    torch.manual_seed(0)
+    enc = RealFrameLSTM(3, 4, layers=layers, bidirectional=bidirectional).eval()
+    x = torch.randn(3, 7, 3, requires_grad=True)
+    mask = torch.tensor([[1, 0, 1, 1, 0, 1, 0], [1] * 7, [0, 0, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    out, out_mask, final = enc(x, mask)
+    (out.pow(2).sum() + final.sum()).backward()
+    grad = x.grad.clone()
+    x.grad = None
+    total = 0
+    for i in range(3):
+        n = int(mask[i].sum())
+        alone, (h, _) = enc.lstm(x[i, mask[i]].unsqueeze(0))
+        torch.testing.assert_close(out[i, :n], alone[0])
+        torch.testing.assert_close(final[i], h[-enc.dirs:].transpose(0, 1).reshape(-1))
+        total = total + alone.pow(2).sum() + h[-enc.dirs:].sum()
+        assert out_mask[i].sum() == n and not out[i, n:].any()
+    total.backward()
+    torch.testing.assert_close(grad, x.grad)
+
+
+def test_mult_windows_only_the_modalities_it_is_told_to():
+    ds = load_dataset("synthetic", scale=0.01, lengths={"text": 20, "audio": 60, "vision": 80},
+                      dims={"text": 8, "audio": 5, "vision": 4})
+    batch = next(ds.batches("train", 4))
+    torch.manual_seed(0)
+    model = create_model("mult", ds.input_dims, dim=10, heads=2, layers=1, max_len={"audio": 10, "vision": 10}).eval()
+    seen = {}
+    orig = model.embed
+
+    def spy(m, x, mask):
+        h, mk = orig(m, x, mask)
+        seen[m] = h.shape[1]
+        return h, mk
+
+    model.embed = spy
+    model(batch)
+    assert seen["text"] == batch.features["text"].shape[1] and seen["audio"] <= 10 and seen["vision"] <= 10
+    with pytest.raises(ValueError, match="unknown modalities"):
+        create_model("mult", ds.input_dims, dim=10, heads=2, max_len={"speech": 10})
+    same = create_model("mult", ds.input_dims, dim=10, heads=2, layers=1, max_len=10)
+    assert same.max_len == {"text": 10, "audio": 10, "vision": 10}
+    assert np.isfinite(model(batch).prediction.detach().numpy()).all()
