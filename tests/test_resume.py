@@ -1,0 +1,179 @@
+"""Kill a real multi-seed run (SIGKILL, no chance to clean up), start it again: nothing is lost.
+
+Finished seeds are skipped with their files untouched, unfinished seeds are trained again, temp
+files of killed writes do not confuse the restart, and the final numbers equal those of a run that
+was never interrupted. The same for `sentangle compare` over several models.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sentangle.cli import main
+
+# Seeds long enough (about a second each) that a kill lands inside one, data small enough to be quick.
+SLOW = ["dataset.scale=0.1", "dataset.lengths={text: 8, audio: 12, vision: 12}",
+        "dataset.dims={text: 16, audio: 5, vision: 6}", "train.epochs=20", "train.patience=100",
+        "train.threads=1", "train.progress=false"]
+TRAIN = ["train", "--seeds", "3", "--name", "r", "--no-progress", *SLOW]
+COMPARE = ["compare", "-m", "lf_dnn,lmf", "-d", "synthetic", "--seeds", "2", *SLOW]
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen([sys.executable, "-m", "sentangle.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    """SIGKILL `proc` as soon as `ready()` holds (polled every 5 ms)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (rc {proc.returncode}) before the kill point: {proc.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the kill point was never reached")
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def finish(args: list[str], cwd: Path) -> None:
+    proc = start(args, cwd)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
+
+
+def results(summary_path: Path) -> tuple[dict, dict]:
+    s = json.loads(summary_path.read_text())
+    return s["splits"], s["per_seed"]
+
+
+def temp_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The same run, never interrupted (in-process)."""
+    out = tmp_path_factory.mktemp("reference")
+    assert main([*TRAIN, "--out", str(out)]) == 0
+    return out / "r"
+
+
+def test_kill_at_the_start_and_inside_a_seed_then_resume(tmp_path, reference):
+    run = tmp_path / "runs" / "r"
+    # 1. killed as soon as the run folder exists: nothing has finished
+    kill_when(start([*TRAIN, "--out", "runs"], tmp_path), lambda: (run / "config.yaml").exists())
+    assert not list(run.glob("seed_*/metrics.json"))
+    # 2. killed again while seed 1112 trains
+    kill_when(start([*TRAIN, "--out", "runs"], tmp_path), lambda: (run / "seed_1111" / "metrics.json").exists())
+    assert not (run / "seed_1113" / "metrics.json").exists() and not (run / "summary.json").exists()
+    # what a process killed inside an atomic write leaves: a temp file beside the real name
+    (run / "seed_1112").mkdir(exist_ok=True)
+    (run / "seed_1112" / ".metrics.json.k1ll3d.tmp").write_text('{"metrics": {"test": {"mae": 0.0')
+    (run / "seed_1112" / ".checkpoint.pt.k1ll3d.tmp").write_bytes(b"PK\x03\x04 half a zip")
+    done_before = snapshot(run / "seed_1111")
+    # 3. the restart finishes the run
+    finish([*TRAIN, "--out", "runs"], tmp_path)
+    assert snapshot(run / "seed_1111") == done_before  # skipped: same bytes, same mtimes
+    for seed in (1112, 1113):
+        assert (run / f"seed_{seed}" / "metrics.json").is_file()
+        assert (run / f"seed_{seed}" / "checkpoint.pt").is_file()
+    assert temp_files(run) == []
+    assert results(run / "summary.json") == results(reference / "summary.json")
+
+
+def _numbers(csv_text: str) -> list[dict]:
+    # training time differs between runs; every metric column must not
+    return [{k: v for k, v in row.items() if k != "train_seconds_mean"} for row in csv.DictReader(io.StringIO(csv_text))]
+
+
+def test_kill_a_comparison_then_resume(tmp_path, tmp_path_factory):
+    ref = tmp_path_factory.mktemp("compare_reference")
+    assert main([*COMPARE, "--out", str(ref)]) == 0
+    out = tmp_path / "cmp"
+    proc = start([*COMPARE, "--out", "cmp"], tmp_path)
+    kill_when(proc, lambda: (out / "lmf-synthetic" / "seed_1111" / "metrics.json").exists())
+    assert not (out / "lmf-synthetic" / "seed_1112" / "metrics.json").exists()
+    assert not (out / "synthetic" / "comparison.csv").exists()
+    finished = {**{f"lf_dnn/{k}": v for k, v in snapshot(out / "lf_dnn-synthetic").items() if k.startswith("seed_")},
+                **{f"lmf/{k}": v for k, v in snapshot(out / "lmf-synthetic" / "seed_1111").items()}}
+    assert any(k.startswith("lf_dnn/seed_1112/") for k in finished)
+
+    finish([*COMPARE, "--out", "cmp"], tmp_path)
+    after = {**{f"lf_dnn/{k}": v for k, v in snapshot(out / "lf_dnn-synthetic").items() if k.startswith("seed_")},
+             **{f"lmf/{k}": v for k, v in snapshot(out / "lmf-synthetic" / "seed_1111").items()}}
+    assert after == finished  # the finished model and the finished seed were not trained again
+    assert (out / "lmf-synthetic" / "seed_1112" / "metrics.json").is_file()
+    assert _numbers((out / "synthetic" / "comparison.csv").read_text()) == \
+        _numbers((ref / "synthetic" / "comparison.csv").read_text())
+    for model in ("lf_dnn", "lmf"):
+        assert results(out / f"{model}-synthetic" / "summary.json") == results(ref / f"{model}-synthetic" / "summary.json")
+    assert temp_files(out) == []
+
+
+# ---- in-process: what a restart must never take for a finished seed --------------------------
+TINY = ["dataset.scale=0.05", "dataset.lengths={text: 8, audio: 12, vision: 12}",
+        "dataset.dims={text: 16, audio: 5, vision: 6}", "train.epochs=2", "model.hidden=16", "train.progress=false"]
+
+
+def test_overwrite_with_another_config_killed_midway_never_mixes_configs(tmp_path, monkeypatch):
+    base = ["train", "--out", str(tmp_path), "--name", "x", "--seeds", "2"]
+    args = [*base, *TINY]
+    assert main(args) == 0
+    old = json.loads((tmp_path / "x" / "seed_1112" / "metrics.json").read_text())["metrics"]
+
+    import sentangle.training.runs as runs
+
+    real_fit = runs.fit
+
+    def dies_at_second_seed(model, ds, cfg, seed, desc=""):
+        if seed == 1112:
+            raise KeyboardInterrupt  # stands for a kill after seed 1111 of the new config finished
+        return real_fit(model, ds, cfg, seed, desc=desc)
+
+    monkeypatch.setattr(runs, "fit", dies_at_second_seed)
+    with pytest.raises(KeyboardInterrupt):
+        main([*base, "--overwrite", *TINY, "train.lr=0.003"])
+    monkeypatch.setattr(runs, "fit", real_fit)
+    assert not (tmp_path / "x" / "seed_1112" / "metrics.json").exists()  # the old config's result is gone
+    assert not (tmp_path / "x" / "summary.json").exists()
+    assert main([*args, "train.lr=0.003"]) == 0  # resuming the new config retrains seed 1112
+    new = json.loads((tmp_path / "x" / "seed_1112" / "metrics.json").read_text())["metrics"]
+    assert new != old
+
+
+def test_unreadable_metrics_file_means_train_again(tmp_path):
+    args = ["train", "--out", str(tmp_path), "--name", "y", "--seeds", "1", *TINY]
+    assert main(args) == 0
+    done = tmp_path / "y" / "seed_1111" / "metrics.json"
+    good = json.loads(done.read_text())["metrics"]
+    done.write_text("")  # e.g. zeroed by a crash of the machine
+    with pytest.warns(UserWarning, match="metrics.json cannot be read"):
+        assert main(args) == 0
+    assert json.loads(done.read_text())["metrics"] == good
+
+
+def test_a_failed_first_start_does_not_block_the_corrected_run(tmp_path, capsys):
+    args = ["train", "--out", str(tmp_path), "--name", "z", "--seeds", "1", *TINY]
+    assert main([*args, "train.select_metric=acc"]) == 2  # fails inside training, after config.yaml
+    assert "select_metric 'acc'" in capsys.readouterr().err
+    assert (tmp_path / "z" / "config.yaml").exists() and not (tmp_path / "z" / "seed_1111" / "metrics.json").exists()
+    assert main(args) == 0, capsys.readouterr().err  # nothing finished under the failed config: no refusal
+    assert (tmp_path / "z" / "seed_1111" / "metrics.json").exists()
