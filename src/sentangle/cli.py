@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run folder name (default <model>-<dataset>)")
     p.add_argument("--overwrite", action="store_true", help="retrain seeds that already finished in this run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow arbitrary classes in a feature pickle you trust (same as dataset.trusted=true)")
     _add_data_root(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
 
@@ -167,7 +169,7 @@ def cmd_train(args) -> int:
     from .training.runs import run
 
     cfg = make_config(args.model, args.dataset, args.config, args.seeds, args.out, args.name, args.data_root,
-                      args.overrides)
+                      args.overrides + (["dataset.trusted=true"] if args.trust_pickle else []))
     if args.no_progress:
         cfg.train.progress = False
     from .training.distributed import is_main
@@ -192,19 +194,22 @@ def cmd_compare(args) -> int:
 
 
 def _checkpoint_data(args, data_name=None):
+    from .data.dataset import DataError
     from .data.named import load_dataset
     from .training.runs import dataset_from_config, load_checkpoint
 
     model, cfg, payload = load_checkpoint(args.checkpoint)
     if data_name:
-        ds = load_dataset(data_name, root=args.data_root, trusted=getattr(args, "trust_pickle", False)) \
-            if Path(data_name).suffix else load_dataset(data_name, root=args.data_root)
+        pickled = Path(data_name).suffix.lower() in (".pkl", ".pickle")  # the only files with a trust option
+        trust = {"trusted": getattr(args, "trust_pickle", False)} if pickled else {}
+        ds = load_dataset(data_name, root=args.data_root, **trust)
     else:
         ds = dataset_from_config(cfg, args.data_root)
     want, have = payload["data"]["input_dims"], ds.input_dims
     wrong = {m: (have.get(m), d) for m, d in want.items() if m in have and have[m] != d}
     if wrong:
-        raise SystemExit(f"error: data feature sizes {wrong} (got, expected) do not match the checkpoint")
+        raise DataError(f"{ds.source or data_name}: feature sizes {wrong} (got, expected) do not match "
+                        f"checkpoint {args.checkpoint}")
     return model, cfg, ds
 
 
