@@ -95,3 +95,15 @@ def test_mult_windows_only_the_modalities_it_is_told_to():
     same = create_model("mult", ds.input_dims, dim=10, heads=2, layers=1, max_len=10)
     assert same.max_len == {"text": 10, "audio": 10, "vision": 10}
     assert np.isfinite(model(batch).prediction.detach().numpy()).all()
+
+
+def test_real_frame_lstm_with_end_padding_only_needs_no_reordering():
+    torch.manual_seed(0)
+    enc = RealFrameLSTM(3, 4, bidirectional=True).eval()
+    x = torch.randn(2, 5, 3)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    out, _, final = enc(x, mask)
+    for i in range(2):
+        alone, (h, _) = enc.lstm(x[i, mask[i]].unsqueeze(0))
+        torch.testing.assert_close(out[i, : int(mask[i].sum())], alone[0])
+        torch.testing.assert_close(final[i], h.transpose(0, 1).reshape(-1))

@@ -197,16 +197,19 @@ class RealFrameLSTM(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b = x.shape[0]
         lengths = mask.sum(1)
-        # a stable sort of "is padding" moves the real frames to the front without reordering them
-        order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
         t = max(int(lengths.max()), 1)
-        h = x.gather(1, order[:, :t].unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        rows = torch.arange(b, device=x.device)
+        if (mask[:, 1:] & ~mask[:, :-1]).any():
+            # a stable sort of "is padding" moves the real frames to the front without reordering them
+            order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
+            h = x[rows[:, None], order[:, :t]]
+        else:  # real frames already come first (padding only at the end): nothing to move
+            h = x[:, :t]
         steps = torch.arange(t, device=x.device)
         out_mask = steps[None, :] < lengths[:, None]
         last = (lengths - 1).clamp_min(0)
         # reverse each sample's real frames in place: frame i <-> frame length-1-i (padding stays put)
         flip = torch.where(out_mask, last[:, None] - steps[None, :], steps[None, :])
-        rows = torch.arange(b, device=x.device)
         weights = self.lstm._flat_weights
         per_dir = len(weights) // (self.lstm.num_layers * self.dirs)
         finals = []
@@ -216,12 +219,12 @@ class RealFrameLSTM(nn.Module):
             outs, finals = [], []
             for d in range(self.dirs):
                 k = (layer * self.dirs + d) * per_dir
-                seq = h if d == 0 else h.gather(1, flip.unsqueeze(-1).expand_as(h))
+                seq = h if d == 0 else h[rows[:, None], flip]
                 zeros = h.new_zeros(1, b, self.lstm.hidden_size)
                 o, _, _ = torch._VF.lstm(seq, (zeros, zeros), weights[k:k + per_dir], self.lstm.bias, 1, 0.0,
                                          self.training, False, True)
                 finals.append(o[rows, last])
-                outs.append(o if d == 0 else o.gather(1, flip.unsqueeze(-1).expand_as(o)))
+                outs.append(o if d == 0 else o[rows[:, None], flip])
             h = torch.cat(outs, dim=-1) * out_mask.unsqueeze(-1).to(x.dtype)
         present = (lengths > 0).to(x.dtype)
         final = torch.cat(finals, dim=-1) * present[:, None]
