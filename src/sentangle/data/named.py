@@ -172,10 +172,11 @@ def _from_file(path: Path, **kwargs) -> MSADataset:
         trusted = kwargs.get("trusted", False)
         data = load_pickle(path, trusted=trusted)
         first = data.get("train") if isinstance(data, dict) else None
-        # MulT keeps labels as an (N, 1, 1) array and has no MMSA-only keys.
+        # MulT keeps labels as an (N, 1, 1) array and has no MMSA-only keys; MMSA's 'labels', where
+        # present, is a dict. Not asking for the exact shape lets the MulT reader name a wrong one.
         mult = (isinstance(first, dict) and "regression_labels" not in first and "text_bert" not in first
                 and not any(k.endswith("_lengths") for k in first)
-                and getattr(first.get("labels"), "ndim", 0) == 3)
+                and "labels" in first and not isinstance(first["labels"], dict))
         reader = read_mult_pickle if mult else read_mmsa_pickle
         return reader(path, trusted=trusted, data=data)
     if suffix == ".npz":

@@ -49,7 +49,7 @@ def read_npz_utterances(path: str | Path, modalities=("text", "audio"), split_ke
     n = len(labels)
     ids = id_strings(arrays["id"], n, path, "", "id")
     split_col = np.asarray(id_strings(arrays[split_key], n, path, "", split_key))
-    bad = sorted(set(split_col) - set(SPLITS))
+    bad = sorted(str(v) for v in set(split_col) - set(SPLITS))  # str: numpy 2 would print np.str_('dev')
     if bad:
         raise DataError(f"{path}: {split_key!r} has value(s) {bad}; expected only {list(SPLITS)}")
     feats = {}
