@@ -177,3 +177,24 @@ def test_a_failed_first_start_does_not_block_the_corrected_run(tmp_path, capsys)
     assert (tmp_path / "z" / "config.yaml").exists() and not (tmp_path / "z" / "seed_1111" / "metrics.json").exists()
     assert main(args) == 0, capsys.readouterr().err  # nothing finished under the failed config: no refusal
     assert (tmp_path / "z" / "seed_1111" / "metrics.json").exists()
+
+
+def test_regenerated_data_under_the_same_name_is_not_mixed_with_old_seeds(tmp_path, capsys):
+    import numpy as np
+
+    def write(path, seed):
+        rng = np.random.default_rng(seed)
+        np.savez(path, id=np.array([f"v{i}_0" for i in range(24)]), label=rng.uniform(-3, 3, 24).astype(np.float32),
+                 split=np.array(["train"] * 12 + ["valid"] * 6 + ["test"] * 6),
+                 text=rng.normal(size=(24, 4)).astype(np.float32), audio=rng.normal(size=(24, 3)).astype(np.float32))
+
+    data = tmp_path / "feats.npz"
+    write(data, 0)
+    args = ["train", "--out", str(tmp_path / "runs"), "-d", str(data), "--no-progress", "train.epochs=1", "model.hidden=8"]
+    assert main([*args[:1], "--seeds", "1", *args[1:]]) == 0
+    write(data, 1)  # new features, same file name, same config
+    capsys.readouterr()
+    assert main([*args[:1], "--seeds", "2", *args[1:]]) == 2
+    assert "the data differ from those its finished seeds were trained on" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "lf_dnn-feats" / "seed_1112").exists()
+    assert main([*args[:1], "--seeds", "2", "--overwrite", *args[1:]]) == 0

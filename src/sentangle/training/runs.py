@@ -159,6 +159,26 @@ def _prepare_folder(folder: Path, resolved: dict) -> None:
             path.unlink(missing_ok=True)
 
 
+def _data_fingerprint(description: dict) -> dict:
+    """What a run's numbers depend on in `describe(ds)`: sizes, shapes, label statistics (not the
+    path the data was found under)."""
+    keep = {k: description.get(k) for k in ("task", "modalities", "input_dims", "classes", "splits")}
+    return json.loads(json.dumps(keep, default=str))
+
+
+def _check_same_data(folder: Path, ds: MSADataset) -> None:
+    """Finished seeds are only reused on the data they were trained on: a feature file regenerated
+    under the same name would otherwise mix old and new results in one summary."""
+    old = folder / "dataset.json"
+    if not old.exists() or not _finished(folder):
+        return
+    before, now = _data_fingerprint(json.loads(old.read_text(encoding="utf-8"))), _data_fingerprint(describe(ds))
+    if before != now:
+        diff = sorted(k for k in now if before.get(k) != now[k])
+        raise FileExistsError(f"{folder}: the data differ from those its finished seeds were trained on "
+                              f"(dataset.json: {', '.join(diff)}); pass --overwrite or another --name")
+
+
 def _comparable(config: dict) -> dict:
     """What decides a run's results: the config with defaults filled in (settings added in later
     versions count as their defaults), less the seed list and display-only settings."""
@@ -185,6 +205,8 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
     ddp.on_main(check_folder)
     ds = dataset or dataset_from_config(cfg)
     model_for(cfg, ds)  # a bad model name or option fails here, before anything is written
+    if not overwrite:
+        ddp.on_main(lambda: _check_same_data(folder, ds))
     if ddp.main:
         _prepare_folder(folder, resolved)
         folder.mkdir(parents=True, exist_ok=True)
