@@ -88,7 +88,9 @@ def load_checkpoint(path: str | Path) -> tuple[MSAModel, RunConfig, dict]:
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle also draws a protocol warning: one error is enough
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
         raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not a sentangle checkpoint "
                               f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
