@@ -49,3 +49,18 @@ def test_override_into_an_option_whose_default_is_null(tmp_path):
     user.write_text("model:\n  name: lf_dnn\n  modalities: null\n")
     cfg = build_config(config_file=str(user), overrides=["model.modalities.x=1"])
     assert cfg.model["modalities"] == {"x": 1}
+
+
+@pytest.mark.parametrize("pair", [("dbr", "mintrec"), ("text_only", "mintrec"), ("dbr", "synthetic")])
+def test_packaged_run_configs_apply(pair):
+    # These files must ship with the package (a broad ignore rule once kept them out of git).
+    import yaml
+    from sentangle.config import CONFIG_DIR, build_config
+
+    model, dataset = pair
+    path = CONFIG_DIR / "runs" / f"{model}-{dataset}.yaml"
+    assert path.is_file(), f"{path} missing"
+    cfg = build_config(model, dataset, None, []).to_dict()
+    for section, values in yaml.safe_load(path.read_text()).items():
+        for k, v in values.items():
+            assert cfg[section][k] == v, (section, k)
