@@ -4,6 +4,7 @@
     prediction_scatter(pred, label)    predicted vs true (regression)
     confusion_matrix(pred, label, names)   row-normalised confusion (classification)
     distributions(values, title)       box plots of gate / branch-weight values
+    metric_bars(series, ylabel, title) mean ± std per row (model), one colour per series
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from ..utils.io import atomic_write
 
-__all__ = ["robust_curves", "prediction_scatter", "confusion_matrix", "distributions", "save"]
+__all__ = ["robust_curves", "prediction_scatter", "confusion_matrix", "distributions", "metric_bars", "save"]
 
 
 def _plt():
@@ -135,4 +136,25 @@ def distributions(groups: dict[str, dict[str, np.ndarray]], title: str):
             ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def metric_bars(series: dict[str, dict[str, tuple[float, float]]], ylabel: str, title: str):
+    """series: series name -> row label -> (mean, std); points with error bars, one colour per
+    series, rows side by side (e.g. models' test MAE, or train / valid / test per model)."""
+    plt = _plt()
+    rows = list(dict.fromkeys(r for s in series.values() for r in s))
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * len(rows) * max(1, len(series)) ** 0.5 + 1.5), 3.6))
+    width = 0.8 / max(1, len(series))
+    for k, (name, vals) in enumerate(series.items()):
+        y = [vals[r][0] if r in vals else np.nan for r in rows]
+        e = [vals[r][1] if r in vals else 0.0 for r in rows]
+        # points, not bars: a bar from 0 hides differences of a few hundredths
+        ax.errorbar(np.arange(len(rows)) + k * width, y, yerr=e, fmt="o", capsize=3, label=name)
+    ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2, rows, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
     return fig
