@@ -22,7 +22,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import os
 import sys
 import time
@@ -605,7 +604,8 @@ def check(c: dict, ctx: dict) -> tuple[str, str]:
         n = len(r["per_seed"])
         ok = all(_meets(mean(r, k), req) for k, req in c["require"].items())
         detail = (f"best by test {LABELS.get(rank, rank)}: `{m}` ({g}, {n} seeds): "
-                  + ", ".join(f"{LABELS.get(k, k)} {_show(k, mean(r, k))} (needs {req})" for k, req in c["require"].items()))
+                  + ", ".join(f"{LABELS.get(k, k)} {_show(k, mean(r, k))} (needs {_requirement(req)[0]} "
+                             f"{_show(k, _requirement(req)[1])})" for k, req in c["require"].items()))
         if not all(complete(x) for x in c["groups"]) or n < need:
             return "PENDING", detail + f"; not every run of {c['groups']} has {need} seeds yet"
         return ("PASS" if ok else "FAIL"), detail
