@@ -151,6 +151,17 @@ def noise_section(out: str, seeds: int, runs: dict, scale: float) -> tuple[str, 
                        + ", ".join(f"{d:+.3f}" for d in paired) + "); noise gain "
                        + ", ".join(f"{g:+.3f} at sigma = {s}" for s, g in gains.items())
                        + f" (off minus on). Clean cost <= noise gain at sigma = {max(SIGMAS)}: **{'yes' if ok else 'NO'}**.")
+        # The criterion per seed: cost - gain = (on_clean + on_noisy) - (off_clean + off_noisy) <= 0.
+        top = max(SIGMAS)
+        margin = (np.array(maes[key][0.0]) + np.array(maes[key][top])) - (np.array(maes[off_key][0.0]) + np.array(maes[off_key][top]))
+        se = float(np.std(margin, ddof=1) / np.sqrt(len(margin)))
+        bullets.append(f"  Criterion margin, clean cost minus noise gain at sigma = {top}, per seed: "
+                       + ", ".join(f"{d:+.3f}" for d in margin)
+                       + f"; mean {margin.mean():+.3f} ± {se:.3f} (standard error). The check asks for <= 0; an interval "
+                       f"of ± 2 standard errors, [{margin.mean() - 2 * se:+.3f}, {margin.mean() + 2 * se:+.3f}], "
+                       + ("excludes 0: the regulariser costs more than it gains." if margin.mean() - 2 * se > 0 else
+                          "excludes 0 on the good side." if margin.mean() + 2 * se < 0 else
+                          "contains 0: these seeds cannot tell whether the criterion holds."))
     spread = float(np.mean([np.std(maes[k][0.0], ddof=1) for k in maes]))
     bullets.append(f"- Scale of these differences: the seed-to-seed standard deviation of the clean test MAE is "
                    f"{spread:.3f} on average over the three models, so with {len(maes[off_key][0.0])} seeds differences of "
