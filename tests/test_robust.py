@@ -171,3 +171,27 @@ def test_robust_is_reproducible(two_runs, tmp_path):
 def test_robust_names_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["robust", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_memory_mapped_data_are_perturbed_after_normalisation(tmp_path):
+    # A lazy folder keeps raw values and normalises per batch; noise units and corrupted splits must
+    # be those of the normalised data, exactly as for the same data loaded in memory.
+    from sentangle.data.lazy import save_lazy
+    from sentangle.data.named import load_dataset
+    from sentangle.evaluation.robust import as_seen, perturb_split, train_scales
+
+    small = dict(scale=0.05, lengths={"text": 8, "audio": 12, "vision": 10}, dims={"text": 6, "audio": 5, "vision": 7})
+    raw = load_dataset("synthetic", normalize=(), **small)
+    path = save_lazy(raw, tmp_path / "lazy")
+    lazy = load_dataset(str(path))
+    eager = load_dataset("synthetic", **small)
+    assert lazy.splits["test"].transforms  # really the per-batch path
+    s_lazy, s_eager = train_scales(lazy), train_scales(eager)
+    for m in s_eager:
+        np.testing.assert_allclose(s_lazy[m], s_eager[m], rtol=1e-4, atol=1e-6)
+    cond = {"kind": "noise", "modality": "audio", "level": 1.0, "name": "noise:audio@1"}
+    a = perturb_split(as_seen(lazy.splits["test"]), cond, 0, s_lazy)
+    b = perturb_split(as_seen(eager.splits["test"]), cond, 0, s_eager)
+    for m in b.features:
+        np.testing.assert_allclose(a.features[m], b.features[m], rtol=1e-4, atol=1e-5)
+    assert not a.transforms
