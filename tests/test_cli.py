@@ -56,7 +56,8 @@ def test_finished_seeds_are_not_retrained(run_dir):
 def test_a_different_config_in_the_same_folder_is_refused(run_dir, capsys):
     code = main(["train", "--out", str(run_dir.parent), "--name", "tiny", "--no-progress", *TINY, "train.lr=0.5"])
     assert code == 2
-    assert "different config" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "different config" in err and "train.lr:" in err and "0.5 now" in err  # names what differs
 
 
 def test_eval_and_predict_reproduce_the_run(run_dir, capsys, tmp_path):

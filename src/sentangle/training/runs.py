@@ -191,6 +191,18 @@ def _comparable(config: dict) -> dict:
     return d
 
 
+def _differences(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """Dotted keys whose values differ between two nested config dicts (absent keys as None)."""
+    out = []
+    for k in sorted(set(a) | set(b), key=str):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append((f"{prefix}{k}", x, y))
+    return out
+
+
 def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = None) -> dict:
     """Train `cfg.model` on `cfg.dataset` once per seed; write the run folder; return the summary."""
     folder = Path(cfg.out) / cfg.run_name
@@ -201,8 +213,11 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
 
     def check_folder() -> None:
         if (folder / "config.yaml").exists() and not overwrite and _finished(folder):
-            if _comparable(read_yaml(folder / "config.yaml")) != _comparable(resolved):
-                raise FileExistsError(f"{folder} holds a run with a different config; pass --overwrite or another --name")
+            old, new = _comparable(read_yaml(folder / "config.yaml")), _comparable(resolved)
+            if old != new:
+                diff = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in _differences(old, new)[:5])
+                raise FileExistsError(f"{folder} holds a run with a different config ({diff}); "
+                                      "pass --overwrite or another --name")
 
     ddp.on_main(check_folder)
     ds = dataset or dataset_from_config(cfg)
