@@ -164,13 +164,14 @@ def measure_model(model_name: str, shape: str | dict, threads: int, batches: int
     model.train()
     fwd = fwd_bwd = None
     try:
+        # Forward with autograd on: the counter's module tracker fails under no_grad for models
+        # that feed learned tensors (queries, anchors) into submodules (DBR, TSDA).
         with FlopCounterMode(display=False) as fc:
-            with torch.no_grad():
-                model(first)
+            loss = _loss(model, first, ds.task, weights, tc)
         fwd = fc.get_total_flops() / len(first)
         with FlopCounterMode(display=False) as fc:
-            _loss(model, first, ds.task, weights, tc).backward()
-        fwd_bwd = fc.get_total_flops() / len(first)
+            loss.backward()
+        fwd_bwd = fwd + fc.get_total_flops() / len(first)
     except Exception as e:  # some autograd functions cannot be traced by the counter; timing still counts
         flop_error = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(e).__name__
     else:
