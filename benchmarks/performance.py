@@ -512,7 +512,7 @@ benchmarks/performance.py --worker MODEL:mosi_unaligned --threads 1 --batches 6`
   to the longest real sequence (no per-sample Python loops or re-padding); text is encoded once per
   load and cached on disk by content hash, never per epoch; normalisation computes in float64 but
   stores float32, and every model runs in float32.
-- `dbr` was not edited (another change to it is in progress); in the tables above it is not among
+- `dbr` was not edited for speed; in the tables above it is not among
   the slow models: its encoders window long audio/vision to `max_frames: 50` before attention.
 - `tfn` is slow at inference for its size: its fusion layer reads a 33 x 33 x 129 outer product
   per sample (MMSA's published sizes), and its text LSTM runs over all 50 frames.
