@@ -103,16 +103,21 @@ def row_chunks(x: np.ndarray, budget: int = 1 << 26):
         yield slice(i, min(i + step, x.shape[0]))
 
 
-def feature_stats(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and (population) std over the real frames of (N, T, d) `x`, in float64.
+def feature_stats(x: np.ndarray, mask: np.ndarray, transform: "Standardize | None" = None,
+                  ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and std (population with ddof=0, sample with ddof=1) over the real frames of
+    (N, T, d) `x`, in float64; of `transform`(x) when given (statistics of normalised data).
 
     Row chunks merged with Chan et al.'s pairwise update, so a memory-mapped array is read once
     and never held whole."""
     d = x.shape[-1]
     n, mean, m2 = 0, np.zeros(d), np.zeros(d)
     for rows in row_chunks(x):
-        real = np.asarray(x[rows])[mask[rows]].astype(np.float64)
+        chunk = np.asarray(x[rows])
         release(x)
+        if transform is not None:
+            chunk = transform.apply(chunk, mask[rows])[0]
+        real = chunk[mask[rows]].astype(np.float64)
         k = real.shape[0]
         if k == 0:
             continue
@@ -123,9 +128,9 @@ def feature_stats(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
         mean = mean + delta * (k / total)
         m2 = m2 + m2_k + delta ** 2 * (n * k / total)
         n = total
-    if n == 0:
+    if n <= ddof:
         return mean, np.zeros(d)
-    return mean, np.sqrt(m2 / n)
+    return mean, np.sqrt(m2 / (n - ddof))
 
 
 def full_masks(x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:

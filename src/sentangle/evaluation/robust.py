@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..config import from_dict, read_yaml
-from ..data.dataset import MSADataset, Split, row_chunks
+from ..data.dataset import MSADataset, Split, feature_stats
 from ..report.tables import aggregate, fmt
 from ..training.metrics import METRIC_DIRECTIONS
 from ..utils.io import write_json, write_text
@@ -128,33 +128,25 @@ def perturb_split(sp: Split, cond: dict, seed: int, scales: dict[str, np.ndarray
     return Split(features=feats, masks=masks, labels=sp.labels, ids=sp.ids, texts=sp.texts, tokens=tokens)
 
 
-def as_seen(sp: Split, rows: slice | None = None) -> Split:
-    """The split (or some of its rows) as the model sees it. Memory-mapped data keep raw values and
-    normalise each batch as it is gathered (Split.transforms); perturbations and their noise unit
-    must act on the normalised values, so apply the normalisation here and drop the transforms."""
+def as_seen(sp: Split) -> Split:
+    """The split as the model sees it. Memory-mapped data keep raw values and normalise each batch as
+    it is gathered (Split.transforms); perturbations and their noise unit must act on the normalised
+    values, so apply the normalisation here and drop the transforms."""
     if not sp.transforms:
-        return sp if rows is None else sp.subset(np.arange(len(sp))[rows])
-    part = sp.subset(np.arange(len(sp)) if rows is None else np.arange(len(sp))[rows])
-    feats = {m: part.transforms[m].apply(x, part.masks[m])[0] if m in part.transforms else x
-             for m, x in part.features.items()}
-    return dataclasses.replace(part, features=feats, transforms={})
+        return sp
+    whole = sp.subset(np.arange(len(sp)))
+    feats = {m: whole.transforms[m].apply(x, whole.masks[m])[0] if m in whole.transforms else x
+             for m, x in whole.features.items()}
+    return dataclasses.replace(whole, features=feats, transforms={})
 
 
 def train_scales(ds: MSADataset) -> dict[str, np.ndarray]:
     tr = ds.splits["train"]
     if not tr.transforms:
         return {m: feature_scale(_t(x), _t(tr.masks[m])).numpy() for m, x in tr.features.items()}
-    # Memory-mapped training data can be larger than memory: sums over row chunks of normalised values.
-    n, s, ss = {}, {}, {}
-    for rows in row_chunks(next(iter(tr.features.values()))):
-        part = as_seen(tr, rows)
-        for m, x in part.features.items():
-            real = x[part.masks[m]].astype(np.float64)
-            n[m] = n.get(m, 0) + real.shape[0]
-            s[m] = s.get(m, 0.0) + real.sum(0)
-            ss[m] = ss.get(m, 0.0) + (real ** 2).sum(0)
-    return {m: np.sqrt(np.maximum(ss[m] - s[m] ** 2 / n[m], 0.0) / max(n[m] - 1, 1)).astype(np.float32)
-            for m in n}
+    # Memory-mapped training data can be larger than memory: the chunked statistics of the normalised values.
+    return {m: feature_stats(x, tr.masks[m], tr.transforms.get(m), ddof=1)[1].astype(np.float32)
+            for m, x in tr.features.items()}
 
 
 def load_run(folder: str | Path) -> dict:
