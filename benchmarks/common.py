@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 import sentangle
+from sentangle.report.tables import fmt
 
 
 def train_or_reuse(out: str, name: str, **kwargs) -> dict:
@@ -31,3 +32,14 @@ def epoch_seconds(folder: str) -> float:
         m = json.loads(f.read_text())
         per.append(m["train_seconds"] / max(len(m["history"]), 1))
     return float(np.mean(per)) if per else float("nan")
+
+
+def foundation_reference(dataset: str) -> str:
+    """A line citing the foundation checks' baseline on `dataset` (mosi_utt or mosi), or "" if not run."""
+    ref = Path("runs/foundation") / ("lf_dnn-mosi_utt" if dataset == "mosi_utt" else "text_only-mosi") / "summary.json"
+    if not ref.exists():
+        return ""
+    r = json.loads(ref.read_text())
+    t = r["splits"]["test"]
+    return (f"For reference, `{ref.parent.name}` from the foundation checks ({len(r['seeds'])} seeds): test MAE "
+            f"{fmt('mae', t['mae'])}, Corr {fmt('corr', t['corr'])}, Acc-2 non0 {fmt('acc2_non0', t['acc2_non0'])}.\n")

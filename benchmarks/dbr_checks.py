@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from sentangle.report.tables import fmt, split_table
 from sentangle.training.runs import dataset_from_config, load_checkpoint
 from sentangle.utils.io import versions, write_text
 
+from common import epoch_seconds as mean_epoch_seconds  # noqa: E402  (benchmarks/common.py, beside this script)
+
 SEEDS = 3
 ABLATIONS = ["dbr-no-tsf", "dbr-no-agpr", "dbr-no-brf", "dbr-plain"]
 
@@ -38,11 +39,7 @@ def seed_dirs(folder: str) -> list[Path]:
 
 
 def epoch_seconds(folder: str) -> str:
-    per = []
-    for d in seed_dirs(folder):
-        m = json.loads((d / "metrics.json").read_text())
-        per.append(m["train_seconds"] / max(len(m["history"]), 1))
-    return f"{np.mean(per):.0f} s per epoch (mean over seeds, training + validation, on a shared 2-core CPU)"
+    return f"{mean_epoch_seconds(folder):.0f} s per epoch (mean over seeds, training + validation, on a shared 2-core CPU)"
 
 
 def diagnostics(folder: str, split: str = "test") -> dict:

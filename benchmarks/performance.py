@@ -128,7 +128,6 @@ def _train_step(model, batch, task, weights, cfg, opt):
 def measure_model(model_name: str, shape: str | dict, threads: int, batches: int, seconds: float,
                   overrides: list[str] = ()) -> dict:
     """One model on one shape (a name in SHAPES, or a spec dict like theirs for tests)."""
-    import numpy as np
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -233,8 +232,6 @@ def measure_model(model_name: str, shape: str | dict, threads: int, batches: int
 
 def write_mosei_lazy(folder: Path, scale: float, chunk: int = 512) -> Path:
     """A MOSEI-aligned-sized feature folder, written chunk by chunk (never whole in memory)."""
-    import numpy as np
-
     from sentangle.data.lazy import LazyWriter
     from sentangle.data.synthetic import make_synthetic
     from tqdm.auto import tqdm
@@ -553,7 +550,7 @@ def main(argv=None) -> int:
     if args.no_doc:
         print(page)
     else:
-        from sentangle.utils.io import write_json, write_text
+        from sentangle.utils.io import write_text
 
         write_text(args.doc, page)
         print(f"wrote {args.doc}")

@@ -31,7 +31,7 @@ from sentangle.training.trainer import evaluate
 from sentangle.utils.io import versions, write_text
 
 # benchmarks/common.py, beside these scripts
-from common import epoch_seconds, seed_values, train_or_reuse  # noqa: E402
+from common import epoch_seconds, foundation_reference, seed_values, train_or_reuse  # noqa: E402
 
 # The model settings are those of configs/models/rtil.yaml / irg_svr.yaml (D=64, 32-frame cap: the
 # CPU defaults). Training is cut to at most 12 epochs with early stopping after 4 epochs without
@@ -265,12 +265,8 @@ def main() -> None:
                                  data_root=args.data_root, train=REAL_TRAIN)
             parts.append(f"### `{key}` on {title}\n\nCommand: `sentangle train -m {key} -d {dataset} --seeds 1111`\n\n"
                          + split_table(res["splits"], res["task"]) + "\n")
-        ref = Path("runs/foundation") / ("lf_dnn-mosi_utt" if dataset == "mosi_utt" else "text_only-mosi") / "summary.json"
-        if ref.exists():
-            r = json.loads(ref.read_text())
-            t = r["splits"]["test"]
-            parts.append(f"For reference, `{ref.parent.name}` from the foundation checks ({len(r['seeds'])} seeds): test MAE "
-                         f"{fmt('mae', t['mae'])}, Corr {fmt('corr', t['corr'])}, Acc-2 non0 {fmt('acc2_non0', t['acc2_non0'])}.\n")
+        if ref := foundation_reference(dataset):
+            parts.append(ref)
     parts.append(f"\nTotal time of this script: {(time.time() - start) / 60:.1f} min (finished seeds are reused; "
                  "the shared machine was busy with other jobs, so seconds per epoch are upper bounds).\n")
     write_text(Path(args.doc), "\n".join(parts))

@@ -26,7 +26,7 @@ from sentangle.report.tables import fmt, split_table
 from sentangle.utils.io import versions, write_text
 
 import common  # noqa: E402  (benchmarks/common.py, beside this script)
-from common import epoch_seconds, seed_values  # noqa: E402
+from common import epoch_seconds, foundation_reference, seed_values  # noqa: E402
 
 # Settings of the synthetic check, reduced from the model defaults for CPU time (docs/tsda_checks.md
 # says so): D=64 instead of 128, the spatial queries read 64 windows instead of every frame, and
@@ -192,12 +192,8 @@ def main() -> None:
                              data_root=args.data_root, train={**train, "progress": False})
         parts.append(f"### {title}\n\nCommand: `sentangle train -m tsda -d {dataset} --seeds 1111 train.lr=5e-4`\n\n"
                      + split_table(res["splits"], res["task"]) + "\n")
-        ref = Path("runs/foundation") / ("lf_dnn-mosi_utt" if dataset == "mosi_utt" else "text_only-mosi") / "summary.json"
-        if ref.exists():
-            r = json.loads(ref.read_text())
-            t = r["splits"]["test"]
-            parts.append(f"For reference, `{ref.parent.name}` from the foundation checks ({len(r['seeds'])} seeds): test MAE "
-                         f"{fmt('mae', t['mae'])}, Corr {fmt('corr', t['corr'])}, Acc-2 non0 {fmt('acc2_non0', t['acc2_non0'])}.\n")
+        if ref := foundation_reference(dataset):
+            parts.append(ref)
     trained = sum(json.loads(f.read_text())["train_seconds"] for name in used
                   for f in (Path(args.out) / name).glob("seed_*/metrics.json"))
     parts.append(f"\nTraining time of every run above, all seeds: {trained / 60:.1f} min on one thread; this invocation "
