@@ -121,12 +121,13 @@ def noise_maes(folder: str, datasets: dict) -> dict[float, list[float]]:
     return out
 
 
-def noise_section(out: str, seeds: int, runs: dict, scale: float) -> tuple[str, dict]:
+def noise_section(out: str, seeds: int, runs: dict, scale: float, train: dict | None = None) -> tuple[str, dict]:
+    """`train`: the regulariser-off run's training settings, those of the `runs` given (default SYNTH_TRAIN)."""
     setting = "synthetic"
     off_key, off_model = NO_TEMPORAL
     runs[f"{off_key}-{setting}"] = train_or_reuse(out, f"{off_key}-{setting}", model=off_model,
                                                   dataset={"name": "synthetic", "scale": scale}, seeds=seeds,
-                                                  train=SYNTH_TRAIN)
+                                                  train=train or SYNTH_TRAIN)
     ds = sentangle.load_dataset("synthetic", scale=scale)  # the runs' data: defaults, normalised with training statistics
     datasets = {0.0: ds, **{s: noisy_copy(ds, s) for s in (*SIGMAS, *EXTRA_SIGMAS)}}
     maes = {key: noise_maes(runs[f"{key}-{setting}"]["folder"], datasets) for key in ("rtil", "irg_svr", off_key)}
@@ -178,13 +179,7 @@ def full_training_noise(out: str, seeds: int, scale: float) -> str:
     sub = str(Path(out) / "full_epochs")
     runs = {f"{k}-synthetic": train_or_reuse(sub, f"{k}-synthetic", model=k, dataset={"name": "synthetic", "scale": scale},
                                              seeds=seeds, train=FULL_TRAIN) for k, _ in PRESETS}
-    saved = dict(SYNTH_TRAIN)
-    SYNTH_TRAIN.update(FULL_TRAIN)  # noise_section trains the regulariser-off run with SYNTH_TRAIN
-    try:
-        text, _ = noise_section(sub, seeds, runs, scale)
-    finally:
-        SYNTH_TRAIN.clear()
-        SYNTH_TRAIN.update(saved)
+    text, _ = noise_section(sub, seeds, runs, scale, train=FULL_TRAIN)
     best = ", ".join(f"{k}: {best_epochs(runs[f'{k}-synthetic']['folder'])}" for k, _ in PRESETS)
     return text + f"\nSelected epochs: {best}; `temporal: none`: {best_epochs(str(Path(sub) / 'rtil_no_temporal-synthetic'))}.\n"
 
