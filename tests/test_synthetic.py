@@ -256,3 +256,13 @@ def test_oracle_table_prints_the_numbers_in_info(capsys):
     main(["--scale", "0.05", "--seed", "2"])
     printed = capsys.readouterr().out
     assert "seed=2" in printed and printed.strip().startswith("synthetic")
+
+
+def test_the_reference_table_in_the_docs_is_the_commands_output():
+    # docs/synthetic.md pastes the output of `python -m sentangle.data.synthetic`; keep it true.
+    from pathlib import Path
+
+    from sentangle.data.synthetic import make_synthetic, oracle_table
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "synthetic.md").read_text()
+    assert oracle_table(make_synthetic()).strip() in doc
