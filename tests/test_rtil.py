@@ -101,6 +101,34 @@ def test_default_ignores_padding_paper_mode_does_not(aligned):
     assert not torch.allclose(p(b).prediction, p(noisy).prediction)
 
 
+# ---- gradient reversal ramps up ------------------------------------------------------------------------
+def _shared_grad_from_domain(m, batch):
+    m.train()
+    m.zero_grad()
+    m(batch).aux_losses["domain"].backward()
+    return m.shared[0].weight.grad.clone()
+
+
+def test_reversal_ramps_from_zero_along_the_dann_schedule(unaligned):
+    quiet = dict(dropout=0.0, attn_dropout=0.0)  # train mode without randomness
+    m, b = model(unaligned, reverse_weight=0.5, reverse_ramp=4, **quiet), batch_of(unaligned)
+    # epoch 1: the discriminator learns, the encoders get nothing back through the reversal
+    assert m.reversal_coefficient() == 0.0
+    assert float(_shared_grad_from_domain(m, b).abs().sum()) == 0.0
+    assert float(m.class_centres.weight.grad.abs().sum()) > 0
+    full = _shared_grad_from_domain(model(unaligned, reverse_weight=0.5, reverse_ramp=0, **quiet), b)
+    for done in (1, 2, 4, 9):
+        m.on_epoch_end(done - 1)  # the trainer passes the 0-based epoch just finished
+        p = min(done / 4, 1.0)
+        want = 0.5 * (2 / (1 + np.exp(-10 * p)) - 1)
+        assert m.reversal_coefficient() == pytest.approx(want, rel=1e-12)
+        # the encoders' gradient from the domain loss scales with the coefficient (same weights, same batch)
+        torch.testing.assert_close(_shared_grad_from_domain(m, b), full * (want / 0.5), rtol=1e-4, atol=1e-7)
+    assert model(unaligned, paper_faithful=True, reverse_weight=0.5).reversal_coefficient() == 0.5
+    with pytest.raises(ValueError, match="reverse_ramp must be >= 0"):
+        model(unaligned, reverse_ramp=-1)
+
+
 # ---- switches remove what they name -------------------------------------------------------------------
 def _names(m):
     return {n.split(".")[0] for n, _ in m.named_parameters()}
@@ -200,7 +228,8 @@ def test_learns_on_small_synthetic(name, learnable):
     ds = learnable
     torch.manual_seed(0)
     m = create_model(name, ds.input_dims, 1, **SMALL)
-    fit(m, ds, TrainConfig(epochs=8, batch_size=32, lr=2e-3, patience=8, progress=False), seed=1111)
+    result = fit(m, ds, TrainConfig(epochs=8, batch_size=32, lr=2e-3, patience=8, progress=False), seed=1111)
+    assert m.epochs_done == len(result.history)  # the trainer drives the reversal ramp
     mae = evaluate(m, ds, "test")["mae"]
     mean_mae = float(np.abs(ds.splits["test"].labels - ds.splits["train"].labels.mean()).mean())
     assert mae < 0.8 * mean_mae, (mae, mean_mae)

@@ -32,12 +32,14 @@ padded frame (MSAModel.inputs): its branch attends to nothing real and its gate 
 hard-binarised gate (a step: it never receives gradient, so it never learns), the vision gate
 reusing the audio gate's output layer, a gate per word frame (needs word-aligned input: an error
 otherwise), temporal loss on vision only in the code's batch-mean form, no padding masks, cosine
-margin (cos - m) with an L2 penalty on the class centres, and reconstruction of every frame from
-the time-mean code. The defaults fix these and work on unaligned inputs.
+margin (cos - m) with an L2 penalty on the class centres, reconstruction of every frame from
+the time-mean code, and full-strength gradient reversal from the first step (the default ramps it
+up over `reverse_ramp` epochs, DANN's schedule). The defaults fix these and work on unaligned inputs.
 """
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 from torch import nn
@@ -95,7 +97,7 @@ class RTIL(MSAModel):
                  encoder_layers: int = 1, encoder_heads: int = 4, max_frames: int = 64,
                  # 4. auxiliary parts
                  discriminator: bool = True, domain_on_private: bool = True, reverse_weight: float = 1.0,
-                 margin_type: str | None = None,
+                 reverse_ramp: float | None = None, margin_type: str | None = None,
                  margin_s: float = 30.0, margin_m: float = 0.5, center_decay: float | None = None,
                  cmd: bool = True, cmd_moments: int = 5,
                  reconstruction: bool = True, recon_target: str | None = None,
@@ -118,6 +120,8 @@ class RTIL(MSAModel):
         self.center_decay = float(pick(center_decay, 0.0, 0.02))  # code: 0.01 * |W|^2 in each of 2 terms
         self.recon_target = pick(recon_target, "frame", "mean")
         self.jsd_batch_mean = pick(jsd_batch_mean, False, True)
+        self.reverse_ramp = float(pick(reverse_ramp, 10.0, 0.0))
+        self.epochs_done = 0  # advanced by on_epoch_end; sets the reversal coefficient
         _choice("gate", self.gate_kind, GATES)
         _choice("gate_pooling", self.gate_pooling, GATE_POOLING)
         _choice("margin_type", self.margin_type, MARGINS)
@@ -127,6 +131,8 @@ class RTIL(MSAModel):
         if max_frames < 0 or encoder_layers < 0 or fusion_layers < 0:
             raise ValueError(f"max_frames, encoder_layers and fusion_layers must be >= 0; got "
                              f"{max_frames}, {encoder_layers}, {fusion_layers}")
+        if self.reverse_ramp < 0:
+            raise ValueError(f"reverse_ramp must be >= 0 epochs; got {self.reverse_ramp}")
         if tv_order < 1 or cmd_moments < 1:
             raise ValueError(f"tv_order and cmd_moments must be >= 1; got {tv_order}, {cmd_moments}")
         mods, d = self.modalities, hidden
@@ -234,17 +240,35 @@ class RTIL(MSAModel):
         centres = self.class_centres.weight  # (3, D)
         margin_loss = losses.margin_softmax_loss if self.margin_type == "angular" else losses.cosine_margin_softmax_loss
         kinds = [pooled_shared] + ([pooled_private] if self.domain_on_private else [])
+        coefficient = self.reversal_coefficient()
         total = 0.0
         for codes in kinds:
             terms = []
             for m, z in codes.items():
                 labels = torch.full((z.shape[0],), MODALITY_CLASS[m], dtype=torch.long, device=z.device)
-                terms.append(margin_loss(self.discriminator(grad_reverse(z, self.reverse_weight)), centres, labels,
+                terms.append(margin_loss(self.discriminator(grad_reverse(z, coefficient)), centres, labels,
                                          self.margin_s, self.margin_m))
             total = total + sum(terms) / len(terms)
         if self.center_decay:
             total = total + self.center_decay * centres.pow(2).sum()
         return total
+
+    def reversal_coefficient(self) -> float:
+        """The gradient-reversal scale for the epoch in progress: DANN's schedule
+        w * (2 / (1 + exp(-10 p)) - 1) with p = epochs done / reverse_ramp, so 0 in the first epoch.
+
+        Why: at the start the margin softmax (s = 30) gives a domain loss ~20x the task loss, and its
+        full reversed gradient can hold the encoders at the mean predictor for the whole run (seen
+        on real MOSI in 2 of 5 seeds); the ramp lets the task shape the codes first."""
+        if not self.reverse_ramp:
+            return self.reverse_weight
+        p = min(self.epochs_done / self.reverse_ramp, 1.0)
+        return self.reverse_weight * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called by the trainer after each epoch (a hand-written loop must call it too, or the
+        reversal stays at 0)."""
+        self.epochs_done = epoch + 1
 
     def _recon_loss(self, x, private, shared, masks) -> torch.Tensor:
         """Rebuild the projected input from private + shared: per frame, or (the code) every frame
