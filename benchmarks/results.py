@@ -13,6 +13,8 @@ docs/results/); the only typed-in numbers are the published references of result
 
 --plan     print every run (section, model, dataset, overrides, seeds finished) and train nothing
 --only     train only these sections (the doc still shows whatever the other sections have finished)
+--skip     train none of these groups (e.g. the CPU-hungry mosi_utt-finetune), nor the robustness
+           evaluations that read them; a later run without --skip trains them
 --quick    smoke test of this script: tiny synthetic data, 1 seed, 1 epoch, real-data sections only
            where the data exist; writes <out>/RESULTS.md, never docs/RESULTS.md
 """
@@ -700,6 +702,16 @@ def build_jobs(plan: dict, planner: Planner, selected: list[str], mode: str) -> 
     return jobs, skipped
 
 
+def skip_groups(jobs: list[Job], skip: list[str], groups: dict) -> list[Job]:
+    """The jobs without the training of the named groups and without what reads those folders."""
+    unknown = sorted(set(skip) - set(groups))
+    if unknown:
+        raise PlanError(f"--skip: unknown group(s) {unknown}; groups: {', '.join(groups)}")
+    dropped = {j.folder for j in jobs if j.kind == "train" and j.label.split("/")[0] in skip}
+    return [j for j in jobs if not (j.kind == "train" and j.folder in dropped)
+            and not (j.kind == "robust" and dropped & set(j.folders))]
+
+
 def print_plan(jobs: list[Job], skipped: dict[str, str]) -> None:
     total = finished = seeds_left = 0
     for j in jobs:
@@ -799,6 +811,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="run folders (default runs/results; --quick: runs/results-quick)")
     ap.add_argument("--seeds", type=int, default=5, help="at most this many of the seeds 1111..1115 per run")
     ap.add_argument("--only", nargs="+", default=None, metavar="SECTION")
+    ap.add_argument("--skip", nargs="+", default=[], metavar="GROUP")
     ap.add_argument("--plan", action="store_true", help="print the runs and what is finished; train nothing")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--doc", default=None, help="Markdown to write (default docs/RESULTS.md; --quick: <out>/RESULTS.md)")
@@ -820,6 +833,7 @@ def main(argv: list[str] | None = None) -> int:
             raise PlanError(f"--only: unknown section(s) {unknown}; sections: {', '.join(ids)}")
         planner = Planner(plan, out, args.seeds, args.quick, args.data_root)
         jobs, skipped = build_jobs(plan, planner, args.only or ids, "plan" if args.plan else "run")
+        jobs = skip_groups(jobs, args.skip, plan["_groups"])
         if args.plan:
             print_plan(jobs, skipped)
             return 0

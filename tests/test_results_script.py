@@ -30,6 +30,16 @@ def test_plan_lists_runs_and_trains_nothing(results, tmp_path, capsys):
     assert not out.exists()  # nothing trained, no folder written
 
 
+def test_skip_drops_a_group_and_what_reads_it(results, tmp_path, capsys):
+    args = ["--plan", "--out", str(tmp_path), "--only", "synthetic", "robustness"]
+    assert results.main(args + ["--skip", "synthetic-unaligned"]) == 0
+    text = capsys.readouterr().out
+    assert "synthetic-unaligned/" not in text and "synthetic-aligned/lf_dnn" in text
+    assert "robust synthetic-unaligned" not in text and "ablations/dbr-synthetic/plain" in text
+    assert results.main(args + ["--skip", "nope"]) == 2
+    assert "unknown group(s) ['nope']" in capsys.readouterr().err
+
+
 def test_bad_section_and_quick_doc_are_refused(results, tmp_path, capsys):
     assert results.main(["--plan", "--only", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown section" in capsys.readouterr().err
