@@ -47,7 +47,7 @@ from sentangle.report.tables import LABELS, RAW_SCALE, fmt
 from sentangle.training.ablate import _check_model_options, _csv as ablation_csv, ablation_table, load_ablation
 from sentangle.training.compare import _seed_facts, csv_table, markdown_table
 from sentangle.training.metrics import METRIC_DIRECTIONS
-from sentangle.training.runs import _comparable, run, summarize
+from sentangle.training.runs import _comparable, code_fingerprint, run, stale_seeds, summarize
 from sentangle.utils.io import versions, write_text
 
 HERE = Path(__file__).resolve().parent
@@ -796,12 +796,33 @@ def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: l
             path = HERE.parent / sec["include"]
             parts.append(path.read_text(encoding="utf-8").strip() + "\n" if path.is_file()
                          else f"(`{sec['include']}` does not exist yet.)\n")
+    parts.append(provenance_section(all_jobs))
     if failures:
         parts.append("## Failed runs in the last invocation\n\n" + "\n".join(f"- {f}" for f in failures) + "\n")
     parts.append(f"\nLast invocation: {(time.time() - start) / 60:.1f} min (finished seeds are reused).\n")
     write_text(doc.path, "\n".join(parts))
     doc.prune()
     return verdict_rows
+
+
+def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
+    """Run folders holding seeds that were trained by other code than this checkout's (run reuse
+    goes by config, so after a model change such seeds would otherwise pass unnoticed)."""
+    rows, fingerprints = [], {}
+    for job in (j for jobs in all_jobs.values() for j in jobs if j.kind == "train"):
+        name = job.cfg.model["name"]
+        if name not in fingerprints:
+            fingerprints[name] = code_fingerprint(MODELS.get(name))
+        stale = stale_seeds(job.folder, fingerprints[name])
+        if stale:
+            rows.append(f"| {job.label} | {', '.join(sorted(stale))} | {', '.join(sorted(set(stale.values())))} |")
+    head = ("## Provenance\n\nEvery finished seed records a fingerprint of the code that trained it "
+            "(`sentangle.training.runs.code_fingerprint`: the model's source files and the shared training and data code). ")
+    if not rows:
+        return head + "Every seed above was trained by this checkout's code.\n"
+    return (head + f"{len(rows)} run folder(s) hold seeds trained by other code (retrain them with "
+            "`sentangle train --overwrite` or by deleting the seed folders, then run this command again):\n\n"
+            "| run | seeds | their code |\n|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

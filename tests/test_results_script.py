@@ -3,6 +3,7 @@ section writes the expected tables, CSVs and figures (tiny data, one seed, one e
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -87,3 +88,10 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     assert results.main(["--plan", "--quick", "--only", "synthetic", "--out", str(out)]) == 0
     assert "22 runs planned, 22 finished, 0 seeds to train" in capsys.readouterr().out
     assert metrics.stat().st_mtime_ns == before
+    # a seed trained by other code is named in the doc's provenance section
+    assert "Every seed above was trained by this checkout's code." in md
+    record = json.loads(metrics.read_text())
+    metrics.write_text(json.dumps(record | {"code": "0123456789abcdef"}))
+    assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc)]) == 0
+    md = doc.read_text()
+    assert "| synthetic-unaligned/tsda | seed_1111 | 0123456789abcdef |" in md.split("## Provenance")[1]

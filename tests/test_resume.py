@@ -198,3 +198,25 @@ def test_regenerated_data_under_the_same_name_is_not_mixed_with_old_seeds(tmp_pa
     assert "the data differ from those its finished seeds were trained on" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "lf_dnn-feats" / "seed_1112").exists()
     assert main([*args[:1], "--seeds", "2", "--overwrite", *args[1:]]) == 0
+
+
+def test_seeds_record_their_code_and_reuse_by_other_code_is_warned(tmp_path):
+    from sentangle.models.lf_dnn import LFDNN
+    from sentangle.models.rtil import IRGSVR, RTIL
+    from sentangle.training.runs import code_fingerprint, stale_seeds
+
+    # the model's own file counts: the two presets share one file, another model differs
+    assert code_fingerprint(IRGSVR) == code_fingerprint(RTIL) != code_fingerprint(LFDNN)
+    args = ["train", "--out", str(tmp_path), "--name", "c", "--seeds", "2", *TINY]
+    assert main(args) == 0
+    folder, code = tmp_path / "c", code_fingerprint(LFDNN)
+    records = [json.loads((folder / f"seed_{s}" / "metrics.json").read_text()) for s in (1111, 1112)]
+    assert [r["code"] for r in records] == [code, code] and stale_seeds(folder, code) == {}
+    older = records[1] | {"code": "0123456789abcdef"}  # as if trained before a model change
+    (folder / "seed_1112" / "metrics.json").write_text(json.dumps(older))
+    assert stale_seeds(folder, code) == {"seed_1112": "0123456789abcdef"}
+    with pytest.warns(UserWarning, match=r"reusing 1 finished seed\(s\) trained by other code.*seed_1112"):
+        assert main(args) == 0
+    assert json.loads((folder / "seed_1112" / "metrics.json").read_text())["code"] == "0123456789abcdef"  # reused
+    assert main([*args, "--overwrite"]) == 0
+    assert stale_seeds(folder, code) == {}

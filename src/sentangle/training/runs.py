@@ -7,12 +7,15 @@
     runs/<name>/summary.json|md    mean and std over seeds, per split
 
 A seed whose metrics.json exists (for the same config) is not trained again, so an interrupted
-multi-seed run picks up where it stopped.
+multi-seed run picks up where it stopped. Each seed records the fingerprint of the code that
+trained it (`code_fingerprint`); reusing a seed trained by other code is allowed (a resume after an
+upgrade) but warned about, and `stale_seeds` lists such seeds for reports.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import io
 import json
 import time
@@ -47,6 +50,41 @@ def dataset_from_config(cfg: RunConfig, root=None) -> MSADataset:
 def model_for(cfg: RunConfig, ds: MSADataset) -> MSAModel:
     args = {k: v for k, v in cfg.model.items() if k != "name"}
     return create_model(cfg.model["name"], ds.input_dims, ds.output_dim, ds.text_encoder, **args)
+
+
+# Besides the model's own module(s): what every model's numbers depend on.
+SHARED_SOURCES = ("models/base.py", "models/layers.py", "models/losses.py", "training/trainer.py",
+                  "training/metrics.py", "data")
+
+
+def code_fingerprint(model_class: type) -> str:
+    """SHA-256 (16 hex digits) of the source files that define `model_class` (its sentangle base
+    classes included) and of the shared training and data code. Config equality alone cannot tell
+    that a seed was trained before a model change; this can, without needing git."""
+    root = Path(__file__).resolve().parents[1]
+    files = {Path(inspect.getsourcefile(c)).resolve() for c in model_class.__mro__
+             if c.__module__.split(".")[0] == "sentangle"}
+    for rel in SHARED_SOURCES:
+        path = root / rel
+        files |= set(path.rglob("*.py")) if path.is_dir() else {path}
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def stale_seeds(folder: Path, fingerprint: str) -> dict[str, str]:
+    """{seed folder name: recorded fingerprint or 'not recorded'} for finished seeds of `folder`
+    trained by code other than `fingerprint`."""
+    out = {}
+    for done in _finished(Path(folder)):
+        try:
+            code = json.loads(done.read_text(encoding="utf-8")).get("code")
+        except (OSError, ValueError, AttributeError):
+            continue  # unreadable: run() trains it again anyway
+        if code != fingerprint:
+            out[done.parent.name] = code or "not recorded"
+    return out
 
 
 def save_checkpoint(path: Path, model: MSAModel, cfg: RunConfig, ds: MSADataset, seed: int) -> None:
@@ -221,9 +259,14 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
 
     ddp.on_main(check_folder)
     ds = dataset or dataset_from_config(cfg)
-    model_for(cfg, ds)  # a bad model name or option fails here, before anything is written
+    code = code_fingerprint(type(model_for(cfg, ds)))  # a bad model name or option fails here, before anything is written
     if not overwrite:
         ddp.on_main(lambda: _check_same_data(folder, ds))
+        stale = ddp.on_main(lambda: {k: v for k, v in stale_seeds(folder, code).items()
+                                     if int(k.split("_", 1)[1]) in cfg.seeds})
+        if stale:
+            warnings.warn(f"{folder}: reusing {len(stale)} finished seed(s) trained by other code than this "
+                          f"checkout's (code {code}; theirs: {stale}); pass --overwrite to retrain them", stacklevel=2)
     if ddp.main:
         _prepare_folder(folder, resolved)
         folder.mkdir(parents=True, exist_ok=True)
@@ -250,7 +293,7 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
         save_checkpoint(seed_dir / "checkpoint.pt", model, cfg, ds, seed)
         write_seed_diagnostics(seed_dir, cfg.model["name"], model, ds)  # report/diagnose.py: opt-in per model
         # metrics.json last: its presence marks the seed as finished for resuming.
-        write_json(done, {"seed": seed, "best_epoch": result.best_epoch, "select_metric": result.select_metric,
+        write_json(done, {"seed": seed, "code": code, "best_epoch": result.best_epoch, "select_metric": result.select_metric,
                           "select_split": cfg.train.select_split, "best_score": result.best_score,
                           "train_seconds": round(result.seconds, 2), "parameters": sum(p.numel() for p in model.parameters()),
                           "metrics": result.metrics, "history": result.history})
