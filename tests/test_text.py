@@ -62,7 +62,10 @@ def test_tokenize_pads_to_longest_and_truncates():
     assert (ids[am == 0] == 0).all()  # right padding with [PAD]
     assert (np.diff(am, axis=1) <= 0).all()  # real tokens first, then padding
 
-    short = tokenize(TEXTS, max_length=6)
+    over = int((lengths > 6).sum())  # counted from the untruncated encoding above
+    assert over == 2
+    with pytest.warns(UserWarning, match=rf"{over} of 4 texts are longer than max_length=6 tokens \(longest {lengths.max()}\)"):
+        short = tokenize(TEXTS, max_length=6)
     assert short["input_ids"].shape == (4, 6)
     assert short["input_ids"][0, -1] == SEP  # truncation keeps the closing [SEP]
     assert (short["input_ids"][0, :5] == ids[0, :5]).all()
@@ -80,6 +83,17 @@ def test_encode_texts_shapes_mask_and_order(tmp_path):
     alone, alone_mask = encode_texts([TEXTS[2]], batch_size=1, cache_dir=tmp_path)
     n = int(alone_mask.sum())
     np.testing.assert_allclose(feats[2, :n], alone[0, :n], atol=1e-4)
+
+
+def test_truncation_is_warned_about_on_cache_hits_too(tmp_path, recwarn):
+    import warnings
+
+    for _ in range(2):  # a miss, then a hit
+        with pytest.warns(UserWarning, match="1 of 4 texts are longer than max_length=12"):
+            encode_texts(TEXTS, max_length=12, cache_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        encode_texts(TEXTS, max_length=64, cache_dir=tmp_path)  # nothing cut: silent
 
 
 def test_cache_hit_and_invalidation(tmp_path, count_loads):

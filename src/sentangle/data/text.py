@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -83,13 +84,30 @@ def _check_texts(texts) -> list[str]:
     return texts
 
 
-def tokenize(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, max_length: int = 64) -> dict[str, np.ndarray]:
-    """input_ids / attention_mask as int64 (N, L), L = the longest text in `texts` (at most max_length)."""
+def tokenize(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, max_length: int = 64,
+             warn: bool = True) -> dict[str, np.ndarray]:
+    """input_ids / attention_mask as int64 (N, L), L = the longest text in `texts` (at most max_length).
+    Texts longer than max_length tokens are cut, with a warning that counts them."""
     texts = _check_texts(texts)
     _transformers()  # clear error even when a tokenizer is already cached
     tok = _load_tokenizer(resolve_encoder(encoder))
     enc = tok(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
+    if warn:
+        warn_truncated(texts, encoder, max_length)
     return {k: np.ascontiguousarray(enc[k], dtype=np.int64) for k in ("input_ids", "attention_mask")}
+
+
+def warn_truncated(texts: Sequence[str], encoder: str, max_length: int) -> int:
+    """How many texts have more than max_length tokens (special tokens included); warns when any do,
+    because a cut transcript silently loses what its end says."""
+    tok = _load_tokenizer(resolve_encoder(encoder))
+    lengths = np.array([len(ids) for ids in tok(list(texts), truncation=False, verbose=False)["input_ids"]])
+    cut = int((lengths > max_length).sum())
+    if cut:
+        warnings.warn(f"{cut} of {len(texts)} texts are longer than max_length={max_length} tokens (longest "
+                      f"{int(lengths.max())}) and are cut to it; raise dataset.max_length to keep them whole",
+                      stacklevel=3)
+    return cut
 
 
 def _layers_key(layers) -> str:
@@ -171,13 +189,14 @@ def encode_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, max_lengt
     texts = _check_texts(texts)
     layers_key = _layers_key(layers)
     path = resolve_encoder(encoder)
+    warn_truncated(texts, path, max_length)  # on cache hits too
     file = Path(cache_dir or default_cache_dir()) / f"text-{_cache_key(path, texts, max_length, layers_key)}.npz"
     if file.is_file():
         hit = _load_cached(file, len(texts))
         if hit is not None:
             return hit
 
-    tokens = tokenize(texts, path, max_length)
+    tokens = tokenize(texts, path, max_length, warn=False)
     ids, attn = tokens["input_ids"], tokens["attention_mask"]
     lengths = attn.sum(1)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
