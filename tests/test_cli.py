@@ -71,6 +71,23 @@ def test_eval_and_predict_reproduce_the_run(run_dir, capsys, tmp_path):
     assert read_csv(out) == read_csv(run_dir / "seed_1111" / "predictions_test.csv")
 
 
+def test_predict_on_data_lacking_a_modality_warns(run_dir, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "no_vision.npz"  # text and audio of the checkpoint's widths, no vision
+    np.savez(data, id=np.array([f"v{i}_0" for i in range(6)]), label=rng.uniform(-3, 3, 6).astype(np.float32),
+             split=np.array(["train", "train", "valid", "valid", "test", "test"]),
+             text=rng.normal(size=(6, 16)).astype(np.float32), audio=rng.normal(size=(6, 5)).astype(np.float32))
+    out = tmp_path / "p.csv"
+    with pytest.warns(UserWarning, match=r"no_vision.npz has no vision, which checkpoint .* was trained with: "
+                                         r"predicting with it missing"):
+        assert main(["predict", str(run_dir / "seed_1111" / "checkpoint.pt"), str(data), "--output", str(out)]) == 0
+    assert len(read_csv(out)) == 2
+    with pytest.raises(SystemExit):  # an abbreviation of --data-root is not taken for it
+        main(["predict", str(run_dir / "seed_1111" / "checkpoint.pt"), "--data", str(data)])
+
+
 def test_corrupt_checkpoint_gets_a_clear_error(run_dir, tmp_path, capsys):
     data = (run_dir / "seed_1111" / "checkpoint.pt").read_bytes()
     bad = tmp_path / "truncated.pt"

@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_data_root(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides for every trial")
+    # No abbreviated options: `predict CKPT --data f.npz` would otherwise be taken as --data-root.
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        p.allow_abbrev = False
+        stack += [c for a in p._actions if isinstance(a, argparse._SubParsersAction) for c in a.choices.values()]
     return parser
 
 
@@ -210,6 +216,15 @@ def _checkpoint_data(args, data_name=None):
     if wrong:
         raise DataError(f"{ds.source or data_name}: feature sizes {wrong} (got, expected) do not match "
                         f"checkpoint {args.checkpoint}")
+    absent = sorted(set(want) - set(have))
+    if absent:
+        import warnings
+
+        # The model runs on (it treats the modality as wholly missing), but its numbers are then
+        # those of a robustness condition, not of the trained model on complete data.
+        warnings.warn(f"{ds.source or data_name} has no {', '.join(absent)}, which checkpoint {args.checkpoint} "
+                      f"was trained with: predicting with {'it' if len(absent) == 1 else 'them'} missing "
+                      "(zeros, masked out)", stacklevel=2)
     return model, cfg, ds
 
 
