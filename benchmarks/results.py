@@ -44,7 +44,8 @@ from sentangle.models import list_models
 from sentangle.registry import DATASETS, MODELS
 from sentangle.report import plots
 from sentangle.report.tables import LABELS, RAW_SCALE, fmt
-from sentangle.training.ablate import _check_model_options, _csv as ablation_csv, ablation_table, load_ablation
+from sentangle.models.base import check_model_options
+from sentangle.training.ablate import _csv as ablation_csv, ablation_table, load_ablation
 from sentangle.training.compare import _seed_facts, csv_table, markdown_table
 from sentangle.training.metrics import METRIC_DIRECTIONS
 from sentangle.training.runs import _comparable, code_fingerprint, run, stale_seeds, summarize
@@ -205,7 +206,7 @@ class Planner:
             cfg = make_config({"name": m, **opts} if opts else m, ds, seeds=self.seeds(group.get("seeds")),
                               out=f"{self.out}/{group['id']}", name=m, data_root=self.root_for(ds_name),
                               overrides=shown + self.extra(ds_name))
-            _check_model_options(cfg, f"{where}, model {m!r}")
+            check_model_options(cfg.model["name"], cfg.model, f"{where}, model {m!r}")
             _check_dataset_options(cfg, f"{where}, model {m!r}")
             jobs.append(Job(section, "train", f"{group['id']}/{m}", cfg,
                             shown + [f"model.{k}={_yaml_value(v)}" for k, v in (opts or {}).items()],
@@ -222,7 +223,7 @@ class Planner:
             cfg = make_config(spec["model"], spec["dataset"], spec["config"], self.seeds(entry.get("seeds", spec["seeds"])),
                               f"{self.out}/ablations/{spec['name']}", v["name"], self.root_for(ds_name),
                               spec["overrides"] + v["overrides"] + self.extra(ds_name))
-            _check_model_options(cfg, f"{spec['file']}: variant {v['name']!r}")
+            check_model_options(cfg.model["name"], cfg.model, f"{spec['file']}: variant {v['name']!r}")
             cfgs[v["name"]] = cfg
         return spec, cfgs
 

@@ -269,3 +269,9 @@ def test_compare_writes_one_table_and_reuses_finished_runs(tmp_path):
     assert (json.loads(metrics.read_text())["train_seconds"], metrics.stat().st_mtime_ns) == stamp
     with pytest.raises(ValueError, match="given twice"):
         compare(["lf_dnn", "lf_dnn"], "synthetic", out=str(tmp_path))
+    # an option the second model lacks fails before the first one trains
+    from sentangle.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"compare: model 'lmf' has no option\(s\) \['fcca'\]"):
+        compare(["tsda", "lmf"], "synthetic", out=str(tmp_path / "late"), overrides=[*over, "model.fcca=none"])
+    assert not (tmp_path / "late").exists()

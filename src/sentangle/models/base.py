@@ -65,13 +65,19 @@ class MSAModel(nn.Module):
 def create_model(name: str, input_dims: dict[str, int], output_dim: int = 1,
                  text_encoder: str | None = None, **kwargs) -> MSAModel:
     """Build a registered model by name; unknown keyword arguments get a clear error."""
-    cls = MODELS.get(name)
-    params = inspect.signature(cls.__init__).parameters
-    unknown = [k for k in kwargs if k not in params]
+    check_model_options(name, kwargs)
+    return MODELS.get(name)(input_dims=input_dims, output_dim=output_dim, text_encoder=text_encoder, **kwargs)
+
+
+def check_model_options(name: str, options, where: str = "") -> None:
+    """ConfigError naming the options `name` does not take (and those it does); used before a long
+    job starts, so that a typo in its last model does not surface after hours of the others."""
+    params = inspect.signature(MODELS.get(name).__init__).parameters
+    unknown = [k for k in options if k != "name" and k not in params]
     if unknown:
         valid = [p for p in params if p not in ("self", "input_dims", "output_dim", "text_encoder")]
-        raise ConfigError(f"model {name!r} has no option(s) {unknown}; its options are: {', '.join(valid)}")
-    return cls(input_dims=input_dims, output_dim=output_dim, text_encoder=text_encoder, **kwargs)
+        raise ConfigError(f"{where + ': ' if where else ''}model {name!r} has no option(s) {unknown}; "
+                          f"its options are: {', '.join(valid)}")
 
 
 def list_models() -> list[str]:

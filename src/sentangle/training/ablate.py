@@ -23,7 +23,6 @@ by seed (mean ± std of the per-seed differences over the seeds both have).
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import json
 import re
@@ -97,18 +96,6 @@ def load_ablation(path: str | Path) -> dict:
             "reference": reference, "variants": out}
 
 
-def _check_model_options(cfg, where: str) -> None:
-    # Fail on a misspelt switch before any variant trains, not after hours of the earlier ones.
-    from ..registry import MODELS
-
-    params = inspect.signature(MODELS.get(cfg.model["name"]).__init__).parameters
-    unknown = [k for k in cfg.model if k != "name" and k not in params]
-    if unknown:
-        valid = [p for p in params if p not in ("self", "input_dims", "output_dim", "text_encoder")]
-        raise ConfigError(f"{where}: model {cfg.model['name']!r} has no option(s) {unknown}; its options are: "
-                          f"{', '.join(valid)}")
-
-
 def _paired_delta(per_seed: dict, ref: dict, split: str, metric: str) -> dict | None:
     common = [s for s in per_seed if s in ref and metric in per_seed[s].get(split, {}) and metric in ref[s].get(split, {})]
     if not common:
@@ -170,6 +157,7 @@ def ablate(spec: str | Path | dict, seeds=None, out: str | None = None, data_roo
     Returns {"folder", "markdown", "csv", "table", "results": variant -> summary}.
     """
     from ..api import make_config
+    from ..models.base import check_model_options
     from .runs import run
 
     spec = load_ablation(spec) if not isinstance(spec, dict) else spec
@@ -184,7 +172,7 @@ def ablate(spec: str | Path | dict, seeds=None, out: str | None = None, data_roo
     for v in spec["variants"]:
         cfg = make_config(spec["model"], spec["dataset"], spec["config"], seeds, str(root), v["name"], data_root,
                           spec["overrides"] + v["overrides"] + list(overrides))
-        _check_model_options(cfg, f"{spec['file']}: variant {v['name']!r}")
+        check_model_options(cfg.model["name"], cfg.model, f"{spec['file']}: variant {v['name']!r}")
         cfgs[v["name"]] = cfg
     results = {}
     for v in spec["variants"]:

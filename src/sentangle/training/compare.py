@@ -96,12 +96,14 @@ def compare(models: list[str | dict], dataset: str, seeds: int | str | list[int]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"compare: model(s) {dupes} given twice; their run folders would collide")
+    from ..api import make_config
     from ..models import list_models  # registers every model
-    from ..registry import MODELS
+    from ..models.base import check_model_options
 
     list_models()
-    for label in names:  # a typo in the last model must not surface after the others have trained
-        MODELS.get(label)
+    for model, label in zip(models, names):  # a typo in the last model must not surface after the others trained
+        cfg = make_config(model, dataset, seeds=seeds, out=out, data_root=data_root, overrides=list(overrides))
+        check_model_options(label, cfg.model, "compare")
     name = name or Path(dataset).stem
     results: dict[str, dict] = {}
     facts: dict[str, dict] = {}
