@@ -809,21 +809,22 @@ def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: l
 def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
     """Run folders holding seeds that were trained by other code than this checkout's (run reuse
     goes by config, so after a model change such seeds would otherwise pass unnoticed)."""
-    rows, fingerprints = [], {}
+    rows, code = [], {}
     for job in (j for jobs in all_jobs.values() for j in jobs if j.kind == "train"):
         name = job.cfg.model["name"]
-        if name not in fingerprints:
-            fingerprints[name] = code_fingerprint(MODELS.get(name))
-        stale = stale_seeds(job.folder, fingerprints[name])
-        if stale:
-            rows.append(f"| {job.label} | {', '.join(sorted(stale))} | {', '.join(sorted(set(stale.values())))} |")
-    head = ("## Provenance\n\nEvery finished seed records a fingerprint of the code that trained it "
-            "(`sentangle.training.runs.code_fingerprint`: the model's source files and the shared training and data code). ")
+        if name not in code:
+            code[name] = code_fingerprint(MODELS.get(name))
+        by_files: dict[str, list[str]] = {}
+        for seed, files in stale_seeds(job.folder, code[name]).items():
+            by_files.setdefault(", ".join(files), []).append(seed)
+        rows += [f"| {job.label} | {', '.join(sorted(seeds))} | {files} |" for files, seeds in by_files.items()]
+    head = ("## Provenance\n\nEvery finished seed records a hash of each source file that trained it "
+            "(`sentangle.training.runs.code_fingerprint`: the model's files and the shared training and data code). ")
     if not rows:
         return head + "Every seed above was trained by this checkout's code.\n"
-    return (head + f"{len(rows)} run folder(s) hold seeds trained by other code (retrain them with "
-            "`sentangle train --overwrite` or by deleting the seed folders, then run this command again):\n\n"
-            "| run | seeds | their code |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+    return (head + f"{len(rows)} row(s) below name seeds trained by other code and the files that differ (`git log` "
+            "those files to judge; retrain with `sentangle train --overwrite` or by deleting the seed folders, then "
+            "run this command again):\n\n| run | seeds | files that differ |\n|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,7 +91,7 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     # a seed trained by other code is named in the doc's provenance section
     assert "Every seed above was trained by this checkout's code." in md
     record = json.loads(metrics.read_text())
-    metrics.write_text(json.dumps(record | {"code": "0123456789abcdef"}))
+    metrics.write_text(json.dumps(record | {"code": record["code"] | {"models/tsda.py": "0123456789abcdef"}}))
     assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc)]) == 0
     md = doc.read_text()
-    assert "| synthetic-unaligned/tsda | seed_1111 | 0123456789abcdef |" in md.split("## Provenance")[1]
+    assert "| synthetic-unaligned/tsda | seed_1111 | models/tsda.py |" in md.split("## Provenance")[1]

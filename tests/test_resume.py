@@ -212,11 +212,15 @@ def test_seeds_record_their_code_and_reuse_by_other_code_is_warned(tmp_path):
     folder, code = tmp_path / "c", code_fingerprint(LFDNN)
     records = [json.loads((folder / f"seed_{s}" / "metrics.json").read_text()) for s in (1111, 1112)]
     assert [r["code"] for r in records] == [code, code] and stale_seeds(folder, code) == {}
-    older = records[1] | {"code": "0123456789abcdef"}  # as if trained before a model change
+    assert "models/lf_dnn.py" in code and "training/trainer.py" in code and "models/rtil.py" not in code
+    older = records[1] | {"code": code | {"models/lf_dnn.py": "0123456789abcdef"}}  # as if before a model change
     (folder / "seed_1112" / "metrics.json").write_text(json.dumps(older))
-    assert stale_seeds(folder, code) == {"seed_1112": "0123456789abcdef"}
-    with pytest.warns(UserWarning, match=r"reusing 1 finished seed\(s\) trained by other code.*seed_1112"):
+    assert stale_seeds(folder, code) == {"seed_1112": ["models/lf_dnn.py"]}
+    with pytest.warns(UserWarning, match=r"reusing 1 finished seed\(s\) trained by other code.*seed_1112.*lf_dnn.py"):
         assert main(args) == 0
-    assert json.loads((folder / "seed_1112" / "metrics.json").read_text())["code"] == "0123456789abcdef"  # reused
+    assert json.loads((folder / "seed_1112" / "metrics.json").read_text()) == older  # reused as it was
+    del older["code"]  # a seed of a version that recorded nothing
+    (folder / "seed_1112" / "metrics.json").write_text(json.dumps(older))
+    assert stale_seeds(folder, code) == {"seed_1112": ["not recorded"]}
     assert main([*args, "--overwrite"]) == 0
     assert stale_seeds(folder, code) == {}

@@ -7,9 +7,9 @@
     runs/<name>/summary.json|md    mean and std over seeds, per split
 
 A seed whose metrics.json exists (for the same config) is not trained again, so an interrupted
-multi-seed run picks up where it stopped. Each seed records the fingerprint of the code that
+multi-seed run picks up where it stopped. Each seed records a hash of every source file that
 trained it (`code_fingerprint`); reusing a seed trained by other code is allowed (a resume after an
-upgrade) but warned about, and `stale_seeds` lists such seeds for reports.
+upgrade) but warned about, naming the files that differ; `stale_seeds` lists such seeds for reports.
 """
 from __future__ import annotations
 
@@ -57,33 +57,39 @@ SHARED_SOURCES = ("models/base.py", "models/layers.py", "models/losses.py", "tra
                   "training/metrics.py", "data")
 
 
-def code_fingerprint(model_class: type) -> str:
-    """SHA-256 (16 hex digits) of the source files that define `model_class` (its sentangle base
-    classes included) and of the shared training and data code. Config equality alone cannot tell
-    that a seed was trained before a model change; this can, without needing git."""
+def code_fingerprint(model_class: type) -> dict[str, str]:
+    """{source file: SHA-256 (16 hex digits)} for the files that define `model_class` (its
+    sentangle base classes included) and the shared training and data code. Config equality alone
+    cannot tell that a seed was trained before a code change; this can, without git, and names the
+    files that changed."""
     root = Path(__file__).resolve().parents[1]
     files = {Path(inspect.getsourcefile(c)).resolve() for c in model_class.__mro__
              if c.__module__.split(".")[0] == "sentangle"}
     for rel in SHARED_SOURCES:
         path = root / rel
         files |= set(path.rglob("*.py")) if path.is_dir() else {path}
-    h = hashlib.sha256()
-    for f in sorted(files):
-        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in sorted(files)}
 
 
-def stale_seeds(folder: Path, fingerprint: str) -> dict[str, str]:
-    """{seed folder name: recorded fingerprint or 'not recorded'} for finished seeds of `folder`
-    trained by code other than `fingerprint`."""
+def code_changes(recorded: dict | None, current: dict[str, str]) -> list[str]:
+    """The source files that differ between a seed's recorded code and `current` (["not recorded"]
+    for seeds of versions that did not record it)."""
+    if not isinstance(recorded, dict):
+        return ["not recorded"]
+    return sorted(f for f in set(recorded) | set(current) if recorded.get(f) != current.get(f))
+
+
+def stale_seeds(folder: Path, code: dict[str, str]) -> dict[str, list[str]]:
+    """{seed folder name: files that differ} for the finished seeds of `folder` trained by code
+    other than `code`."""
     out = {}
     for done in _finished(Path(folder)):
         try:
-            code = json.loads(done.read_text(encoding="utf-8")).get("code")
+            changed = code_changes(json.loads(done.read_text(encoding="utf-8")).get("code"), code)
         except (OSError, ValueError, AttributeError):
             continue  # unreadable: run() trains it again anyway
-        if code != fingerprint:
-            out[done.parent.name] = code or "not recorded"
+        if changed:
+            out[done.parent.name] = changed
     return out
 
 
@@ -266,7 +272,8 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
                                      if int(k.split("_", 1)[1]) in cfg.seeds})
         if stale:
             warnings.warn(f"{folder}: reusing {len(stale)} finished seed(s) trained by other code than this "
-                          f"checkout's (code {code}; theirs: {stale}); pass --overwrite to retrain them", stacklevel=2)
+                          f"checkout's (source files that differ: {stale}); pass --overwrite to retrain them",
+                          stacklevel=2)
     if ddp.main:
         _prepare_folder(folder, resolved)
         folder.mkdir(parents=True, exist_ok=True)
