@@ -54,21 +54,29 @@ def model_for(cfg: RunConfig, ds: MSADataset) -> MSAModel:
 
 # Besides the model's own module(s): what every model's numbers depend on.
 SHARED_SOURCES = ("models/base.py", "models/layers.py", "models/losses.py", "training/trainer.py",
-                  "training/metrics.py", "data")
+                  "training/metrics.py")  # and every file under data/
+
+
+def _source_hashes() -> dict[str, str]:
+    root = Path(__file__).resolve().parents[1]
+    return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+            for f in sorted(root.rglob("*.py"))}
+
+
+# Taken once, when this module is imported (with the rest of the package): a process keeps the code
+# it loaded, so files edited while it trains must not be credited to its seeds.
+_SOURCES = _source_hashes()
 
 
 def code_fingerprint(model_class: type) -> dict[str, str]:
     """{source file: SHA-256 (16 hex digits)} for the files that define `model_class` (its
-    sentangle base classes included) and the shared training and data code. Config equality alone
-    cannot tell that a seed was trained before a code change; this can, without git, and names the
-    files that changed."""
+    sentangle base classes included) and the shared training and data code, as they were when the
+    package was imported. Config equality alone cannot tell that a seed was trained before a code
+    change; this can, without git, and names the files that changed."""
     root = Path(__file__).resolve().parents[1]
-    files = {Path(inspect.getsourcefile(c)).resolve() for c in model_class.__mro__
-             if c.__module__.split(".")[0] == "sentangle"}
-    for rel in SHARED_SOURCES:
-        path = root / rel
-        files |= set(path.rglob("*.py")) if path.is_dir() else {path}
-    return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in sorted(files)}
+    own = {Path(inspect.getsourcefile(c)).resolve().relative_to(root).as_posix() for c in model_class.__mro__
+           if c.__module__.split(".")[0] == "sentangle"}
+    return {f: h for f, h in _SOURCES.items() if f in own or f in SHARED_SOURCES or f.startswith("data/")}
 
 
 def code_changes(recorded: dict | None, current: dict[str, str]) -> list[str]:
