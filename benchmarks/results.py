@@ -13,6 +13,7 @@ docs/results/); the only typed-in numbers are the published references of result
 
 --plan     print every run (section, model, dataset, overrides, seeds finished) and train nothing
 --only     train only these sections (the doc still shows whatever the other sections have finished)
+--workers  train N run folders at a time, each in its own process with one thread (N = cores)
 --skip     train none of these groups (e.g. the CPU-hungry mosi_utt-finetune), nor the robustness
            evaluations that read them; a later run without --skip trains them
 --quick    smoke test of this script: tiny synthetic data, 1 seed, 1 epoch, real-data sections only
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -332,26 +334,50 @@ def robust_fresh(folder: Path, opts: dict) -> bool:
             and noise == sorted(opts["noise_levels"]) and levels("frame_drop") in ([], sorted(opts["drop_rates"])))
 
 
-def train_all(jobs: list[Job], out: str) -> list[str]:
-    """Every job in order under one overall bar (the trainer shows its own); returns the failures."""
+def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
+    """Every job under one overall bar; returns the failures. With workers > 1 the training jobs run
+    that many at a time in separate processes (a run folder is never shared: jobs are one per
+    folder), then the robustness jobs, which read their checkpoints, run here in order."""
     failures = []
     bar = tqdm(total=len(jobs), desc="results", unit="run", position=0, dynamic_ncols=True)
-    for job in jobs:
-        bar.set_postfix_str(job.label)
+
+    def attempt(job: Job, fn) -> None:
         try:
-            if job.kind == "train":
-                done, _ = status(job.cfg)
-                if len(done) < len(job.cfg.seeds):
-                    tqdm.write(f"training {job.label}: seeds {job.cfg.seeds}, {len(done)} finished")
-                    run(job.cfg)
-            else:
-                ready = [f for f in job.folders if any(f.glob("seed_*/checkpoint.pt"))]
-                if ready and not all(robust_fresh(f, job.options) for f in ready):
-                    tqdm.write(f"{job.label}: {len(ready)} run folders")
-                    robust(ready, out=Path(out) / "robust" / job.label.split()[-1], plots=False, **job.options)
+            fn()
         except Exception as e:  # noqa: BLE001  (one broken run must not cost the hours of the others)
             failures.append(f"{job.label}: {type(e).__name__}: {e}")
             tqdm.write(f"FAILED {job.label}:\n{traceback.format_exc()}")
+
+    def pending(job: Job) -> bool:
+        done, _ = status(job.cfg)
+        if len(done) < len(job.cfg.seeds):
+            tqdm.write(f"training {job.label}: seeds {job.cfg.seeds}, {len(done)} finished")
+            return True
+        return False
+
+    def robust_job(job: Job) -> None:
+        ready = [f for f in job.folders if any(f.glob("seed_*/checkpoint.pt"))]
+        if ready and not all(robust_fresh(f, job.options) for f in ready):
+            tqdm.write(f"{job.label}: {len(ready)} run folders")
+            robust(ready, out=Path(out) / "robust" / job.label.split()[-1], plots=False, **job.options)
+
+    if workers > 1:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            # `run` itself (importable in the worker), without bars; threads come from the plan (1).
+            quiet = lambda cfg: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, progress=False))  # noqa: E731
+            futures = {pool.submit(run, quiet(j.cfg)): j for j in jobs if j.kind == "train" and pending(j)}
+            bar.update(sum(j.kind == "train" for j in jobs) - len(futures))
+            for f in cf.as_completed(futures):
+                bar.set_postfix_str(futures[f].label)
+                attempt(futures[f], f.result)
+                bar.update(1)
+        jobs = [j for j in jobs if j.kind != "train"]
+    for job in jobs:
+        bar.set_postfix_str(job.label)
+        attempt(job, (lambda: pending(job) and run(job.cfg)) if job.kind == "train" else (lambda: robust_job(job)))
         bar.update(1)
     bar.close()
     return failures
@@ -835,6 +861,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5, help="at most this many of the seeds 1111..1115 per run")
     ap.add_argument("--only", nargs="+", default=None, metavar="SECTION")
     ap.add_argument("--skip", nargs="+", default=[], metavar="GROUP")
+    ap.add_argument("--workers", type=int, default=1, help="train this many run folders at a time (processes, "
+                    "one thread each; e.g. the number of cores)")
     ap.add_argument("--plan", action="store_true", help="print the runs and what is finished; train nothing")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--doc", default=None, help="Markdown to write (default docs/RESULTS.md; --quick: <out>/RESULTS.md)")
@@ -867,7 +895,7 @@ def main(argv: list[str] | None = None) -> int:
     except (PlanError, ConfigError, KeyError) as e:  # KeyError: registry.UnknownNameError
         print(f"error: {e}", file=sys.stderr)
         return 2
-    failures = train_all(jobs, out)
+    failures = train_all(jobs, out, max(args.workers, 1))
     rows = render(plan, planner, refs, Doc(doc_path), args, failures, skipped, start)
     print(f"\nwrote {doc_path}")
     for _, text, s, detail in rows:

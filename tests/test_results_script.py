@@ -95,3 +95,14 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc)]) == 0
     md = doc.read_text()
     assert "| synthetic-unaligned/tsda | seed_1111 | models/tsda.py |" in md.split("## Provenance")[1]
+
+
+def test_workers_train_in_parallel_with_the_same_numbers(results, tmp_path):
+    seq, par = tmp_path / "seq", tmp_path / "par"
+    for out, extra in ((seq, []), (par, ["--workers", "2"])):
+        assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(out / "R.md"), *extra]) == 0
+    folders = sorted(p.relative_to(seq) for p in seq.glob("synthetic-*/*/seed_1111"))
+    assert len(folders) == 22 and folders == sorted(p.relative_to(par) for p in par.glob("synthetic-*/*/seed_1111"))
+    for f in folders:
+        a, b = (json.loads((root / f / "metrics.json").read_text()) for root in (seq, par))
+        assert a["metrics"] == b["metrics"], f  # one thread each: the same numbers, in whatever order
