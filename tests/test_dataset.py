@@ -81,6 +81,38 @@ def test_batches_cover_split_and_shuffle_is_seeded():
         next(ds.batches("dev", 2))
 
 
+def test_group_by_length_covers_the_split_with_less_padding():
+    rng = np.random.default_rng(0)
+    n, bs = 500, 8
+    train = make_split(n=n, t=40, d=2, lengths=rng.integers(1, 41, n))
+    ds = make_ds(train=train, valid=make_split(seed=1), test=make_split(seed=2))
+    real = train.masks["audio"].sum(1)
+
+    def epoch(grouped, seed=3):
+        g = torch.Generator().manual_seed(seed)
+        return list(ds.batches("train", bs, shuffle=True, generator=g, group_by_length=grouped))
+
+    grouped, plain = epoch(True), epoch(False)
+    ids = [i for b in grouped for i in b.ids]
+    assert sorted(ids) == sorted(train.ids) and len(ids) == n  # every sample once
+    assert [b.ids for b in epoch(True)] == [b.ids for b in grouped]  # seeded
+    assert [b.ids for b in epoch(True, seed=4)] != [b.ids for b in grouped]
+    # padded frames a batch carries (its width times its size) against the real frames
+    padded = lambda batches: sum(b.masks["audio"].numel() for b in batches)  # noqa: E731
+    assert padded(plain) > 1.5 * real.sum() and padded(grouped) < 1.1 * real.sum()
+    # within a chunk of 50 batches the lengths are sorted: a batch spans a narrow range of lengths
+    index = {sid: k for k, sid in enumerate(train.ids)}
+    spans = [np.ptp(real[[index[i] for i in b.ids]]) for b in grouped]
+    assert np.mean(spans) <= 2
+    # the length of a sample is its token count when tokens are given
+    from sentangle.data.dataset import lengths
+
+    tok = Split(features={}, masks={}, labels=np.zeros(3, np.float32), ids=["a", "b", "c"],
+                tokens={"input_ids": np.ones((3, 4), np.int64), "attention_mask": np.array([[1, 1, 0, 0], [1] * 4, [1, 0, 0, 0]])})
+    assert lengths(tok).tolist() == [2, 4, 1]
+    assert lengths(train).tolist() == real.tolist()
+
+
 def test_normalize_uses_train_statistics_floor_and_clip():
     rng = np.random.default_rng(0)
     n, d = 200, 4

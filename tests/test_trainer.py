@@ -169,3 +169,17 @@ def test_linear_scheduler_trains_and_bad_warmup_is_refused(small_synthetic):
     model = create_model("lf_dnn", small_synthetic.input_dims, small_synthetic.output_dim, hidden=16)
     res = fit(model, small_synthetic, cfg, seed=0)
     assert len(res.history) == 2 and np.isfinite(res.best_score)
+
+
+def test_group_by_length_reaches_the_batches(monkeypatch):
+    ds = linear_dataset()
+    seen = []
+    real = ds.batches
+
+    def recording(*args, **kw):
+        seen.append(kw.get("group_by_length", False))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ds, "batches", recording)
+    res = fit(AuxModel(ds.input_dims), ds, cfg(epochs=2, group_by_length=True), seed=0)
+    assert np.isfinite(res.best_score) and seen.count(True) == 2  # the two training epochs

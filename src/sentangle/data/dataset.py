@@ -306,14 +306,39 @@ class MSADataset:
 
     # ---- batches ------------------------------------------------------------------------------
     def batches(self, split: str, batch_size: int, shuffle: bool = False,
-                generator: torch.Generator | None = None) -> Iterator[Batch]:
+                generator: torch.Generator | None = None, group_by_length: bool = False) -> Iterator[Batch]:
+        """Batches of `split` in order, or shuffled. `group_by_length` (with shuffle): the shuffled
+        order is cut into chunks of 50 batches, each chunk sorted by sample length (`lengths`) and
+        cut into batches, and the batches are shuffled: every sample once per epoch, as random as
+        the chunks allow, with little padding."""
         if split not in self.splits:
             raise DataError(f"{self.source or self.name}: no split {split!r}; it has {sorted(self.splits)}")
         sp = self.splits[split]
         n = len(sp)
         order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
-        for start in range(0, n, batch_size):
-            yield collate(sp, order[start:start + batch_size], self.task)
+        groups = [order[start:start + batch_size] for start in range(0, n, batch_size)]
+        if shuffle and group_by_length:
+            size, length = 50 * batch_size, lengths(sp)
+            groups = []
+            for start in range(0, n, size):
+                chunk = order[start:start + size]
+                chunk = chunk[np.argsort(-length[chunk], kind="stable")]
+                groups += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+            groups = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
+        for index in groups:
+            yield collate(sp, index, self.task)
+
+
+def lengths(sp: Split) -> np.ndarray:
+    """Per sample, what its cost grows with: its token count when a text encoder runs inside the
+    model (it dominates), otherwise its real frames summed over modalities."""
+    if sp.tokens is not None:
+        return np.asarray(sp.tokens["attention_mask"]).sum(axis=1)
+    total = np.zeros(len(sp), dtype=np.int64)
+    for m in sp.masks.values():
+        for rows in row_chunks(m):
+            total[rows] += np.asarray(m[rows]).sum(axis=1)
+    return total
 
 
 def _trim(mask: np.ndarray) -> int:

@@ -143,7 +143,8 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
         model.train()
         sums: dict[str, float] = {}
         seen = 0
-        for batch in dataset.batches("train", cfg.batch_size, shuffle=True, generator=gen):
+        for batch in dataset.batches("train", cfg.batch_size, shuffle=True, generator=gen,
+                                     group_by_length=cfg.group_by_length):
             batch, share = ddp.shard(batch)  # this rank's slice; share scales its loss (1.0 alone)
             batch = batch.to(device)
             out = net(batch)
