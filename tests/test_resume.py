@@ -224,3 +224,20 @@ def test_seeds_record_their_code_and_reuse_by_other_code_is_warned(tmp_path):
     assert stale_seeds(folder, code) == {"seed_1112": ["not recorded"]}
     assert main([*args, "--overwrite"]) == 0
     assert stale_seeds(folder, code) == {}
+
+
+def test_a_second_process_on_the_same_folder_stops_at_once(tmp_path, capsys):
+    run = tmp_path / "runs" / "r"
+    first = start([*TRAIN, "--out", "runs"], tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "config.yaml").exists():  # the first process holds the lock from here on
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-2000:]
+            time.sleep(0.01)
+        assert main([*TRAIN, "--out", str(tmp_path / "runs")]) == 2
+        err = capsys.readouterr().err
+        assert f"{run} is being written by another process (pid {first.pid})" in err
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    assert main([*TRAIN, "--out", str(tmp_path / "runs")]) == 0  # a killed holder leaves no lock behind

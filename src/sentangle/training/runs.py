@@ -13,11 +13,13 @@ upgrade) but warned about, naming the files that differ; `stale_seeds` lists suc
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import inspect
 import io
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -282,6 +284,40 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
             warnings.warn(f"{folder}: reusing {len(stale)} finished seed(s) trained by other code than this "
                           f"checkout's (source files that differ: {stale}); pass --overwrite to retrain them",
                           stacklevel=2)
+    with _folder_lock(folder) if ddp.main else contextlib.nullcontext():
+        return _train_and_write(cfg, ds, folder, resolved, code, overwrite, ddp)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """One writer per run folder: a second process on the same folder stops at once instead of
+    training the same seeds and interleaving its files with the first one's."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform (Windows): unguarded
+        yield
+        return
+    lock = folder.parent / f".{folder.name}.lock"  # beside the folder: the folder's files stay the run's
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise FileExistsError(f"{folder} is being written by another process ({f.read().strip() or 'pid unknown'}); "
+                                  "wait for it to finish or use another --name") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _train_and_write(cfg: RunConfig, ds: MSADataset, folder: Path, resolved: dict, code: dict, overwrite: bool,
+                     ddp) -> dict:
     if ddp.main:
         _prepare_folder(folder, resolved)
         folder.mkdir(parents=True, exist_ok=True)
