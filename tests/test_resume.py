@@ -240,4 +240,6 @@ def test_a_second_process_on_the_same_folder_stops_at_once(tmp_path, capsys):
     finally:
         first.kill()
         first.wait(timeout=60)
-    assert main([*TRAIN, "--out", str(tmp_path / "runs")]) == 0  # a killed holder leaves no lock behind
+    assert (tmp_path / "runs" / ".r.lock").exists()  # left by the killed holder, but not locked:
+    assert main([*TRAIN, "--out", str(tmp_path / "runs")]) == 0
+    assert not (tmp_path / "runs" / ".r.lock").exists()  # removed at a normal end

@@ -313,6 +313,7 @@ def _folder_lock(folder: Path):
         try:
             yield
         finally:
+            lock.unlink(missing_ok=True)  # gone after a normal end; a killed holder leaves it unlocked
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
