@@ -51,7 +51,7 @@ from sentangle.training.ablate import _csv as ablation_csv, ablation_table, load
 from sentangle.training.compare import _seed_facts, csv_table, markdown_table
 from sentangle.training.metrics import METRIC_DIRECTIONS
 from sentangle.training.runs import _comparable, code_fingerprint, run, stale_seeds, summarize
-from sentangle.utils.io import versions, write_text
+from sentangle.utils.io import exit_with_parent, versions, write_text
 
 HERE = Path(__file__).resolve().parent
 PLAN_FILE = HERE / "results_plan.yaml"
@@ -365,7 +365,8 @@ def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
         import concurrent.futures as cf
         import multiprocessing as mp
 
-        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=exit_with_parent,
+                                    initargs=(os.getpid(),)) as pool:
             # `run` itself (importable in the worker), without bars; threads come from the plan (1).
             quiet = lambda cfg: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, progress=False))  # noqa: E731
             futures = {pool.submit(run, quiet(j.cfg)): j for j in jobs if j.kind == "train" and pending(j)}

@@ -90,3 +90,17 @@ def versions() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         pass
     return out
+
+
+def exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """For worker processes (a pool initializer): end this process soon after process `parent` is
+    gone, so that killing a job that trains in workers does not leave them training on unseen."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
