@@ -284,7 +284,9 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
             warnings.warn(f"{folder}: reusing {len(stale)} finished seed(s) trained by other code than this "
                           f"checkout's (source files that differ: {stale}); pass --overwrite to retrain them",
                           stacklevel=2)
-    with _folder_lock(folder) if ddp.main else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        # rank 0 holds the lock; on_main stops every rank if it cannot (no rank waits on a dead one)
+        ddp.on_main(lambda: stack.enter_context(_folder_lock(folder)))
         return _train_and_write(cfg, ds, folder, resolved, code, overwrite, ddp)
 
 
