@@ -836,8 +836,11 @@ def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: l
 def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
     """Run folders holding seeds that were trained by other code than this checkout's (run reuse
     goes by config, so after a model change such seeds would otherwise pass unnoticed)."""
-    rows, code = [], {}
+    rows, code, seen = [], {}, set()
     for job in (j for jobs in all_jobs.values() for j in jobs if j.kind == "train"):
+        if job.folder in seen:  # a group read by two sections (the shortcut study's clean runs)
+            continue
+        seen.add(job.folder)
         name = job.cfg.model["name"]
         if name not in code:
             code[name] = code_fingerprint(MODELS.get(name))
