@@ -14,6 +14,7 @@ docs/results/); the only typed-in numbers are the published references of result
 --plan     print every run (section, model, dataset, overrides, seeds finished) and train nothing
 --only     train only these sections (the doc still shows whatever the other sections have finished)
 --workers  train N run folders at a time, each in its own process with one thread (N = cores)
+--retrain-stale  train again the seeds of the plan trained by code other than this checkout's
 --skip     train none of these groups (e.g. the CPU-hungry mosi_utt-finetune), nor the robustness
            evaluations that read them; a later run without --skip trains them
 --quick    smoke test of this script: tiny synthetic data, 1 seed, 1 epoch, real-data sections only
@@ -730,6 +731,16 @@ def build_jobs(plan: dict, planner: Planner, selected: list[str], mode: str) -> 
     return jobs, skipped
 
 
+def forget_stale_seeds(jobs: list[Job]) -> None:
+    """Unmark the finished seeds that other code trained (their metrics.json goes; the rest of the
+    seed folder is overwritten when the seed trains again), so that this run retrains them."""
+    for job in (j for j in jobs if j.kind == "train"):
+        for seed in stale_seeds(job.folder, code_fingerprint(MODELS.get(job.cfg.model["name"]))):
+            if int(seed.split("_", 1)[1]) in job.cfg.seeds:
+                (job.folder / seed / "metrics.json").unlink()
+                tqdm.write(f"{job.label}: {seed} was trained by other code; training it again")
+
+
 def skip_groups(jobs: list[Job], skip: list[str], groups: dict) -> list[Job]:
     """The jobs without the training of the named groups and without what reads those folders."""
     unknown = sorted(set(skip) - set(groups))
@@ -865,6 +876,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5, help="at most this many of the seeds 1111..1115 per run")
     ap.add_argument("--only", nargs="+", default=None, metavar="SECTION")
     ap.add_argument("--skip", nargs="+", default=[], metavar="GROUP")
+    ap.add_argument("--retrain-stale", action="store_true", help="train again the finished seeds that other code "
+                    "trained (those the provenance section lists)")
     ap.add_argument("--workers", type=int, default=1, help="train this many run folders at a time (processes, "
                     "one thread each; e.g. the number of cores)")
     ap.add_argument("--plan", action="store_true", help="print the runs and what is finished; train nothing")
@@ -899,6 +912,8 @@ def main(argv: list[str] | None = None) -> int:
     except (PlanError, ConfigError, KeyError) as e:  # KeyError: registry.UnknownNameError
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.retrain_stale:
+        forget_stale_seeds(jobs)
     failures = train_all(jobs, out, max(args.workers, 1))
     rows = render(plan, planner, refs, Doc(doc_path), args, failures, skipped, start)
     print(f"\nwrote {doc_path}")

@@ -95,6 +95,12 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc)]) == 0
     md = doc.read_text()
     assert "| synthetic-unaligned/tsda | seed_1111 | models/tsda.py |" in md.split("## Provenance")[1]
+    # --retrain-stale trains that seed again and nothing else
+    other = out / "synthetic-unaligned" / "lf_dnn" / "seed_1111" / "metrics.json"
+    untouched = other.stat().st_mtime_ns
+    assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc), "--retrain-stale"]) == 0
+    assert json.loads(metrics.read_text())["code"] == record["code"] and other.stat().st_mtime_ns == untouched
+    assert "Every seed above was trained by this checkout's code." in doc.read_text()
 
 
 def test_workers_train_in_parallel_with_the_same_numbers(results, tmp_path):
