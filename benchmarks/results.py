@@ -864,8 +864,7 @@ def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
     if not rows:
         return head + "Every seed above was trained by this checkout's code.\n"
     return (head + f"{len(rows)} row(s) below name seeds trained by other code and the files that differ (`git log` "
-            "those files to judge; retrain with `sentangle train --overwrite` or by deleting the seed folders, then "
-            "run this command again):\n\n| run | seeds | files that differ |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+            "those files to judge; `python benchmarks/results.py --retrain-stale` trains them again):\n\n| run | seeds | files that differ |\n|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
