@@ -735,10 +735,9 @@ def forget_stale_seeds(jobs: list[Job]) -> None:
     """Unmark the finished seeds that other code trained (their metrics.json goes; the rest of the
     seed folder is overwritten when the seed trains again), so that this run retrains them."""
     for job in (j for j in jobs if j.kind == "train"):
-        for seed in stale_seeds(job.folder, code_fingerprint(MODELS.get(job.cfg.model["name"]))):
-            if int(seed.split("_", 1)[1]) in job.cfg.seeds:
-                (job.folder / seed / "metrics.json").unlink()
-                tqdm.write(f"{job.label}: {seed} was trained by other code; training it again")
+        for seed in stale_seeds(job.folder, code_fingerprint(MODELS.get(job.cfg.model["name"])), job.cfg.seeds):
+            (job.folder / seed / "metrics.json").unlink()
+            tqdm.write(f"{job.label}: {seed} was trained by other code; training it again")
 
 
 def skip_groups(jobs: list[Job], skip: list[str], groups: dict) -> list[Job]:

@@ -59,10 +59,12 @@ SHARED_SOURCES = ("models/base.py", "models/layers.py", "models/losses.py", "tra
                   "training/metrics.py")  # and every file under data/
 
 
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
 def _source_hashes() -> dict[str, str]:
-    root = Path(__file__).resolve().parents[1]
-    return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
-            for f in sorted(root.rglob("*.py"))}
+    return {f.relative_to(_PACKAGE).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+            for f in sorted(_PACKAGE.rglob("*.py"))}
 
 
 # Taken once, when this module is imported (with the rest of the package): a process keeps the code
@@ -75,8 +77,7 @@ def code_fingerprint(model_class: type) -> dict[str, str]:
     sentangle base classes included) and the shared training and data code, as they were when the
     package was imported. Config equality alone cannot tell that a seed was trained before a code
     change; this can, without git, and names the files that changed."""
-    root = Path(__file__).resolve().parents[1]
-    own = {Path(inspect.getsourcefile(c)).resolve().relative_to(root).as_posix() for c in model_class.__mro__
+    own = {Path(inspect.getsourcefile(c)).resolve().relative_to(_PACKAGE).as_posix() for c in model_class.__mro__
            if c.__module__.split(".")[0] == "sentangle"}
     return {f: h for f, h in _SOURCES.items() if f in own or f in SHARED_SOURCES or f.startswith("data/")}
 
@@ -89,11 +90,13 @@ def code_changes(recorded: dict | None, current: dict[str, str]) -> list[str]:
     return sorted(f for f in set(recorded) | set(current) if recorded.get(f) != current.get(f))
 
 
-def stale_seeds(folder: Path, code: dict[str, str]) -> dict[str, list[str]]:
-    """{seed folder name: files that differ} for the finished seeds of `folder` trained by code
-    other than `code`."""
+def stale_seeds(folder: Path, code: dict[str, str], seeds=None) -> dict[str, list[str]]:
+    """{seed folder name: files that differ} for the finished seeds of `folder` (those in `seeds`
+    when given) trained by code other than `code`."""
     out = {}
     for done in _finished(Path(folder)):
+        if seeds is not None and int(done.parent.name.split("_", 1)[1]) not in seeds:
+            continue
         try:
             changed = code_changes(json.loads(done.read_text(encoding="utf-8")).get("code"), code)
         except (OSError, ValueError, AttributeError):
@@ -278,8 +281,7 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
     code = code_fingerprint(type(model_for(cfg, ds)))  # a bad model name or option fails here, before anything is written
     if not overwrite:
         ddp.on_main(lambda: _check_same_data(folder, ds))
-        stale = ddp.on_main(lambda: {k: v for k, v in stale_seeds(folder, code).items()
-                                     if int(k.split("_", 1)[1]) in cfg.seeds})
+        stale = ddp.on_main(lambda: stale_seeds(folder, code, cfg.seeds))
         if stale:
             warnings.warn(f"{folder}: reusing {len(stale)} finished seed(s) trained by other code than this "
                           f"checkout's (source files that differ: {stale}); pass --overwrite to retrain them",
