@@ -25,14 +25,19 @@ def label_csv(tmp_path):
     return path
 
 
-def test_finetuned_text_encoder_trains_and_round_trips(label_csv, tmp_path, capsys):
-    res = sentangle.train({"name": "text_only", "layers": 0, "hidden": 16}, {"name": str(label_csv), "finetune_text": True},
+@pytest.mark.parametrize("finetune", [True, 2])
+def test_finetuned_text_encoder_trains_and_round_trips(label_csv, tmp_path, capsys, finetune):
+    res = sentangle.train({"name": "text_only", "layers": 0, "hidden": 16}, {"name": str(label_csv), "finetune_text": finetune},
                           seeds=1, out=str(tmp_path), name="ft", train={"epochs": 2, "batch_size": 4, "progress": False})
     seed_dir = tmp_path / "ft" / "seed_1111"
     model, cfg, payload = sentangle.load_checkpoint(seed_dir / "checkpoint.pt")
     assert model.text_encoder is not None
     enc_keys = [k for k in payload["state_dict"] if k.startswith("text_encoder.")]
-    assert len(enc_keys) > 50  # the whole encoder is saved, since it was trained
+    if finetune is True:
+        assert len(enc_keys) > 50  # the whole encoder is saved, since it was trained
+    else:  # only the two top layers (16 tensors each) were trained and saved
+        assert len(enc_keys) == 32 and all(k.startswith("text_encoder.layers.") for k in enc_keys)
+        assert payload["data"]["text_encoder"]["top_layers"] == 2
     # the encoder really moved: compare with a freshly loaded copy
     fresh = sentangle.create_model("text_only", {}, 1, payload["data"]["text_encoder"], layers=0, hidden=16)
     moved = [not torch.equal(payload["state_dict"][k], fresh.state_dict()[k]) for k in enc_keys]

@@ -148,3 +148,40 @@ def test_text_encoder_forward_and_gradients():
     assert grads and all(g is not None for g in grads[:5])
     assert enc.model.embeddings.word_embeddings.weight.grad.abs().sum() > 0
     assert enc.model.encoder.layer[-1].output.dense.weight.grad.abs().sum() > 0
+
+
+def test_top_layers_equal_the_full_encoder_on_real_tokens(tmp_path):
+    """Fine-tuning only the top k layers: the cached hidden states below them, run through the kept
+    layers, must give the full encoder's output (here the frozen last-layer features)."""
+    last, masks = encode_texts(TEXTS, cache_dir=tmp_path)
+    below, masks_below = encode_texts(TEXTS, cache_dir=tmp_path, layers=6 - 2)
+    assert np.array_equal(masks, masks_below)
+    enc = TextEncoder({"name": "minilm", "top_layers": 2}).eval()
+    assert len(enc.layers) == 2 and not hasattr(enc, "model")
+    with torch.no_grad():
+        got, got_mask = enc(torch.from_numpy(below), torch.from_numpy(masks))
+    assert torch.equal(got_mask, torch.from_numpy(masks))
+    np.testing.assert_allclose(got.numpy()[masks], last[masks], atol=1e-4)
+    assert (got.numpy()[~masks] == 0).all()
+    # the kept layers are the encoder's own last two, and they are what trains
+    full = TextEncoder("minilm")
+    assert torch.equal(enc.layers[1].output.dense.weight, full.model.encoder.layer[5].output.dense.weight)
+    enc.train()
+    hidden, mask = enc(torch.from_numpy(below), torch.from_numpy(masks))
+    (hidden[mask] ** 2).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.layers[0].parameters())
+
+
+def test_finetune_text_option_values(tmp_path):
+    assert text.top_layers(True) is None and text.top_layers(False) == 0 and text.top_layers(3) == 3
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match="finetune_text"):
+            text.top_layers(bad)
+    assert text.text_encoder_spec("minilm", False) is None
+    assert text.text_encoder_spec("minilm", True) == resolve_encoder("minilm")
+    assert text.text_encoder_spec("minilm", 2) == {"name": resolve_encoder("minilm"), "top_layers": 2}
+    with pytest.raises(ValueError, match="only 6 layers"):
+        text.text_inputs(["hi"], "minilm", 16, 7, cache_dir=tmp_path)
+    tokens, feats, masks = text.text_inputs(["hi there"], "minilm", 16, 6, cache_dir=tmp_path)
+    emb, _ = encode_texts(["hi there"], cache_dir=tmp_path, layers=0)  # 6 of 6: the embedding output
+    assert tokens is None and np.array_equal(feats, emb)

@@ -156,7 +156,7 @@ class MSADataset:
     class_names: list[str] | None = None
     label_range: tuple[float, float] | None = (-3.0, 3.0)
     source: str = ""
-    text_encoder: str | None = None  # set when text comes as tokens for an in-model encoder
+    text_encoder: str | dict | None = None  # set when text feeds an in-model encoder (text.text_encoder_spec)
     info: dict = field(default_factory=dict)
 
     # ---- what the model needs to know -------------------------------------------------------

@@ -99,7 +99,7 @@ def mosi_utt(root=None, encoder="minilm", max_length=64, finetune_text=False, ca
     deliberately misleading third modality for shortcut studies; never use it for a headline score.
     """
     from .readers.npz import read_npz_utterances
-    from .text import encode_texts, resolve_encoder, tokenize
+    from .text import text_encoder_spec, text_inputs
 
     npz_path = find_file(root, "mosi/bclstm_utterance_features.npz", "mosi_utt")
     csv_path = find_file(root, "mosi/label.csv", "mosi_utt")
@@ -111,16 +111,13 @@ def mosi_utt(root=None, encoder="minilm", max_length=64, finetune_text=False, ca
     if missing:
         raise DataError(f"{csv_path}: no transcript for {len(missing)} ids of {npz_path} (e.g. {missing[:3]})")
     texts = [text_by_id[i] for i in all_ids]
-    if finetune_text:
-        tok = tokenize(texts, encoder, max_length)
-        ds.text_encoder = resolve_encoder(encoder)
-    else:
-        feats, masks = encode_texts(texts, encoder, max_length, cache_dir=cache_dir)
+    tok, feats, masks = text_inputs(texts, encoder, max_length, finetune_text, cache_dir)
+    ds.text_encoder = text_encoder_spec(encoder, finetune_text)
     start = 0
     for sp in ds.splits.values():
         n = len(sp)
         sp.texts = texts[start:start + n]
-        if finetune_text:
+        if tok is not None:
             sp.tokens = {k: v[start:start + n] for k, v in tok.items()}
         else:
             sp.features = {"text": feats[start:start + n], **sp.features}

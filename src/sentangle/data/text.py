@@ -229,18 +229,94 @@ def encode_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, max_lengt
     return feats, masks
 
 
+def top_layers(finetune_text) -> int | None:
+    """`finetune_text` as a number of top encoder layers to fine-tune: None for every layer (true),
+    0 for none (false), k for the top k, whose input (the hidden states below them) is then
+    computed once and cached like frozen features."""
+    if isinstance(finetune_text, bool):
+        return None if finetune_text else 0
+    if isinstance(finetune_text, int) and finetune_text > 0:
+        return finetune_text
+    raise ValueError(f"dataset option finetune_text={finetune_text!r}; expected true (fine-tune every encoder "
+                     "layer), false (frozen features) or a positive integer k (fine-tune the top k layers)")
+
+
+def _num_layers(path: str) -> int:
+    config = _transformers().AutoConfig.from_pretrained(path, local_files_only=_is_local(path))
+    return int(config.num_hidden_layers)
+
+
+def text_encoder_spec(encoder: str, finetune_text) -> str | dict | None:
+    """What a dataset stores as `text_encoder` (and a checkpoint carries to rebuild the model):
+    None when text is frozen features, the encoder path when every layer is fine-tuned, or
+    {"name": path, "top_layers": k} when only the top k are."""
+    k = top_layers(finetune_text)
+    if k == 0:
+        return None
+    path = resolve_encoder(encoder)
+    return path if k is None else {"name": path, "top_layers": k}
+
+
+def text_inputs(texts: list[str], encoder: str, max_length: int, finetune_text, cache_dir=None):
+    """(tokens, features, masks) for the texts of a reader, by `finetune_text` (see top_layers):
+    tokens for full fine-tuning, else cached features (the last layer's when frozen, the input of
+    the fine-tuned top layers otherwise); the unused entries are None."""
+    k = top_layers(finetune_text)
+    if k is None:
+        return tokenize(texts, encoder, max_length), None, None
+    layers = "last"
+    if k:
+        n = _num_layers(resolve_encoder(encoder))
+        if k > n:
+            raise ValueError(f"dataset option finetune_text={k}: the encoder {encoder!r} has only {n} layers")
+        layers = n - k  # hidden_states[0] is the embedding output, [n] the last layer
+    feats, masks = encode_texts(texts, encoder, max_length, cache_dir=cache_dir, layers=layers)
+    return None, feats, masks
+
+
 class TextEncoder(torch.nn.Module):
-    """A pretrained transformer trained together with the model (the fine-tuning path)."""
+    """A pretrained transformer trained together with the model (the fine-tuning path).
 
-    def __init__(self, encoder: str = DEFAULT_ENCODER):
+    `spec` is a dataset's `text_encoder` (see text_encoder_spec). With "top_layers": k only the top
+    k layers are kept, and they read the cached hidden states below them: the lower layers' forward
+    and backward passes, most of fine-tuning's cost on a CPU, are skipped.
+    """
+
+    def __init__(self, spec: str | dict = DEFAULT_ENCODER):
         super().__init__()
-        self.name = resolve_encoder(encoder)
-        self.model = _load_model(self.name)
-        self.hidden_size = int(self.model.config.hidden_size)
+        spec = dict(spec) if isinstance(spec, dict) else {"name": spec}
+        self.name = resolve_encoder(spec["name"])
+        self.top_layers = spec.get("top_layers")
+        model = _load_model(self.name)
+        self.hidden_size = int(model.config.hidden_size)
+        if self.top_layers is None:
+            self.model = model
+            return
+        layers = getattr(getattr(model, "encoder", None), "layer", None)
+        if not isinstance(layers, torch.nn.ModuleList):
+            raise ValueError(f"text encoder {self.name}: fine-tuning only the top layers needs a BERT-style "
+                             "encoder (model.encoder.layer); use finetune_text: true")
+        if not 0 < self.top_layers <= len(layers):
+            raise ValueError(f"text encoder {self.name} has {len(layers)} layers; top_layers={self.top_layers}")
+        self.layers = torch.nn.ModuleList(list(layers)[-self.top_layers:])
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
-        return out.last_hidden_state, attention_mask.bool()
+    def read(self, batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(features, masks) of the text in `batch`, or None when it carries none (text missing)."""
+        if self.top_layers is None:
+            return None if batch.tokens is None else self(batch.tokens["input_ids"], batch.tokens["attention_mask"])
+        return None if "text" not in batch.features else self(batch.features["text"], batch.masks["text"])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: token ids (B, L), or with top_layers the hidden states below them (B, L, H); mask: real tokens."""
+        mask = mask.bool()
+        if self.top_layers is None:
+            return self.model(input_ids=x, attention_mask=mask.long()).last_hidden_state, mask
+        # BERT's additive form of the padding mask, broadcast over heads and query positions.
+        bias = (~mask)[:, None, None, :].to(x.dtype) * torch.finfo(x.dtype).min
+        for layer in self.layers:
+            out = layer(x, attention_mask=bias)
+            x = out[0] if isinstance(out, tuple) else out  # transformers < 5 returns a tuple
+        return x * mask.unsqueeze(-1).to(x.dtype), mask  # padding zero, as in the frozen features
 
 
 def text_splits(split_of: Sequence[str], texts: list[str], labels: np.ndarray, ids: list[str], *,
@@ -248,13 +324,9 @@ def text_splits(split_of: Sequence[str], texts: list[str], labels: np.ndarray, i
     """Splits whose only modality is text, shared by the text readers.
 
     All texts are encoded in one call (one cache entry, one padded width); each sample goes to the
-    split named in `split_of`. Fine-tuning keeps tokens instead of features.
+    split named in `split_of`. Fine-tuning every layer keeps tokens instead of features.
     """
-    if finetune_text:
-        tokens, feats, masks = tokenize(texts, encoder, max_length), None, None
-    else:
-        tokens = None
-        feats, masks = encode_texts(texts, encoder, max_length, cache_dir=cache_dir)
+    tokens, feats, masks = text_inputs(texts, encoder, max_length, finetune_text, cache_dir)
     split_of = np.asarray(split_of)
     out = {}
     for s in SPLITS:

@@ -29,7 +29,7 @@ class MSAModel(nn.Module):
 
     default_aux_weights: dict[str, float] = {}
 
-    def __init__(self, input_dims: dict[str, int], output_dim: int = 1, text_encoder: str | None = None):
+    def __init__(self, input_dims: dict[str, int], output_dim: int = 1, text_encoder: str | dict | None = None):
         super().__init__()
         dims = dict(input_dims)
         self.text_encoder = None
@@ -46,8 +46,9 @@ class MSAModel(nn.Module):
 
     def inputs(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         feats, masks = dict(batch.features), dict(batch.masks)
-        if self.text_encoder is not None and batch.tokens is not None:
-            feats["text"], masks["text"] = self.text_encoder(batch.tokens["input_ids"], batch.tokens["attention_mask"])
+        text = None if self.text_encoder is None else self.text_encoder.read(batch)
+        if text is not None:
+            feats["text"], masks["text"] = text
         missing = [m for m in self.modalities if m not in feats]
         if missing:
             # A modality the model was built for but the batch lacks: treat as wholly missing
@@ -63,7 +64,7 @@ class MSAModel(nn.Module):
 
 
 def create_model(name: str, input_dims: dict[str, int], output_dim: int = 1,
-                 text_encoder: str | None = None, **kwargs) -> MSAModel:
+                 text_encoder: str | dict | None = None, **kwargs) -> MSAModel:
     """Build a registered model by name; unknown keyword arguments get a clear error."""
     check_model_options(name, kwargs)
     return MODELS.get(name)(input_dims=input_dims, output_dim=output_dim, text_encoder=text_encoder, **kwargs)

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from ..dataset import SPLITS, DataError, MSADataset
-from ..text import DEFAULT_ENCODER, resolve_encoder, text_splits
+from ..text import DEFAULT_ENCODER, resolve_encoder, text_encoder_spec, text_splits
 
 COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 # Older MMSA-style files call the validation split "dev".
@@ -49,7 +49,7 @@ def _split_names(splits: Sequence[str] | None, path: Path) -> tuple[str, ...] | 
 
 
 def read_label_csv(path, name: str, encoder: str = DEFAULT_ENCODER, max_length: int = 64,
-                   finetune_text: bool = False, cache_dir=None,
+                   finetune_text: bool | int = False, cache_dir=None,
                    splits: Sequence[str] | None = None) -> MSADataset:
     """Read an MMSA label.csv into a text-only regression dataset with the splits the file holds.
 
@@ -113,7 +113,7 @@ def read_label_csv(path, name: str, encoder: str = DEFAULT_ENCODER, max_length: 
         task="regression",
         label_range=LABEL_RANGE,
         source=str(path),
-        text_encoder=resolve_encoder(encoder) if finetune_text else None,
+        text_encoder=text_encoder_spec(encoder, finetune_text),
         info={"text_encoder": resolve_encoder(encoder), "max_length": max_length,
               "finetune_text": finetune_text, "rows": {s: modes.count(s) for s in SPLITS if s in modes}},
     )

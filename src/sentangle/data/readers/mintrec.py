@@ -16,7 +16,7 @@ import numpy as np
 
 from ...config import ConfigError
 from ..dataset import DataError, MSADataset
-from ..text import DEFAULT_ENCODER, resolve_encoder, text_splits
+from ..text import DEFAULT_ENCODER, resolve_encoder, text_encoder_spec, text_splits
 from .labelcsv import read_text_file
 
 EXPRESS_EMOTIONS_OR_ATTITUDES = ("Complain", "Praise", "Apologise", "Thank", "Criticize", "Agree",
@@ -58,7 +58,7 @@ def _read_tsv(path: Path) -> list[tuple[int, dict[str, str]]]:
 
 
 def read_mintrec(folder, name: str = "mintrec", labels: str = "intent20", encoder: str = DEFAULT_ENCODER,
-                 max_length: int = 64, finetune_text: bool = False, cache_dir=None) -> MSADataset:
+                 max_length: int = 64, finetune_text: bool | int = False, cache_dir=None) -> MSADataset:
     """Read MIntRec's text splits as a classification dataset.
 
     labels="intent20": the 20 intents in the order of `INTENTS`; labels="binary": the 2 coarse
@@ -95,7 +95,7 @@ def read_mintrec(folder, name: str = "mintrec", labels: str = "intent20", encode
         class_names=list(INTENTS if labels == "intent20" else COARSE),
         label_range=None,
         source=str(folder),
-        text_encoder=resolve_encoder(encoder) if finetune_text else None,
+        text_encoder=text_encoder_spec(encoder, finetune_text),
         info={"text_encoder": resolve_encoder(encoder), "max_length": max_length,
               "finetune_text": finetune_text, "labels": labels},
     )

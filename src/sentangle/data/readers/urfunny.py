@@ -33,7 +33,7 @@ import numpy as np
 from ...config import ConfigError
 from ..dataset import DataError, MSADataset, Split
 from ..safe_pickle import load_pickle
-from ..text import DEFAULT_ENCODER, encode_texts, resolve_encoder, tokenize
+from ..text import DEFAULT_ENCODER, resolve_encoder, text_encoder_spec, text_inputs
 
 CLASS_NAMES = ["not_humor", "humor"]
 FOLDS = {"train": "train", "dev": "valid", "test": "test"}
@@ -191,7 +191,7 @@ def _available(folder: Path, text: str) -> tuple[dict[str, list[str]], dict[str,
 
 def read_urfunny(folder, name: str = "urfunny", modalities: Sequence[str] | None = None, text: str = "auto",
                  context: bool = False, max_context: int = 5, max_frames: int | None = None,
-                 encoder: str = DEFAULT_ENCODER, max_length: int = 64, finetune_text: bool = False,
+                 encoder: str = DEFAULT_ENCODER, max_length: int = 64, finetune_text: bool | int = False,
                  cache_dir=None, trusted: bool = False) -> MSADataset:
     """Read UR-FUNNY as a binary classification dataset (class 0 not_humor, 1 humor).
 
@@ -259,10 +259,9 @@ def read_urfunny(folder, name: str = "urfunny", modalities: Sequence[str] | None
         info["text"] = kind
         if kind == "sentence":
             texts = _sentences(folder, sources["text"], order, context, max_context, trusted)
-            if finetune_text:
-                tokens = tokenize(texts, encoder, max_length)
-            else:
-                feats["text"], masks["text"] = encode_texts(texts, encoder, max_length, cache_dir=cache_dir)
+            tokens, text_feats, text_masks = text_inputs(texts, encoder, max_length, finetune_text, cache_dir)
+            if tokens is None:
+                feats["text"], masks["text"] = text_feats, text_masks
             info.update(text_encoder=resolve_encoder(encoder), max_length=max_length, finetune_text=finetune_text)
         else:
             feats["text"], masks["text"] = _glove(folder, sources["text"], order, context, max_context, max_frames, trusted)
@@ -284,7 +283,7 @@ def read_urfunny(folder, name: str = "urfunny", modalities: Sequence[str] | None
         start += len(ids)
     ds = MSADataset(name=name, splits=splits, task="classification", class_names=list(CLASS_NAMES),
                     label_range=None, source=str(folder), info=info,
-                    text_encoder=None if tokens is None else resolve_encoder(encoder))
+                    text_encoder=text_encoder_spec(encoder, finetune_text) if info.get("text") == "sentence" else None)
     return ds.validate(required=("train", "valid", "test"))
 
 
