@@ -15,6 +15,8 @@ docs/results/); the only typed-in numbers are the published references of result
 --only     train only these sections (the doc still shows whatever the other sections have finished)
 --workers  train N run folders at a time, each in its own process with one thread (N = cores)
 --retrain-stale  train again the seeds of the plan trained by code other than this checkout's
+--replay-stale   cheaper: train one such seed per code version again; when its metrics repeat bit for
+           bit the change did not touch that run and its other seeds stand (run folder's replays.json)
 --skip     train none of these groups (e.g. the CPU-hungry mosi_utt-finetune), nor the robustness
            evaluations that read them; a later run without --skip trains them
 --quick    smoke test of this script: tiny synthetic data, 1 seed, 1 epoch, real-data sections only
@@ -51,7 +53,8 @@ from sentangle.models.base import check_model_options
 from sentangle.training.ablate import _csv as ablation_csv, ablation_table, load_ablation
 from sentangle.training.compare import _seed_facts, csv_table, markdown_table
 from sentangle.training.metrics import METRIC_DIRECTIONS
-from sentangle.training.runs import _comparable, code_fingerprint, run, stale_seeds, summarize
+from sentangle.training.runs import (REPLACED, _comparable, code_fingerprint, code_key, finish_replay, replay_groups,
+                                     run, stale_seeds, start_replay, summarize, vouched_codes)
 from sentangle.utils.io import exit_with_parent, versions, write_text
 
 HERE = Path(__file__).resolve().parent
@@ -740,6 +743,31 @@ def forget_stale_seeds(jobs: list[Job]) -> None:
             tqdm.write(f"{job.label}: {seed} was trained by other code; training it again")
 
 
+def start_replays(jobs: list[Job]) -> None:
+    """--replay-stale: in each run folder, one seed per code version that trained stale seeds is
+    unmarked, to be trained again by this checkout's code (`training.runs.start_replay`)."""
+    for job in (j for j in jobs if j.kind == "train"):
+        for group in replay_groups(job.folder, code_fingerprint(MODELS.get(job.cfg.model["name"])), job.cfg.seeds):
+            start_replay(job.folder / group[0])
+            tqdm.write(f"{job.label}: {group[0]} trains again to check the {len(group)} seed(s) of its code")
+
+
+def finish_replays(jobs: list[Job]) -> bool:
+    """Compare every replayed seed that has trained again with its old metrics (a replay left by an
+    interrupted run included); True when some replay differed, so the seeds of its code must train."""
+    again = False
+    for job in (j for j in jobs if j.kind == "train"):
+        for replaced in sorted(job.folder.glob(f"seed_*/{REPLACED}")):
+            entry = finish_replay(replaced.parent)
+            if entry is None:
+                continue  # its training failed: the next run trains it and compares then
+            verdict = ("identical metrics: the other seeds of its code count as current" if entry["identical"] else
+                       f"metrics differ (up to {entry['max_abs_diff']}): the other seeds of its code train again")
+            tqdm.write(f"{job.label}: replay of {entry['seed']}: {verdict}")
+            again |= not entry["identical"]
+    return again
+
+
 def skip_groups(jobs: list[Job], skip: list[str], groups: dict) -> list[Job]:
     """The jobs without the training of the named groups and without what reads those folders."""
     unknown = sorted(set(skip) - set(groups))
@@ -846,7 +874,7 @@ def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: l
 def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
     """Run folders holding seeds that were trained by other code than this checkout's (run reuse
     goes by config, so after a model change such seeds would otherwise pass unnoticed)."""
-    rows, code, seen = [], {}, set()
+    rows, code, seen, vouched = [], {}, set(), 0
     for job in (j for jobs in all_jobs.values() for j in jobs if j.kind == "train"):
         if job.folder in seen:  # a group read by two sections (the shortcut study's clean runs)
             continue
@@ -854,16 +882,24 @@ def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
         name = job.cfg.model["name"]
         if name not in code:
             code[name] = code_fingerprint(MODELS.get(name))
+        keys = vouched_codes(job.folder, code[name])
+        vouched += sum(isinstance(c := json.loads(m.read_text(encoding="utf-8")).get("code"), dict) and code_key(c) in keys
+                       for m in job.folder.glob("seed_*/metrics.json")) if keys else 0
         by_files: dict[str, list[str]] = {}
         for seed, files in stale_seeds(job.folder, code[name]).items():
             by_files.setdefault(", ".join(files), []).append(seed)
         rows += [f"| {job.label} | {', '.join(sorted(seeds))} | {files} |" for files, seeds in by_files.items()]
     head = ("## Provenance\n\nEvery finished seed records a hash of each source file that trained it "
             "(`sentangle.training.runs.code_fingerprint`: the model's files and the shared training and data code). ")
+    if vouched:
+        head += (f"{vouched} seed(s) trained by earlier code count as this checkout's: one seed of their code, trained "
+                 "again by this checkout (`--replay-stale`), repeated its metrics bit for bit (each run folder's "
+                 "replays.json). ")
     if not rows:
         return head + "Every seed above was trained by this checkout's code.\n"
     return (head + f"{len(rows)} row(s) below name seeds trained by other code and the files that differ (`git log` "
-            "those files to judge; `python benchmarks/results.py --retrain-stale` trains them again):\n\n| run | seeds | files that differ |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+            "those files to judge; `python benchmarks/results.py --replay-stale` checks whether the change matters to them, "
+            "`--retrain-stale` trains them all again):\n\n| run | seeds | files that differ |\n|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -876,6 +912,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", nargs="+", default=[], metavar="GROUP")
     ap.add_argument("--retrain-stale", action="store_true", help="train again the finished seeds that other code "
                     "trained (those the provenance section lists)")
+    ap.add_argument("--replay-stale", action="store_true", help="per code version that trained stale seeds, train "
+                    "one seed again; identical metrics keep the others (recorded in the run folder's replays.json), "
+                    "different metrics retrain them")
     ap.add_argument("--workers", type=int, default=1, help="train this many run folders at a time (processes, "
                     "one thread each; e.g. the number of cores)")
     ap.add_argument("--plan", action="store_true", help="print the runs and what is finished; train nothing")
@@ -912,7 +951,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.retrain_stale:
         forget_stale_seeds(jobs)
+    if args.replay_stale:
+        start_replays(jobs)
     failures = train_all(jobs, out, max(args.workers, 1))
+    if finish_replays(jobs):
+        failures += train_all(jobs, out, max(args.workers, 1))
     rows = render(plan, planner, refs, Doc(doc_path), args, failures, skipped, start)
     print(f"\nwrote {doc_path}")
     for _, text, s, detail in rows:

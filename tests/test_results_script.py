@@ -101,6 +101,18 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc), "--retrain-stale"]) == 0
     assert json.loads(metrics.read_text())["code"] == record["code"] and other.stat().st_mtime_ns == untouched
     assert "Every seed above was trained by this checkout's code." in doc.read_text()
+    # --replay-stale trains it again, finds the same numbers and records that in replays.json
+    older = record | {"code": record["code"] | {"models/tsda.py": "0123456789abcdef"}}
+    metrics.write_text(json.dumps(older))
+    assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc), "--replay-stale"]) == 0
+    replays = json.loads((metrics.parent.parent / "replays.json").read_text())
+    assert [(r["seed"], r["identical"], r["files"]) for r in replays] == [("seed_1111", True, ["models/tsda.py"])]
+    assert json.loads(metrics.read_text())["metrics"] == record["metrics"] and other.stat().st_mtime_ns == untouched
+    metrics.write_text(json.dumps(older))  # as another seed of that older code would be: it counts as current
+    assert results.main(["--quick", "--only", "verdicts", "--out", str(out), "--doc", str(doc)]) == 0
+    provenance = doc.read_text().split("## Provenance")[1]
+    assert "1 seed(s) trained by earlier code count as this checkout's" in provenance
+    assert "Every seed above was trained by this checkout's code." in provenance
 
 
 def test_workers_train_in_parallel_with_the_same_numbers(results, tmp_path):

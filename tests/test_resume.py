@@ -226,6 +226,50 @@ def test_seeds_record_their_code_and_reuse_by_other_code_is_warned(tmp_path):
     assert stale_seeds(folder, code) == {}
 
 
+def test_a_replay_with_identical_metrics_vouches_for_the_seeds_of_its_code(tmp_path):
+    from sentangle.models.lf_dnn import LFDNN
+    from sentangle.training.runs import (REPLACED, code_fingerprint, code_key, finish_replay, replay_groups,
+                                         stale_seeds, start_replay, vouched_codes)
+
+    args = ["train", "--out", str(tmp_path), "--name", "r", "--seeds", "3", *TINY]
+    assert main(args) == 0
+    folder, code = tmp_path / "r", code_fingerprint(LFDNN)
+    old_b, old_c = code | {"models/lf_dnn.py": "b" * 16}, code | {"data/batch.py": "c" * 16}
+
+    def rewrite(seed: int, recorded: dict, mae_shift: float = 0.0) -> None:
+        path = folder / f"seed_{seed}" / "metrics.json"
+        record = json.loads(path.read_text())
+        record["metrics"]["test"]["mae"] += mae_shift
+        path.write_text(json.dumps(record | {"code": recorded}))
+
+    # 1111 and 1113 as if trained by version C, whose numbers differed (1111's test MAE); 1112 by B
+    rewrite(1111, old_c, 0.25), rewrite(1112, old_b), rewrite(1113, old_c)
+    assert replay_groups(folder, code) == [["seed_1111", "seed_1113"], ["seed_1112"]]
+    for seed in ("seed_1111", "seed_1112"):
+        start_replay(folder / seed)
+    assert replay_groups(folder, code) == []  # 1113's code has a replay under way (as after an interrupted run)
+    assert finish_replay(folder / "seed_1111") is None  # not trained yet: nothing decided
+    assert main(args) == 0  # trains the two unmarked seeds again
+    same, differs = finish_replay(folder / "seed_1112"), finish_replay(folder / "seed_1111")
+    assert same["identical"] and same["files"] == ["models/lf_dnn.py"] and same["max_abs_diff"] == 0.0
+    assert not differs["identical"] and differs["max_abs_diff"] == pytest.approx(0.25)
+    assert not list(folder.glob(f"seed_*/{REPLACED}"))
+    assert vouched_codes(folder, code) == {code_key(old_b)}
+    # version C computed differently: its other seed is no longer finished and trains again
+    assert not (folder / "seed_1113" / "metrics.json").exists() and stale_seeds(folder, code) == {}
+    rewrite(1112, old_b)  # a seed of B that was never replayed itself still counts as current
+    assert stale_seeds(folder, code) == {}
+    # a chain: A replayed identically under B, B under this code
+    entries = json.loads((folder / "replays.json").read_text())
+    old_a = code | {"models/base.py": "a" * 16}
+    (folder / "replays.json").write_text(json.dumps([*entries, {"seed": "seed_1112", "old": code_key(old_a),
+                                                                "new": code_key(old_b), "identical": True}]))
+    rewrite(1111, old_a)
+    assert vouched_codes(folder, code) == {code_key(old_a), code_key(old_b)} and stale_seeds(folder, code) == {}
+    # a different current code vouches for nothing: the replays were against another version
+    assert vouched_codes(folder, code | {"training/trainer.py": "d" * 16}) == set()
+
+
 def test_a_second_process_on_the_same_folder_stops_at_once(tmp_path, capsys):
     run = tmp_path / "runs" / "r"
     first = start([*TRAIN, "--out", "runs"], tmp_path)

@@ -129,6 +129,30 @@ def test_reversal_ramps_from_zero_along_the_dann_schedule(unaligned):
         model(unaligned, reverse_ramp=-1)
 
 
+# ---- the reconstruction target ---------------------------------------------------------------------------
+def test_reconstruction_target_takes_no_gradient_unless_the_code_is_followed(aligned):
+    quiet = dict(dropout=0.0, attn_dropout=0.0)
+    b = batch_of(aligned)
+    for kwargs, target_path in (({}, False), ({"recon_detach": False}, True), ({"paper_faithful": True}, True)):
+        torch.manual_seed(0)
+        m = model(aligned, **quiet, **kwargs).train()
+        with torch.no_grad():  # codes that ignore their input: the target is then the only path back
+            m.shared[0].weight.zero_()
+            for layer in m.private.values():
+                layer[0].weight.zero_()
+        m.zero_grad()
+        m(b).aux_losses["recon"].backward()
+        assert float(m.private["audio"][0].weight.grad.abs().sum()) > 0  # the codes still learn to rebuild
+        grad = m.project["audio"][0].weight.grad
+        assert (grad is not None and float(grad.abs().sum()) > 0) == target_path, kwargs
+    # the value is the same either way: detaching changes only where the gradient goes
+    values = []
+    for detach in (True, False):
+        torch.manual_seed(0)
+        values.append(model(aligned, **quiet, recon_detach=detach).eval()(b).aux_losses["recon"])
+    torch.testing.assert_close(values[0], values[1])
+
+
 # ---- switches remove what they name -------------------------------------------------------------------
 def _names(m):
     return {n.split(".")[0] for n, _ in m.named_parameters()}

@@ -10,6 +10,8 @@ A seed whose metrics.json exists (for the same config) is not trained again, so 
 multi-seed run picks up where it stopped. Each seed records a hash of every source file that
 trained it (`code_fingerprint`); reusing a seed trained by other code is allowed (a resume after an
 upgrade) but warned about, naming the files that differ; `stale_seeds` lists such seeds for reports.
+    runs/<name>/replays.json       seeds trained again after a code change, and whether their metrics
+                                   came out identical (then the other seeds of that code still count)
 """
 from __future__ import annotations
 
@@ -92,18 +94,108 @@ def code_changes(recorded: dict | None, current: dict[str, str]) -> list[str]:
 
 def stale_seeds(folder: Path, code: dict[str, str], seeds=None) -> dict[str, list[str]]:
     """{seed folder name: files that differ} for the finished seeds of `folder` (those in `seeds`
-    when given) trained by code other than `code`."""
-    out = {}
+    when given) trained by code other than `code` and not vouched for by a replay (`vouched_codes`)."""
+    out, vouched = {}, vouched_codes(folder, code)
     for done in _finished(Path(folder)):
         if seeds is not None and int(done.parent.name.split("_", 1)[1]) not in seeds:
             continue
         try:
-            changed = code_changes(json.loads(done.read_text(encoding="utf-8")).get("code"), code)
+            recorded = json.loads(done.read_text(encoding="utf-8")).get("code")
         except (OSError, ValueError, AttributeError):
             continue  # unreadable: run() trains it again anyway
-        if changed:
+        changed = code_changes(recorded, code)
+        if changed and not (isinstance(recorded, dict) and code_key(recorded) in vouched):
             out[done.parent.name] = changed
     return out
+
+
+# Replays: after a code change, one seed per recorded code version is trained again; when its
+# metrics come out identical, the change did not touch what this run folder computes, and the other
+# seeds of that version stand for this code too (a deterministic CPU run repeats bit for bit).
+REPLAYS = "replays.json"
+REPLACED = "metrics.replaced.json"  # a replayed seed's old metrics.json while the seed trains again
+
+
+def code_key(code: dict) -> str:
+    return hashlib.sha256(json.dumps(code, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _replays(folder: Path) -> list[dict]:
+    path = Path(folder) / REPLAYS
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except ValueError as e:
+        warnings.warn(f"{path} cannot be read ({e}); no seed of {folder} is vouched for by a replay", stacklevel=2)
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def vouched_codes(folder: Path, code: dict[str, str]) -> set[str]:
+    """Keys (`code_key`) of the recorded code versions whose seeds count as trained by `code`: a
+    replay from that version gave identical metrics, directly or through a chain of such replays."""
+    entries = [e for e in _replays(folder) if e.get("identical") is True and e.get("old")]
+    now = code_key(code)
+    keys, frontier = set(), {now}
+    while frontier:
+        frontier = {e["old"] for e in entries if e.get("new") in frontier} - keys - {now}
+        keys |= frontier
+    return keys
+
+
+def replay_groups(folder: Path, code: dict[str, str], seeds=None) -> list[list[str]]:
+    """The stale seeds of `folder` (seed folder names) grouped by the code that trained them; a seed
+    that recorded no code is a group of its own (nothing says which code it was)."""
+    def key(path: Path, seed: str) -> str:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("code")
+        return code_key(recorded) if isinstance(recorded, dict) else seed
+
+    # a code version with a replay under way (an interrupted run) needs no second one
+    pending = {key(p, p.parent.name) for p in Path(folder).glob(f"seed_*/{REPLACED}")}
+    groups: dict[str, list[str]] = {}
+    for seed in sorted(stale_seeds(folder, code, seeds)):
+        groups.setdefault(key(Path(folder) / seed / "metrics.json", seed), []).append(seed)
+    return [g for k, g in groups.items() if k not in pending]
+
+
+def start_replay(seed_dir: Path) -> None:
+    """Mark a finished seed for training again: its metrics.json is kept aside for `finish_replay`."""
+    os.replace(seed_dir / "metrics.json", seed_dir / REPLACED)
+
+
+def finish_replay(seed_dir: Path) -> dict | None:
+    """After a seed started by `start_replay` trained again: compare the two metrics.json, append
+    the verdict to the folder's replays.json and return it (None while the seed has not trained).
+    When the metrics differ, the other seeds of the old code are unmarked as finished, to be
+    trained again by the next run (their numbers came from code that computes differently)."""
+    seed_dir = Path(seed_dir)
+    if not (seed_dir / "metrics.json").exists():
+        return None
+    old = json.loads((seed_dir / REPLACED).read_text(encoding="utf-8"))
+    new = json.loads((seed_dir / "metrics.json").read_text(encoding="utf-8"))
+    a, b = _flat(old.get("metrics", {})), _flat(new["metrics"])
+    diffs = [abs(a[k] - b[k]) for k in a.keys() & b.keys() if np.isfinite(a[k]) and np.isfinite(b[k])]
+    # bit for bit, NaN included (a collapsed model's correlation), and the same selected epoch
+    identical = (json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+                 and old.get("best_epoch") == new["best_epoch"])
+    entry = {"seed": seed_dir.name, "old": code_key(old["code"]) if isinstance(old.get("code"), dict) else None,
+             "new": code_key(new["code"]), "files": code_changes(old.get("code"), new["code"]),
+             "identical": identical, "max_abs_diff": max(diffs, default=None), "best_epoch": [old.get("best_epoch"), new["best_epoch"]],
+             "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    folder = seed_dir.parent
+    write_json(folder / REPLAYS, [*_replays(folder), entry])
+    (seed_dir / REPLACED).unlink()
+    if not identical and entry["old"] is not None:
+        for done in _finished(folder):
+            recorded = json.loads(done.read_text(encoding="utf-8")).get("code")
+            if isinstance(recorded, dict) and code_key(recorded) == entry["old"]:
+                done.unlink()
+    return entry
+
+
+def _flat(metrics: dict) -> dict[str, float]:
+    return {f"{split}/{k}": v for split, values in metrics.items() for k, v in values.items()}
 
 
 def save_checkpoint(path: Path, model: MSAModel, cfg: RunConfig, ds: MSADataset, seed: int) -> None:
