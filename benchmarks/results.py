@@ -41,7 +41,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from sentangle.api import _yaml_value, make_config
+from sentangle.api import yaml_value, make_config
 from sentangle.config import ConfigError, RunConfig, build_config, parse_seeds, read_yaml
 from sentangle.data.named import check_options, find_file
 from sentangle.evaluation.robust import robust, robust_table
@@ -50,11 +50,11 @@ from sentangle.registry import DATASETS, MODELS
 from sentangle.report import plots
 from sentangle.report.tables import LABELS, RAW_SCALE, fmt
 from sentangle.models.base import check_model_options
-from sentangle.training.ablate import _csv as ablation_csv, ablation_table, load_ablation
-from sentangle.training.compare import _seed_facts, csv_table, markdown_table
+from sentangle.training.ablate import ablation_csv, ablation_table, load_ablation
+from sentangle.training.compare import seed_facts, csv_table, markdown_table
 from sentangle.training.metrics import METRIC_DIRECTIONS
-from sentangle.training.runs import (REPLACED, _comparable, code_fingerprint, code_key, finish_replay, replay_groups,
-                                     run, stale_seeds, start_replay, summarize, vouched_codes)
+from sentangle.training.runs import (REPLACED, code_fingerprint, code_key, comparable_config, finish_replay,
+                                     replay_groups, run, stale_seeds, start_replay, summarize, vouched_codes)
 from sentangle.utils.io import exit_with_parent, versions, write_text
 
 HERE = Path(__file__).resolve().parent
@@ -122,7 +122,7 @@ def read_plan(path: Path) -> dict:
 
 
 def _dotted(mapping: dict | None) -> list[str]:
-    return [f"{k}={_yaml_value(v)}" for k, v in (mapping or {}).items()]
+    return [f"{k}={yaml_value(v)}" for k, v in (mapping or {}).items()]
 
 
 @dataclass
@@ -215,8 +215,8 @@ class Planner:
             check_model_options(cfg.model["name"], cfg.model, f"{where}, model {m!r}")
             _check_dataset_options(cfg, f"{where}, model {m!r}")
             jobs.append(Job(section, "train", f"{group['id']}/{m}", cfg,
-                            shown + [f"model.{k}={_yaml_value(v)}" for k, v in (opts or {}).items()],
-                            dataset=_yaml_value(ds)))
+                            shown + [f"model.{k}={yaml_value(v)}" for k, v in (opts or {}).items()],
+                            dataset=yaml_value(ds)))
         return jobs
 
     def ablation(self, entry: dict) -> tuple[dict, dict[str, RunConfig]]:
@@ -260,7 +260,7 @@ class Planner:
             spec, cfgs = self.ablation(entry)
             jobs += [Job(sec["id"], "train", f"ablations/{spec['name']}/{v}", c,
                          [f"(from {Path(spec['file']).name})"] + next(x["overrides"] for x in spec["variants"] if x["name"] == v),
-                         dataset=_yaml_value(spec["dataset"]))
+                         dataset=yaml_value(spec["dataset"]))
                      for v, c in cfgs.items()]
         return jobs
 
@@ -293,7 +293,7 @@ def status(cfg: RunConfig) -> tuple[list[int], bool]:
     conflict = False
     if done and stored.is_file():
         try:
-            conflict = _comparable(read_yaml(stored)) != _comparable(cfg.to_dict())
+            conflict = comparable_config(read_yaml(stored)) != comparable_config(cfg.to_dict())
         except (ConfigError, TypeError, KeyError):
             conflict = True
     return done, conflict
@@ -322,7 +322,7 @@ def load_result(cfg: RunConfig) -> dict | None:
         if sorted(int(x) for x in s.get("seeds", [])) == sorted(per_seed):
             diagnostics = s.get("diagnostics")
     return {"folder": str(folder), "model": cfg.model["name"], "task": task, "splits": summarize(per_seed),
-            "per_seed": per_seed, "facts": _seed_facts(str(folder), per_seed), "diagnostics": diagnostics,
+            "per_seed": per_seed, "facts": seed_facts(str(folder), per_seed), "diagnostics": diagnostics,
             "planned_seeds": len(cfg.seeds)}
 
 

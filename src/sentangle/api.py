@@ -15,11 +15,12 @@ def _flatten(prefix: str, d: dict) -> list[str]:
         if isinstance(v, dict) and k != "aux_weights":
             out += _flatten(f"{prefix}{k}.", v)
         else:
-            out.append(f"{prefix}{k}={_yaml_value(v)}")
+            out.append(f"{prefix}{k}={yaml_value(v)}")
     return out
 
 
-def _yaml_value(v: Any) -> str:
+def yaml_value(v: Any) -> str:
+    """`v` as it is written after KEY= in a command-line override (YAML flow style)."""
     import yaml
 
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
@@ -44,7 +45,7 @@ def make_config(model: str | dict | None = None, dataset: str | dict | None = No
             raise TypeError(f"{section}= must be a dict of settings, got {type(values).__name__}")
         extra += _flatten(f"{section}.", values)
     if seeds is not None:
-        extra.append(f"seeds={_yaml_value(seeds)}")
+        extra.append(f"seeds={yaml_value(seeds)}")
     if out is not None:
         extra.append(f"out={out}")
     if name is not None:

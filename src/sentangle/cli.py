@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import warnings
@@ -18,12 +19,16 @@ def _add_data_root(p: argparse.ArgumentParser) -> None:
                    help="folder holding mosi/, mosei/, mintrec/ ... (default: $SENTANGLE_DATA_ROOT, ./data, ../shared/data)")
 
 
+# No abbreviated options: `predict CKPT --data f.npz` would otherwise be taken as --data-root.
+_Parser = functools.partial(argparse.ArgumentParser, allow_abbrev=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sentangle", description="Multimodal sentiment analysis with disentangled representations.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="store_true", help="print versions and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a model over one or more seeds and write a run folder",
                        description="Train MODEL on DATASET once per seed, select on the validation split, "
@@ -74,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_root(p)
 
     p = sub.add_parser("data", help="list datasets, or show one", description="Inspect datasets.")
-    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     dsub.add_parser("list", help="list named datasets")
     q = dsub.add_parser("info", help="load a dataset and print sizes, modalities and label statistics",
                         epilog="Dataset options as dotted overrides, e.g. dataset.scale=0.1 dataset.aligned=true")
@@ -152,12 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_data_root(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides for every trial")
-    # No abbreviated options: `predict CKPT --data f.npz` would otherwise be taken as --data-root.
-    stack = [parser]
-    while stack:
-        p = stack.pop()
-        p.allow_abbrev = False
-        stack += [c for a in p._actions if isinstance(a, argparse._SubParsersAction) for c in a.choices.values()]
     return parser
 
 

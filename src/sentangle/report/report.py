@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..training.compare import SPLITS_SHOWN, _seed_facts, csv_table
+from ..training.compare import SPLITS_SHOWN, seed_facts, csv_table
 from ..utils.io import write_text
 from . import plots
 from .tables import aggregate, results_table
@@ -148,7 +148,7 @@ def report(run_folders, out: str | Path | None = None, data_root: str | None = N
         raise ValueError(f"report: runs mix tasks {sorted(tasks)}; report regression and classification runs separately")
     task = tasks.pop()
     out = Path(out) if out is not None else (folders[0] / "report" if len(folders) == 1 else folders[0].parent / "report")
-    facts = {lab: _seed_facts(s["folder"], s["seeds"]) for lab, s in runs.items()}
+    facts = {lab: seed_facts(s["folder"], s["seeds"]) for lab, s in runs.items()}
     extra = {"model": {lab: f"`{s['model']}`" for lab, s in runs.items()},
              "params": {lab: f"{int(f['parameters'][0]):,}" if f["parameters"] else "n/a" for lab, f in facts.items()},
              "s / seed": {lab: f"{aggregate(f['train_seconds'])['mean']:.0f}" if f["train_seconds"] else "n/a"

@@ -43,12 +43,12 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 def _overrides(value, where: str) -> list[str]:
     """A mapping of dotted keys, or a list of "key=value" strings -> override strings."""
-    from ..api import _yaml_value
+    from ..api import yaml_value
 
     if value is None:
         return []
     if isinstance(value, dict):
-        return [f"{k}={_yaml_value(v)}" for k, v in value.items()]
+        return [f"{k}={yaml_value(v)}" for k, v in value.items()]
     if isinstance(value, list) and all(isinstance(v, str) and "=" in v for v in value):
         return list(value)
     raise ConfigError(f"{where}: expected a mapping of dotted keys (model.temporal: false) or a list of "
@@ -128,7 +128,7 @@ def ablation_table(results: dict[str, dict], reference: str, task: str, split: s
     return results_table(rows, task, extra, label="variant")
 
 
-def _csv(results: dict[str, dict], reference: str, task: str, switches: dict[str, str]) -> str:
+def ablation_csv(results: dict[str, dict], reference: str, task: str, switches: dict[str, str]) -> str:
     metrics = metric_order(task, {m for r in results.values() for s in r["splits"].values() for m in s})
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -202,5 +202,5 @@ def ablate(spec: str | Path | dict, seeds=None, out: str | None = None, data_roo
             parts.append(f"## {split}\n\n" + ablation_table(results, spec["reference"], task, split, switches) + "\n")
     table = "\n".join(parts)
     md = write_text(root / "ablation.md", table)
-    csv_path = write_text(root / "ablation.csv", _csv(results, spec["reference"], task, switches))
+    csv_path = write_text(root / "ablation.csv", ablation_csv(results, spec["reference"], task, switches))
     return {"folder": str(root), "markdown": str(md), "csv": str(csv_path), "table": table, "results": results}

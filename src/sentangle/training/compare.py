@@ -34,7 +34,7 @@ def _model_name(model: str | dict) -> str:
     return model
 
 
-def _seed_facts(folder: str, seeds) -> dict[str, dict]:
+def seed_facts(folder: str, seeds) -> dict[str, dict]:
     """Parameter count and training time per seed, from the run folder's metrics.json files."""
     params, seconds, epochs = [], [], []
     for seed in seeds:
@@ -111,7 +111,7 @@ def compare(models: list[str | dict], dataset: str, seeds: int | str | list[int]
         res = train(model, dataset, seeds=seeds, out=out, name=f"{label}-{name}", data_root=data_root,
                     overrides=list(overrides))
         results[label] = res
-        facts[label] = _seed_facts(res["folder"], res["per_seed"])
+        facts[label] = seed_facts(res["folder"], res["per_seed"])
     task = next(iter(results.values()))["task"]
     folder = Path(out) / name
     parts = [f"# {name}: {len(results)} models on `{dataset}`\n",

@@ -305,7 +305,7 @@ def _prepare_folder(folder: Path, resolved: dict) -> None:
     for tmp in [*folder.glob(".*.tmp"), *folder.glob("seed_*/.*.tmp")]:
         tmp.unlink(missing_ok=True)
     old = folder / "config.yaml"
-    if old.exists() and _comparable(read_yaml(old)) != _comparable(resolved):
+    if old.exists() and comparable_config(read_yaml(old)) != comparable_config(resolved):
         for path in [*_finished(folder), folder / "summary.json", folder / "summary.md"]:
             path.unlink(missing_ok=True)
 
@@ -330,7 +330,7 @@ def _check_same_data(folder: Path, ds: MSADataset) -> None:
                               f"(dataset.json: {', '.join(diff)}); pass --overwrite or another --name")
 
 
-def _comparable(config: dict) -> dict:
+def comparable_config(config: dict) -> dict:
     """What decides a run's results: the config with defaults filled in (settings added in later
     versions count as their defaults), less the seed list and display-only settings."""
     d = from_dict(config).to_dict()
@@ -362,7 +362,7 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
 
     def check_folder() -> None:
         if (folder / "config.yaml").exists() and not overwrite and _finished(folder):
-            old, new = _comparable(read_yaml(folder / "config.yaml")), _comparable(resolved)
+            old, new = comparable_config(read_yaml(folder / "config.yaml")), comparable_config(resolved)
             if old != new:
                 diff = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in _differences(old, new)[:5])
                 raise FileExistsError(f"{folder} holds a run with a different config ({diff}); "

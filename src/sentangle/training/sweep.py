@@ -29,7 +29,6 @@ from typing import Any
 from ..config import ConfigError, RunConfig, TrainConfig, dump_yaml
 from ..utils.io import write_text
 from .distributed import is_main
-from .metrics import METRIC_DIRECTIONS
 
 KINDS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}, "categorical": {"choices"}}
 SECTIONS = ("model", "dataset", "train")
@@ -176,7 +175,7 @@ def sweep(model: str | None, dataset: str | None, space_file: str | Path, trials
           data_root: str | None = None, overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
           sampler_seed: int | None = None) -> dict:
     """Run `trials` more trials of a (possibly shared) study; write best.yaml and the trials table."""
-    from ..api import _yaml_value, make_config
+    from ..api import yaml_value, make_config
     from .runs import dataset_from_config, run
     from .trainer import TrainingError, selection
 
@@ -225,7 +224,7 @@ def sweep(model: str | None, dataset: str | None, space_file: str | Path, trials
             number = retry.retried_trial_number(frozen)
         number = trial.number if number is None else number
         cfg = make_config(model, dataset, config, seeds, str(folder), f"trial_{number:04d}", data_root,
-                          [*overrides, *(f"{k}={_yaml_value(v)}" for k, v in values.items())])
+                          [*overrides, *(f"{k}={yaml_value(v)}" for k, v in values.items())])
         cfg.train.progress = progress
         trial.set_user_attr("run_folder", str(Path(cfg.out) / cfg.run_name))
         summary = run(cfg, dataset=shared)
@@ -247,9 +246,9 @@ def _identity(base: RunConfig, space: dict, metric: str) -> dict:
     objective and the space."""
     import json
 
-    from .runs import _comparable
+    from .runs import comparable_config
 
-    cfg = _comparable(base.to_dict())
+    cfg = comparable_config(base.to_dict())
     cfg["dataset"].pop("root", None)
     cfg["train"].pop("device", None)
     for k in ("out", "name"):
@@ -297,11 +296,11 @@ def write_results(st, folder: Path, base: RunConfig, space: dict, metric: str) -
     result = {"study": st.study_name, "trials": len(st.trials), "complete": len(done), "csv": str(folder / "trials.csv"),
               "markdown": str(folder / "trials.md"), "best": None, "table": "\n".join(md[4:])}
     if best is not None:
-        from ..api import _yaml_value
+        from ..api import yaml_value
 
         cfg = best_config(base, best.params)
         head = (f"# Best of sweep {st.study_name}: trial {best.number}, {base.train.select_split} {metric} "
-                f"{best.value:.6g}\n# {', '.join(f'{k}={_yaml_value(v)}' for k, v in best.params.items())}\n"
+                f"{best.value:.6g}\n# {', '.join(f'{k}={yaml_value(v)}' for k, v in best.params.items())}\n"
                 "# Train it over the protocol's seeds: sentangle train -c best.yaml\n")
         write_text(folder / "best.yaml", head + dump_yaml(cfg))
         md += ["", f"Best: trial {best.number}; config `best.yaml` (`sentangle train -c {folder / 'best.yaml'}`)."]
@@ -314,12 +313,12 @@ def write_results(st, folder: Path, base: RunConfig, space: dict, metric: str) -
 def best_config(base: RunConfig, params: dict) -> dict:
     """The resolved base config with `params` applied, less seeds, out and name, so that
     `sentangle train -c best.yaml` trains it over the standard seeds into runs/<model>-<dataset>."""
-    from ..api import _yaml_value
+    from ..api import yaml_value
     from ..config import from_dict, parse_override
 
     d = base.to_dict()
     for key, value in params.items():
-        keys, parsed = parse_override(f"{key}={_yaml_value(value)}")
+        keys, parsed = parse_override(f"{key}={yaml_value(value)}")
         node = d
         for k in keys[:-1]:
             if node.get(k) is None:
