@@ -121,6 +121,14 @@ def noise_maes(folder: str, datasets: dict) -> dict[float, list[float]]:
     return out
 
 
+def criterion_margin(on: dict, off: dict) -> tuple[np.ndarray, float]:
+    """Per seed, clean cost minus noise gain at the top sigma, (on_clean + on_noisy) - (off_clean + off_noisy),
+    which the check asks to be <= 0; and its standard error."""
+    top = max(SIGMAS)
+    margin = (np.array(on[0.0]) + np.array(on[top])) - (np.array(off[0.0]) + np.array(off[top]))
+    return margin, float(np.std(margin, ddof=1) / np.sqrt(len(margin)))
+
+
 def noise_section(out: str, seeds: int, runs: dict, scale: float, train: dict | None = None) -> tuple[str, dict]:
     """`train`: the regulariser-off run's training settings, those of the `runs` given (default SYNTH_TRAIN)."""
     setting = "synthetic"
@@ -152,10 +160,8 @@ def noise_section(out: str, seeds: int, runs: dict, scale: float, train: dict | 
                        + ", ".join(f"{d:+.3f}" for d in paired) + "); noise gain "
                        + ", ".join(f"{g:+.3f} at sigma = {s}" for s, g in gains.items())
                        + f" (off minus on). Clean cost <= noise gain at sigma = {max(SIGMAS)}: **{'yes' if ok else 'NO'}**.")
-        # The criterion per seed: cost - gain = (on_clean + on_noisy) - (off_clean + off_noisy) <= 0.
         top = max(SIGMAS)
-        margin = (np.array(maes[key][0.0]) + np.array(maes[key][top])) - (np.array(maes[off_key][0.0]) + np.array(maes[off_key][top]))
-        se = float(np.std(margin, ddof=1) / np.sqrt(len(margin)))
+        margin, se = criterion_margin(maes[key], maes[off_key])
         bullets.append(f"  Criterion margin, clean cost minus noise gain at sigma = {top}, per seed: "
                        + ", ".join(f"{d:+.3f}" for d in margin)
                        + f"; mean {margin.mean():+.3f} ± {se:.3f} (standard error). The check asks for <= 0; an interval "
@@ -182,6 +188,55 @@ def full_training_noise(out: str, seeds: int, scale: float) -> str:
     text, _ = noise_section(sub, seeds, runs, scale, train=FULL_TRAIN)
     best = ", ".join(f"{k}: {best_epochs(runs[f'{k}-synthetic']['folder'])}" for k, _ in PRESETS)
     return text + f"\nSelected epochs: {best}; `temporal: none`: {best_epochs(str(Path(sub) / 'rtil_no_temporal-synthetic'))}.\n"
+
+
+# (run name suffix, modalities regularised if not all, temporal loss weight): the released weight, stronger weights, and the
+# regulariser kept off audio, the modality whose private cue is a short burst that smoothing can erase, and on
+# vision only (where the released code puts it).
+VARIANTS = [("", (), 1.0), ("_temporal10", (), 10.0), ("_temporal100", (), 100.0),
+            ("_no_audio_temporal", ("text", "vision"), 1.0), ("_vision_temporal", ("vision",), 1.0)]
+
+
+def loss_share(folder: str, weight: float) -> float:
+    """Mean over seeds of weight x temporal loss / task loss (the history keeps unweighted training means),
+    at the selected epoch: how much of the objective the regulariser is."""
+    shares = []
+    for f in sorted(Path(folder).glob("seed_*/metrics.json")):
+        m = json.loads(f.read_text())
+        h = m["history"][m["best_epoch"] - 1]
+        shares.append(weight * h["train_temporal"] / h["train_task"])
+    return float(np.mean(shares))
+
+
+def weight_sweep(out: str, seeds: int, scale: float, runs: dict) -> str:
+    """Section 2 at temporal loss weights 10 and 100 besides the released 1, and with audio exempt."""
+    dataset = {"name": "synthetic", "scale": scale}
+    ds = sentangle.load_dataset("synthetic", scale=scale)
+    datasets = {0.0: ds, **{s: noisy_copy(ds, s) for s in SIGMAS}}
+    off_key = NO_TEMPORAL[0]
+    off = noise_maes(runs[f"{off_key}-synthetic"]["folder"], datasets)
+    header = ["model", "temporal loss on", "weight", "weighted temporal loss / task loss",
+              *(f"test MAE, sigma = {s}" for s in (0.0, *SIGMAS)), "clean cost", f"noise gain at sigma = {max(SIGMAS)}",
+              "criterion margin (<= 0 asked) ± 2 SE"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, title in PRESETS:
+        kind = "jsd" if key == "rtil" else "tv"
+        for suffix, only, w in VARIANTS:
+            name = f"{key}{suffix}-synthetic"
+            model = {"temporal": {m: kind for m in only}} if only else {}
+            on_what = ", ".join(only or ("text", "audio", "vision"))
+            res = runs.get(name) or train_or_reuse(out, name, model={"name": key, **model}, dataset=dataset,
+                                                   seeds=seeds, train={**SYNTH_TRAIN, "aux_weights": {"temporal": w}})
+            on = noise_maes(res["folder"], datasets)
+            mean = {s: float(np.mean(v)) for s, v in on.items()}
+            margin, se = criterion_margin(on, off)
+            lines.append(f"| {title} (`{name}`) | {on_what} | {w:g} | {loss_share(res['folder'], w):.3f} | " + " | ".join(
+                f"{mean[s]:.3f} ± {np.std(on[s], ddof=1):.3f}" for s in (0.0, *SIGMAS))
+                + f" | {mean[0.0] - np.mean(off[0.0]):+.3f} | {np.mean(off[max(SIGMAS)]) - mean[max(SIGMAS)]:+.3f} | "
+                f"{margin.mean():+.3f} ± {2 * se:.3f} |")
+    lines.append(f"| temporal regulariser off (`{off_key}-synthetic`) | nothing | 0 | 0 | " + " | ".join(
+        f"{np.mean(off[s]):.3f} ± {np.std(off[s], ddof=1):.3f}" for s in (0.0, *SIGMAS)) + " | | | |")
+    return "\n".join(lines) + "\n"
 
 
 # ---- the document ---------------------------------------------------------------------------------------
@@ -244,6 +299,16 @@ def main() -> None:
         "with `temporal: none`, which is both presets at once. Mean ± sample std over the seeds.\n")
     text, _ = noise_section(args.out, args.seeds, synth_runs, args.scale)
     parts.append(text)
+    parts.append("### Variants: temporal loss weight 1 (released), 10 and 100; audio exempt; vision only\n\n"
+                 "The same comparison with the temporal loss weighted 10 and 100 times (`train.aux_weights: "
+                 "{temporal: w}`), and at weight 1 with the regulariser on text and vision only (`model.temporal: "
+                 "{text: jsd, vision: jsd}`, or `tv`) or on vision only (the released code's choice), everything "
+                 "else unchanged; 'off' is the run above. The column 'weighted temporal loss / task loss' "
+                 "is the ratio (training means at the selected epoch): a softmax over "
+                 "2D sigmoid codes is nearly uniform, so adjacent-frame JSD is small by construction. The noise is "
+                 "added to the raw frames, before the window averaging to 32 frames, which shrinks i.i.d. noise "
+                 "(375 audio frames: about 12 per window).\n")
+    parts.append(weight_sweep(args.out, args.seeds, args.scale, synth_runs))
     if args.full_epochs:
         parts.append(f"### The same with the dataset's full schedule ({FULL_TRAIN['epochs']} epochs, patience "
                      f"{FULL_TRAIN['patience']})\n\nRuns under `{args.out}/full_epochs/`; everything else as above.\n")
