@@ -1,0 +1,75 @@
+"""benchmarks/rtil_checks.py: the noisy test copies and the noise criterion's arithmetic (the script
+itself trains for an hour; these are the parts whose mistakes would silently change its verdicts)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sentangle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def rc():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports its neighbour common.py
+    try:
+        spec = importlib.util.spec_from_file_location("rtil_checks_script", ROOT / "benchmarks" / "rtil_checks.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return sentangle.load_dataset("synthetic", scale=0.1)
+
+
+def test_noisy_copy_touches_only_real_audio_vision_test_frames(rc, ds):
+    noisy = rc.noisy_copy(ds, 1.0)
+    for split in ("train", "valid"):
+        assert noisy.splits[split] is ds.splits[split]
+    clean, dirty = ds.splits["test"], noisy.splits["test"]
+    np.testing.assert_array_equal(dirty.labels, clean.labels)
+    for m in clean.features:
+        diff = dirty.features[m] - clean.features[m]
+        if m == "text":
+            assert not diff.any()
+            continue
+        mask = clean.masks[m]
+        assert not diff[~mask].any(), f"{m}: padded frames changed"
+        # per-feature noise std against sigma x the training std of that feature, computed here with a loop
+        train = ds.splits["train"]
+        for j in range(0, clean.features[m].shape[-1], 7):
+            want = np.std(np.concatenate([train.features[m][i, train.masks[m][i], j]
+                                          for i in range(len(train.labels))]))
+            got = diff[mask][:, j].std()
+            assert got == pytest.approx(want, rel=0.15), (m, j)
+    # one fixed draw: the same copy twice, a different one for another seed
+    again = rc.noisy_copy(ds, 1.0)
+    np.testing.assert_array_equal(again.splits["test"].features["audio"], dirty.features["audio"])
+    other = rc.noisy_copy(ds, 1.0, seed=1)
+    assert not np.array_equal(other.splits["test"].features["audio"], dirty.features["audio"])
+    assert rc.noisy_copy(ds, 0.0) is ds
+
+
+def test_criterion_margin_and_verdict(rc):
+    top = max(rc.SIGMAS)
+    on = {0.0: [0.40, 0.42, 0.39], top: [0.45, 0.47, 0.44]}
+    off = {0.0: [0.41, 0.40, 0.40], top: [0.48, 0.47, 0.47]}
+    margin, se = rc.criterion_margin(on, off)
+    # clean cost (on - off, clean) minus noise gain (off - on, noisy), seed by seed
+    want = [(0.40 - 0.41) - (0.48 - 0.45), (0.42 - 0.40) - (0.47 - 0.47), (0.39 - 0.40) - (0.47 - 0.44)]
+    np.testing.assert_allclose(margin, want)
+    mean = sum(want) / 3
+    assert se == pytest.approx((sum((w - mean) ** 2 for w in want) / 2 / 3) ** 0.5)
+    assert rc.margin_verdict(-0.03, 0.01) == "met"
+    assert rc.margin_verdict(0.03, 0.01) == "not met"
+    assert rc.margin_verdict(-0.01, 0.01) == "not resolved"
+    assert rc.margin_verdict(0.01, 0.01) == "not resolved"
