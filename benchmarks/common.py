@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,13 @@ from sentangle.report.tables import fmt
 
 def train_or_reuse(out: str, name: str, **kwargs) -> dict:
     """Train (or resume) run `name`; a folder another script made with other settings is reused as it is."""
+    print(f"{time.strftime('%H:%M:%S')} {out}/{name}", flush=True)  # the runs train without a bar (progress off)
     try:
         return sentangle.train(out=out, name=name, **kwargs)
-    except FileExistsError:
+    except FileExistsError as e:
         config = Path(out) / name / "config.yaml"
-        print(f"{name}: reusing the settings stored in {config}")
+        # the message names the settings that differ: a reader of the doc must be able to see them
+        print(f"{name}: {e}\n  -> reusing the settings stored in {config}")
         return sentangle.train(config=str(config), out=out, name=name, seeds=kwargs.get("seeds"),
                                data_root=kwargs.get("data_root"))
 
