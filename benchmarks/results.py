@@ -28,6 +28,7 @@ import argparse
 import csv
 import dataclasses
 import io
+import itertools
 import json
 import os
 import sys
@@ -341,7 +342,8 @@ def robust_fresh(folder: Path, opts: dict) -> bool:
 def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
     """Every job under one overall bar; returns the failures. With workers > 1 the training jobs run
     that many at a time in separate processes (a run folder is never shared: jobs are one per
-    folder), then the robustness jobs, which read their checkpoints, run here in order."""
+    folder), and each robustness job runs here as soon as the runs it reads are trained, rather than
+    after hours of unrelated training."""
     failures = []
     bar = tqdm(total=len(jobs), desc="results", unit="run", position=0, dynamic_ncols=True)
 
@@ -374,12 +376,25 @@ def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
             # `run` itself (importable in the worker), without bars; threads come from the plan (1).
             quiet = lambda cfg: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, progress=False))  # noqa: E731
             futures = {pool.submit(run, quiet(j.cfg)): j for j in jobs if j.kind == "train" and pending(j)}
+            training = {j.folder: f for f, j in futures.items()}
+            robust_left = [j for j in jobs if j.kind == "robust"]
             bar.update(sum(j.kind == "train" for j in jobs) - len(futures))
-            for f in cf.as_completed(futures):
-                bar.set_postfix_str(futures[f].label)
-                attempt(futures[f], f.result)
-                bar.update(1)
-        jobs = [j for j in jobs if j.kind != "train"]
+
+            def ready(job: Job) -> bool:
+                return all(training[d].done() for d in job.folders if d in training)
+
+            # None first: robustness jobs whose runs need no training start at once
+            for f in itertools.chain([None], cf.as_completed(futures)):
+                if f is not None:
+                    bar.set_postfix_str(futures[f].label)
+                    attempt(futures[f], f.result)
+                    bar.update(1)
+                for job in [j for j in robust_left if ready(j)]:
+                    robust_left.remove(job)
+                    bar.set_postfix_str(job.label)
+                    attempt(job, lambda: robust_job(job))
+                    bar.update(1)
+        jobs = robust_left
     for job in jobs:
         bar.set_postfix_str(job.label)
         attempt(job, (lambda: pending(job) and run(job.cfg)) if job.kind == "train" else (lambda: robust_job(job)))

@@ -117,10 +117,20 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
 
 def test_workers_train_in_parallel_with_the_same_numbers(results, tmp_path):
     seq, par = tmp_path / "seq", tmp_path / "par"
-    for out, extra in ((seq, []), (par, ["--workers", "2"])):
-        assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(out / "R.md"), *extra]) == 0
+    # the parallel run also does the robustness section: its robustness job runs beside the workers
+    for out, extra in ((seq, ["synthetic"]), (par, ["synthetic", "robustness", "--workers", "2"])):
+        assert results.main(["--quick", "--out", str(out), "--doc", str(out / "R.md"), "--only", *extra]) == 0
     folders = sorted(p.relative_to(seq) for p in seq.glob("synthetic-*/*/seed_1111"))
     assert len(folders) == 22 and folders == sorted(p.relative_to(par) for p in par.glob("synthetic-*/*/seed_1111"))
     for f in folders:
         a, b = (json.loads((root / f / "metrics.json").read_text()) for root in (seq, par))
         assert a["metrics"] == b["metrics"], f  # one thread each: the same numbers, in whatever order
+    robust = sorted(par.glob("synthetic-unaligned/*/robust.json"))
+    assert len(robust) == 5  # the plan's robustness job reads five of the unaligned runs
+    for r in robust:
+        conditions = json.loads(r.read_text())["conditions"]
+        assert {"clean", "missing:vision"} <= {c["name"] for c in conditions}
+        clean = next(c for c in conditions if c["name"] == "clean")["metrics"]["mae"]["mean"]
+        trained = json.loads((r.parent / "summary.json").read_text())["splits"]["test"]["mae"]["mean"]
+        assert clean == pytest.approx(trained, abs=1e-6), r  # the checkpoints the workers wrote, evaluated again
+    assert "No robustness results yet" not in (par / "R.md").read_text()
