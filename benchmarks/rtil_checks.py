@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import time
 from pathlib import Path
@@ -113,6 +114,14 @@ def noisy_copy(ds, sigma: float, split: str = "test", seed: int = NOISE_SEED):
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def noisy_datasets(scale: float) -> dict:
+    """The runs' data (defaults, normalised with training statistics) and its noisy test copies, one per
+    sigma, built once per scale for every section that evaluates on them."""
+    ds = sentangle.load_dataset("synthetic", scale=scale)
+    return {0.0: ds, **{s: noisy_copy(ds, s) for s in (*SIGMAS, *EXTRA_SIGMAS)}}
+
+
 def noise_maes(folder: str, datasets: dict) -> dict[float, list[float]]:
     """Test MAE per seed of every checkpoint in a run folder, on each noisy copy."""
     out = {s: [] for s in datasets}
@@ -137,15 +146,15 @@ def margin_verdict(mean: float, se: float) -> str:
     return "met" if mean + 2 * se < 0 else "not met" if mean - 2 * se > 0 else "not resolved"
 
 
-def noise_section(out: str, seeds: int, runs: dict, scale: float, train: dict | None = None) -> tuple[str, dict]:
-    """`train`: the regulariser-off run's training settings, those of the `runs` given (default SYNTH_TRAIN)."""
+def noise_section(out: str, seeds: int, runs: dict, scale: float, train: dict | None = None) -> tuple[str, dict, dict]:
+    """`train`: the regulariser-off run's training settings, those of the `runs` given (default SYNTH_TRAIN).
+    Returns the text, the verdicts and the noisy test MAEs by run name (for the variants table)."""
     setting = "synthetic"
     off_key, off_model = NO_TEMPORAL
     runs[f"{off_key}-{setting}"] = train_or_reuse(out, f"{off_key}-{setting}", model=off_model,
                                                   dataset={"name": "synthetic", "scale": scale}, seeds=seeds,
                                                   train=train or SYNTH_TRAIN)
-    ds = sentangle.load_dataset("synthetic", scale=scale)  # the runs' data: defaults, normalised with training statistics
-    datasets = {0.0: ds, **{s: noisy_copy(ds, s) for s in (*SIGMAS, *EXTRA_SIGMAS)}}
+    datasets = noisy_datasets(scale)
     maes = {key: noise_maes(runs[f"{key}-{setting}"]["folder"], datasets) for key in ("rtil", "irg_svr", off_key)}
     sig = [0.0, *SIGMAS, *EXTRA_SIGMAS]
     lines = ["| model | " + " | ".join(f"test MAE, sigma = {s}" for s in sig) + " | rise at sigma = 1.0 |",
@@ -182,7 +191,8 @@ def noise_section(out: str, seeds: int, runs: dict, scale: float, train: dict | 
     bullets.append(f"- Scale of these differences: the seed-to-seed standard deviation of the clean test MAE is "
                    f"{spread:.3f} on average over the three models, so with {len(maes[off_key][0.0])} seeds differences of "
                    "a few hundredths are not resolved.")
-    return "\n".join(lines) + "\n\n" + "\n".join(bullets) + "\n", verdict
+    return ("\n".join(lines) + "\n\n" + "\n".join(bullets) + "\n", verdict,
+            {f"{key}-{setting}": m for key, m in maes.items()})
 
 
 FULL_TRAIN = {"epochs": 30, "patience": 6, "progress": False}  # the synthetic dataset's own schedule
@@ -194,11 +204,11 @@ def full_training_noise(out: str, seeds: int, scale: float) -> str:
     sub = str(Path(out) / "full_epochs")
     runs = {f"{k}-synthetic": train_or_reuse(sub, f"{k}-synthetic", model=k, dataset={"name": "synthetic", "scale": scale},
                                              seeds=seeds, train=FULL_TRAIN) for k, _ in PRESETS}
-    text, _ = noise_section(sub, seeds, runs, scale, train=FULL_TRAIN)
+    text, _, known = noise_section(sub, seeds, runs, scale, train=FULL_TRAIN)
     best = ", ".join(f"{k}: {best_epochs(runs[f'{k}-synthetic']['folder'])}" for k, _ in PRESETS)
     text += f"\nSelected epochs: {best}; `temporal: none`: {best_epochs(str(Path(sub) / 'rtil_no_temporal-synthetic'))}.\n"
     return text + ("\nThe weight variants at this schedule (regulariser on every modality):\n\n"
-                   + weight_sweep(sub, seeds, scale, runs, train=FULL_TRAIN, variants=WEIGHT_ONLY))
+                   + weight_sweep(sub, seeds, scale, runs, known, train=FULL_TRAIN, variants=WEIGHT_ONLY))
 
 
 # (run name suffix, modalities regularised if not all, temporal loss weight): the released weight, weaker and
@@ -222,15 +232,15 @@ def loss_share(folder: str, weight: float) -> float:
 WEIGHT_ONLY = [v for v in VARIANTS if not v[1]]  # the weight variants, regulariser on every modality
 
 
-def weight_sweep(out: str, seeds: int, scale: float, runs: dict, train: dict = SYNTH_TRAIN,
+def weight_sweep(out: str, seeds: int, scale: float, runs: dict, known: dict, train: dict = SYNTH_TRAIN,
                  variants: list = VARIANTS) -> str:
     """Section 2 for each variant, then per preset the weight a user would pick without the test split: the
-    lowest clean validation MAE among the weight variants, and the criterion at that weight."""
+    lowest clean validation MAE among the weight variants, and the criterion at that weight. `known`: the
+    noisy test MAEs noise_section already has, by run name (the released weight and 'off')."""
     dataset = {"name": "synthetic", "scale": scale}
-    ds = sentangle.load_dataset("synthetic", scale=scale)
-    datasets = {0.0: ds, **{s: noisy_copy(ds, s) for s in SIGMAS}}
+    datasets = {s: d for s, d in noisy_datasets(scale).items() if s in (0.0, *SIGMAS)}
     off_key = NO_TEMPORAL[0]
-    off = noise_maes(runs[f"{off_key}-synthetic"]["folder"], datasets)
+    off = known[f"{off_key}-synthetic"]
     header = ["model", "temporal loss on", "weight", "weighted temporal loss / task loss", "valid MAE",
               *(f"test MAE, sigma = {s}" for s in (0.0, *SIGMAS)), "clean cost", f"noise gain at sigma = {max(SIGMAS)}",
               "criterion margin (<= 0 asked) ± 2 SE"]
@@ -244,7 +254,7 @@ def weight_sweep(out: str, seeds: int, scale: float, runs: dict, train: dict = S
             on_what = ", ".join(only or ("text", "audio", "vision"))
             res = runs.get(name) or train_or_reuse(out, name, model={"name": key, **model}, dataset=dataset,
                                                    seeds=seeds, train={**train, "aux_weights": {"temporal": w}})
-            on = noise_maes(res["folder"], datasets)
+            on = known.get(name) or noise_maes(res["folder"], datasets)
             mean = {s: float(np.mean(v)) for s, v in on.items()}
             margin, se = criterion_margin(on, off)
             valid = res["splits"]["valid"]["mae"]["mean"]
@@ -255,7 +265,7 @@ def weight_sweep(out: str, seeds: int, scale: float, runs: dict, train: dict = S
                          + f" | {mean[0.0] - np.mean(off[0.0]):+.3f} | {np.mean(off[max(SIGMAS)]) - mean[max(SIGMAS)]:+.3f} | "
                          f"{margin.mean():+.3f} ± {2 * se:.3f} |")
         valid, w, name, m, se = min(candidates)
-        weights = ", ".join(f"{w:g}" for w in sorted(v[2] for v in variants if not v[1]))
+        weights = ", ".join(f"{c[1]:g}" for c in sorted(candidates, key=lambda c: c[1]))
         bullets.append(f"- {title}, weight chosen on the validation split (lowest clean valid MAE among {weights}): "
                        f"**{w:g}** (`{name}`, valid MAE {valid:.3f}). Criterion margin there {m:+.3f}, interval of ± 2 "
                        f"standard errors [{m - 2 * se:+.3f}, {m + 2 * se:+.3f}]: criterion **{margin_verdict(m, se)}**.")
@@ -323,7 +333,7 @@ def main() -> None:
         "vision frames get Gaussian noise with standard deviation sigma times that feature's training std (one fixed "
         f"draw, seed {NOISE_SEED}, the same for every model; text untouched). 'Off' is the same model and training "
         "with `temporal: none`, which is both presets at once. Mean ± sample std over the seeds.\n")
-    text, _ = noise_section(args.out, args.seeds, synth_runs, args.scale)
+    text, _, known = noise_section(args.out, args.seeds, synth_runs, args.scale)
     parts.append(text)
     parts.append("### Variants: temporal loss weight 1 (released), 0.1, 10 and 100; audio exempt; vision only\n\n"
                  "The same comparison with the temporal loss weighted 0.1, 10 and 100 times (`train.aux_weights: "
@@ -334,7 +344,7 @@ def main() -> None:
                  "2D sigmoid codes is nearly uniform, so adjacent-frame JSD is small by construction. The noise is "
                  "added to the raw frames, before the window averaging to 32 frames, which shrinks i.i.d. noise "
                  "(375 audio frames: about 12 per window).\n")
-    parts.append(weight_sweep(args.out, args.seeds, args.scale, synth_runs))
+    parts.append(weight_sweep(args.out, args.seeds, args.scale, synth_runs, known))
     if args.full_epochs:
         parts.append(f"### The same with the dataset's full schedule ({FULL_TRAIN['epochs']} epochs, patience "
                      f"{FULL_TRAIN['patience']})\n\nRuns under `{args.out}/full_epochs/`; everything else as above.\n")
