@@ -49,7 +49,7 @@ from sentangle.evaluation.robust import robust, robust_table
 from sentangle.models import list_models
 from sentangle.registry import DATASETS, MODELS
 from sentangle.report import plots
-from sentangle.report.tables import LABELS, RAW_SCALE, fmt
+from sentangle.report.tables import LABELS, RAW_SCALE, aggregate, beyond_noise, fmt, interval_text
 from sentangle.models.base import check_model_options
 from sentangle.training.ablate import ablation_csv, ablation_table, load_ablation
 from sentangle.training.compare import seed_facts, csv_table, markdown_table
@@ -630,8 +630,42 @@ def _show(metric: str, value: float) -> str:
     return f"{value:.3f}" if metric in RAW_SCALE else f"{100 * value:.2f}%"
 
 
-def check(c: dict, ctx: dict) -> tuple[str, str]:
-    """(PASS | FAIL | PENDING, what was compared): computed from the run folders only."""
+def _paired(a: dict, b: dict, value) -> dict | None:
+    """value(a's seed) - value(b's seed) over the seeds both finished, aggregated (same seed: same data
+    order and initialiser seed, so seed-to-seed variation common to both cancels)."""
+    common = sorted(s for s in a if s in b)
+    return aggregate([value(a[s]) - value(b[s]) for s in common]) if common else None
+
+
+def _clear(stats: list[dict | None], side: str, quantifier) -> str:
+    """'yes' / 'no' by `quantifier` (all / any) over the stats' beyond_noise on `side`; 'n/a' when none
+    has two seeds."""
+    marks = [beyond_noise(st, side) for st in stats if st is not None]
+    marks = [m for m in marks if m != "n/a"]
+    return ("yes" if quantifier(m == "yes" for m in marks) else "no") if marks else "n/a"
+
+
+def _flip(side: str) -> str:
+    return "below" if side == "above" else "above"
+
+
+def _claimed_side(metric: str) -> str:
+    """The side of 0 on which 'first minus second' lies when the first is better."""
+    return "below" if METRIC_DIRECTIONS.get(metric, "max") == "min" else "above"
+
+
+def _diff_text(metric: str, st: dict | None) -> str:
+    if st is None:
+        return "no seed in common"
+    return (f"paired difference {st['mean'] * _scale(metric):+.{3 if metric in RAW_SCALE else 2}f}, ± 2 SE "
+            f"{interval_text(metric, st)} over {st['n']} seeds")
+
+
+def check(c: dict, ctx: dict) -> tuple[str, str, str]:
+    """(PASS | FAIL | PENDING, what was compared, clear of seed noise): computed from the run folders only.
+    The verdict compares means, as the checks are worded; the third value says whether the paired
+    difference behind it, mean +- 2 standard errors over seeds, lies wholly on the verdict's side of 0
+    ('yes' / 'no', 'n/a' with one seed or while pending)."""
     res, proposed, baselines = ctx["results"], ctx["proposed"], ctx["baselines"]
     kind = c["kind"]
     need = c.get("min_seeds", 1)
@@ -643,23 +677,36 @@ def check(c: dict, ctx: dict) -> tuple[str, str]:
     def mean(r, metric, split="test"):
         return r["splits"][split][metric]["mean"]
 
+    def test_value(metric):
+        return lambda per_seed_metrics: per_seed_metrics["test"][metric]
+
     if kind == "best_model":
         rank = c.get("rank_by", "mae")
         cands = [(g, m, r) for g in c["groups"] for m, r in (res.get(g) or {}).items() if r]
         if not cands:
-            return "PENDING", "no finished run"
+            return "PENDING", "no finished run", "n/a"
         pick = min if METRIC_DIRECTIONS.get(rank, "max") == "min" else max
         g, m, r = pick(cands, key=lambda x: mean(x[2], rank))
         n = len(r["per_seed"])
-        ok = all(_meets(mean(r, k), req) for k, req in c["require"].items())
+        ok = {k: _meets(mean(r, k), req) for k, req in c["require"].items()}
+        # each requirement as "seed value minus threshold", on the side the requirement asks for
+        margins = {k: (aggregate([v["test"][k] - _requirement(req)[1] for v in r["per_seed"].values()]),
+                       "below" if _requirement(req)[0].startswith("<") else "above") for k, req in c["require"].items()}
         detail = (f"best by test {LABELS.get(rank, rank)}: `{m}` ({g}, {n} seeds): "
                   + ", ".join(f"{LABELS.get(k, k)} {_show(k, mean(r, k))} (needs {_requirement(req)[0]} "
-                             f"{_show(k, _requirement(req)[1])})" for k, req in c["require"].items()))
+                             f"{_show(k, _requirement(req)[1])}; ± 2 SE of the mean "
+                             f"{interval_text(k, aggregate([v['test'][k] for v in r['per_seed'].values()]), signed=False)})"
+                             for k, req in c["require"].items()))
         if not all(complete(x) for x in c["groups"]) or n < need:
-            return "PENDING", detail + f"; not every run of {c['groups']} has {need} seeds yet"
-        return ("PASS" if ok else "FAIL"), detail
+            return "PENDING", detail + f"; not every run of {c['groups']} has {need} seeds yet", "n/a"
+        passed = all(ok.values())
+        # PASS: every requirement clears its threshold; FAIL: some failed requirement misses it beyond noise
+        marks = [beyond_noise(st, side if passed else _flip(side)) for k, (st, side) in margins.items()
+                 if passed or not ok[k]]
+        clear = "n/a" if n < 2 else "yes" if (all if passed else any)(m == "yes" for m in marks) else "no"
+        return ("PASS" if passed else "FAIL"), detail, clear
     if kind == "beats_all":
-        metric, verdicts, details = c.get("metric", "mae"), [], []
+        metric, verdicts, details, diffs = c.get("metric", "mae"), [], [], []
         for g in c["groups"]:
             rs = {m: r for m, r in (res.get(g) or {}).items() if r}
             base = {m: mean(r, metric) for m, r in rs.items() if m in baselines}
@@ -667,62 +714,88 @@ def check(c: dict, ctx: dict) -> tuple[str, str]:
             if not complete(g) or not base or not prop:
                 details.append(f"{g}: pending")
                 continue
-            best_b = min(base, key=base.get) if METRIC_DIRECTIONS.get(metric) == "min" else max(base, key=base.get)
+            best = min if METRIC_DIRECTIONS.get(metric) == "min" else max
+            best_b, best_p = best(base, key=base.get), best(prop, key=prop.get)
             winners = [m for m, v in prop.items() if _better(metric, v, base[best_b])]
+            st = _paired(rs[best_p]["per_seed"], rs[best_b]["per_seed"], test_value(metric))
             verdicts.append(bool(winners))
+            diffs.append(st)
             details.append(f"{g}: best baseline `{best_b}` {_show(metric, base[best_b])}; "
                            + (f"beaten by {', '.join(f'`{m}` {_show(metric, prop[m])}' for m in winners)}" if winners
-                              else f"best proposed `{min(prop, key=prop.get)}` {_show(metric, min(prop.values()))} does not beat it"))
+                              else f"best proposed `{best_p}` {_show(metric, prop[best_p])} does not beat it")
+                           + f" (`{best_p}` minus `{best_b}`: {_diff_text(metric, st)})")
+        side = _claimed_side(metric)
         if any(verdicts):
-            return "PASS", "; ".join(details)
-        return ("FAIL" if verdicts and len(verdicts) == len(c["groups"]) else "PENDING"), "; ".join(details)
+            return "PASS", "; ".join(details), _clear([d for d, v in zip(diffs, verdicts) if v], side, any)
+        if verdicts and len(verdicts) == len(c["groups"]):
+            return "FAIL", "; ".join(details), _clear(diffs, _flip(side), all)
+        return "PENDING", "; ".join(details), "n/a"
     if kind == "shortcut":
         sc, cl = res.get(c["group"]) or {}, res.get(c["clean_group"]) or {}
         harm = {m: mean(sc[m], "mae") - mean(cl[m], "mae") for m in sc if sc.get(m) and cl.get(m)}
         base = {m: v for m, v in harm.items() if m in baselines and m not in c.get("controls", [])}
         prop = {m: v for m, v in harm.items() if m in proposed}
         if not (complete(c["group"]) and complete(c["clean_group"])) or not base or not prop:
-            return "PENDING", "shortcut or clean runs not finished"
+            return "PENDING", "shortcut or clean runs not finished", "n/a"
         mb, mp = sum(base.values()) / len(base), sum(prop.values()) / len(prop)
         per = ", ".join(f"`{m}` {v:+.3f} (below {sum(v < b for b in base.values())}/{len(base)} baselines)"
                         for m, v in prop.items())
-        return ("PASS" if mp < mb else "FAIL"), (f"mean test-MAE increase from vision: proposed {mp:+.3f}, baselines "
-                                                 f"{mb:+.3f} ({', '.join(sorted(base))}); {per}")
+        # per seed: mean harm of the proposed models minus mean harm of the baselines (seeds all of them finished)
+        seeds = set.intersection(*(set(sc[m]["per_seed"]) & set(cl[m]["per_seed"]) for m in [*base, *prop]))
+
+        def seed_harm(m, s):
+            return sc[m]["per_seed"][s]["test"]["mae"] - cl[m]["per_seed"][s]["test"]["mae"]
+        st = aggregate([sum(seed_harm(m, s) for m in prop) / len(prop) - sum(seed_harm(m, s) for m in base) / len(base)
+                        for s in sorted(seeds)]) if seeds else None
+        passed = mp < mb
+        return ("PASS" if passed else "FAIL"), (f"mean test-MAE increase from vision: proposed {mp:+.3f}, baselines "
+                                                f"{mb:+.3f} ({', '.join(sorted(base))}); {per}; proposed minus baselines: "
+                                                f"{_diff_text('mae', st)}"), \
+            _clear([st], "below" if passed else "above", all)
     if kind == "pairwise":
-        metric, oks, details = c.get("metric", "mae"), [], []
+        metric, oks, details, diffs = c.get("metric", "mae"), [], [], []
         for g in c["groups"]:
             a, b = (res.get(g) or {}).get(c["model"]), (res.get(g) or {}).get(c["against"])
             if not a or not b:
                 details.append(f"{g}: pending")
                 continue
+            st = _paired(a["per_seed"], b["per_seed"], test_value(metric))
             oks.append(_better(metric, mean(a, metric), mean(b, metric)))
+            diffs.append(st)
             details.append(f"{g}: `{c['model']}` {_show(metric, mean(a, metric))} vs `{c['against']}` "
-                           f"{_show(metric, mean(b, metric))} ({len(a['per_seed'])} / {len(b['per_seed'])} seeds)")
+                           f"{_show(metric, mean(b, metric))} ({len(a['per_seed'])} / {len(b['per_seed'])} seeds; "
+                           f"{_diff_text(metric, st)})")
         if len(oks) < len(c["groups"]):
-            return "PENDING", "; ".join(details)
-        return ("PASS" if all(oks) else "FAIL"), "; ".join(details)
+            return "PENDING", "; ".join(details), "n/a"
+        side = _claimed_side(metric)
+        if all(oks):
+            return "PASS", "; ".join(details), _clear(diffs, side, all)
+        return "FAIL", "; ".join(details), _clear([d for d, ok in zip(diffs, oks) if not ok], _flip(side), any)
     if kind == "ablation":
         spec, done = ctx["ablations"].get(c["ablation"], (None, {}))
         metric = c.get("metric", "mae")
         if not spec or spec["reference"] not in done or c["variant"] not in done:
-            return "PENDING", f"{c['ablation']}: reference or {c['variant']} not finished"
-        ref, var = done[spec["reference"]]["per_seed"], done[c["variant"]]["per_seed"]
-        common = [s for s in ref if s in var]
-        diffs = [var[s]["test"][metric] - ref[s]["test"][metric] for s in common]
-        d = sum(diffs) / len(diffs)
+            return "PENDING", f"{c['ablation']}: reference or {c['variant']} not finished", "n/a"
+        st = _paired(done[c["variant"]]["per_seed"], done[spec["reference"]]["per_seed"], test_value(metric))
         worse = _better(metric, mean(done[spec["reference"]], metric), mean(done[c["variant"]], metric))
-        return ("PASS" if worse else "FAIL"), (f"{c['variant']} minus {spec['reference']}, test {LABELS.get(metric, metric)}, "
-                                              f"paired over {len(common)} seeds: {d * _scale(metric):+.4f}")
+        side = _flip(_claimed_side(metric))  # the claim: the variant is worse than the reference
+        return ("PASS" if worse else "FAIL"), (f"{c['variant']} minus {spec['reference']}, test {LABELS.get(metric, metric)}: "
+                                              f"{_diff_text(metric, st)}"), _clear([st], side if worse else _flip(side), all)
     if kind == "branch_share":
         r = (res.get(c["group"]) or {}).get(c["model"])
         diag = (r or {}).get("diagnostics") or {}
         keys = ["test.prediction_share.shared", "test.prediction_share.private"]
         if not all(k in diag for k in keys):
-            return "PENDING", f"no branch diagnostics for `{c['model']}` in {c['group']} yet"
-        shares = {k.rsplit(".", 1)[1]: diag[k]["mean"] for k in keys}
-        ok = all(v >= c.get("min_share", 0.2) for v in shares.values())
-        return ("PASS" if ok else "FAIL"), ", ".join(f"{k} {100 * v:.1f}%" for k, v in shares.items()) + \
-            f" of the test prediction change ({diag[keys[0]]['n']} seeds)"
+            return "PENDING", f"no branch diagnostics for `{c['model']}` in {c['group']} yet", "n/a"
+        low = c.get("min_share", 0.2)
+        shares = {k.rsplit(".", 1)[1]: diag[k] for k in keys}
+        ok = all(v["mean"] >= low for v in shares.values())
+        over = [{**v, "mean": v["mean"] - low} for v in shares.values()]
+        clear = (_clear(over, "above", all) if ok else
+                 _clear([o for o in over if o["mean"] < 0], "below", any))
+        return ("PASS" if ok else "FAIL"), ", ".join(
+            f"{k} {100 * v['mean']:.1f}% (± 2 SE {interval_text('share', v, signed=False)})" for k, v in shares.items()) + \
+            f" of the test prediction change ({diag[keys[0]]['n']} seeds)", clear
     raise PlanError(f"check {c.get('id')!r}: unknown kind {kind!r}")
 
 
@@ -862,14 +935,17 @@ def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: l
                         gsec = next(s for s in plan["sections"] if any(x["id"] == g for x in s.get("groups") or []))
                         results[g] = {j.label.split("/")[-1]: load_result(j.cfg) for j in all_jobs[gsec["id"]]
                                       if j.kind == "train" and j.label.startswith(g + "/")}
-                status_, detail = check(c, verdict_ctx)
-                verdict_rows.append((c["id"], c["text"], status_, detail))
-            lines = ["| check | verdict | computed from the runs |", "|---|---|---|"]
-            lines += [f"| {t} | **{s}** | {d} |" for _, t, s, d in verdict_rows]
+                status_, detail, clear = check(c, verdict_ctx)
+                verdict_rows.append((c["id"], c["text"], status_, clear, detail))
+            lines = ["| check | verdict | clear of seed noise | computed from the runs |", "|---|---|---|---|"]
+            lines += [f"| {t} | **{s}** | {n} | {d} |" for _, t, s, n, d in verdict_rows]
             buf = io.StringIO()
-            csv.writer(buf).writerows([("id", "check", "verdict", "detail")] + verdict_rows)
+            csv.writer(buf).writerows([("id", "check", "verdict", "clear_of_seed_noise", "detail")] + verdict_rows)
             link = doc.file("verdicts.csv", buf.getvalue())
-            parts.append("PENDING: not every run the check needs has finished (with the seeds it needs). "
+            parts.append("PENDING: not every run the check needs has finished (with the seeds it needs). The verdict "
+                         "compares means, as each check is worded. *Clear of seed noise*: whether the paired "
+                         "difference behind the verdict (same seeds; mean ± 2 standard errors) lies wholly on the "
+                         "verdict's side of 0; 'no' means these seeds cannot tell the two sides apart. "
                          "Baselines: " + ", ".join(f"`{m}`" for m in verdict_ctx["baselines"]) + "; proposed: "
                          + ", ".join(f"`{m}`" for m in verdict_ctx["proposed"]) + ".\n\n" + "\n".join(lines)
                          + f"\n\nCSV: [{link}]({link})\n")
@@ -973,8 +1049,8 @@ def main(argv: list[str] | None = None) -> int:
         failures += train_all(jobs, out, max(args.workers, 1))
     rows = render(plan, planner, refs, Doc(doc_path), args, failures, skipped, start)
     print(f"\nwrote {doc_path}")
-    for _, text, s, detail in rows:
-        print(f"[{s}] {text}\n         {detail}")
+    for _, text, s, clear, detail in rows:
+        print(f"[{s}] {text}\n         {detail}; clear of seed noise: {clear}")
     return 1 if failures else 0
 
 

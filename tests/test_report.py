@@ -135,3 +135,19 @@ def test_results_table_marks_the_best_in_the_metric_direction():
 def test_report_names_a_folder_without_summary(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no summary.json" in capsys.readouterr().err
+
+
+def test_interval_and_beyond_noise_against_hand_values():
+    from sentangle.report.tables import aggregate, beyond_noise, interval_text
+    # diffs -0.10, -0.07, -0.10: mean -0.09, sample variance (1e-4 + 4e-4 + 1e-4) / 2 = 3e-4,
+    # 2 SE = 2 * sqrt(3e-4) / sqrt(3) = 0.02 -> [-0.110, -0.070]
+    st = aggregate([-0.10, -0.07, -0.10])
+    assert interval_text("mae", st) == "[-0.110, -0.070]"
+    assert beyond_noise(st, "below") == "yes" and beyond_noise(st, "above") == "no"
+    # 2 SE = 2 * 0.1 / sqrt(4) = 0.1: a mean of 0.1 touches 0, 0.11 clears it
+    assert beyond_noise({"mean": 0.1, "std": 0.1, "n": 4}, "above") == "no"
+    assert beyond_noise({"mean": 0.11, "std": 0.1, "n": 4}, "above") == "yes"
+    assert beyond_noise({"mean": 0.5, "std": 0.0, "n": 1}, "above") == "n/a"
+    assert interval_text("acc2_non0", {"mean": 0.8, "std": 0.02, "n": 4}, signed=False) == "[78.00, 82.00]"
+    with pytest.raises(ValueError, match="side"):
+        beyond_noise(st, "left")

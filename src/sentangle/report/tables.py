@@ -21,6 +21,26 @@ def aggregate(values: list[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "n": int(a.size)}
 
 
+def beyond_noise(stat: dict[str, float], side: str) -> str:
+    """'yes' when mean +- 2 standard errors of the mean (std / sqrt(n), from `aggregate`) lies wholly
+    `side` of 0 ('above' or 'below'), 'no' when it does not, 'n/a' for fewer than two values: a
+    difference of means over a few seeds says little unless it clears its own seed noise."""
+    if side not in ("above", "below"):
+        raise ValueError(f"side: expected 'above' or 'below', got {side!r}")
+    if stat.get("n", 0) < 2:
+        return "n/a"
+    half = 2 * stat["std"] / math.sqrt(stat["n"])
+    return "yes" if (stat["mean"] - half > 0 if side == "above" else stat["mean"] + half < 0) else "no"
+
+
+def interval_text(metric: str, stat: dict[str, float], signed: bool = True) -> str:
+    """'[lo, hi]' = mean +- 2 standard errors, in the metric's display scale (signed: for differences)."""
+    scale, digits = (1.0, 3) if metric in RAW_SCALE else (100.0, 2)
+    half = 2 * stat["std"] / math.sqrt(stat["n"]) if stat.get("n", 0) > 1 else 0.0
+    f = f"{'+' if signed else ''}.{digits}f"
+    return f"[{(stat['mean'] - half) * scale:{f}}, {(stat['mean'] + half) * scale:{f}}]"
+
+
 def fmt(metric: str, stat: dict[str, float]) -> str:
     scale, digits = (1.0, 3) if metric in RAW_SCALE else (100.0, 2)
     mean, std = stat["mean"] * scale, stat["std"] * scale
