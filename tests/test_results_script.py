@@ -91,6 +91,7 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     # a seed trained by other code is named in the doc's provenance section
     assert "Every seed above was trained by this checkout's code." in md
     record = json.loads(metrics.read_text())
+    structure = record.pop("code_structure")  # as if by a version that did not record it (a code change)
     metrics.write_text(json.dumps(record | {"code": record["code"] | {"models/tsda.py": "0123456789abcdef"}}))
     assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc)]) == 0
     md = doc.read_text()
@@ -99,7 +100,9 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     other = out / "synthetic-unaligned" / "lf_dnn" / "seed_1111" / "metrics.json"
     untouched = other.stat().st_mtime_ns
     assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc), "--retrain-stale"]) == 0
-    assert json.loads(metrics.read_text())["code"] == record["code"] and other.stat().st_mtime_ns == untouched
+    retrained = json.loads(metrics.read_text())
+    assert (retrained["code"], retrained["code_structure"]) == (record["code"], structure)
+    assert other.stat().st_mtime_ns == untouched
     assert "Every seed above was trained by this checkout's code." in doc.read_text()
     # --replay-stale trains it again, finds the same numbers and records that in replays.json
     older = record | {"code": record["code"] | {"models/tsda.py": "0123456789abcdef"}}

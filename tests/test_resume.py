@@ -213,7 +213,9 @@ def test_seeds_record_their_code_and_reuse_by_other_code_is_warned(tmp_path):
     records = [json.loads((folder / f"seed_{s}" / "metrics.json").read_text()) for s in (1111, 1112)]
     assert [r["code"] for r in records] == [code, code] and stale_seeds(folder, code) == {}
     assert "models/lf_dnn.py" in code and "training/trainer.py" in code and "models/rtil.py" not in code
-    older = records[1] | {"code": code | {"models/lf_dnn.py": "0123456789abcdef"}}  # as if before a model change
+    # as if before a model change (by a version that recorded no code structure)
+    older = {k: v for k, v in records[1].items() if k != "code_structure"} | {
+        "code": code | {"models/lf_dnn.py": "0123456789abcdef"}}
     (folder / "seed_1112" / "metrics.json").write_text(json.dumps(older))
     assert stale_seeds(folder, code) == {"seed_1112": ["models/lf_dnn.py"]}
     with pytest.warns(UserWarning, match=r"reusing 1 finished seed\(s\) trained by other code.*seed_1112.*lf_dnn.py"):
@@ -240,6 +242,7 @@ def test_a_replay_with_identical_metrics_vouches_for_the_seeds_of_its_code(tmp_p
         path = folder / f"seed_{seed}" / "metrics.json"
         record = json.loads(path.read_text())
         record["metrics"]["test"]["mae"] += mae_shift
+        record.pop("code_structure")  # these versions changed code, not only comments
         path.write_text(json.dumps(record | {"code": recorded}))
 
     # 1111 and 1113 as if trained by version C, whose numbers differed (1111's test MAE); 1112 by B
@@ -287,3 +290,29 @@ def test_a_second_process_on_the_same_folder_stops_at_once(tmp_path, capsys):
     assert (tmp_path / "runs" / ".r.lock").exists()  # left by the killed holder, but not locked:
     assert main([*TRAIN, "--out", str(tmp_path / "runs")]) == 0
     assert not (tmp_path / "runs" / ".r.lock").exists()  # removed at a normal end
+
+
+def test_comment_and_docstring_edits_leave_seeds_current(tmp_path):
+    from sentangle.models.lf_dnn import LFDNN
+    from sentangle.training.runs import _code_only, code_fingerprint, code_structure, stale_seeds
+
+    src = 'def f(x):\n    return x + 1\n'
+    same = '"""Module."""\n\n# a comment\ndef f(x):  # why\n    """Doc."""\n\n    return (x +\n            1)\n'
+    assert _code_only(src) == _code_only(same)
+    assert _code_only(src) != _code_only(src.replace("1", "2"))
+    assert _code_only('def g():\n    """Only a docstring."""\n') == _code_only('def g():\n    pass\n')
+    assert _code_only('x = "not a docstring"\n') != _code_only('')  # a string assigned is code
+
+    args = ["train", "--out", str(tmp_path), "--name", "s", "--seeds", "1", *TINY]
+    assert main(args) == 0
+    code = code_fingerprint(LFDNN)
+    path = tmp_path / "s" / "seed_1111" / "metrics.json"
+    record = json.loads(path.read_text())
+    assert record["code_structure"] == code_structure(code) and set(record["code_structure"]) == set(code)
+    # the file's bytes differed but its structure did not (a comment edit): current
+    path.write_text(json.dumps(record | {"code": code | {"models/lf_dnn.py": "0" * 16}}))
+    assert stale_seeds(tmp_path / "s", code) == {}
+    # the structure differed too (a code edit): stale, naming the file
+    path.write_text(json.dumps(record | {"code": code | {"models/lf_dnn.py": "0" * 16},
+                                         "code_structure": record["code_structure"] | {"models/lf_dnn.py": "1" * 16}}))
+    assert stale_seeds(tmp_path / "s", code) == {"seed_1111": ["models/lf_dnn.py"]}

@@ -8,15 +8,19 @@
 
 A seed whose metrics.json exists (for the same config) is not trained again, so an interrupted
 multi-seed run picks up where it stopped. Each seed records a hash of every source file that
-trained it (`code_fingerprint`); reusing a seed trained by other code is allowed (a resume after an
-upgrade) but warned about, naming the files that differ; `stale_seeds` lists such seeds for reports.
+trained it (`code_fingerprint`) and of their code without comments and docstrings (`code_structure`);
+reusing a seed trained by other code is allowed (a resume after an upgrade) but warned about, naming
+the files that differ; `stale_seeds` lists such seeds for reports. An edit of comments or
+docstrings alone leaves seeds current.
     runs/<name>/replays.json       seeds trained again after a code change, and whether their metrics
                                    came out identical (then the other seeds of that code still count)
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import csv
+import functools
 import hashlib
 import inspect
 import io
@@ -64,14 +68,26 @@ SHARED_SOURCES = ("models/base.py", "models/layers.py", "models/losses.py", "tra
 _PACKAGE = Path(__file__).resolve().parents[1]
 
 
-def _source_hashes() -> dict[str, str]:
-    return {f.relative_to(_PACKAGE).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
-            for f in sorted(_PACKAGE.rglob("*.py"))}
+def _code_only(source: str) -> str:
+    """The module's syntax tree without its docstrings, as text: comments, docstrings, blank lines and
+    layout do not change what the code computes, so editing them must not make finished seeds stale."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
-# Taken once, when this module is imported (with the rest of the package): a process keeps the code
+def _short_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+# Read once, when this module is imported (with the rest of the package): a process keeps the code
 # it loaded, so files edited while it trains must not be credited to its seeds.
-_SOURCES = _source_hashes()
+_TEXTS = {f.relative_to(_PACKAGE).as_posix(): f.read_bytes() for f in sorted(_PACKAGE.rglob("*.py"))}
+_SOURCES = {f: _short_hash(b) for f, b in _TEXTS.items()}
 
 
 def code_fingerprint(model_class: type) -> dict[str, str]:
@@ -84,6 +100,18 @@ def code_fingerprint(model_class: type) -> dict[str, str]:
     return {f: h for f, h in _SOURCES.items() if f in own or f in SHARED_SOURCES or f.startswith("data/")}
 
 
+@functools.cache
+def _structure_hash(name: str) -> str:
+    return _short_hash(_code_only(_TEXTS[name].decode("utf-8")).encode())
+
+
+def code_structure(code: dict[str, str]) -> dict[str, str]:
+    """For the files of a `code_fingerprint`: the hash of their code without comments, docstrings and
+    layout (`_code_only`), as imported. Seeds record it beside the file hashes, so that a later edit
+    of comments or documentation alone leaves them current."""
+    return {f: _structure_hash(f) for f in code if f in _TEXTS}
+
+
 def code_changes(recorded: dict | None, current: dict[str, str]) -> list[str]:
     """The source files that differ between a seed's recorded code and `current` (["not recorded"]
     for seeds of versions that did not record it)."""
@@ -94,16 +122,21 @@ def code_changes(recorded: dict | None, current: dict[str, str]) -> list[str]:
 
 def stale_seeds(folder: Path, code: dict[str, str], seeds=None) -> dict[str, list[str]]:
     """{seed folder name: files that differ} for the finished seeds of `folder` (those in `seeds`
-    when given) trained by code other than `code` and not vouched for by a replay (`vouched_codes`)."""
+    when given) trained by code other than `code` (this checkout's) and not vouched for by a replay
+    (`vouched_codes`); a seed whose recorded `code_structure` matches is current (only comments,
+    docstrings or layout changed)."""
     out, vouched = {}, vouched_codes(folder, code)
     for done in _finished(Path(folder)):
         if seeds is not None and int(done.parent.name.split("_", 1)[1]) not in seeds:
             continue
         try:
-            recorded = json.loads(done.read_text(encoding="utf-8")).get("code")
+            record = json.loads(done.read_text(encoding="utf-8"))
+            recorded, structure = record.get("code"), record.get("code_structure")
         except (OSError, ValueError, AttributeError):
             continue  # unreadable: run() trains it again anyway
         changed = code_changes(recorded, code)
+        if changed and isinstance(structure, dict) and not code_changes(structure, code_structure(code)):
+            continue  # the files differ in comments, docstrings or layout only
         if changed and not (isinstance(recorded, dict) and code_key(recorded) in vouched):
             out[done.parent.name] = changed
     return out
@@ -441,7 +474,7 @@ def _train_and_write(cfg: RunConfig, ds: MSADataset, folder: Path, resolved: dic
         save_checkpoint(seed_dir / "checkpoint.pt", model, cfg, ds, seed)
         write_seed_diagnostics(seed_dir, cfg.model["name"], model, ds)  # report/diagnose.py: opt-in per model
         # metrics.json last: its presence marks the seed as finished for resuming.
-        write_json(done, {"seed": seed, "code": code, "best_epoch": result.best_epoch, "select_metric": result.select_metric,
+        write_json(done, {"seed": seed, "code": code, "code_structure": code_structure(code), "best_epoch": result.best_epoch, "select_metric": result.select_metric,
                           "select_split": cfg.train.select_split, "best_score": result.best_score,
                           "train_seconds": round(result.seconds, 2), "parameters": sum(p.numel() for p in model.parameters()),
                           "metrics": result.metrics, "history": result.history})
