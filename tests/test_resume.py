@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sentangle.cli import main
@@ -180,8 +181,6 @@ def test_a_failed_first_start_does_not_block_the_corrected_run(tmp_path, capsys)
 
 
 def test_regenerated_data_under_the_same_name_is_not_mixed_with_old_seeds(tmp_path, capsys):
-    import numpy as np
-
     def write(path, seed):
         rng = np.random.default_rng(seed)
         np.savez(path, id=np.array([f"v{i}_0" for i in range(24)]), label=rng.uniform(-3, 3, 24).astype(np.float32),
@@ -316,3 +315,36 @@ def test_comment_and_docstring_edits_leave_seeds_current(tmp_path):
     path.write_text(json.dumps(record | {"code": code | {"models/lf_dnn.py": "0" * 16},
                                          "code_structure": record["code_structure"] | {"models/lf_dnn.py": "1" * 16}}))
     assert stale_seeds(tmp_path / "s", code) == {"seed_1111": ["models/lf_dnn.py"]}
+
+
+def test_constant_predictions_are_named():
+    from sentangle.training.runs import constant_predictions
+
+    label = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])  # std sqrt(2) = 1.414: the bar is 0.01414
+    assert constant_predictions(np.full(5, 0.3), label, "regression")
+    assert constant_predictions(np.array([0.3, 0.31, 0.3, 0.29, 0.3]), label, "regression")  # std 0.0063
+    assert not constant_predictions(np.array([0.3, 0.33, 0.3, 0.27, 0.3]), label, "regression")  # std 0.019
+    assert not constant_predictions(np.full(5, 0.3), np.ones(5), "regression")  # constant labels: nothing to say
+    logits = np.array([[2.0, 1.0, 0.0], [3.0, 0.0, 1.0], [1.0, 0.5, 0.2]])
+    assert constant_predictions(logits, np.array([0, 1, 2]), "classification")
+    varied = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [2.0, 0.0, 0.0]])  # argmax 0, 1, 0
+    assert not constant_predictions(varied, np.array([0, 1, 2]), "classification")
+    assert not constant_predictions(logits, np.array([1, 1, 1]), "classification")  # one label class
+
+
+def test_a_collapsed_seed_is_warned_about_and_recorded(tmp_path, monkeypatch):
+    from sentangle.training import runs
+
+    real = runs.predict
+
+    def constant(model, ds, split, *args):
+        pred, label, ids = real(model, ds, split, *args)
+        # The tiny model may itself be near-constant: give the other splits the labels themselves.
+        return np.full_like(pred, 0.5) if split == "test" else label.copy(), label, ids
+
+    monkeypatch.setattr(runs, "predict", constant)
+    with pytest.warns(UserWarning, match=r"seed_1111: the selected model gives \(nearly\) the same prediction for every "
+                                         r"sample of test: it has collapsed"):
+        assert main(["train", "--out", str(tmp_path), "--name", "k", "--seeds", "1", *TINY]) == 0
+    record = json.loads((tmp_path / "k" / "seed_1111" / "metrics.json").read_text())
+    assert record["constant_predictions"] == ["test"]

@@ -311,6 +311,19 @@ def write_predictions(path: Path, ds: MSADataset, pred: np.ndarray, label: np.nd
     write_text(path, buf.getvalue())
 
 
+def constant_predictions(pred: np.ndarray, label: np.ndarray, task: str) -> bool:
+    """Whether a split's predictions are (nearly) constant while its labels are not: regression
+    predictions whose std is below 1% of the labels' std, or one class predicted for every sample
+    of a split with several classes. Such a model scores like the mean (or majority) predictor;
+    its MAE alone does not show it."""
+    if len(label) < 2:
+        return False
+    if task == "regression":
+        spread = float(np.std(label))
+        return spread > 0 and float(np.std(pred)) < 0.01 * spread
+    return len(np.unique(label)) > 1 and len(np.unique(np.argmax(pred, -1))) == 1
+
+
 def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:
     splits = next(iter(per_seed.values()))
     return {s: {m: aggregate([per_seed[seed][s][m] for seed in per_seed]) for m in splits[s]} for s in splits}
@@ -468,14 +481,22 @@ def _train_and_write(cfg: RunConfig, ds: MSADataset, folder: Path, resolved: dic
         per_seed[seed] = result.metrics
         if not ddp.main:
             continue
+        constant = []
         for split in ds.splits:
             pred, label, ids = predict(model, ds, split, cfg.train.eval_batch_size, cfg.train.device)
             write_predictions(seed_dir / f"predictions_{split}.csv", ds, pred, label, ids)
+            if constant_predictions(pred, label, ds.task):
+                constant.append(split)
+        if constant:
+            warnings.warn(f"{seed_dir}: the selected model gives (nearly) the same prediction for every sample of "
+                          f"{', '.join(constant)}: it has collapsed to a constant predictor, and its metrics are "
+                          "those of a constant; look at the loss history in metrics.json", stacklevel=2)
         save_checkpoint(seed_dir / "checkpoint.pt", model, cfg, ds, seed)
         write_seed_diagnostics(seed_dir, cfg.model["name"], model, ds)  # report/diagnose.py: opt-in per model
         # metrics.json last: its presence marks the seed as finished for resuming.
         write_json(done, {"seed": seed, "code": code, "code_structure": code_structure(code), "best_epoch": result.best_epoch, "select_metric": result.select_metric,
                           "select_split": cfg.train.select_split, "best_score": result.best_score,
+                          "constant_predictions": constant,
                           "train_seconds": round(result.seconds, 2), "parameters": sum(p.numel() for p in model.parameters()),
                           "metrics": result.metrics, "history": result.history})
     summary = summarize(per_seed)
