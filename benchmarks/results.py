@@ -953,6 +953,7 @@ def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: l
             path = HERE.parent / sec["include"]
             parts.append(path.read_text(encoding="utf-8").strip() + "\n" if path.is_file()
                          else f"(`{sec['include']}` does not exist yet.)\n")
+    parts.append(collapse_section(all_jobs))
     parts.append(provenance_section(all_jobs))
     if failures:
         parts.append("## Failed runs in the last invocation\n\n" + "\n".join(f"- {f}" for f in failures) + "\n")
@@ -960,6 +961,31 @@ def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: l
     write_text(doc.path, "\n".join(parts))
     doc.prune()
     return verdict_rows
+
+
+def collapse_section(all_jobs: dict[str, list[Job]]) -> str:
+    """Seeds whose selected model predicts (nearly) one value for a whole split: the means above
+    include them, and a collapsed seed's MAE can look merely mediocre."""
+    rows, seen, unknown = [], set(), 0
+    for job in (j for jobs in all_jobs.values() for j in jobs if j.kind == "train"):
+        if job.folder in seen:
+            continue
+        seen.add(job.folder)
+        for path in sorted(job.folder.glob("seed_*/metrics.json")):
+            splits = json.loads(path.read_text(encoding="utf-8")).get("constant_predictions")
+            if splits is None:
+                unknown += 1
+            elif splits:
+                rows.append(f"| {job.label} | {path.parent.name} | {', '.join(splits)} |")
+    text = ("## Collapsed seeds\n\nA seed has collapsed when its selected model gives (nearly) the same prediction "
+            "for every sample of a split whose labels vary (regression: prediction std under 1 % of the label std; "
+            "classification: one class for every sample); its metrics are those of a constant predictor. ")
+    if unknown:
+        text += f"{unknown} seed(s) were trained before this was recorded and are not checked. "
+    if not rows:
+        return text + "No checked seed has collapsed.\n"
+    return (text + f"{len(rows)} seed(s) have, and the means above include them:\n\n| run | seed | constant on |\n"
+            "|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def provenance_section(all_jobs: dict[str, list[Job]]) -> str:

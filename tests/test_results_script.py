@@ -174,3 +174,22 @@ def test_shortcut_check_pairs_seeds_across_models(results):
     verdict, detail, clear = results.check({"kind": "shortcut", "group": "sc", "clean_group": "clean"}, ctx)
     assert (verdict, clear) == ("PASS", "yes")
     assert "proposed +0.200, baselines +0.400" in detail and "[-0.315, -0.085]" in detail
+
+
+def test_collapsed_seeds_are_listed(results, tmp_path):
+    from types import SimpleNamespace
+
+    def job(name, seeds):
+        folder = tmp_path / name
+        for seed, constant in seeds.items():
+            (folder / seed).mkdir(parents=True)
+            record = {"seed": 1} if constant is None else {"seed": 1, "constant_predictions": constant}
+            (folder / seed / "metrics.json").write_text(json.dumps(record))
+        return SimpleNamespace(kind="train", folder=folder, label=name)
+
+    ok = job("mosei/lf_dnn", {"seed_1111": [], "seed_1112": []})
+    bad = job("mosei/dbr", {"seed_1111": ["valid", "test"], "seed_1112": [], "seed_1113": None})
+    text = results.collapse_section({"mosei": [ok, bad, ok]})
+    assert "| mosei/dbr | seed_1111 | valid, test |" in text and "1 seed(s) have" in text
+    assert "mosei/lf_dnn" not in text and "1 seed(s) were trained before" in text
+    assert "No checked seed has collapsed" in results.collapse_section({"mosei": [ok]})
