@@ -163,3 +163,21 @@ def test_the_code_payload_is_real(tmp_path):
     with path.open("rb") as f:
         pickle.load(f)
     assert marker.exists()
+
+
+def test_checkpoint_saved_before_an_option_existed_loads_as_it_was_trained(tmp_path):
+    # DBR's encoder_norm came after DBR checkpoints existed: their configs lack the key, their
+    # weights lack the norm, and they must load as the model they were (no norm), not fail.
+    data = write_npz(tmp_path / "feats.npz")
+    res = sentangle.train({"name": "dbr", "hidden": 8, "heads": 2, "encoder_norm": False}, str(data),
+                          out=str(tmp_path / "runs"), seeds=1, train={"epochs": 1, "progress": False})
+    seed_dir = Path(res["folder"]) / "seed_1111"
+    payload = torch.load(seed_dir / "checkpoint.pt", weights_only=True)
+    del payload["config"]["model"]["encoder_norm"]
+    payload["sha256"] = checkpoint_digest(payload)
+    torch.save(payload, tmp_path / "old.pt")
+    model, cfg, _ = load_checkpoint(tmp_path / "old.pt")
+    assert model.encoders["text"].encoder.norm is None and "encoder_norm" not in cfg.model
+    new, _, _ = load_checkpoint(seed_dir / "checkpoint.pt")
+    for a, b in zip(model.state_dict().values(), new.state_dict().values()):
+        torch.testing.assert_close(a, b)

@@ -115,6 +115,7 @@ SWITCHES = [
     ({"reconstruction": False}, ["decouple.decoder."], ["recon"], []),
     ({"similarity": False}, [], ["sim"], []),
     ({"difference": False}, [], ["diff"], []),
+    ({"encoder_norm": False}, ["encoders.text.encoder.norm."], [], []),
 ]
 
 

@@ -66,6 +66,23 @@ def test_sequence_encoder_sees_order_only_with_positions():
         assert same != order_matters
 
 
+def test_sequence_encoder_final_norm_normalises_each_real_frame():
+    torch.manual_seed(0)
+    enc = SequenceEncoder(3, dim=8, layers=2, heads=2, dropout=0.0, final_norm=True).eval()
+    x = 50 * torch.randn(2, 5, 3)
+    mask = torch.tensor([[True] * 3 + [False] * 2, [True] * 5])
+    y = enc(x, mask)
+    # Reference: the same layers by hand, then a numpy LayerNorm with the norm's (initial) affine.
+    h = enc.pos(enc.proj(x))
+    for layer in enc.encoder.layers:
+        h = layer(h, src_key_padding_mask=key_padding_mask(mask))
+    h = h.detach().numpy()
+    want = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5) * mask.numpy()[..., None]
+    np.testing.assert_allclose(y.detach().numpy(), want, rtol=1e-4, atol=1e-5)
+    assert any(n.startswith("encoder.norm.") for n, _ in enc.named_parameters())
+    assert not any(n.startswith("encoder.norm.") for n, _ in SequenceEncoder(3, 8, 2, 2).named_parameters())
+
+
 def test_mlp_shapes_and_layers():
     mlp = MLP([4, 8, 2], dropout=0.5)
     assert [type(m).__name__ for m in mlp] == ["Linear", "ReLU", "Dropout", "Linear"]

@@ -25,9 +25,12 @@ class MSAModel(nn.Module):
     Subclasses build their modules from `self.input_dims` (modality -> feature size; a modality
     missing from the dataset is simply absent) and start `forward` with `self.inputs(batch)`.
     `default_aux_weights` gives each auxiliary loss its weight unless the config overrides it.
+    `options_added` maps each option added after checkpoints of the model were already saved to
+    the value that reproduces them: a saved config lacking the key gets it when loaded.
     """
 
     default_aux_weights: dict[str, float] = {}
+    options_added: dict[str, object] = {}
 
     def __init__(self, input_dims: dict[str, int], output_dim: int = 1, text_encoder: str | dict | None = None):
         super().__init__()

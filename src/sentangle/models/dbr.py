@@ -243,9 +243,11 @@ class DBR(MSAModel):
     """
 
     default_aux_weights = {"sim": 1.0, "diff": 0.3, "recon": 0.5, "tsf_redundancy": 0.1, "agpr_sparsity": 0.01}
+    options_added = {"encoder_norm": False}
 
     def __init__(self, input_dims, output_dim=1, text_encoder=None, hidden: int = 128, heads: int = 4,
-                 dropout: float = 0.1, encoder_layers: int = 1, encoder_positions: bool = True, max_frames: int = 50,
+                 dropout: float = 0.1, encoder_layers: int = 1, encoder_positions: bool = True,
+                 encoder_norm: bool = True, max_frames: int = 50,
                  code_activation: str = "sigmoid", similarity: bool = True, difference: bool = True,
                  reconstruction: bool = True, cmd_moments: int = 5,
                  tsf: bool = True, tsf_layers: int = 1, tsf_queries: int = 4, tsf_groups: int = 4,
@@ -266,8 +268,11 @@ class DBR(MSAModel):
         self.similarity, self.difference, self.cmd_moments = similarity, difference, cmd_moments
         mods = self.modalities
         # A pretrained text encoder already encodes positions; `encoder_positions: false` skips ours.
+        # Without the final LayerNorm the encoders' outputs grew to |h| ~ 20-300 on MOSEI text, the
+        # reconstruction loss (its target detached) ran away and 2 of 3 seeds collapsed to a constant.
         self.encoders = nn.ModuleDict({m: SequenceEncoder(self.input_dims[m], hidden, encoder_layers, heads, dropout,
-                                                          positional=encoder_positions) for m in mods})
+                                                          positional=encoder_positions, final_norm=encoder_norm)
+                                       for m in mods})
         self.decouple = SharedPrivateDecoupling(mods, hidden, code_activation, reconstruction)
         self.tsf = (TemporalStructuralFactorization(mods, hidden, heads, dropout, tsf_layers, tsf_queries,
                                                     tsf_groups, tsf_redundancy) if tsf else None)

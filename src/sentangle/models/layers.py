@@ -56,10 +56,14 @@ class PositionalEncoding(nn.Module):
 
 
 class SequenceEncoder(nn.Module):
-    """Project (B, T, d_in) to D, add positions, run `layers` Transformer layers over real frames."""
+    """Project (B, T, d_in) to D, add positions, run `layers` Transformer layers over real frames.
+
+    The layers are pre-norm, whose residual stream is never normalised: its scale can grow without
+    bound in training. `final_norm` adds the LayerNorm that pre-norm stacks usually end with (off by
+    default, so that models trained without it keep their numbers)."""
 
     def __init__(self, d_in: int, dim: int = 128, layers: int = 1, heads: int = 4, dropout: float = 0.1,
-                 positional: bool = True):
+                 positional: bool = True, final_norm: bool = False):
         super().__init__()
         self.proj = nn.Sequential(nn.Linear(d_in, dim), nn.LayerNorm(dim))
         self.pos = PositionalEncoding(dim) if positional else nn.Identity()
@@ -68,7 +72,8 @@ class SequenceEncoder(nn.Module):
         if layers > 0:
             layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=dropout,
                                                batch_first=True, norm_first=True)
-            self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+            self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(dim) if final_norm else None,
+                                                 enable_nested_tensor=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.drop(self.pos(self.proj(x)))

@@ -36,7 +36,7 @@ import torch
 from ..config import RunConfig, dump_yaml, from_dict, read_yaml
 from ..data.dataset import MSADataset
 from ..data.named import describe, load_dataset
-from ..models.base import MSAModel, create_model
+from ..models.base import MODELS, MSAModel, create_model
 from ..report.diagnose import diagnostics_markdown, summarize_run_diagnostics, write_seed_diagnostics
 from ..report.tables import aggregate, split_table
 from ..utils.io import atomic_write, versions, write_json, write_text
@@ -288,6 +288,7 @@ def load_checkpoint(path: str | Path) -> tuple[MSAModel, RunConfig, dict]:
     cfg = from_dict(payload["config"])
     data = payload["data"]
     args = {k: v for k, v in cfg.model.items() if k != "name"}
+    args = {**{k: v for k, v in MODELS.get(cfg.model["name"]).options_added.items() if k not in args}, **args}
     model = create_model(cfg.model["name"], data["input_dims"], data["output_dim"], data["text_encoder"], **args)
     try:
         model.load_state_dict(payload["state_dict"])
