@@ -964,28 +964,30 @@ def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: l
 
 
 def collapse_section(all_jobs: dict[str, list[Job]]) -> str:
-    """Seeds whose selected model predicts (nearly) one value for a whole split: the means above
-    include them, and a collapsed seed's MAE can look merely mediocre."""
+    """Seeds whose selected model predicts (nearly) one value for a whole split, or does no better
+    than a constant: the means above include them, and such a seed's MAE can look merely mediocre."""
     rows, seen, unknown = [], set(), 0
     for job in (j for jobs in all_jobs.values() for j in jobs if j.kind == "train"):
         if job.folder in seen:
             continue
         seen.add(job.folder)
         for path in sorted(job.folder.glob("seed_*/metrics.json")):
-            splits = json.loads(path.read_text(encoding="utf-8")).get("constant_predictions")
-            if splits is None:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            constant, no_gain = record.get("constant_predictions"), record.get("no_better_than_constant")
+            if constant is None or no_gain is None:
                 unknown += 1
-            elif splits:
-                rows.append(f"| {job.label} | {path.parent.name} | {', '.join(splits)} |")
+            elif constant or no_gain:
+                rows.append(f"| {job.label} | {path.parent.name} | {', '.join(constant) or '-'} | {', '.join(no_gain) or '-'} |")
     text = ("## Collapsed seeds\n\nA seed has collapsed when its selected model gives (nearly) the same prediction "
             "for every sample of a split whose labels vary (regression: prediction std under 1 % of the label std; "
-            "classification: one class for every sample); its metrics are those of a constant predictor. ")
+            "classification: one class for every sample), or when its error on a split is above 90 % of the error of "
+            "the best constant predictor fitted on the training labels (mean or median; majority class). ")
     if unknown:
         text += f"{unknown} seed(s) were trained before this was recorded and are not checked. "
     if not rows:
         return text + "No checked seed has collapsed.\n"
-    return (text + f"{len(rows)} seed(s) have, and the means above include them:\n\n| run | seed | constant on |\n"
-            "|---|---|---|\n" + "\n".join(rows) + "\n")
+    return (text + f"{len(rows)} seed(s) have, and the means above include them:\n\n| run | seed | constant on "
+            "| no better than a constant on |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def provenance_section(all_jobs: dict[str, list[Job]]) -> str:

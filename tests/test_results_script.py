@@ -183,13 +183,16 @@ def test_collapsed_seeds_are_listed(results, tmp_path):
         folder = tmp_path / name
         for seed, constant in seeds.items():
             (folder / seed).mkdir(parents=True)
-            record = {"seed": 1} if constant is None else {"seed": 1, "constant_predictions": constant}
+            record = ({"seed": 1} if constant is None else
+                      {"seed": 1, "constant_predictions": constant[0], "no_better_than_constant": constant[1]})
             (folder / seed / "metrics.json").write_text(json.dumps(record))
         return SimpleNamespace(kind="train", folder=folder, label=name)
 
-    ok = job("mosei/lf_dnn", {"seed_1111": [], "seed_1112": []})
-    bad = job("mosei/dbr", {"seed_1111": ["valid", "test"], "seed_1112": [], "seed_1113": None})
+    ok = job("mosei/lf_dnn", {"seed_1111": ([], []), "seed_1112": ([], [])})
+    bad = job("mosei/dbr", {"seed_1111": (["valid", "test"], ["train"]), "seed_1112": ([], ["test"]),
+                            "seed_1113": None, "seed_1114": ([], [])})
     text = results.collapse_section({"mosei": [ok, bad, ok]})
-    assert "| mosei/dbr | seed_1111 | valid, test |" in text and "1 seed(s) have" in text
+    assert "| mosei/dbr | seed_1111 | valid, test | train |" in text and "| mosei/dbr | seed_1112 | - | test |" in text
+    assert "2 seed(s) have" in text and "seed_1114" not in text
     assert "mosei/lf_dnn" not in text and "1 seed(s) were trained before" in text
     assert "No checked seed has collapsed" in results.collapse_section({"mosei": [ok]})

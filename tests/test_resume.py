@@ -332,6 +332,24 @@ def test_constant_predictions_are_named():
     assert not constant_predictions(logits, np.array([1, 1, 1]), "classification")  # one label class
 
 
+def test_no_better_than_constant_against_hand_worked_errors():
+    from sentangle.training.runs import no_better_than_constant
+
+    train = np.array([0.0, 0.0, 1.0, 3.0])  # mean 1.0, median 0.5
+    label = np.array([0.0, 1.0, 2.0])
+    # On these labels the mean errs (1 + 0 + 1) / 3 = 0.667 and the median (0.5 + 0.5 + 1.5) / 3 = 0.833:
+    # the best constant is the mean, and the bar is 0.9 * 0.667 = 0.6.
+    assert no_better_than_constant(np.array([0.0, 1.0, 0.1]), label, train, "regression")  # MAE 0.633
+    assert not no_better_than_constant(np.array([0.0, 1.0, 0.3]), label, train, "regression")  # MAE 0.567
+    assert not no_better_than_constant(label.copy(), label, train, "regression")
+    # Classification: the train majority class is 1; on [0, 1, 2, 2] it errs 3 of 4, the bar is 0.675.
+    train_c, label_c = np.array([1, 1, 0, 2]), np.array([0, 1, 2, 2])
+    one_hot = lambda classes: np.eye(3)[classes]  # noqa: E731
+    assert no_better_than_constant(one_hot([2, 0, 1, 1]), label_c, train_c, "classification")  # error 1.0
+    assert not no_better_than_constant(one_hot([0, 1, 1, 2]), label_c, train_c, "classification")  # error 0.25
+    assert not no_better_than_constant(one_hot([1, 1]), np.array([1, 1]), train_c, "classification")  # majority is right
+
+
 def test_a_collapsed_seed_is_warned_about_and_recorded(tmp_path, monkeypatch):
     from sentangle.training import runs
 
@@ -347,4 +365,24 @@ def test_a_collapsed_seed_is_warned_about_and_recorded(tmp_path, monkeypatch):
                                          r"sample of test: it has collapsed"):
         assert main(["train", "--out", str(tmp_path), "--name", "k", "--seeds", "1", *TINY]) == 0
     record = json.loads((tmp_path / "k" / "seed_1111" / "metrics.json").read_text())
-    assert record["constant_predictions"] == ["test"]
+    assert record["constant_predictions"] == ["test"] and record["no_better_than_constant"] == []
+
+
+def test_a_seed_that_learned_nothing_is_warned_about_and_recorded(tmp_path, monkeypatch):
+    from sentangle.training import runs
+
+    real = runs.predict
+
+    def noisy_mean(model, ds, split, *args):  # the train mean plus noise: not constant, no better than it
+        pred, label, ids = real(model, ds, split, *args)
+        if split == "train":
+            return label.copy(), label, ids
+        rng = np.random.default_rng(0)
+        return (ds.splits["train"].labels.mean() + rng.normal(0, 0.3 * label.std(), len(label))).astype(pred.dtype), label, ids
+
+    monkeypatch.setattr(runs, "predict", noisy_mean)
+    with pytest.warns(UserWarning, match=r"on valid, test the selected model's error is above 90% of that of the best "
+                                         r"constant predictor"):
+        assert main(["train", "--out", str(tmp_path), "--name", "n", "--seeds", "1", *TINY]) == 0
+    record = json.loads((tmp_path / "n" / "seed_1111" / "metrics.json").read_text())
+    assert record["constant_predictions"] == [] and record["no_better_than_constant"] == ["valid", "test"]

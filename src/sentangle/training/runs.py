@@ -325,6 +325,25 @@ def constant_predictions(pred: np.ndarray, label: np.ndarray, task: str) -> bool
     return len(np.unique(label)) > 1 and len(np.unique(np.argmax(pred, -1))) == 1
 
 
+def no_better_than_constant(pred: np.ndarray, label: np.ndarray, train_label: np.ndarray, task: str,
+                            margin: float = 0.9) -> bool:
+    """Whether a split's error is above `margin` times that of the best constant predictor fitted
+    on the training labels (their mean or median for MAE, their majority class for the error
+    rate). A model that has learned (almost) nothing scores there without being constant. On MOSEI
+    text, three DBR seeds that had diverged were at 0.95-1.03 times the constant's test MAE and
+    healthy models at 0.78-0.83."""
+    if len(label) == 0 or len(train_label) == 0:
+        return False
+    if task == "regression":
+        error = float(np.mean(np.abs(pred - label)))
+        base = min(float(np.mean(np.abs(c - label))) for c in (np.mean(train_label), np.median(train_label)))
+    else:
+        majority = np.bincount(train_label.astype(int)).argmax()
+        error = float(np.mean(np.argmax(pred, -1) != label))
+        base = float(np.mean(label != majority))
+    return base > 0 and error > margin * base
+
+
 def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:
     splits = next(iter(per_seed.values()))
     return {s: {m: aggregate([per_seed[seed][s][m] for seed in per_seed]) for m in splits[s]} for s in splits}
@@ -482,22 +501,28 @@ def _train_and_write(cfg: RunConfig, ds: MSADataset, folder: Path, resolved: dic
         per_seed[seed] = result.metrics
         if not ddp.main:
             continue
-        constant = []
+        outputs = {}
         for split in ds.splits:
             pred, label, ids = predict(model, ds, split, cfg.train.eval_batch_size, cfg.train.device)
             write_predictions(seed_dir / f"predictions_{split}.csv", ds, pred, label, ids)
-            if constant_predictions(pred, label, ds.task):
-                constant.append(split)
+            outputs[split] = pred, label
+        constant = [s for s, (pred, label) in outputs.items() if constant_predictions(pred, label, ds.task)]
+        no_gain = [s for s, (pred, label) in outputs.items() if s not in constant and "train" in outputs
+                   and no_better_than_constant(pred, label, outputs["train"][1], ds.task)]
         if constant:
             warnings.warn(f"{seed_dir}: the selected model gives (nearly) the same prediction for every sample of "
                           f"{', '.join(constant)}: it has collapsed to a constant predictor, and its metrics are "
                           "those of a constant; look at the loss history in metrics.json", stacklevel=2)
+        if no_gain:
+            warnings.warn(f"{seed_dir}: on {', '.join(no_gain)} the selected model's error is above 90% of that of the "
+                          "best constant predictor fitted on the training labels: it has learned (almost) nothing; "
+                          "look at the loss history in metrics.json", stacklevel=2)
         save_checkpoint(seed_dir / "checkpoint.pt", model, cfg, ds, seed)
         write_seed_diagnostics(seed_dir, cfg.model["name"], model, ds)  # report/diagnose.py: opt-in per model
         # metrics.json last: its presence marks the seed as finished for resuming.
         write_json(done, {"seed": seed, "code": code, "code_structure": code_structure(code), "best_epoch": result.best_epoch, "select_metric": result.select_metric,
                           "select_split": cfg.train.select_split, "best_score": result.best_score,
-                          "constant_predictions": constant,
+                          "constant_predictions": constant, "no_better_than_constant": no_gain,
                           "train_seconds": round(result.seconds, 2), "parameters": sum(p.numel() for p in model.parameters()),
                           "metrics": result.metrics, "history": result.history})
     summary = summarize(per_seed)
