@@ -54,7 +54,7 @@ from sentangle.models.base import check_model_options
 from sentangle.training.ablate import ablation_csv, ablation_table, load_ablation
 from sentangle.training.compare import seed_facts, csv_table, markdown_table
 from sentangle.training.metrics import METRIC_DIRECTIONS
-from sentangle.training.runs import (REPLACED, code_fingerprint, code_key, comparable_config, finish_replay,
+from sentangle.training.runs import (NO_GAIN_MARGIN, REPLACED, code_fingerprint, code_key, comparable_config, finish_replay,
                                      replay_groups, run, stale_seeds, start_replay, summarize, vouched_codes)
 from sentangle.utils.io import exit_with_parent, versions, write_text
 
@@ -963,14 +963,21 @@ def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: l
     return verdict_rows
 
 
+def _train_jobs_once(all_jobs: dict[str, list[Job]]):
+    """Each training job's run folder once (a group read by two sections, like the shortcut study's
+    clean runs, has one job per section)."""
+    seen = set()
+    for job in (j for jobs in all_jobs.values() for j in jobs if j.kind == "train"):
+        if job.folder not in seen:
+            seen.add(job.folder)
+            yield job
+
+
 def collapse_section(all_jobs: dict[str, list[Job]]) -> str:
     """Seeds whose selected model predicts (nearly) one value for a whole split, or does no better
     than a constant: the means above include them, and such a seed's MAE can look merely mediocre."""
-    rows, seen, unknown = [], set(), 0
-    for job in (j for jobs in all_jobs.values() for j in jobs if j.kind == "train"):
-        if job.folder in seen:
-            continue
-        seen.add(job.folder)
+    rows, unknown = [], 0
+    for job in _train_jobs_once(all_jobs):
         for path in sorted(job.folder.glob("seed_*/metrics.json")):
             record = json.loads(path.read_text(encoding="utf-8"))
             constant, no_gain = record.get("constant_predictions"), record.get("no_better_than_constant")
@@ -980,7 +987,8 @@ def collapse_section(all_jobs: dict[str, list[Job]]) -> str:
                 rows.append(f"| {job.label} | {path.parent.name} | {', '.join(constant) or '-'} | {', '.join(no_gain) or '-'} |")
     text = ("## Collapsed seeds\n\nA seed has collapsed when its selected model gives (nearly) the same prediction "
             "for every sample of a split whose labels vary (regression: prediction std under 1 % of the label std; "
-            "classification: one class for every sample), or when its error on a split is above 90 % of the error of "
+            "classification: one class for every sample), or when its error on a split is above "
+            f"{100 * NO_GAIN_MARGIN:.0f} % of the error of "
             "the best constant predictor fitted on the training labels (mean or median; majority class). ")
     if unknown:
         text += f"{unknown} seed(s) were trained before this was recorded and are not checked. "
@@ -993,11 +1001,8 @@ def collapse_section(all_jobs: dict[str, list[Job]]) -> str:
 def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
     """Run folders holding seeds that were trained by other code than this checkout's (run reuse
     goes by config, so after a model change such seeds would otherwise pass unnoticed)."""
-    rows, code, seen, vouched = [], {}, set(), 0
-    for job in (j for jobs in all_jobs.values() for j in jobs if j.kind == "train"):
-        if job.folder in seen:  # a group read by two sections (the shortcut study's clean runs)
-            continue
-        seen.add(job.folder)
+    rows, code, vouched = [], {}, 0
+    for job in _train_jobs_once(all_jobs):
         name = job.cfg.model["name"]
         if name not in code:
             code[name] = code_fingerprint(MODELS.get(name))

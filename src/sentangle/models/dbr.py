@@ -268,8 +268,9 @@ class DBR(MSAModel):
         self.similarity, self.difference, self.cmd_moments = similarity, difference, cmd_moments
         mods = self.modalities
         # A pretrained text encoder already encodes positions; `encoder_positions: false` skips ours.
-        # Without the final LayerNorm the encoders' outputs grew to |h| ~ 20-300 on MOSEI text, the
-        # reconstruction loss (its target detached) ran away and 2 of 3 seeds collapsed to a constant.
+        # Without the final LayerNorm the encoders' outputs grew to a mean |h| of 27-152 on MOSEI text,
+        # the reconstruction loss (its target detached) ran away and all 3 seeds ended near the mean
+        # predictor (docs/dbr.md, "Encoder output scale").
         self.encoders = nn.ModuleDict({m: SequenceEncoder(self.input_dims[m], hidden, encoder_layers, heads, dropout,
                                                           positional=encoder_positions, final_norm=encoder_norm)
                                        for m in mods})
