@@ -1,6 +1,6 @@
 """Regenerate docs/RESULTS.md from scratch: every run of benchmarks/results_plan.yaml, trained or reused.
 
-    python benchmarks/results.py [--data-root DIR] [--out runs/results] [--seeds 5] [--only SECTION ...]
+    python benchmarks/results.py [--data-root DIR] [--out results] [--seeds 5] [--only SECTION ...]
                                  [--plan] [--quick] [--doc docs/RESULTS.md]
 
 The plan (results_plan.yaml) lists sections; each trains groups of models on one dataset setting
@@ -62,6 +62,7 @@ HERE = Path(__file__).resolve().parent
 PLAN_FILE = HERE / "results_plan.yaml"
 REFS_FILE = HERE / "results_references.yaml"
 DEFAULT_DOC = Path("docs/RESULTS.md")
+DEFAULT_OUT = "results"  # committed (see .gitignore) so that the plan can finish over several machines
 SECTION_KEYS = {"id", "title", "note", "needs", "references", "groups", "analysis", "oracle", "robust",
                 "ablations", "ablation_note", "checks", "include"}
 GROUP_KEYS = {"id", "title", "dataset", "models", "overrides", "model_options", "model_overrides", "seeds", "note"}
@@ -327,12 +328,18 @@ def load_result(cfg: RunConfig) -> dict | None:
             "planned_seeds": len(cfg.seeds)}
 
 
+def _finished_seeds(folder: Path) -> list[int]:
+    return sorted(int(p.parent.name[5:]) for p in folder.glob("seed_*/metrics.json"))
+
+
 def robust_fresh(folder: Path, opts: dict) -> bool:
+    """robust.json covers every finished seed with these options (checked against the seeds'
+    metrics.json, not their checkpoints: the results store keeps no checkpoints)."""
     path = folder / "robust.json"
     if not path.is_file():
         return False
     r = json.loads(path.read_text(encoding="utf-8"))
-    seeds = sorted(int(p.parent.name[5:]) for p in folder.glob("seed_*/checkpoint.pt"))
+    seeds = _finished_seeds(folder)
     levels = lambda kind: sorted(c["level"] for c in r["conditions"] if c["kind"] == kind)  # noqa: E731
     noise = sorted({c["level"] for c in r["conditions"] if c["kind"] == "noise"})
     return (r.get("seeds") == seeds and r.get("perturbation_seed") == opts["seed"]
@@ -362,10 +369,11 @@ def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
         return False
 
     def robust_job(job: Job) -> None:
-        ready = [f for f in job.folders if any(f.glob("seed_*/checkpoint.pt"))]
-        if ready and not all(robust_fresh(f, job.options) for f in ready):
-            tqdm.write(f"{job.label}: {len(ready)} run folders")
-            robust(ready, out=Path(out) / "robust" / job.label.split()[-1], plots=False, **job.options)
+        # only the folders whose robust.json is out of date: the others may have no checkpoints here
+        stale = [f for f in job.folders if _finished_seeds(f) and not robust_fresh(f, job.options)]
+        if stale:
+            tqdm.write(f"{job.label}: {len(stale)} run folders")
+            robust(stale, out=Path(out) / "robust" / job.label.split()[-1], plots=False, **job.options)
 
     if workers > 1:
         import concurrent.futures as cf
@@ -831,6 +839,21 @@ def forget_stale_seeds(jobs: list[Job]) -> None:
             tqdm.write(f"{job.label}: {seed} was trained by other code; training it again")
 
 
+def retrain_for_robust(jobs: list[Job]) -> None:
+    """A robustness evaluation reloads every seed's checkpoint, and the results store keeps none
+    (too big for git): when an evaluation is not up to date, the finished seeds it reads that have
+    no checkpoint on this machine are unmarked and train again (`git diff` on the store then shows whether their metrics repeated)."""
+    for job in (j for j in jobs if j.kind == "robust"):
+        for folder in job.folders:
+            if not _finished_seeds(folder) or robust_fresh(folder, job.options):
+                continue
+            for metrics in sorted(folder.glob("seed_*/metrics.json")):
+                if not (metrics.parent / "checkpoint.pt").is_file():
+                    metrics.unlink()
+                    tqdm.write(f"{job.label}: {folder}/{metrics.parent.name} has no checkpoint here; training it "
+                               "again for the robustness evaluation")
+
+
 def start_replays(jobs: list[Job]) -> None:
     """--replay-stale: in each run folder, one seed per code version that trained stale seeds is
     unmarked, to be trained again by this checkout's code (`training.runs.start_replay`)."""
@@ -1030,7 +1053,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
     ap.add_argument("--data-root", default=None)
-    ap.add_argument("--out", default=None, help="run folders (default runs/results; --quick: runs/results-quick)")
+    ap.add_argument("--out", default=None, help="run folders (default results, tracked by git "
+                    "without checkpoints; --quick: runs/results-quick)")
     ap.add_argument("--seeds", type=int, default=5, help="at most this many of the seeds 1111..1115 per run")
     ap.add_argument("--only", nargs="+", default=None, metavar="SECTION")
     ap.add_argument("--skip", nargs="+", default=[], metavar="GROUP")
@@ -1052,7 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = read_plan(Path(args.plan_file))
         refs = yaml.safe_load(REFS_FILE.read_text(encoding="utf-8")) or {}
-        out = args.out or ("runs/results-quick" if args.quick else "runs/results")
+        out = args.out or ("runs/results-quick" if args.quick else DEFAULT_OUT)
         doc_path = Path(args.doc or (Path(out) / "RESULTS.md" if args.quick else DEFAULT_DOC))
         if args.quick and doc_path.resolve() == DEFAULT_DOC.resolve():
             raise PlanError(f"--quick never writes {DEFAULT_DOC}; give another --doc")
@@ -1077,6 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
         forget_stale_seeds(jobs)
     if args.replay_stale:
         start_replays(jobs)
+    retrain_for_robust(jobs)
     failures = train_all(jobs, out, max(args.workers, 1))
     if finish_replays(jobs):
         failures += train_all(jobs, out, max(args.workers, 1))

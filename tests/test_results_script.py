@@ -138,6 +138,24 @@ def test_workers_train_in_parallel_with_the_same_numbers(results, tmp_path):
         assert clean == pytest.approx(trained, abs=1e-6), r  # the checkpoints the workers wrote, evaluated again
     assert "No robustness results yet" not in (par / "R.md").read_text()
 
+    # the results store keeps no checkpoints: up-to-date evaluations are reused without them, and a
+    # stale one has the seeds it reads trained again (same metrics) before it runs
+    for c in par.glob("**/checkpoint.pt"):
+        c.unlink()
+    args = ["--quick", "--out", str(par), "--doc", str(par / "R.md"), "--only", "synthetic", "robustness"]
+    kept, stale = robust[0].parent, robust[1].parent
+    before = {f: (f / "seed_1111" / "metrics.json").stat().st_mtime_ns for f in (kept, stale)}
+    old = json.loads((stale / "seed_1111" / "metrics.json").read_text())["metrics"]
+    assert results.main(args) == 0
+    assert {f: (f / "seed_1111" / "metrics.json").stat().st_mtime_ns for f in (kept, stale)} == before
+    assert not list(par.glob("**/checkpoint.pt"))
+    (stale / "robust.json").unlink()
+    assert results.main(args) == 0
+    assert (stale / "seed_1111" / "checkpoint.pt").is_file() and (stale / "robust.json").is_file()
+    assert json.loads((stale / "seed_1111" / "metrics.json").read_text())["metrics"] == old
+    assert (kept / "seed_1111" / "metrics.json").stat().st_mtime_ns == before[kept]
+    assert not (kept / "seed_1111" / "checkpoint.pt").exists()
+
 
 def _run(maes: list[float], seeds=(1, 2, 3)) -> dict:
     """A load_result-shaped summary of a regression run with these test MAEs."""
