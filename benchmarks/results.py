@@ -54,7 +54,7 @@ from sentangle.models.base import check_model_options
 from sentangle.training.ablate import ablation_csv, ablation_table, load_ablation
 from sentangle.training.compare import seed_facts, csv_table, markdown_table
 from sentangle.training.metrics import METRIC_DIRECTIONS
-from sentangle.training.runs import (NO_GAIN_MARGIN, REPLACED, code_fingerprint, code_key, comparable_config, finish_replay,
+from sentangle.training.runs import (NO_GAIN_MARGIN, REPLACED, code_fingerprint, code_key, comparable_config, finish_replay, finished,
                                      replay_groups, run, stale_seeds, start_replay, summarize, vouched_codes)
 from sentangle.utils.io import exit_with_parent, versions, write_text
 
@@ -329,7 +329,7 @@ def load_result(cfg: RunConfig) -> dict | None:
 
 
 def _finished_seeds(folder: Path) -> list[int]:
-    return sorted(int(p.parent.name[5:]) for p in folder.glob("seed_*/metrics.json"))
+    return [int(p.parent.name[5:]) for p in finished(folder)]
 
 
 def robust_fresh(folder: Path, opts: dict) -> bool:
@@ -842,12 +842,13 @@ def forget_stale_seeds(jobs: list[Job]) -> None:
 def retrain_for_robust(jobs: list[Job]) -> None:
     """A robustness evaluation reloads every seed's checkpoint, and the results store keeps none
     (too big for git): when an evaluation is not up to date, the finished seeds it reads that have
-    no checkpoint on this machine are unmarked and train again (`git diff` on the store then shows whether their metrics repeated)."""
+    no checkpoint on this machine are unmarked and train again (`git diff` on the store then shows
+    whether their metrics repeated)."""
     for job in (j for j in jobs if j.kind == "robust"):
         for folder in job.folders:
-            if not _finished_seeds(folder) or robust_fresh(folder, job.options):
+            if robust_fresh(folder, job.options):
                 continue
-            for metrics in sorted(folder.glob("seed_*/metrics.json")):
+            for metrics in finished(folder):
                 if not (metrics.parent / "checkpoint.pt").is_file():
                     metrics.unlink()
                     tqdm.write(f"{job.label}: {folder}/{metrics.parent.name} has no checkpoint here; training it "
@@ -1001,7 +1002,7 @@ def collapse_section(all_jobs: dict[str, list[Job]]) -> str:
     than a constant: the means above include them, and such a seed's MAE can look merely mediocre."""
     rows, unknown = [], 0
     for job in _train_jobs_once(all_jobs):
-        for path in sorted(job.folder.glob("seed_*/metrics.json")):
+        for path in finished(job.folder):
             record = json.loads(path.read_text(encoding="utf-8"))
             constant, no_gain = record.get("constant_predictions"), record.get("no_better_than_constant")
             if constant is None or no_gain is None:
@@ -1031,7 +1032,7 @@ def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
             code[name] = code_fingerprint(MODELS.get(name))
         keys = vouched_codes(job.folder, code[name])
         vouched += sum(isinstance(c := json.loads(m.read_text(encoding="utf-8")).get("code"), dict) and code_key(c) in keys
-                       for m in job.folder.glob("seed_*/metrics.json")) if keys else 0
+                       for m in finished(job.folder)) if keys else 0
         by_files: dict[str, list[str]] = {}
         for seed, files in stale_seeds(job.folder, code[name]).items():
             by_files.setdefault(", ".join(files), []).append(seed)

@@ -126,7 +126,7 @@ def stale_seeds(folder: Path, code: dict[str, str], seeds=None) -> dict[str, lis
     (`vouched_codes`); a seed whose recorded `code_structure` matches is current (only comments,
     docstrings or layout changed)."""
     out, vouched = {}, vouched_codes(folder, code)
-    for done in _finished(Path(folder)):
+    for done in finished(Path(folder)):
         if seeds is not None and int(done.parent.name.split("_", 1)[1]) not in seeds:
             continue
         try:
@@ -220,7 +220,7 @@ def finish_replay(seed_dir: Path) -> dict | None:
     write_json(folder / REPLAYS, [*_replays(folder), entry])
     (seed_dir / REPLACED).unlink()
     if not identical and entry["old"] is not None:
-        for done in _finished(folder):
+        for done in finished(folder):
             recorded = json.loads(done.read_text(encoding="utf-8")).get("code")
             if isinstance(recorded, dict) and code_key(recorded) == entry["old"]:
                 done.unlink()
@@ -352,7 +352,8 @@ def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dic
     return {s: {m: aggregate([per_seed[seed][s][m] for seed in per_seed]) for m in splits[s]} for s in splits}
 
 
-def _finished(folder: Path) -> list[Path]:
+def finished(folder: Path) -> list[Path]:
+    """The metrics.json of every finished seed of a run folder (its presence marks the seed done)."""
     return sorted(folder.glob("seed_*/metrics.json"))
 
 
@@ -375,7 +376,7 @@ def _prepare_folder(folder: Path, resolved: dict) -> None:
         tmp.unlink(missing_ok=True)
     old = folder / "config.yaml"
     if old.exists() and comparable_config(read_yaml(old)) != comparable_config(resolved):
-        for path in [*_finished(folder), folder / "summary.json", folder / "summary.md"]:
+        for path in [*finished(folder), folder / "summary.json", folder / "summary.md"]:
             path.unlink(missing_ok=True)
 
 
@@ -390,7 +391,7 @@ def _check_same_data(folder: Path, ds: MSADataset) -> None:
     """Finished seeds are only reused on the data they were trained on: a feature file regenerated
     under the same name would otherwise mix old and new results in one summary."""
     old = folder / "dataset.json"
-    if not old.exists() or not _finished(folder):
+    if not old.exists() or not finished(folder):
         return
     before, now = _data_fingerprint(json.loads(old.read_text(encoding="utf-8"))), _data_fingerprint(describe(ds))
     if before != now:
@@ -430,7 +431,7 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
     ddp = distributed_setup(cfg.train.device)
 
     def check_folder() -> None:
-        if (folder / "config.yaml").exists() and not overwrite and _finished(folder):
+        if (folder / "config.yaml").exists() and not overwrite and finished(folder):
             old, new = comparable_config(read_yaml(folder / "config.yaml")), comparable_config(resolved)
             if old != new:
                 diff = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in _differences(old, new)[:5])
@@ -494,9 +495,9 @@ def _train_and_write(cfg: RunConfig, ds: MSADataset, folder: Path, resolved: dic
     for seed in cfg.seeds:
         seed_dir = folder / f"seed_{seed}"
         done = seed_dir / "metrics.json"
-        finished = ddp.on_main(lambda: None if overwrite else _finished_metrics(done))
-        if finished is not None:
-            per_seed[seed] = finished
+        kept = ddp.on_main(lambda: None if overwrite else _finished_metrics(done))
+        if kept is not None:
+            per_seed[seed] = kept
             continue
         set_seed(seed)  # initialisation belongs to the seed too
         model = model_for(cfg, ds)
