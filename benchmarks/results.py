@@ -839,20 +839,22 @@ def forget_stale_seeds(jobs: list[Job]) -> None:
             tqdm.write(f"{job.label}: {seed} was trained by other code; training it again")
 
 
+def robust_retrains(job: Job) -> list[Path]:
+    """metrics.json of the finished seeds that `job` (a robustness evaluation) must train again before
+    it can run: those without a checkpoint on this machine, in the folders whose robust.json is out of
+    date (a robustness evaluation reloads every seed's checkpoint, and the results store keeps none)."""
+    return [m for f in job.folders if not robust_fresh(f, job.options)
+            for m in finished(f) if not (m.parent / "checkpoint.pt").is_file()]
+
+
 def retrain_for_robust(jobs: list[Job]) -> None:
-    """A robustness evaluation reloads every seed's checkpoint, and the results store keeps none
-    (too big for git): when an evaluation is not up to date, the finished seeds it reads that have
-    no checkpoint on this machine are unmarked and train again (`git diff` on the store then shows
-    whether their metrics repeated)."""
+    """Unmark the seeds of `robust_retrains`, so that they train again (`git diff` on the store then
+    shows whether their metrics repeated)."""
     for job in (j for j in jobs if j.kind == "robust"):
-        for folder in job.folders:
-            if robust_fresh(folder, job.options):
-                continue
-            for metrics in finished(folder):
-                if not (metrics.parent / "checkpoint.pt").is_file():
-                    metrics.unlink()
-                    tqdm.write(f"{job.label}: {folder}/{metrics.parent.name} has no checkpoint here; training it "
-                               "again for the robustness evaluation")
+        for metrics in robust_retrains(job):
+            metrics.unlink()
+            tqdm.write(f"{job.label}: {metrics.parent} has no checkpoint here; training it again for the "
+                       "robustness evaluation")
 
 
 def start_replays(jobs: list[Job]) -> None:
@@ -894,8 +896,12 @@ def print_plan(jobs: list[Job], skipped: dict[str, str]) -> None:
     total = finished = seeds_left = 0
     for j in jobs:
         if j.kind == "robust":
+            again = len(robust_retrains(j))
+            seeds_left += again
             print(f"{j.section:<11} {j.label:<42} test-time perturbations of {len(j.folders)} run folders "
-                  f"(noise {list(j.options['noise_levels'])}, drop {list(j.options['drop_rates'])})")
+                  f"(noise {list(j.options['noise_levels'])}, drop {list(j.options['drop_rates'])}), "
+                  f"{sum(robust_fresh(f, j.options) for f in j.folders)} up to date"
+                  + (f"; {again} finished seed(s) without a checkpoint here train again first" if again else ""))
             continue
         done, conflict = status(j.cfg)
         total += 1

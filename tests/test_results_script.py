@@ -118,7 +118,7 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     assert "Every seed above was trained by this checkout's code." in provenance
 
 
-def test_workers_train_in_parallel_with_the_same_numbers(results, tmp_path):
+def test_workers_train_in_parallel_with_the_same_numbers(results, tmp_path, capsys):
     seq, par = tmp_path / "seq", tmp_path / "par"
     # the parallel run also does the robustness section: its robustness job runs beside the workers
     for out, extra in ((seq, ["synthetic"]), (par, ["synthetic", "robustness", "--workers", "2"])):
@@ -150,6 +150,8 @@ def test_workers_train_in_parallel_with_the_same_numbers(results, tmp_path):
     assert {f: (f / "seed_1111" / "metrics.json").stat().st_mtime_ns for f in (kept, stale)} == before
     assert not list(par.glob("**/checkpoint.pt"))
     (stale / "robust.json").unlink()
+    assert results.main([*args, "--plan"]) == 0  # --plan counts the seed that will train again
+    assert "4 up to date; 1 finished seed(s) without a checkpoint here train again first" in capsys.readouterr().out
     assert results.main(args) == 0
     assert (stale / "seed_1111" / "checkpoint.pt").is_file() and (stale / "robust.json").is_file()
     assert json.loads((stale / "seed_1111" / "metrics.json").read_text())["metrics"] == old
