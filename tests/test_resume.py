@@ -47,6 +47,7 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+    proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
 
 

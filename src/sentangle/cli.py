@@ -5,7 +5,6 @@ import argparse
 import functools
 import json
 import sys
-import warnings
 from pathlib import Path
 
 EPILOG_OVERRIDES = """Overrides are dotted keys, for example:
@@ -367,7 +366,6 @@ def main(argv: list[str] | None = None) -> int:
     from .training.runs import CheckpointError
     from .training.trainer import TrainingError
 
-    warnings.simplefilter("default")
     handler = {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models,
                "robust": cmd_robust, "report": cmd_report, "ablate": cmd_ablate, "sweep": cmd_sweep}
     try:
