@@ -1,6 +1,6 @@
 """Regenerate docs/rtil_checks.md: the RTIL / IRG-SVR acceptance numbers, every one from a run folder.
 
-    python benchmarks/rtil_checks.py [--data-root ../shared/data] [--out runs/checks] [--seeds 3] [--full-epochs]
+    python benchmarks/rtil_checks.py [--data-root ../shared/data] [--out runs/checks] [--seeds 3] [--full-epochs [--full-seeds N]]
 
 1. The synthetic benchmark, unaligned and aligned (3 seeds each): both presets (`rtil`: adjacent-frame
    JSD; `irg_svr`: total variation of frame-to-frame differences) against LF-DNN trained here with the
@@ -10,7 +10,8 @@
    training std) on the unaligned benchmark: each preset against the same model with the temporal
    regulariser off (`rtil_no_temporal`: with it off the two presets are one model); variants of the
    temporal loss weight (0.1, 1, 10, 100) and of the modalities it covers, and the criterion at the weight
-   the validation split picks. `--full-epochs` repeats this with the dataset's 30-epoch schedule.
+   the validation split picks. `--full-epochs` repeats this with the dataset's 30-epoch schedule,
+   the released weight and 'off' with `--full-seeds` seeds (more than the variants: the verdict reads them).
 3. Real MOSI end to end, one seed per preset: text + openSMILE audio (`mosi_utt`) and text only (`mosi`).
 
 Finished seeds are reused when it is run again. All runs use one thread (two shared cores).
@@ -122,10 +123,11 @@ def noisy_datasets(scale: float) -> dict:
     return {0.0: ds, **{s: noisy_copy(ds, s) for s in (*SIGMAS, *EXTRA_SIGMAS)}}
 
 
-def noise_maes(folder: str, datasets: dict) -> dict[float, list[float]]:
-    """Test MAE per seed of every checkpoint in a run folder, on each noisy copy."""
+def noise_maes(res: dict, datasets: dict) -> dict[float, list[float]]:
+    """Test MAE per seed of a run's checkpoints (the seeds of its result, in order), on each noisy copy."""
     out = {s: [] for s in datasets}
-    for ckpt in sorted(Path(folder).glob("seed_*/checkpoint.pt")):
+    for seed in sorted(int(s) for s in res["per_seed"]):
+        ckpt = Path(res["folder"]) / f"seed_{seed}" / "checkpoint.pt"
         model, _, _ = sentangle.load_checkpoint(ckpt)
         for sigma, ds in datasets.items():
             out[sigma].append(evaluate(model, ds, "test")["mae"])
@@ -155,7 +157,7 @@ def noise_section(out: str, seeds: int, runs: dict, scale: float, train: dict | 
                                                   dataset={"name": "synthetic", "scale": scale}, seeds=seeds,
                                                   train=train or SYNTH_TRAIN)
     datasets = noisy_datasets(scale)
-    maes = {key: noise_maes(runs[f"{key}-{setting}"]["folder"], datasets) for key in ("rtil", "irg_svr", off_key)}
+    maes = {key: noise_maes(runs[f"{key}-{setting}"], datasets) for key in ("rtil", "irg_svr", off_key)}
     sig = [0.0, *SIGMAS, *EXTRA_SIGMAS]
     lines = ["| model | " + " | ".join(f"test MAE, sigma = {s}" for s in sig) + " | rise at sigma = 1.0 |",
              "|---|" + "---|" * (len(sig) + 1)]
@@ -198,15 +200,26 @@ def noise_section(out: str, seeds: int, runs: dict, scale: float, train: dict | 
 FULL_TRAIN = {"epochs": 30, "patience": 6, "progress": False}  # the synthetic dataset's own schedule
 
 
-def full_training_noise(out: str, seeds: int, scale: float) -> str:
+def full_training_noise(out: str, seeds: int, scale: float, main_seeds: int) -> str:
     """Section 2 again without the epoch cap: with 12 epochs about half of the runs select their last
-    epoch, so part of the seed-to-seed spread is unfinished training rather than the regulariser."""
+    epoch, so part of the seed-to-seed spread is unfinished training rather than the regulariser.
+    `main_seeds` (>= seeds) for the released weight against 'off': the comparison the verdict reads, whose
+    differences are a fraction of the seed spread; the weight variants keep `seeds`."""
     sub = str(Path(out) / "full_epochs")
-    runs = {f"{k}-synthetic": train_or_reuse(sub, f"{k}-synthetic", model=k, dataset={"name": "synthetic", "scale": scale},
-                                             seeds=seeds, train=FULL_TRAIN) for k, _ in PRESETS}
-    text, _, known = noise_section(sub, seeds, runs, scale, train=FULL_TRAIN)
+    dataset = {"name": "synthetic", "scale": scale}
+
+    def trained(n: int, models) -> dict:
+        return {f"{k}-synthetic": train_or_reuse(sub, f"{k}-synthetic", model=m, dataset=dataset, seeds=n,
+                                                 train=FULL_TRAIN) for k, m in models}
+    presets = [(k, k) for k, _ in PRESETS]
+    runs = trained(main_seeds, presets)
+    text, _, known = noise_section(sub, main_seeds, runs, scale, train=FULL_TRAIN)
     best = ", ".join(f"{k}: {best_epochs(runs[f'{k}-synthetic']['folder'])}" for k, _ in PRESETS)
     text += f"\nSelected epochs: {best}; `temporal: none`: {best_epochs(str(Path(sub) / 'rtil_no_temporal-synthetic'))}.\n"
+    if main_seeds > seeds:  # the variants pair with the first `seeds` seeds of the released weight and of 'off'
+        runs = trained(seeds, [*presets, NO_TEMPORAL])
+        known = {name: {sigma: v[:seeds] for sigma, v in m.items()} for name, m in known.items()}
+        text += f"\nThe weight variants below use the first {seeds} of these seeds.\n"
     return text + ("\nThe weight variants at this schedule (regulariser on every modality):\n\n"
                    + weight_sweep(sub, seeds, scale, runs, known, train=FULL_TRAIN, variants=WEIGHT_ONLY))
 
@@ -254,7 +267,7 @@ def weight_sweep(out: str, seeds: int, scale: float, runs: dict, known: dict, tr
             on_what = ", ".join(only or ("text", "audio", "vision"))
             res = runs.get(name) or train_or_reuse(out, name, model={"name": key, **model}, dataset=dataset,
                                                    seeds=seeds, train={**train, "aux_weights": {"temporal": w}})
-            on = known.get(name) or noise_maes(res["folder"], datasets)
+            on = known.get(name) or noise_maes(res, datasets)
             mean = {s: float(np.mean(v)) for s, v in on.items()}
             margin, se = criterion_margin(on, off)
             valid = res["splits"]["valid"]["mae"]["mean"]
@@ -287,9 +300,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="cap every run's epochs (a quick smoke run only)")
     ap.add_argument("--full-epochs", action="store_true",
                     help="also repeat the noise comparison with the dataset's full 30-epoch schedule")
+    ap.add_argument("--full-seeds", type=int, default=None,
+                    help="seeds of the full-schedule comparison at the released weight (default --seeds)")
     args = ap.parse_args()
     if args.epochs is not None:
         SYNTH_TRAIN["epochs"] = args.epochs
+        FULL_TRAIN["epochs"] = args.epochs
         REAL_TRAIN["epochs"] = args.epochs
     torch.set_num_threads(1)
     start = time.time()
@@ -346,9 +362,11 @@ def main() -> None:
                  "(375 audio frames: about 12 per window).\n")
     parts.append(weight_sweep(args.out, args.seeds, args.scale, synth_runs, known))
     if args.full_epochs:
+        main_seeds = max(args.full_seeds or args.seeds, args.seeds)
         parts.append(f"### The same with the dataset's full schedule ({FULL_TRAIN['epochs']} epochs, patience "
-                     f"{FULL_TRAIN['patience']})\n\nRuns under `{args.out}/full_epochs/`; everything else as above.\n")
-        parts.append(full_training_noise(args.out, args.seeds, args.scale))
+                     f"{FULL_TRAIN['patience']})\n\nRuns under `{args.out}/full_epochs/`, the released weight and "
+                     f"'off' with {main_seeds} seeds (1111 to {1110 + main_seeds}); everything else as above.\n")
+        parts.append(full_training_noise(args.out, args.seeds, args.scale, main_seeds))
 
     parts.append("## 3. Real MOSI, end to end (1 seed per preset)\n")
     parts.append("The packaged CPU configs (D = 64, lr 1e-3, every switch on) with the trainer's defaults otherwise "

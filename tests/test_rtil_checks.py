@@ -73,3 +73,26 @@ def test_criterion_margin_and_verdict(rc):
     assert rc.margin_verdict(0.03, 0.01) == "not met"
     assert rc.margin_verdict(-0.01, 0.01) == "not resolved"
     assert rc.margin_verdict(0.01, 0.01) == "not resolved"
+
+
+def test_full_schedule_with_more_seeds_pairs_the_variants_with_the_first_seeds(rc, tmp_path, monkeypatch):
+    """--full-seeds: the released weight and 'off' get more seeds than the weight variants; the variants'
+    margins must pair with the same first seeds of 'off', not with whichever checkpoints the folder holds."""
+    monkeypatch.setitem(rc.FULL_TRAIN, "epochs", 1)
+    text = rc.full_training_noise(str(tmp_path), seeds=2, scale=0.05, main_seeds=3)
+    sub = tmp_path / "full_epochs"
+    assert len(list((sub / "rtil_no_temporal-synthetic").glob("seed_*/checkpoint.pt"))) == 3
+    assert len(list((sub / "rtil_temporal0.1-synthetic").glob("seed_*/checkpoint.pt"))) == 2
+    assert "The weight variants below use the first 2 of these seeds." in text
+    per_seed = [float(x) for x in text.split("Criterion margin, clean cost minus noise gain at sigma = 1.0, per seed: ")[1]
+                .split(";")[0].split(", ")]
+    assert len(per_seed) == 3  # RTIL's, the first preset
+    # the sweep row of the released weight, recomputed here from the first two seeds of both runs
+    datasets = {s: d for s, d in rc.noisy_datasets(0.05).items() if s in (0.0, *rc.SIGMAS)}
+    first = lambda name: rc.noise_maes(sentangle.train(config=str(sub / name / "config.yaml"), out=str(sub), name=name,  # noqa: E731
+                                                       seeds=2), datasets)
+    margin, se = rc.criterion_margin(first("rtil-synthetic"), first("rtil_no_temporal-synthetic"))
+    row = next(line for line in text.splitlines() if line.startswith("| RTIL") and "(`rtil-synthetic`)" in line
+               and "| 1 |" in line)
+    assert row.rstrip(" |").endswith(f"{margin.mean():+.3f} ± {2 * se:.3f}")
+    np.testing.assert_allclose(margin, per_seed[:2], atol=6e-4)  # the per-seed list is printed to 3 decimals
