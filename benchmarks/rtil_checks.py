@@ -10,8 +10,8 @@
    training std) on the unaligned benchmark: each preset against the same model with the temporal
    regulariser off (`rtil_no_temporal`: with it off the two presets are one model); variants of the
    temporal loss weight (0.1, 1, 10, 100) and of the modalities it covers, and the criterion at the weight
-   the validation split picks. `--full-epochs` repeats this with the dataset's 30-epoch schedule,
-   the released weight and 'off' with `--full-seeds` seeds (more than the variants: the verdict reads them).
+   the validation split picks. `--full-epochs` repeats this with the dataset's 30-epoch schedule;
+   `--full-seeds N` then checks the criterion at the picked weight again with N seeds.
 3. Real MOSI end to end, one seed per preset: text + openSMILE audio (`mosi_utt`) and text only (`mosi`).
 
 Finished seeds are reused when it is run again. All runs use one thread (two shared cores).
@@ -55,15 +55,17 @@ REAL = [("mosi_utt", "real MOSI text + openSMILE audio (`mosi_utt`, the bc-LSTM 
 
 
 
-def best_epochs(folder: str) -> str:
-    return ", ".join(str(json.loads(f.read_text())["best_epoch"]) for f in sorted(Path(folder).glob("seed_*/metrics.json")))
+def best_epochs(res: dict) -> str:
+    """The selected epoch of each seed of a result (not of every seed its folder holds)."""
+    return ", ".join(str(json.loads((Path(res["folder"]) / f"seed_{s}" / "metrics.json").read_text())["best_epoch"])
+                     for s in sorted(int(s) for s in res["per_seed"]))
 
 
 def row(title: str, key: str, res: dict) -> str:
     t, v = res["splits"]["test"], res["splits"]["valid"]
     per = ", ".join(f"{x:.3f}" for x in seed_values(res))
     return (f"| {title} (`{key}`) | {fmt('mae', t['mae'])} | {per} | {fmt('corr', t['corr'])} | "
-            f"{fmt('acc2_non0', t['acc2_non0'])} | {fmt('mae', v['mae'])} | {best_epochs(res['folder'])} | "
+            f"{fmt('acc2_non0', t['acc2_non0'])} | {fmt('mae', v['mae'])} | {best_epochs(res)} | "
             f"{epoch_seconds(res['folder']):.1f} |")
 
 
@@ -200,28 +202,18 @@ def noise_section(out: str, seeds: int, runs: dict, scale: float, train: dict | 
 FULL_TRAIN = {"epochs": 30, "patience": 6, "progress": False}  # the synthetic dataset's own schedule
 
 
-def full_training_noise(out: str, seeds: int, scale: float, main_seeds: int) -> str:
+def full_training_noise(out: str, seeds: int, scale: float, confirm_seeds: int | None = None) -> str:
     """Section 2 again without the epoch cap: with 12 epochs about half of the runs select their last
-    epoch, so part of the seed-to-seed spread is unfinished training rather than the regulariser.
-    `main_seeds` (>= seeds) for the released weight against 'off': the comparison the verdict reads, whose
-    differences are a fraction of the seed spread; the weight variants keep `seeds`."""
+    epoch, so part of the seed-to-seed spread is unfinished training rather than the regulariser."""
     sub = str(Path(out) / "full_epochs")
-    dataset = {"name": "synthetic", "scale": scale}
-
-    def trained(n: int, models) -> dict:
-        return {f"{k}-synthetic": train_or_reuse(sub, f"{k}-synthetic", model=m, dataset=dataset, seeds=n,
-                                                 train=FULL_TRAIN) for k, m in models}
-    presets = [(k, k) for k, _ in PRESETS]
-    runs = trained(main_seeds, presets)
-    text, _, known = noise_section(sub, main_seeds, runs, scale, train=FULL_TRAIN)
-    best = ", ".join(f"{k}: {best_epochs(runs[f'{k}-synthetic']['folder'])}" for k, _ in PRESETS)
-    text += f"\nSelected epochs: {best}; `temporal: none`: {best_epochs(str(Path(sub) / 'rtil_no_temporal-synthetic'))}.\n"
-    if main_seeds > seeds:  # the variants pair with the first `seeds` seeds of the released weight and of 'off'
-        runs = trained(seeds, [*presets, NO_TEMPORAL])
-        known = {name: {sigma: v[:seeds] for sigma, v in m.items()} for name, m in known.items()}
-        text += f"\nThe weight variants below use the first {seeds} of these seeds.\n"
+    runs = {f"{k}-synthetic": train_or_reuse(sub, f"{k}-synthetic", model=k, dataset={"name": "synthetic", "scale": scale},
+                                             seeds=seeds, train=FULL_TRAIN) for k, _ in PRESETS}
+    text, _, known = noise_section(sub, seeds, runs, scale, train=FULL_TRAIN)
+    best = ", ".join(f"{k}: {best_epochs(runs[f'{k}-synthetic'])}" for k, _ in PRESETS)
+    text += f"\nSelected epochs: {best}; `temporal: none`: {best_epochs(runs[NO_TEMPORAL[0] + '-synthetic'])}.\n"
     return text + ("\nThe weight variants at this schedule (regulariser on every modality):\n\n"
-                   + weight_sweep(sub, seeds, scale, runs, known, train=FULL_TRAIN, variants=WEIGHT_ONLY))
+                   + weight_sweep(sub, seeds, scale, runs, known, train=FULL_TRAIN, variants=WEIGHT_ONLY,
+                                  confirm_seeds=confirm_seeds))
 
 
 # (run name suffix, modalities regularised if not all, temporal loss weight): the released weight, weaker and
@@ -231,12 +223,12 @@ VARIANTS = [("", (), 1.0), ("_temporal0.1", (), 0.1), ("_temporal10", (), 10.0),
             ("_no_audio_temporal", ("text", "vision"), 1.0), ("_vision_temporal", ("vision",), 1.0)]
 
 
-def loss_share(folder: str, weight: float) -> float:
-    """Mean over seeds of weight x temporal loss / task loss (the history keeps unweighted training means),
-    at the selected epoch: how much of the objective the regulariser is."""
+def loss_share(res: dict, weight: float) -> float:
+    """Mean over the result's seeds of weight x temporal loss / task loss (the history keeps unweighted
+    training means), at the selected epoch: how much of the objective the regulariser is."""
     shares = []
-    for f in sorted(Path(folder).glob("seed_*/metrics.json")):
-        m = json.loads(f.read_text())
+    for s in sorted(int(s) for s in res["per_seed"]):
+        m = json.loads((Path(res["folder"]) / f"seed_{s}" / "metrics.json").read_text())
         h = m["history"][m["best_epoch"] - 1]
         shares.append(weight * h["train_temporal"] / h["train_task"])
     return float(np.mean(shares))
@@ -246,7 +238,7 @@ WEIGHT_ONLY = [v for v in VARIANTS if not v[1]]  # the weight variants, regulari
 
 
 def weight_sweep(out: str, seeds: int, scale: float, runs: dict, known: dict, train: dict = SYNTH_TRAIN,
-                 variants: list = VARIANTS) -> str:
+                 variants: list = VARIANTS, confirm_seeds: int | None = None) -> str:
     """Section 2 for each variant, then per preset the weight a user would pick without the test split: the
     lowest clean validation MAE among the weight variants, and the criterion at that weight. `known`: the
     noisy test MAEs noise_section already has, by run name (the released weight and 'off')."""
@@ -258,6 +250,7 @@ def weight_sweep(out: str, seeds: int, scale: float, runs: dict, known: dict, tr
               *(f"test MAE, sigma = {s}" for s in (0.0, *SIGMAS)), "clean cost", f"noise gain at sigma = {max(SIGMAS)}",
               "criterion margin (<= 0 asked) ± 2 SE"]
     lines, bullets = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)], []
+    settings = {}  # run name -> its training arguments, to train the picked weight with more seeds
     for key, title in PRESETS:
         kind = "jsd" if key == "rtil" else "tv"
         candidates = []  # (valid MAE, weight, run name, mean margin, its standard error)
@@ -265,15 +258,15 @@ def weight_sweep(out: str, seeds: int, scale: float, runs: dict, known: dict, tr
             name = f"{key}{suffix}-synthetic"
             model = {"temporal": {m: kind for m in only}} if only else {}
             on_what = ", ".join(only or ("text", "audio", "vision"))
-            res = runs.get(name) or train_or_reuse(out, name, model={"name": key, **model}, dataset=dataset,
-                                                   seeds=seeds, train={**train, "aux_weights": {"temporal": w}})
+            settings[name] = {"model": {"name": key, **model}, "train": {**train, "aux_weights": {"temporal": w}}}
+            res = runs.get(name) or train_or_reuse(out, name, dataset=dataset, seeds=seeds, **settings[name])
             on = known.get(name) or noise_maes(res, datasets)
             mean = {s: float(np.mean(v)) for s, v in on.items()}
             margin, se = criterion_margin(on, off)
             valid = res["splits"]["valid"]["mae"]["mean"]
             if not only:
                 candidates.append((valid, w, name, margin.mean(), se))
-            lines.append(f"| {title} (`{name}`) | {on_what} | {w:g} | {loss_share(res['folder'], w):.3f} | {valid:.3f} | "
+            lines.append(f"| {title} (`{name}`) | {on_what} | {w:g} | {loss_share(res, w):.3f} | {valid:.3f} | "
                          + " | ".join(f"{mean[s]:.3f} ± {np.std(on[s], ddof=1):.3f}" for s in (0.0, *SIGMAS))
                          + f" | {mean[0.0] - np.mean(off[0.0]):+.3f} | {np.mean(off[max(SIGMAS)]) - mean[max(SIGMAS)]:+.3f} | "
                          f"{margin.mean():+.3f} ± {2 * se:.3f} |")
@@ -282,10 +275,27 @@ def weight_sweep(out: str, seeds: int, scale: float, runs: dict, known: dict, tr
         bullets.append(f"- {title}, weight chosen on the validation split (lowest clean valid MAE among {weights}): "
                        f"**{w:g}** (`{name}`, valid MAE {valid:.3f}). Criterion margin there {m:+.3f}, interval of ± 2 "
                        f"standard errors [{m - 2 * se:+.3f}, {m + 2 * se:+.3f}]: criterion **{margin_verdict(m, se)}**.")
+        if confirm_seeds and confirm_seeds > seeds:
+            bullets.append(confirm_pick(out, confirm_seeds, dataset, datasets, name, settings[name], train))
     vals = runs[f"{off_key}-synthetic"]["splits"]["valid"]["mae"]["mean"]
     lines.append(f"| temporal regulariser off (`{off_key}-synthetic`) | nothing | 0 | 0 | {vals:.3f} | " + " | ".join(
         f"{np.mean(off[s]):.3f} ± {np.std(off[s], ddof=1):.3f}" for s in (0.0, *SIGMAS)) + " | | | |")
     return "\n".join(lines) + "\n\n" + "\n".join(bullets) + "\n"
+
+
+def confirm_pick(out: str, n: int, dataset: dict, datasets: dict, name: str, setting: dict, train: dict) -> str:
+    """The criterion at a picked weight again with `n` seeds (its run folder and 'off' trained on to n; the
+    pick itself stays the one the first seeds' validation MAE made): the margins are a fraction of the
+    seed spread, so the few seeds of the sweep often cannot tell."""
+    off_key, off_model = NO_TEMPORAL
+    on = noise_maes(train_or_reuse(out, name, dataset=dataset, seeds=n, **setting), datasets)
+    off = noise_maes(train_or_reuse(out, f"{off_key}-synthetic", model=off_model, dataset=dataset, seeds=n,
+                                    train=train), datasets)
+    margin, se = criterion_margin(on, off)
+    m = margin.mean()
+    return (f"  The same weight with {n} seeds (1111 to {1110 + n}; `{name}` and `{off_key}-synthetic` trained "
+            f"on): margin per seed " + ", ".join(f"{d:+.3f}" for d in margin) + f"; mean {m:+.3f}, interval of ± 2 "
+            f"standard errors [{m - 2 * se:+.3f}, {m + 2 * se:+.3f}]: criterion **{margin_verdict(m, se)}**.")
 
 
 # ---- the document ---------------------------------------------------------------------------------------
@@ -301,7 +311,8 @@ def main() -> None:
     ap.add_argument("--full-epochs", action="store_true",
                     help="also repeat the noise comparison with the dataset's full 30-epoch schedule")
     ap.add_argument("--full-seeds", type=int, default=None,
-                    help="seeds of the full-schedule comparison at the released weight (default --seeds)")
+                    help="with --full-epochs: the criterion at the weight the validation split picks again "
+                    "with this many seeds (more than --seeds)")
     args = ap.parse_args()
     if args.epochs is not None:
         SYNTH_TRAIN["epochs"] = args.epochs
@@ -362,11 +373,9 @@ def main() -> None:
                  "(375 audio frames: about 12 per window).\n")
     parts.append(weight_sweep(args.out, args.seeds, args.scale, synth_runs, known))
     if args.full_epochs:
-        main_seeds = max(args.full_seeds or args.seeds, args.seeds)
         parts.append(f"### The same with the dataset's full schedule ({FULL_TRAIN['epochs']} epochs, patience "
-                     f"{FULL_TRAIN['patience']})\n\nRuns under `{args.out}/full_epochs/`, the released weight and "
-                     f"'off' with {main_seeds} seeds (1111 to {1110 + main_seeds}); everything else as above.\n")
-        parts.append(full_training_noise(args.out, args.seeds, args.scale, main_seeds))
+                     f"{FULL_TRAIN['patience']})\n\nRuns under `{args.out}/full_epochs/`; everything else as above.\n")
+        parts.append(full_training_noise(args.out, args.seeds, args.scale, args.full_seeds))
 
     parts.append("## 3. Real MOSI, end to end (1 seed per preset)\n")
     parts.append("The packaged CPU configs (D = 64, lr 1e-3, every switch on) with the trainer's defaults otherwise "
