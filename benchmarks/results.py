@@ -290,7 +290,8 @@ def missing_data(sec: dict, root: str | None) -> str | None:
 def status(cfg: RunConfig) -> tuple[list[int], bool]:
     """(finished seeds of the plan, whether the folder holds another config: run() would refuse it)."""
     folder = Path(cfg.out) / cfg.run_name
-    done = [s for s in cfg.seeds if (folder / f"seed_{s}" / "metrics.json").is_file()]
+    have = set(_finished_seeds(folder))
+    done = [s for s in cfg.seeds if s in have]
     stored = folder / "config.yaml"
     conflict = False
     if done and stored.is_file():

@@ -55,10 +55,14 @@ REAL = [("mosi_utt", "real MOSI text + openSMILE audio (`mosi_utt`, the bc-LSTM 
 
 
 
+def seed_dirs(res: dict) -> list[Path]:
+    """The seed folders of a result's seeds, in seed order (its folder may hold more seeds)."""
+    return [Path(res["folder"]) / f"seed_{s}" for s in sorted(int(s) for s in res["per_seed"])]
+
+
 def best_epochs(res: dict) -> str:
     """The selected epoch of each seed of a result (not of every seed its folder holds)."""
-    return ", ".join(str(json.loads((Path(res["folder"]) / f"seed_{s}" / "metrics.json").read_text())["best_epoch"])
-                     for s in sorted(int(s) for s in res["per_seed"]))
+    return ", ".join(str(json.loads((d / "metrics.json").read_text())["best_epoch"]) for d in seed_dirs(res))
 
 
 def row(title: str, key: str, res: dict) -> str:
@@ -128,9 +132,8 @@ def noisy_datasets(scale: float) -> dict:
 def noise_maes(res: dict, datasets: dict) -> dict[float, list[float]]:
     """Test MAE per seed of a run's checkpoints (the seeds of its result, in order), on each noisy copy."""
     out = {s: [] for s in datasets}
-    for seed in sorted(int(s) for s in res["per_seed"]):
-        ckpt = Path(res["folder"]) / f"seed_{seed}" / "checkpoint.pt"
-        model, _, _ = sentangle.load_checkpoint(ckpt)
+    for d in seed_dirs(res):
+        model, _, _ = sentangle.load_checkpoint(d / "checkpoint.pt")
         for sigma, ds in datasets.items():
             out[sigma].append(evaluate(model, ds, "test")["mae"])
     return out
@@ -227,8 +230,8 @@ def loss_share(res: dict, weight: float) -> float:
     """Mean over the result's seeds of weight x temporal loss / task loss (the history keeps unweighted
     training means), at the selected epoch: how much of the objective the regulariser is."""
     shares = []
-    for s in sorted(int(s) for s in res["per_seed"]):
-        m = json.loads((Path(res["folder"]) / f"seed_{s}" / "metrics.json").read_text())
+    for d in seed_dirs(res):
+        m = json.loads((d / "metrics.json").read_text())
         h = m["history"][m["best_epoch"] - 1]
         shares.append(weight * h["train_temporal"] / h["train_task"])
     return float(np.mean(shares))
