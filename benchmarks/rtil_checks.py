@@ -291,8 +291,9 @@ def confirm_pick(out: str, n: int, dataset: dict, datasets: dict, name: str, set
     pick itself stays the one the first seeds' validation MAE made): the margins are a fraction of the
     seed spread, so the few seeds of the sweep often cannot tell."""
     off_key, off_model = NO_TEMPORAL
-    on = noise_maes(train_or_reuse(out, name, dataset=dataset, seeds=n, **setting), datasets)
-    off = noise_maes(train_or_reuse(out, f"{off_key}-synthetic", model=off_model, dataset=dataset, seeds=n,
+    seeds = list(range(1111, 1111 + n))  # explicit: a seed count names only the standard five
+    on = noise_maes(train_or_reuse(out, name, dataset=dataset, seeds=seeds, **setting), datasets)
+    off = noise_maes(train_or_reuse(out, f"{off_key}-synthetic", model=off_model, dataset=dataset, seeds=seeds,
                                     train=train), datasets)
     margin, se = criterion_margin(on, off)
     m = margin.mean()

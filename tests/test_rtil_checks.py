@@ -78,23 +78,24 @@ def test_criterion_margin_and_verdict(rc):
 def test_full_seeds_confirm_the_picked_weight_with_more_seeds(rc, tmp_path, monkeypatch):
     """--full-seeds: the weight the validation split picks, and 'off', train on to more seeds and the
     criterion is read again on all of them; everything else keeps the first seeds (a folder holding more
-    checkpoints than a result's seeds must not leak them into that result's noisy MAEs)."""
+    checkpoints than a result's seeds must not leak them into that result's noisy MAEs). Six: more
+    than the five standard seeds a seed count can name."""
     monkeypatch.setitem(rc.FULL_TRAIN, "epochs", 1)
-    text = rc.full_training_noise(str(tmp_path), seeds=2, scale=0.05, confirm_seeds=3)
+    text = rc.full_training_noise(str(tmp_path), seeds=2, scale=0.05, confirm_seeds=6)
     sub = tmp_path / "full_epochs"
     count = lambda name: len(list((sub / name).glob("seed_*/checkpoint.pt")))  # noqa: E731
-    confirmations = [line for line in text.splitlines() if line.startswith("  The same weight with 3 seeds")]
+    confirmations = [line for line in text.splitlines() if line.startswith("  The same weight with 6 seeds")]
     assert len(confirmations) == 2  # one per preset
     picked = [line.split("`")[1] for line in confirmations]
-    assert count("rtil_no_temporal-synthetic") == 3 and all(count(name) == 3 for name in picked)
+    assert count("rtil_no_temporal-synthetic") == 6 and all(count(name) == 6 for name in picked)
     others = [f.name for f in sub.iterdir() if f.name not in picked and f.name != "rtil_no_temporal-synthetic"]
     assert others and all(count(name) == 2 for name in others)
-    # run again (nothing trains): the 2-seed tables must not read the third checkpoints now in two folders
-    assert rc.full_training_noise(str(tmp_path), seeds=2, scale=0.05, confirm_seeds=3) == text
-    # the first confirmation, recomputed here from all three seeds of both folders
+    # run again (nothing trains): the 2-seed tables must not read the later checkpoints now in two folders
+    assert rc.full_training_noise(str(tmp_path), seeds=2, scale=0.05, confirm_seeds=6) == text
+    # the first confirmation, recomputed here from all six seeds of both folders
     datasets = {s: d for s, d in rc.noisy_datasets(0.05).items() if s in (0.0, *rc.SIGMAS)}
     maes = lambda name: rc.noise_maes(sentangle.train(config=str(sub / name / "config.yaml"), out=str(sub),  # noqa: E731
-                                                      name=name, seeds=3), datasets)
+                                                      name=name, seeds=list(range(1111, 1117))), datasets)
     margin, se = rc.criterion_margin(maes(picked[0]), maes("rtil_no_temporal-synthetic"))
     assert confirmations[0].split("margin per seed ")[1].startswith(", ".join(f"{d:+.3f}" for d in margin))
     assert f"[{margin.mean() - 2 * se:+.3f}, {margin.mean() + 2 * se:+.3f}]" in confirmations[0]
