@@ -38,11 +38,15 @@ def epoch_seconds(folder: str) -> float:
 
 
 def foundation_reference(dataset: str) -> str:
-    """A line citing the foundation checks' baseline on `dataset` (mosi_utt or mosi), or "" if not run."""
-    ref = Path("runs/foundation") / ("lf_dnn-mosi_utt" if dataset == "mosi_utt" else "text_only-mosi") / "summary.json"
-    if not ref.exists():
+    """A line citing the order-blind baseline on `dataset` (mosi_utt: LF-DNN, mosi: text-only), from the
+    foundation checks' runs if they are here, else from the tracked results store; "" if neither is."""
+    model = "lf_dnn" if dataset == "mosi_utt" else "text_only"
+    store = Path("results") / ("mosi_utt-frozen" if dataset == "mosi_utt" else "mosi-text") / model
+    folder = next((f for f in (Path("runs/foundation") / f"{model}-{dataset}", store)
+                   if (f / "summary.json").exists()), None)
+    if folder is None:
         return ""
-    r = json.loads(ref.read_text())
+    r = json.loads((folder / "summary.json").read_text())
     t = r["splits"]["test"]
-    return (f"For reference, `{ref.parent.name}` from the foundation checks ({len(r['seeds'])} seeds): test MAE "
+    return (f"For reference, `{model}` on `{dataset}`, run folder `{folder}` ({len(r['seeds'])} seeds): test MAE "
             f"{fmt('mae', t['mae'])}, Corr {fmt('corr', t['corr'])}, Acc-2 non0 {fmt('acc2_non0', t['acc2_non0'])}.\n")

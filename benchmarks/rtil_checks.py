@@ -297,7 +297,7 @@ def confirm_pick(out: str, n: int, dataset: dict, datasets: dict, name: str, set
                                     train=train), datasets)
     margin, se = criterion_margin(on, off)
     m = margin.mean()
-    return (f"  The same weight with {n} seeds (1111 to {1110 + n}; `{name}` and `{off_key}-synthetic` trained "
+    return (f"  The same weight with {n} seeds ({seeds[0]} to {seeds[-1]}; `{name}` and `{off_key}-synthetic` trained "
             f"on): margin per seed " + ", ".join(f"{d:+.3f}" for d in margin) + f"; mean {m:+.3f}, interval of ± 2 "
             f"standard errors [{m - 2 * se:+.3f}, {m + 2 * se:+.3f}]: criterion **{margin_verdict(m, se)}**.")
 
