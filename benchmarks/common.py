@@ -11,17 +11,37 @@ import sentangle
 from sentangle.report.tables import fmt
 
 
+_reported: dict[str, set] = {}  # run folder -> the seeds a check document reports from it
+
+
+def record(res: dict) -> dict:
+    """Note the run folder and seeds of a training result, for `time_line`."""
+    _reported.setdefault(res["folder"], set()).update(res["per_seed"])
+    return res
+
+
 def train_or_reuse(out: str, name: str, **kwargs) -> dict:
     """Train (or resume) run `name`; a folder another script made with other settings is reused as it is."""
     print(f"{time.strftime('%H:%M:%S')} {out}/{name}", flush=True)  # the runs train without a bar (progress off)
     try:
-        return sentangle.train(out=out, name=name, **kwargs)
+        return record(sentangle.train(out=out, name=name, **kwargs))
     except FileExistsError as e:
         config = Path(out) / name / "config.yaml"
         # the message names the settings that differ: a reader of the doc must be able to see them
         print(f"{name}: {e}\n  -> reusing the settings stored in {config}")
-        return sentangle.train(config=str(config), out=out, name=name, seeds=kwargs.get("seeds"),
-                               data_root=kwargs.get("data_root"))
+        return record(sentangle.train(config=str(config), out=out, name=name, seeds=kwargs.get("seeds"),
+                                      data_root=kwargs.get("data_root")))
+
+
+def time_line(start: float) -> str:
+    """The closing line of a check document. Reused seeds make this invocation's wall time say little about
+    the cost of regenerating the doc from scratch, so the recorded training time of every reported seed is
+    given beside it."""
+    seconds = sum(json.loads((Path(folder) / f"seed_{seed}" / "metrics.json").read_text())["train_seconds"]
+                  for folder, seeds in _reported.items() for seed in seeds)
+    return (f"\nTraining time of every run above, all seeds: {seconds / 60:.1f} min on one thread; this invocation "
+            f"took {(time.time() - start) / 60:.1f} min (finished seeds are reused). The shared machine was busy "
+            "with other jobs, so the times are upper bounds.\n")
 
 
 def seed_values(res: dict, split: str = "test", metric: str = "mae") -> list[float]:

@@ -28,7 +28,7 @@ from sentangle.report.tables import fmt, split_table
 from sentangle.training.runs import dataset_from_config, load_checkpoint
 from sentangle.utils.io import versions, write_text
 
-from common import epoch_seconds as mean_epoch_seconds  # noqa: E402  (benchmarks/common.py, beside this script)
+from common import epoch_seconds as mean_epoch_seconds, record, time_line  # noqa: E402  (benchmarks/common.py, beside this script)
 
 SEEDS = 3
 ABLATIONS = ["dbr-no-tsf", "dbr-no-agpr", "dbr-no-brf", "dbr-plain"]
@@ -129,8 +129,8 @@ def main() -> None:
              f"Versions: {versions()}\n"]
 
     # ---- 1. synthetic --------------------------------------------------------------------------
-    lf = sentangle.train("lf_dnn", "synthetic", seeds=SEEDS, out=args.out, name="lf_dnn-synthetic")
-    dbr = sentangle.train("dbr", "synthetic", seeds=SEEDS, out=args.out, name="dbr-synthetic")
+    lf = record(sentangle.train("lf_dnn", "synthetic", seeds=SEEDS, out=args.out, name="lf_dnn-synthetic"))
+    dbr = record(sentangle.train("dbr", "synthetic", seeds=SEEDS, out=args.out, name="dbr-synthetic"))
     cfg = build_config("dbr", "synthetic")
     lf_mae, dbr_mae = lf["splits"]["test"]["mae"], dbr["splits"]["test"]["mae"]
     ok = dbr_mae["mean"] < lf_mae["mean"]
@@ -156,10 +156,10 @@ def main() -> None:
     # ---- 2. MIntRec ------------------------------------------------------------------------------
     if not args.skip_mintrec:
         ds_args = {"name": "mintrec", "finetune_text": True}
-        dm = sentangle.train("dbr", ds_args, seeds=SEEDS, out=args.out, name="dbr-mintrec",
-                             data_root=args.data_root)
-        to = sentangle.train("text_only", ds_args, seeds=args.text_seeds, out=args.out, name="text_only-mintrec",
-                             data_root=args.data_root)
+        dm = record(sentangle.train("dbr", ds_args, seeds=SEEDS, out=args.out, name="dbr-mintrec",
+                                    data_root=args.data_root))
+        to = record(sentangle.train("text_only", ds_args, seeds=args.text_seeds, out=args.out,
+                                    name="text_only-mintrec", data_root=args.data_root))
         acc = dm["splits"]["test"]["accuracy"]
         ok = acc["mean"] >= 0.65
         parts.append(
@@ -185,7 +185,7 @@ def main() -> None:
     if args.ablations:
         rows = [("DBR (all on)", dbr)]
         for exp in ABLATIONS:
-            res = sentangle.train(config=exp, out=args.out)
+            res = record(sentangle.train(config=exp, out=args.out))
             rows.append((exp, res))
             diag_named.append((exp, diagnostics(res["folder"])))
         lines = ["| run | test MAE | Corr | Acc-7 | Acc-2 non0 |", "|---|---|---|---|---|"]
@@ -210,7 +210,7 @@ def main() -> None:
                  f"{metric_without(s, 'private', metric)}."
                  + (f" Mean gates: {gates_line(s)}." if gates_line(s) else "") + "\n")
     parts.append(text)
-    parts.append(f"\nTotal time: {(time.time() - start) / 60:.1f} min (finished seeds are reused).\n")
+    parts.append(time_line(start))
     write_text(Path(args.doc), "\n".join(parts))
     print(f"wrote {args.doc}")
 

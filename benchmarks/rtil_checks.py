@@ -35,7 +35,7 @@ from sentangle.training.trainer import evaluate
 from sentangle.utils.io import versions, write_text
 
 # benchmarks/common.py, beside these scripts
-from common import epoch_seconds, foundation_reference, seed_values, train_or_reuse  # noqa: E402
+from common import epoch_seconds, foundation_reference, seed_values, time_line, train_or_reuse  # noqa: E402
 
 # The model settings are those of configs/models/rtil.yaml / irg_svr.yaml (D=64, 32-frame cap: the
 # CPU defaults). Training is cut to at most 12 epochs with early stopping after 4 epochs without
@@ -394,8 +394,7 @@ def main() -> None:
                          + split_table(res["splits"], res["task"]) + "\n")
         if ref := foundation_reference(dataset):
             parts.append(ref)
-    parts.append(f"\nTotal time of this script: {(time.time() - start) / 60:.1f} min (finished seeds are reused; "
-                 "the shared machine was busy with other jobs, so seconds per epoch are upper bounds).\n")
+    parts.append(time_line(start))
     write_text(Path(args.doc), "\n".join(parts))
     print(f"wrote {args.doc}")
 

@@ -25,8 +25,7 @@ import sentangle
 from sentangle.report.tables import fmt, split_table
 from sentangle.utils.io import versions, write_text
 
-import common  # noqa: E402  (benchmarks/common.py, beside this script)
-from common import epoch_seconds, foundation_reference, seed_values  # noqa: E402
+from common import epoch_seconds, foundation_reference, seed_values, time_line, train_or_reuse  # noqa: E402  (benchmarks/common.py)
 
 # Settings of the synthetic check, reduced from the model defaults for CPU time (docs/tsda_checks.md
 # says so): D=64 instead of 128, the spatial queries read 64 windows instead of every frame, and
@@ -44,14 +43,6 @@ REAL = [  # (dataset, title, train settings)
     ("mosi", "real MOSI text only (`mosi`, standard split)", {"lr": 5e-4}),
 ]
 
-
-used: list[str] = []  # run names this document reports
-
-
-def train_or_reuse(out: str, name: str, **kwargs) -> dict:
-    if name not in used:
-        used.append(name)
-    return common.train_or_reuse(out, name, **kwargs)
 
 
 
@@ -194,11 +185,7 @@ def main() -> None:
                      + split_table(res["splits"], res["task"]) + "\n")
         if ref := foundation_reference(dataset):
             parts.append(ref)
-    trained = sum(json.loads(f.read_text())["train_seconds"] for name in used
-                  for f in (Path(args.out) / name).glob("seed_*/metrics.json"))
-    parts.append(f"\nTraining time of every run above, all seeds: {trained / 60:.1f} min on one thread; this invocation "
-                 f"took {(time.time() - start) / 60:.1f} min (finished seeds are reused). The shared machine was busy "
-                 "with other jobs, so the times are upper bounds.\n")
+    parts.append(time_line(start))
     write_text(Path(args.doc), "\n".join(parts))
     print(f"wrote {args.doc}")
 

@@ -99,3 +99,23 @@ def test_full_seeds_confirm_the_picked_weight_with_more_seeds(rc, tmp_path, monk
     margin, se = rc.criterion_margin(maes(picked[0]), maes("rtil_no_temporal-synthetic"))
     assert confirmations[0].split("margin per seed ")[1].startswith(", ".join(f"{d:+.3f}" for d in margin))
     assert f"[{margin.mean() - 2 * se:+.3f}, {margin.mean() + 2 * se:+.3f}]" in confirmations[0]
+
+
+def test_time_line_sums_the_reported_seeds_only(tmp_path):
+    """The check docs' closing line: recorded training time of the seeds a doc reports, not of every seed
+    the folder holds (a folder may have more seeds than the doc reads), and each folder counted once."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    common._reported.clear()
+    for seed, seconds in ((1111, 60.0), (1112, 90.0), (1113, 600.0)):
+        (tmp_path / "a" / f"seed_{seed}").mkdir(parents=True)
+        (tmp_path / "a" / f"seed_{seed}" / "metrics.json").write_text(f'{{"train_seconds": {seconds}}}')
+    res = {"folder": str(tmp_path / "a"), "per_seed": {1111: {}, 1112: {}}}
+    common.record(res)
+    common.record(res)  # the same run reused by two sections
+    line = common.time_line(start=0.0)
+    common._reported.clear()
+    assert "all seeds: 2.5 min on one thread" in line  # (60 + 90) / 60
