@@ -69,10 +69,11 @@ def test_criterion_margin_and_verdict(rc):
     np.testing.assert_allclose(margin, want)
     mean = sum(want) / 3
     assert se == pytest.approx((sum((w - mean) ** 2 for w in want) / 2 / 3) ** 0.5)
-    assert rc.margin_verdict(-0.03, 0.01) == "met"
-    assert rc.margin_verdict(0.03, 0.01) == "not met"
-    assert rc.margin_verdict(-0.01, 0.01) == "not resolved"
-    assert rc.margin_verdict(0.01, 0.01) == "not resolved"
+    assert rc.margin_verdict(-0.03, 0.01) == "met on the mean, clear of seed noise: yes"
+    assert rc.margin_verdict(0.03, 0.01) == "NOT met on the mean, clear of seed noise: yes"
+    assert rc.margin_verdict(-0.01, 0.01) == "met on the mean, clear of seed noise: no"
+    assert rc.margin_verdict(0.01, 0.01) == "NOT met on the mean, clear of seed noise: no"
+    assert rc.margin_verdict(0.0, 0.0) == "met on the mean, clear of seed noise: no"  # <= 0 is what is asked
 
 
 def test_full_seeds_confirm_the_picked_weight_with_more_seeds(rc, tmp_path, monkeypatch):
