@@ -973,8 +973,8 @@ def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: l
             buf = io.StringIO()
             csv.writer(buf).writerows([("id", "check", "verdict", "clear_of_seed_noise", "detail")] + verdict_rows)
             link = doc.file("verdicts.csv", buf.getvalue())
-            parts.append("PENDING: not every run the check needs has finished (with the seeds it needs). The verdict "
-                         "compares means, as each check is worded. *Clear of seed noise*: whether the paired "
+            parts.append("Verdict: PASS or FAIL compares means, as each check is worded; PENDING while a run the "
+                         "check needs has not finished (with the seeds it needs). *Clear of seed noise*: whether the paired "
                          "difference behind the verdict (same seeds; mean ± 2 standard errors) lies wholly on the "
                          "verdict's side of 0; 'no' means these seeds cannot tell the two sides apart. "
                          "Baselines: " + ", ".join(f"`{m}`" for m in verdict_ctx["baselines"]) + "; proposed: "
