@@ -28,7 +28,8 @@ from sentangle.report.tables import fmt, split_table
 from sentangle.training.runs import dataset_from_config, load_checkpoint
 from sentangle.utils.io import versions, write_text
 
-from common import epoch_seconds as mean_epoch_seconds, record, time_line  # noqa: E402  (benchmarks/common.py, beside this script)
+# benchmarks/common.py, beside this script
+from common import epoch_seconds as mean_epoch_seconds, record, time_line  # noqa: E402
 
 SEEDS = 3
 ABLATIONS = ["dbr-no-tsf", "dbr-no-agpr", "dbr-no-brf", "dbr-plain"]

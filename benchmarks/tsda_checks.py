@@ -25,7 +25,8 @@ import sentangle
 from sentangle.report.tables import fmt, split_table
 from sentangle.utils.io import versions, write_text
 
-from common import epoch_seconds, foundation_reference, seed_values, time_line, train_or_reuse  # noqa: E402  (benchmarks/common.py)
+# benchmarks/common.py, beside this script
+from common import epoch_seconds, foundation_reference, seed_values, time_line, train_or_reuse  # noqa: E402
 
 # Settings of the synthetic check, reduced from the model defaults for CPU time (docs/tsda_checks.md
 # says so): D=64 instead of 128, the spatial queries read 64 windows instead of every frame, and
@@ -42,9 +43,6 @@ REAL = [  # (dataset, title, train settings)
     ("mosi_utt", "real MOSI text + openSMILE audio (`mosi_utt`, the bc-LSTM release's split)", {"lr": 5e-4}),
     ("mosi", "real MOSI text only (`mosi`, standard split)", {"lr": 5e-4}),
 ]
-
-
-
 
 
 def gate_summary(folder: str, aligned: bool) -> str:

@@ -69,11 +69,13 @@ def test_criterion_margin_and_verdict(rc):
     np.testing.assert_allclose(margin, want)
     mean = sum(want) / 3
     assert se == pytest.approx((sum((w - mean) ** 2 for w in want) / 2 / 3) ** 0.5)
-    assert rc.margin_verdict(-0.03, 0.01) == "met on the mean, clear of seed noise: yes"
-    assert rc.margin_verdict(0.03, 0.01) == "NOT met on the mean, clear of seed noise: yes"
-    assert rc.margin_verdict(-0.01, 0.01) == "met on the mean, clear of seed noise: no"
-    assert rc.margin_verdict(0.01, 0.01) == "NOT met on the mean, clear of seed noise: no"
-    assert rc.margin_verdict(0.0, 0.0) == "met on the mean, clear of seed noise: no"  # <= 0 is what is asked
+    # m + (-d, 0, d): sample std d, standard error d / sqrt(3), so ± 2 SE is ± 1.155 d
+    spread = np.array([-1.0, 0.0, 1.0])
+    assert rc.margin_verdict(-0.03 + 0.01 * spread) == "met on the mean, clear of seed noise: yes"
+    assert rc.margin_verdict(0.03 + 0.01 * spread) == "NOT met on the mean, clear of seed noise: yes"
+    assert rc.margin_verdict(-0.01 + 0.01 * spread) == "met on the mean, clear of seed noise: no"
+    assert rc.margin_verdict(0.01 + 0.01 * spread) == "NOT met on the mean, clear of seed noise: no"
+    assert rc.margin_verdict(np.zeros(3)) == "met on the mean, clear of seed noise: no"  # <= 0 is what is asked
 
 
 def test_full_seeds_confirm_the_picked_weight_with_more_seeds(rc, tmp_path, monkeypatch):
