@@ -1,4 +1,5 @@
 """Helpers shared by the check scripts in this folder (run as `python benchmarks/<script>.py`)."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import numpy as np
 
 import sentangle
 from sentangle.report.tables import fmt
-
 
 _reported: dict[str, set] = {}  # run folder -> the seeds a check document reports from it
 
@@ -29,19 +29,27 @@ def train_or_reuse(out: str, name: str, **kwargs) -> dict:
         config = Path(out) / name / "config.yaml"
         # the message names the settings that differ: a reader of the doc must be able to see them
         print(f"{name}: {e}\n  -> reusing the settings stored in {config}")
-        return record(sentangle.train(config=str(config), out=out, name=name, seeds=kwargs.get("seeds"),
-                                      data_root=kwargs.get("data_root")))
+        return record(
+            sentangle.train(
+                config=str(config), out=out, name=name, seeds=kwargs.get("seeds"), data_root=kwargs.get("data_root")
+            )
+        )
 
 
 def time_line(start: float) -> str:
     """The closing line of a check document. Reused seeds make this invocation's wall time say little about
     the cost of regenerating the doc from scratch, so the recorded training time of every reported seed is
     given beside it."""
-    seconds = sum(json.loads((Path(folder) / f"seed_{seed}" / "metrics.json").read_text())["train_seconds"]
-                  for folder, seeds in _reported.items() for seed in seeds)
-    return (f"\nTraining time of every run above, all seeds: {seconds / 60:.1f} min on one thread; this invocation "
-            f"took {(time.time() - start) / 60:.1f} min (finished seeds are reused). The shared machine was busy "
-            "with other jobs, so the times are upper bounds.\n")
+    seconds = sum(
+        json.loads((Path(folder) / f"seed_{seed}" / "metrics.json").read_text())["train_seconds"]
+        for folder, seeds in _reported.items()
+        for seed in seeds
+    )
+    return (
+        f"\nTraining time of every run above, all seeds: {seconds / 60:.1f} min on one thread; this invocation "
+        f"took {(time.time() - start) / 60:.1f} min (finished seeds are reused). The shared machine was busy "
+        "with other jobs, so the times are upper bounds.\n"
+    )
 
 
 def seed_values(res: dict, split: str = "test", metric: str = "mae") -> list[float]:
@@ -62,11 +70,14 @@ def foundation_reference(dataset: str) -> str:
     foundation checks' runs if they are here, else from the tracked results store; "" if neither is."""
     model = "lf_dnn" if dataset == "mosi_utt" else "text_only"
     store = Path("results") / ("mosi_utt-frozen" if dataset == "mosi_utt" else "mosi-text") / model
-    folder = next((f for f in (Path("runs/foundation") / f"{model}-{dataset}", store)
-                   if (f / "summary.json").exists()), None)
+    folder = next(
+        (f for f in (Path("runs/foundation") / f"{model}-{dataset}", store) if (f / "summary.json").exists()), None
+    )
     if folder is None:
         return ""
     r = json.loads((folder / "summary.json").read_text())
     t = r["splits"]["test"]
-    return (f"For reference, `{model}` on `{dataset}`, run folder `{folder}` ({len(r['seeds'])} seeds): test MAE "
-            f"{fmt('mae', t['mae'])}, Corr {fmt('corr', t['corr'])}, Acc-2 non0 {fmt('acc2_non0', t['acc2_non0'])}.\n")
+    return (
+        f"For reference, `{model}` on `{dataset}`, run folder `{folder}` ({len(r['seeds'])} seeds): test MAE "
+        f"{fmt('mae', t['mae'])}, Corr {fmt('corr', t['corr'])}, Acc-2 non0 {fmt('acc2_non0', t['acc2_non0'])}.\n"
+    )

@@ -11,6 +11,7 @@ Trains (or reuses finished seeds of) these runs through the same API as `sentang
 Then it reloads every seed's checkpoint and computes the branch diagnostics (report/diagnostics.py).
 Every number in the Markdown comes from those run folders.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,15 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# benchmarks/common.py, beside this script
+from common import epoch_seconds as mean_epoch_seconds  # noqa: E402
+from common import record, time_line
+
 import sentangle
 from sentangle.config import build_config
+from sentangle.core.io import versions, write_text
 from sentangle.report.diagnostics import branch_diagnostics, summarize_diagnostics
 from sentangle.report.tables import fmt, split_table
-from sentangle.training.runs import dataset_from_config, load_checkpoint
-from sentangle.utils.io import versions, write_text
-
-# benchmarks/common.py, beside this script
-from common import epoch_seconds as mean_epoch_seconds, record, time_line  # noqa: E402
+from sentangle.runs.checkpoint import load_checkpoint
+from sentangle.runs.runner import dataset_from_config
 
 SEEDS = 3
 ABLATIONS = ["dbr-no-tsf", "dbr-no-agpr", "dbr-no-brf", "dbr-plain"]
@@ -40,7 +43,9 @@ def seed_dirs(folder: str) -> list[Path]:
 
 
 def epoch_seconds(folder: str) -> str:
-    return f"{mean_epoch_seconds(folder):.0f} s per epoch (mean over seeds, training + validation, on a shared 2-core CPU)"
+    return (
+        f"{mean_epoch_seconds(folder):.0f} s per epoch (mean over seeds, training + validation, on a shared 2-core CPU)"
+    )
 
 
 def diagnostics(folder: str, split: str = "test") -> dict:
@@ -55,14 +60,16 @@ def diagnostics(folder: str, split: str = "test") -> dict:
 
 
 def diag_table(named: list[tuple[str, dict]]) -> str:
-    rows = [("prediction share: shared branch", "prediction_share.shared", 100),
-            ("prediction share: private branch", "prediction_share.private", 100),
-            ("BRF weight: shared", "branch_weights.shared", 100),
-            ("BRF weight: private", "branch_weights.private", 100),
-            ("linear CKA shared/private (head input)", "redundancy.linear_cka", 1),
-            ("HSIC shared/private (head input)", "redundancy.hsic", 1),
-            ("linear CKA shared/private (before BRF)", "redundancy_before_fusion.linear_cka", 1),
-            ("HSIC shared/private (before BRF)", "redundancy_before_fusion.hsic", 1)]
+    rows = [
+        ("prediction share: shared branch", "prediction_share.shared", 100),
+        ("prediction share: private branch", "prediction_share.private", 100),
+        ("BRF weight: shared", "branch_weights.shared", 100),
+        ("BRF weight: private", "branch_weights.private", 100),
+        ("linear CKA shared/private (head input)", "redundancy.linear_cka", 1),
+        ("HSIC shared/private (head input)", "redundancy.hsic", 1),
+        ("linear CKA shared/private (before BRF)", "redundancy_before_fusion.linear_cka", 1),
+        ("HSIC shared/private (before BRF)", "redundancy_before_fusion.hsic", 1),
+    ]
     lines = ["| quantity | " + " | ".join(n for n, _ in named) + " |", "|---" * (len(named) + 1) + "|"]
     for label, key, scale in rows:
         cells = []
@@ -97,13 +104,22 @@ def per_class_f1(folders: dict[str, str]) -> str:
             with open(d / "predictions_test.csv", newline="") as f:
                 rows = list(csv.DictReader(f))
             if names is None:
-                names = [h[len("logit_"):] for h in rows[0] if h.startswith("logit_")]
+                names = [h[len("logit_") :] for h in rows[0] if h.startswith("logit_")]
                 support = {n: sum(r["label"] == n for r in rows) for n in names}
-            scores.append(f1_score([r["label"] for r in rows], [r["prediction"] for r in rows], labels=names,
-                                   average=None, zero_division=0))
+            scores.append(
+                f1_score(
+                    [r["label"] for r in rows],
+                    [r["prediction"] for r in rows],
+                    labels=names,
+                    average=None,
+                    zero_division=0,
+                )
+            )
         table[label] = np.mean(scores, axis=0)
-    lines = ["| intent | test support | " + " | ".join(f"F1 {k}" for k in table) + " |",
-             "|---|---:|" + "---:|" * len(table)]
+    lines = [
+        "| intent | test support | " + " | ".join(f"F1 {k}" for k in table) + " |",
+        "|---|---:|" + "---:|" * len(table),
+    ]
     for i, n in enumerate(names):
         lines.append(f"| {n} | {support[n]} | " + " | ".join(f"{100 * table[k][i]:.1f}" for k in table) + " |")
     return "\n".join(lines)
@@ -116,18 +132,25 @@ def main() -> None:
     ap.add_argument("--doc", default="docs/dbr_checks.md")
     ap.add_argument("--ablations", action="store_true", help="also run the TSF/AGPR/BRF ablations on synthetic")
     ap.add_argument("--skip-mintrec", action="store_true")
-    ap.add_argument("--text-seeds", type=int, default=SEEDS,
-                    help="seeds of the text-only comparison on MIntRec (fine-tuning is slow on a CPU)")
+    ap.add_argument(
+        "--text-seeds",
+        type=int,
+        default=SEEDS,
+        help="seeds of the text-only comparison on MIntRec (fine-tuning is slow on a CPU)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     start = time.time()
-    parts = ["# DBR checks\n",
-             "Generated by `python benchmarks/dbr_checks.py"
-             + (" --ablations" if args.ablations else "") + "`; do not edit by hand. "
-             f"Mean ± sample std over seeds 1111-{1110 + SEEDS}; model selection on the validation split only "
-             "(MAE on synthetic, accuracy on MIntRec); the test split is evaluated once with the selected weights. "
-             f"Runs in `{args.out}/`.\n",
-             f"Versions: {versions()}\n"]
+    parts = [
+        "# DBR checks\n",
+        "Generated by `python benchmarks/dbr_checks.py"
+        + (" --ablations" if args.ablations else "")
+        + "`; do not edit by hand. "
+        f"Mean ± sample std over seeds 1111-{1110 + SEEDS}; model selection on the validation split only "
+        "(MAE on synthetic, accuracy on MIntRec); the test split is evaluated once with the selected weights. "
+        f"Runs in `{args.out}/`.\n",
+        f"Versions: {versions()}\n",
+    ]
 
     # ---- 1. synthetic --------------------------------------------------------------------------
     lf = record(sentangle.train("lf_dnn", "synthetic", seeds=SEEDS, out=args.out, name="lf_dnn-synthetic"))
@@ -147,20 +170,34 @@ def main() -> None:
         f"(patience {cfg.train.patience}) instead of the dataset's 30 (patience 6); the data are full size. "
         f"Measured: DBR {epoch_seconds(dbr['folder'])}; LF-DNN {epoch_seconds(lf['folder'])}.\n\n"
         "**DBR**\n\n" + split_table(dbr["splits"], "regression") + "\n\n"
-        "**LF-DNN**\n\n" + split_table(lf["splits"], "regression") + "\n\n"
-        + "Reference predictors on the same test split (docs/synthetic.md):\n\n" + (dbr.get("references") or "") + "\n\n"
+        "**LF-DNN**\n\n"
+        + split_table(lf["splits"], "regression")
+        + "\n\n"
+        + "Reference predictors on the same test split (docs/synthetic.md):\n\n"
+        + (dbr.get("references") or "")
+        + "\n\n"
         "LF-DNN is order-blind, so the static floor bounds it; a DBR test MAE below that floor means DBR "
-        "reads the order of frames (the trend factor), which only its temporal path can do.\n")
+        "reads the order of frames (the trend factor), which only its temporal path can do.\n"
+    )
 
     diag_named = [("DBR synthetic", diagnostics(dbr["folder"]))]
 
     # ---- 2. MIntRec ------------------------------------------------------------------------------
     if not args.skip_mintrec:
         ds_args = {"name": "mintrec", "finetune_text": True}
-        dm = record(sentangle.train("dbr", ds_args, seeds=SEEDS, out=args.out, name="dbr-mintrec",
-                                    data_root=args.data_root))
-        to = record(sentangle.train("text_only", ds_args, seeds=args.text_seeds, out=args.out,
-                                    name="text_only-mintrec", data_root=args.data_root))
+        dm = record(
+            sentangle.train("dbr", ds_args, seeds=SEEDS, out=args.out, name="dbr-mintrec", data_root=args.data_root)
+        )
+        to = record(
+            sentangle.train(
+                "text_only",
+                ds_args,
+                seeds=args.text_seeds,
+                out=args.out,
+                name="text_only-mintrec",
+                data_root=args.data_root,
+            )
+        )
         acc = dm["splits"]["test"]["accuracy"]
         ok = acc["mean"] >= 0.65
         parts.append(
@@ -177,9 +214,12 @@ def main() -> None:
             "logistic regression: 56.2 / 53.8.\n\n"
             f"Measured: DBR {epoch_seconds(dm['folder'])}; text-only {epoch_seconds(to['folder'])}.\n\n"
             "**DBR**\n\n" + split_table(dm["splits"], "classification") + "\n\n"
-            f"**Text-only (fine-tuned MiniLM, {args.text_seeds} seed(s))**\n\n" + split_table(to["splits"], "classification") + "\n\n"
+            f"**Text-only (fine-tuned MiniLM, {args.text_seeds} seed(s))**\n\n"
+            + split_table(to["splits"], "classification")
+            + "\n\n"
             "Per-intent test F1 (mean over seeds), read back from the runs' `predictions_test.csv` files, which "
-            "name the classes:\n\n" + per_class_f1({"DBR": dm["folder"], "text-only": to["folder"]}) + "\n")
+            "name the classes:\n\n" + per_class_f1({"DBR": dm["folder"], "text-only": to["folder"]}) + "\n"
+        )
         diag_named.append(("DBR MIntRec", diagnostics(dm["folder"])))
 
     # ---- 3. ablations ----------------------------------------------------------------------------
@@ -193,23 +233,30 @@ def main() -> None:
         for name, res in rows:
             t = res["splits"]["test"]
             lines.append(f"| {name} | " + " | ".join(fmt(k, t[k]) for k in ("mae", "corr", "acc7", "acc2_non0")) + " |")
-        parts.append("## 3. Ablations on the synthetic benchmark\n\n"
-                     "Each replaces one component by its plain version (docs/dbr.md): `sentangle train -c dbr-no-tsf` "
-                     "etc.\n\n" + "\n".join(lines) + "\n")
+        parts.append(
+            "## 3. Ablations on the synthetic benchmark\n\n"
+            "Each replaces one component by its plain version (docs/dbr.md): `sentangle train -c dbr-no-tsf` "
+            "etc.\n\n" + "\n".join(lines) + "\n"
+        )
 
     # ---- diagnostics -----------------------------------------------------------------------------
-    text = ("## Branch diagnostics (test split)\n\n"
-            "From `sentangle.report.diagnostics.branch_diagnostics` on every seed's checkpoint. Prediction share: "
-            "each branch summary is replaced by its test-split mean and the mean change of the prediction "
-            "(absolute for regression, total variation of class probabilities for classification) is normalised "
-            "over the two branches. Redundancy: linear CKA and Gaussian-kernel HSIC between the shared and the "
-            "private summaries.\n\n" + diag_table(diag_named) + "\n\n")
+    text = (
+        "## Branch diagnostics (test split)\n\n"
+        "From `sentangle.report.diagnostics.branch_diagnostics` on every seed's checkpoint. Prediction share: "
+        "each branch summary is replaced by its test-split mean and the mean change of the prediction "
+        "(absolute for regression, total variation of class probabilities for classification) is normalised "
+        "over the two branches. Redundancy: linear CKA and Gaussian-kernel HSIC between the shared and the "
+        "private summaries.\n\n" + diag_table(diag_named) + "\n\n"
+    )
     for name, s in diag_named:
         metric = "mae" if "metrics.mae" in s else "accuracy"
-        text += (f"- {name}: test {metric} {fmt(metric, s['metrics.' + metric])}; with the shared branch mean-ablated "
-                 f"{metric_without(s, 'shared', metric)}, with the private branch mean-ablated "
-                 f"{metric_without(s, 'private', metric)}."
-                 + (f" Mean gates: {gates_line(s)}." if gates_line(s) else "") + "\n")
+        text += (
+            f"- {name}: test {metric} {fmt(metric, s['metrics.' + metric])}; with the shared branch mean-ablated "
+            f"{metric_without(s, 'shared', metric)}, with the private branch mean-ablated "
+            f"{metric_without(s, 'private', metric)}."
+            + (f" Mean gates: {gates_line(s)}." if gates_line(s) else "")
+            + "\n"
+        )
     parts.append(text)
     parts.append(time_line(start))
     write_text(Path(args.doc), "\n".join(parts))

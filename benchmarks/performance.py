@@ -19,6 +19,7 @@ backward). The achieved fraction compares the training FLOP rate with a large fl
 the same threads. A memory-mapped MOSEI-sized feature folder (data/lazy.py) is trained for one
 epoch to compare peak memory with the file size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,13 +44,22 @@ SHAPES = {
     # MOSEI aligned (MMSA aligned_50.pkl): BERT text 768, COVAREP audio 74, Facet vision 35, 50 steps.
     # An epoch is extrapolated from at most `max_batches` batches: generating 2.9 GB per model costs more
     # than it tells.
-    "mosei_aligned": {"sizes": (16326, 1871, 4659), "aligned": True, "lengths": 50,
-                      "dims": {"text": 768, "audio": 74, "vision": 35}, "max_batches": 30},
+    "mosei_aligned": {
+        "sizes": (16326, 1871, 4659),
+        "aligned": True,
+        "lengths": 50,
+        "dims": {"text": 768, "audio": 74, "vision": 35},
+        "max_batches": 30,
+    },
 }
 # Models that run attention over the frames of the text sequence (a "text transformer"): the
 # inference target of >= 1000 utterances/s applies to the others.
-TEXT_TRANSFORMER = {"text_only": "Transformer over text tokens", "tsda": "temporal Transformer per modality",
-                    "dbr": "Transformer encoder per modality", "mult": "crossmodal Transformers with text queries and keys"}
+TEXT_TRANSFORMER = {
+    "text_only": "Transformer over text tokens",
+    "tsda": "temporal Transformer per modality",
+    "dbr": "Transformer encoder per modality",
+    "mult": "crossmodal Transformers with text queries and keys",
+}
 TARGET_EPOCH_S, TARGET_UTT_S = 60.0, 1000.0
 
 
@@ -96,7 +106,7 @@ def matmul_gflops(threads: int, n: int = 4096, reps: int = 5) -> float:
         t0 = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def _loss(model, batch, task, weights, cfg):
@@ -125,15 +135,16 @@ def _train_step(model, batch, task, weights, cfg, opt):
     opt.step()
 
 
-def measure_model(model_name: str, shape: str | dict, threads: int, batches: int, seconds: float,
-                  overrides: list[str] = ()) -> dict:
+def measure_model(
+    model_name: str, shape: str | dict, threads: int, batches: int, seconds: float, overrides: list[str] = ()
+) -> dict:
     """One model on one shape (a name in SHAPES, or a spec dict like theirs for tests)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     import sentangle
     from sentangle.data.named import load_dataset
-    from sentangle.training.runs import model_for
+    from sentangle.runs.runner import model_for
     from sentangle.training.trainer import make_optimizer, set_seed
 
     _set_threads(threads)
@@ -148,8 +159,16 @@ def measure_model(model_name: str, shape: str | dict, threads: int, batches: int
     t0 = time.perf_counter()
     # Only the samples the measurement reads are generated: one warm-up batch, the timed batches and
     # at most four inference batches; an epoch longer than that is extrapolated.
-    ds = load_dataset("synthetic", seed=0, n_train=min(n_train, (want + 1) * bs), n_valid=2,
-                      n_test=min(n_test, 4 * ebs), aligned=spec["aligned"], lengths=spec["lengths"], dims=spec["dims"])
+    ds = load_dataset(
+        "synthetic",
+        seed=0,
+        n_train=min(n_train, (want + 1) * bs),
+        n_valid=2,
+        n_test=min(n_test, 4 * ebs),
+        aligned=spec["aligned"],
+        lengths=spec["lengths"],
+        dims=spec["dims"],
+    )
     data_s = time.perf_counter() - t0
     gen = set_seed(1111)
     model = model_for(cfg, ds)
@@ -218,36 +237,62 @@ def measure_model(model_name: str, shape: str | dict, threads: int, batches: int
     dims = ds.input_dims
     full_data_mb = sum(spec["sizes"]) * sum(lengths[m] * (dims[m] * 4 + 1) for m in dims) / 2**20
     return {
-        "model": model_name, "shape": shape if isinstance(shape, str) else "custom", "threads": threads, "batch_size": bs, "eval_batch_size": ebs,
-        "overrides": list(overrides), "params": params,
-        "epoch_batches": epoch_batches, "measured_batches": len(times),
-        "train_epoch_s": epoch_s, "train_utt_s": 1 / per_sample,
-        "infer_utt_s": utt_s, "infer_samples": done,
-        "flops_fwd_per_sample": fwd, "flops_fwd_bwd_per_sample": fwd_bwd, "flop_error": flop_error,
-        "rss_before_mb": rss_before, "peak_rss_mb": _peak_mb(), "peak_is_phase_only": peak_reset,
-        "full_data_mb": full_data_mb, "data_seconds": data_s,
+        "model": model_name,
+        "shape": shape if isinstance(shape, str) else "custom",
+        "threads": threads,
+        "batch_size": bs,
+        "eval_batch_size": ebs,
+        "overrides": list(overrides),
+        "params": params,
+        "epoch_batches": epoch_batches,
+        "measured_batches": len(times),
+        "train_epoch_s": epoch_s,
+        "train_utt_s": 1 / per_sample,
+        "infer_utt_s": utt_s,
+        "infer_samples": done,
+        "flops_fwd_per_sample": fwd,
+        "flops_fwd_bwd_per_sample": fwd_bwd,
+        "flop_error": flop_error,
+        "rss_before_mb": rss_before,
+        "peak_rss_mb": _peak_mb(),
+        "peak_is_phase_only": peak_reset,
+        "full_data_mb": full_data_mb,
+        "data_seconds": data_s,
         "text_transformer": TEXT_TRANSFORMER.get(model_name),
     }
 
 
 def write_mosei_lazy(folder: Path, scale: float, chunk: int = 512) -> Path:
     """A MOSEI-aligned-sized feature folder, written chunk by chunk (never whole in memory)."""
+    from tqdm.auto import tqdm
+
     from sentangle.data.lazy import LazyWriter
     from sentangle.data.synthetic import make_synthetic
-    from tqdm.auto import tqdm
 
     spec = SHAPES["mosei_aligned"]
     sizes = {s: max(2, round(n * scale)) for s, n in zip(("train", "valid", "test"), spec["sizes"])}
-    w = LazyWriter(folder, "mosei_shaped_synthetic", source="benchmarks/performance.py", overwrite=True,
-                   info={"note": "synthetic, MOSEI aligned shapes"})
+    w = LazyWriter(
+        folder,
+        "mosei_shaped_synthetic",
+        source="benchmarks/performance.py",
+        overwrite=True,
+        info={"note": "synthetic, MOSEI aligned shapes"},
+    )
     try:
         bar = tqdm(total=sum(sizes.values()), unit="utt", desc="writing MOSEI-sized folder", unit_scale=True)
         for k, (s, n) in enumerate(sizes.items()):
             w.add_split(s, n, {m: (spec["lengths"], d) for m, d in spec["dims"].items()})
             for i in range(0, n, chunk):
                 c = min(chunk, n - i)
-                part = make_synthetic(seed=1000 * k + i // chunk, n_train=c, n_valid=2, n_test=2, aligned=True,
-                                      lengths=spec["lengths"], dims=spec["dims"]).splits["train"]
+                part = make_synthetic(
+                    seed=1000 * k + i // chunk,
+                    n_train=c,
+                    n_valid=2,
+                    n_test=2,
+                    aligned=True,
+                    lengths=spec["lengths"],
+                    dims=spec["dims"],
+                ).splits["train"]
                 part.ids = [f"{s}-{i + j:06d}" for j in range(c)]
                 w.write(s, i, part)
                 bar.update(c)
@@ -264,7 +309,7 @@ def measure_lazy(folder: str, threads: int, model_name: str = "lf_dnn") -> dict:
 
     import sentangle
     from sentangle.data.named import load_dataset
-    from sentangle.training.runs import model_for
+    from sentangle.runs.runner import model_for
     from sentangle.training.trainer import fit
 
     _set_threads(threads)
@@ -278,11 +323,17 @@ def measure_lazy(folder: str, threads: int, model_name: str = "lf_dnn") -> dict:
     fit(model, ds, cfg.train, seed=1111)
     size = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
     features = sum(f.stat().st_size for f in Path(folder).rglob("*.npy") if "_mask" not in f.name)
-    return {"model": model_name, "folder_mb": size / 2**20, "features_mb": features / 2**20,
-            "train_samples": len(ds.splits["train"]), "batch_size": cfg.train.batch_size,
-            "load_and_normalise_s": load_s, "epoch_plus_eval_s": time.perf_counter() - t0,
-            "peak_rss_mb": _peak_mb(),
-            "mapped": all(isinstance(x, np.memmap) for sp in ds.splits.values() for x in sp.features.values())}
+    return {
+        "model": model_name,
+        "folder_mb": size / 2**20,
+        "features_mb": features / 2**20,
+        "train_samples": len(ds.splits["train"]),
+        "batch_size": cfg.train.batch_size,
+        "load_and_normalise_s": load_s,
+        "epoch_plus_eval_s": time.perf_counter() - t0,
+        "peak_rss_mb": _peak_mb(),
+        "mapped": all(isinstance(x, np.memmap) for sp in ds.splits.values() for x in sp.features.values()),
+    }
 
 
 # ---- the driver --------------------------------------------------------------------------------
@@ -298,16 +349,32 @@ def _worker(args) -> None:
 
 
 def _run_worker(spec: str, args, extra_env: dict | None = None) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           **(extra_env or {})}
-    cmd = [sys.executable, __file__, "--worker", spec, "--threads", str(args.threads), "--batches", str(args.batches),
-           "--seconds", str(args.seconds), "--lazy-dir", str(args.lazy_dir)] + [f"--set={s}" for s in args.set]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "MKL_NUM_THREADS": str(args.threads),
+        **(extra_env or {}),
+    }
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        spec,
+        "--threads",
+        str(args.threads),
+        "--batches",
+        str(args.batches),
+        "--seconds",
+        str(args.seconds),
+        "--lazy-dir",
+        str(args.lazy_dir),
+    ] + [f"--set={s}" for s in args.set]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         return {"error": f"worker {spec} exited {proc.returncode}: " + " | ".join(tail)}
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def machine() -> dict:
@@ -326,10 +393,16 @@ def machine() -> dict:
         pass
     import torch
 
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "memory_gib": round(mem, 1) if mem else None,
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_config": "MKL" if torch.backends.mkl.is_available() else "no MKL",
-            "load_average_start": list(os.getloadavg())}
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "memory_gib": round(mem, 1) if mem else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_config": "MKL" if torch.backends.mkl.is_available() else "no MKL",
+        "load_average_start": list(os.getloadavg()),
+    }
 
 
 def run(args) -> dict:
@@ -339,10 +412,21 @@ def run(args) -> dict:
 
     models = args.models.split(",") if args.models else (["lf_dnn"] if args.quick else sentangle.list_models())
     shapes = args.shapes.split(",")
-    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "threads": args.threads, "machine": machine(),
-              "settings": {"batches": args.batches, "seconds": args.seconds, "overrides": args.set,
-                           "quick": args.quick, "note": args.note},
-              "matmul_gflops": [], "results": [], "lazy": None}
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "threads": args.threads,
+        "machine": machine(),
+        "settings": {
+            "batches": args.batches,
+            "seconds": args.seconds,
+            "overrides": args.set,
+            "quick": args.quick,
+            "note": args.note,
+        },
+        "matmul_gflops": [],
+        "results": [],
+        "lazy": None,
+    }
     jobs = [("matmul", None)] + [(f"{m}:{s}", (m, s)) for s in shapes for m in models] + [("matmul", None)]
     if not args.no_lazy:
         jobs.append(("lazy", None))
@@ -354,8 +438,9 @@ def run(args) -> dict:
             from sentangle.data.lazy import is_lazy_folder
 
             scale = 0.05 if args.quick else 1.0
-            if not is_lazy_folder(folder) or json.loads((folder / "sentangle-features.json").read_text())[
-                    "splits"]["train"]["samples"] != max(2, round(SHAPES["mosei_aligned"]["sizes"][0] * scale)):
+            if not is_lazy_folder(folder) or json.loads((folder / "sentangle-features.json").read_text())["splits"][
+                "train"
+            ]["samples"] != max(2, round(SHAPES["mosei_aligned"]["sizes"][0] * scale)):
                 write_mosei_lazy(folder, scale)
             result["lazy"] = _run_worker("lazy", args)
             continue
@@ -363,8 +448,9 @@ def run(args) -> dict:
         if spec == "matmul":
             result["matmul_gflops"].append(out.get("gflops"))
         else:
-            result["results"].append(out if "error" not in out else {"model": spec.split(":")[0],
-                                                                     "shape": spec.split(":")[1], **out})
+            result["results"].append(
+                out if "error" not in out else {"model": spec.split(":")[0], "shape": spec.split(":")[1], **out}
+            )
     result["machine"]["load_average_end"] = list(os.getloadavg())
     return result
 
@@ -381,7 +467,8 @@ def render(res: dict) -> str:
     ref = max(mm) if mm else float("nan")
     m = res["machine"]
     lines = [
-        "# Performance", "",
+        "# Performance",
+        "",
         f"Generated by `python benchmarks/performance.py` on {res['date']}; do not edit by hand "
         "(the prose around the tables is in the script). Raw numbers: [performance.json](performance.json).",
         "",
@@ -389,7 +476,8 @@ def render(res: dict) -> str:
     if res["settings"].get("note"):
         lines += [f"**{res['settings']['note']}**", ""]
     lines += [
-        "## Machine", "",
+        "## Machine",
+        "",
         f"- CPU: {m['cpu']}, {m['logical_cores']} logical cores, {m['memory_gib']} GiB memory; {m['platform']}",
         f"- Python {m['python']}, torch {m['torch']} ({m['torch_config']}); **{res['threads']} threads** "
         "(torch intra-op, OMP and MKL)",
@@ -397,12 +485,14 @@ def render(res: dict) -> str:
         "(before and after the models); the achieved fractions below use the larger",
         f"- load average at start {m['load_average_start'][0]:.1f}, at end {m['load_average_end'][0]:.1f}",
         "",
-        "## How to regenerate", "",
+        "## How to regenerate",
+        "",
         "```bash",
         "python benchmarks/performance.py                  # all models, both shapes, --threads 2",
         "python benchmarks/performance.py --quick          # smoke run (lf_dnn, 3 batches, small lazy file)",
         "python benchmarks/performance.py --models mult --set model.max_len=0 --no-doc   # one model, an override",
-        "```", "",
+        "```",
+        "",
         "Each model runs with its default config (`configs/models/<model>.yaml` over the synthetic dataset "
         "layer, as `sentangle train -m MODEL` resolves it) in a fresh subprocess. Data: the synthetic "
         "benchmark (docs/synthetic.md) in two shapes: **MOSI unaligned** (1284 training samples; text "
@@ -416,16 +506,20 @@ def render(res: dict) -> str:
         "`RSS before` (the generated part of the data plus the model); `full data` is what the whole "
         "dataset occupies in memory when loaded eagerly. FLOPs: FlopCounterMode over one training "
         "batch (matmuls, convolutions and attention; elementwise work and recurrent cells are not "
-        "counted, so LSTM-based models read low). Achieved = training FLOP/s / matmul FLOP/s.", "",
+        "counted, so LSTM-based models read low). Achieved = training FLOP/s / matmul FLOP/s.",
+        "",
     ]
     for shape in SHAPES:
         rows = [r for r in res["results"] if r.get("shape") == shape]
         if not rows:
             continue
-        lines += [f"## {shape.replace('_', ' ').replace('mosi', 'MOSI').replace('mosei', 'MOSEI')}", "",
-                  "| model | batch | train s / epoch | measured batches | train utt/s | inference utt/s | "
-                  "peak RSS MB (before) | full data MB | params | GFLOP / sample fwd | fwd+bwd | achieved |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {shape.replace('_', ' ').replace('mosi', 'MOSI').replace('mosei', 'MOSEI')}",
+            "",
+            "| model | batch | train s / epoch | measured batches | train utt/s | inference utt/s | "
+            "peak RSS MB (before) | full data MB | params | GFLOP / sample fwd | fwd+bwd | achieved |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in rows:
             if "error" in r:
                 lines.append(f"| `{r['model']}` | error: {r['error'][:200]} |" + " |" * 10)
@@ -437,13 +531,19 @@ def render(res: dict) -> str:
                 f"{r['measured_batches']} / {r['epoch_batches']} | {_fmt(r['train_utt_s'])} | {_fmt(r['infer_utt_s'])} | "
                 f"{_fmt(r['peak_rss_mb'])} ({_fmt(r['rss_before_mb'])}) | {_fmt(r['full_data_mb'])} | "
                 f"{r['params']:,} | {gf(r['flops_fwd_per_sample'])} | {gf(r['flops_fwd_bwd_per_sample'])} | "
-                f"{_fmt(100 * achieved, 1)}% |")
+                f"{_fmt(100 * achieved, 1)}% |"
+            )
         lines.append("")
-    lines += ["## Targets", "",
-              f"Two CPU cores, default configs, MOSI-sized unaligned data: a training epoch under "
-              f"{TARGET_EPOCH_S:.0f} s for every model, and inference at >= {TARGET_UTT_S:.0f} utterances/s for "
-              "every model that does not run a text transformer.", "",
-              "| model | train s / epoch | epoch target | inference utt/s | inference target |", "|---|---:|---|---:|---|"]
+    lines += [
+        "## Targets",
+        "",
+        f"Two CPU cores, default configs, MOSI-sized unaligned data: a training epoch under "
+        f"{TARGET_EPOCH_S:.0f} s for every model, and inference at >= {TARGET_UTT_S:.0f} utterances/s for "
+        "every model that does not run a text transformer.",
+        "",
+        "| model | train s / epoch | epoch target | inference utt/s | inference target |",
+        "|---|---:|---|---:|---|",
+    ]
     for r in [r for r in res["results"] if r.get("shape") == "mosi_unaligned" and "error" not in r]:
         ep = "met" if r["train_epoch_s"] < TARGET_EPOCH_S else "**missed**"
         if r["text_transformer"]:
@@ -454,20 +554,26 @@ def render(res: dict) -> str:
     lines.append("")
     lz = res.get("lazy")
     if lz and "error" not in lz:
-        lines += ["## Large data read lazily", "",
-                  f"A MOSEI-aligned-sized synthetic feature folder (`sentangle data convert` format, data/lazy.py): "
-                  f"{lz['train_samples']:,} training samples, {_fmt(lz['folder_mb'])} MB on disk "
-                  f"({_fmt(lz['features_mb'])} MB of features). One epoch of `{lz['model']}` (batch {lz['batch_size']}) "
-                  "through `fit`, with validation and the final evaluation of every split, in a fresh process:", "",
-                  "| features memory-mapped | load + validate + normalise | epoch + evaluation | peak RSS | file size | peak / file |",
-                  "|---|---:|---:|---:|---:|---:|",
-                  f"| {'yes' if lz['mapped'] else 'no'} | {lz['load_and_normalise_s']:.1f} s | {lz['epoch_plus_eval_s']:.1f} s | "
-                  f"{_fmt(lz['peak_rss_mb'])} MB | {_fmt(lz['folder_mb'])} MB | {lz['peak_rss_mb'] / lz['folder_mb']:.1%} |", "",
-                  "Peak RSS is the kernel's high-water mark (VmHWM, reset when the process starts) of the whole process (Python, torch, the model, the in-memory masks, "
-                  "labels and ids). Pages read through the mapping are dropped from the process after each "
-                  "gather (`madvise(MADV_DONTNEED)`; the kernel keeps them in its page cache), otherwise they "
-                  "would count towards RSS until memory ran short. Loaded eagerly, the same data needs at "
-                  "least the file size, plus a normalised float32 copy of audio and vision while normalising.", ""]
+        lines += [
+            "## Large data read lazily",
+            "",
+            f"A MOSEI-aligned-sized synthetic feature folder (`sentangle data convert` format, data/lazy.py): "
+            f"{lz['train_samples']:,} training samples, {_fmt(lz['folder_mb'])} MB on disk "
+            f"({_fmt(lz['features_mb'])} MB of features). One epoch of `{lz['model']}` (batch {lz['batch_size']}) "
+            "through `fit`, with validation and the final evaluation of every split, in a fresh process:",
+            "",
+            "| features memory-mapped | load + validate + normalise | epoch + evaluation | peak RSS | file size | peak / file |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| {'yes' if lz['mapped'] else 'no'} | {lz['load_and_normalise_s']:.1f} s | {lz['epoch_plus_eval_s']:.1f} s | "
+            f"{_fmt(lz['peak_rss_mb'])} MB | {_fmt(lz['folder_mb'])} MB | {lz['peak_rss_mb'] / lz['folder_mb']:.1%} |",
+            "",
+            "Peak RSS is the kernel's high-water mark (VmHWM, reset when the process starts) of the whole process (Python, torch, the model, the in-memory masks, "
+            "labels and ids). Pages read through the mapping are dropped from the process after each "
+            "gather (`madvise(MADV_DONTNEED)`; the kernel keeps them in its page cache), otherwise they "
+            "would count towards RSS until memory ran short. Loaded eagerly, the same data needs at "
+            "least the file size, plus a normalised float32 copy of audio and vision while normalising.",
+            "",
+        ]
     elif lz:
         lines += ["## Large data read lazily", "", f"error: {lz['error']}", ""]
     lines += [NOTES]
@@ -517,19 +623,33 @@ benchmarks/performance.py --worker MODEL:mosi_unaligned --threads 1 --batches 6`
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch/OMP/MKL threads (default 2)")
     ap.add_argument("--models", help="comma list (default: every registered model; --quick: lf_dnn)")
     ap.add_argument("--shapes", default=",".join(SHAPES), help=f"comma list of {', '.join(SHAPES)}")
-    ap.add_argument("--batches", type=int, default=None, help="timed training batches per model (0 = the whole "
-                    "epoch; default 0, --quick 3); the epoch is extrapolated from fewer")
-    ap.add_argument("--seconds", type=float, default=None, help="stop timing a model's training after this many "
-                    "seconds and extrapolate (default 60, --quick 10)")
+    ap.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        help="timed training batches per model (0 = the whole "
+        "epoch; default 0, --quick 3); the epoch is extrapolated from fewer",
+    )
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="stop timing a model's training after this many seconds and extrapolate (default 60, --quick 10)",
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every model")
     ap.add_argument("--quick", action="store_true", help="smoke run: lf_dnn, 3 batches, a 5%% lazy file")
     ap.add_argument("--no-lazy", action="store_true", help="skip the memory-mapped MOSEI-sized run")
-    ap.add_argument("--lazy-dir", help="where the MOSEI-sized feature folder is written, reused when its size "
-                    "matches (default: sentangle-perf-mosei[-quick] in the temp folder)")
+    ap.add_argument(
+        "--lazy-dir",
+        help="where the MOSEI-sized feature folder is written, reused when its size "
+        "matches (default: sentangle-perf-mosei[-quick] in the temp folder)",
+    )
     ap.add_argument("--json", help="write the raw results here (default: docs/performance.json unless --no-doc)")
     ap.add_argument("--doc", default=str(DOC), help="Markdown page to write (default docs/PERFORMANCE.md)")
     ap.add_argument("--no-doc", action="store_true", help="print the tables, write no page")
@@ -550,13 +670,13 @@ def main(argv=None) -> int:
     if args.no_doc:
         print(page)
     else:
-        from sentangle.utils.io import write_text
+        from sentangle.core.io import write_text
 
         write_text(args.doc, page)
         print(f"wrote {args.doc}")
     json_path = args.json or (None if args.no_doc else str(Path(args.doc).with_name("performance.json")))
     if json_path:
-        from sentangle.utils.io import write_json
+        from sentangle.core.io import write_json
 
         write_json(json_path, res)
         print(f"wrote {json_path}")

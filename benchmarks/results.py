@@ -4,11 +4,11 @@
                                  [--plan] [--quick] [--doc docs/RESULTS.md]
 
 The plan (results_plan.yaml) lists sections; each trains groups of models on one dataset setting
-through `training.runs.run` (what `sentangle.train` calls), one run folder per model under
-`<out>/<group>/<model>/`, plus robustness evaluations (`evaluation.robust.robust`) and the packaged
+through `runs.runner.run` (what `sentangle.train` calls), one run folder per model under
+`<out>/<group>/<model>/`, plus robustness evaluations (`recipes.robust.robust`) and the packaged
 ablations (each variant a run folder under `<out>/ablations/<name>/<variant>/`, as `sentangle ablate`).
 Finished seeds are reused, so an interrupted run resumes. The doc is then written from the run folders
-alone (tables of training.compare / training.ablate / evaluation.robust, CSVs and PNGs under
+alone (tables of recipes.compare / recipes.ablate / recipes.robust, CSVs and PNGs under
 docs/results/); the only typed-in numbers are the published references of results_references.yaml.
 
 --plan     print every run (section, model, dataset, overrides, seeds finished) and train nothing
@@ -22,6 +22,7 @@ docs/results/); the only typed-in numbers are the published references of result
 --quick    smoke test of this script: tiny synthetic data, 1 seed, 1 epoch, real-data sections only
            where the data exist; writes <out>/RESULTS.md, never docs/RESULTS.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,29 +43,53 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from sentangle.api import yaml_value, make_config
-from sentangle.config import ConfigError, RunConfig, build_config, parse_seeds, read_yaml
+from sentangle.config import RunConfig, build_config, make_config, parse_seeds, read_yaml, yaml_value
+from sentangle.core.errors import ConfigError
+from sentangle.core.io import exit_with_parent, versions, write_text
+from sentangle.core.registry import DATASETS, MODELS
 from sentangle.data.named import check_options, find_file
-from sentangle.evaluation.robust import robust, robust_table
+from sentangle.evaluation.metrics import METRIC_DIRECTIONS
 from sentangle.models import list_models
-from sentangle.registry import DATASETS, MODELS
+from sentangle.models.base import check_model_options
+from sentangle.recipes.ablate import ablation_csv, ablation_table, load_ablation
+from sentangle.recipes.compare import csv_table, markdown_table, seed_facts
+from sentangle.recipes.robust import robust, robust_table
 from sentangle.report import plots
 from sentangle.report.tables import LABELS, RAW_SCALE, aggregate, beyond_noise, fmt, interval_text
-from sentangle.models.base import check_model_options
-from sentangle.training.ablate import ablation_csv, ablation_table, load_ablation
-from sentangle.training.compare import seed_facts, csv_table, markdown_table
-from sentangle.training.metrics import METRIC_DIRECTIONS
-from sentangle.training.runs import (NO_GAIN_MARGIN, REPLACED, code_fingerprint, code_key, comparable_config, finish_replay, finished,
-                                     replay_groups, run, stale_seeds, start_replay, summarize, vouched_codes)
-from sentangle.utils.io import exit_with_parent, versions, write_text
+from sentangle.runs.folder import comparable_config, finished
+from sentangle.runs.provenance import (
+    REPLACED,
+    code_fingerprint,
+    code_key,
+    finish_replay,
+    replay_groups,
+    stale_seeds,
+    start_replay,
+    vouched_codes,
+)
+from sentangle.runs.runner import run, summarize
+from sentangle.runs.sanity import NO_GAIN_MARGIN
 
 HERE = Path(__file__).resolve().parent
 PLAN_FILE = HERE / "results_plan.yaml"
 REFS_FILE = HERE / "results_references.yaml"
 DEFAULT_DOC = Path("docs/RESULTS.md")
 DEFAULT_OUT = "results"  # committed (see .gitignore) so that the plan can finish over several machines
-SECTION_KEYS = {"id", "title", "note", "needs", "references", "groups", "analysis", "oracle", "robust",
-                "ablations", "ablation_note", "checks", "include"}
+SECTION_KEYS = {
+    "id",
+    "title",
+    "note",
+    "needs",
+    "references",
+    "groups",
+    "analysis",
+    "oracle",
+    "robust",
+    "ablations",
+    "ablation_note",
+    "checks",
+    "include",
+}
 GROUP_KEYS = {"id", "title", "dataset", "models", "overrides", "model_options", "model_overrides", "seeds", "note"}
 CHECK_KINDS = {"best_model", "beats_all", "shortcut", "pairwise", "ablation", "branch_share"}
 LOAD_OPTIONS = ("root", "modalities", "normalize", "holdout_valid")  # load_dataset's own, not the reader's
@@ -75,6 +100,7 @@ class PlanError(ValueError):
 
 
 # ---- the plan -------------------------------------------------------------------------------------
+
 
 def read_plan(path: Path) -> dict:
     """The plan YAML, checked: errors name the file, the entry and what was expected."""
@@ -116,8 +142,10 @@ def read_plan(path: Path) -> dict:
             refs += list(c.get("groups") or []) + [c.get("group"), c.get("clean_group")]
         missing = sorted({r for r in refs if r and r not in groups})
         if missing:
-            raise PlanError(f"plan file {path}: section {sec['id']!r} refers to unknown group(s) {missing}; "
-                            f"groups: {sorted(groups)}")
+            raise PlanError(
+                f"plan file {path}: section {sec['id']!r} refers to unknown group(s) {missing}; "
+                f"groups: {sorted(groups)}"
+            )
     plan["_groups"] = groups
     plan["_file"] = str(path)
     return plan
@@ -130,13 +158,13 @@ def _dotted(mapping: dict | None) -> list[str]:
 @dataclass
 class Job:
     section: str
-    kind: str                     # train | robust
+    kind: str  # train | robust
     label: str
     cfg: RunConfig | None = None
-    shown: list[str] = field(default_factory=list)   # the overrides the plan adds, for --plan
+    shown: list[str] = field(default_factory=list)  # the overrides the plan adds, for --plan
     folders: list[Path] = field(default_factory=list)
     options: dict = field(default_factory=dict)
-    dataset: str = ""             # as the plan gives it, for --plan
+    dataset: str = ""  # as the plan gives it, for --plan
 
     @property
     def folder(self) -> Path:
@@ -171,7 +199,7 @@ class Planner:
         """Every model that builds and runs forward on a text-only batch (tried, not assumed)."""
         if self._text_capable is None:
             from sentangle.data.synthetic import make_synthetic
-            from sentangle.training.runs import model_for
+            from sentangle.runs.runner import model_for
 
             ds = make_synthetic(scale=0.01, lengths=4, dims=8)
             ds.select_modalities(["text"])
@@ -211,33 +239,56 @@ class Planner:
         for m in models if only_models is None else [m for m in models if m in only_models]:
             shown = _dotted(group.get("overrides")) + _dotted((group.get("model_overrides") or {}).get(m))
             opts = (group.get("model_options") or {}).get(m)
-            cfg = make_config({"name": m, **opts} if opts else m, ds, seeds=self.seeds(group.get("seeds")),
-                              out=f"{self.out}/{group['id']}", name=m, data_root=self.root_for(ds_name),
-                              overrides=shown + self.extra(ds_name))
+            cfg = make_config(
+                {"name": m, **opts} if opts else m,
+                ds,
+                seeds=self.seeds(group.get("seeds")),
+                out=f"{self.out}/{group['id']}",
+                name=m,
+                data_root=self.root_for(ds_name),
+                overrides=shown + self.extra(ds_name),
+            )
             check_model_options(cfg.model["name"], cfg.model, f"{where}, model {m!r}")
             _check_dataset_options(cfg, f"{where}, model {m!r}")
-            jobs.append(Job(section, "train", f"{group['id']}/{m}", cfg,
-                            shown + [f"model.{k}={yaml_value(v)}" for k, v in (opts or {}).items()],
-                            dataset=yaml_value(ds)))
+            jobs.append(
+                Job(
+                    section,
+                    "train",
+                    f"{group['id']}/{m}",
+                    cfg,
+                    shown + [f"model.{k}={yaml_value(v)}" for k, v in (opts or {}).items()],
+                    dataset=yaml_value(ds),
+                )
+            )
         return jobs
 
     def ablation(self, entry: dict) -> tuple[dict, dict[str, RunConfig]]:
-        """The spec and one config per variant, exactly as training.ablate.ablate builds them."""
+        """The spec and one config per variant, exactly as recipes.ablate.ablate builds them."""
         spec = load_ablation(entry["file"])
         ds = spec["dataset"]
         ds_name = ds if isinstance(ds, str) else (ds or {}).get("name", "synthetic")
         cfgs = {}
         for v in spec["variants"]:
-            cfg = make_config(spec["model"], spec["dataset"], spec["config"], self.seeds(entry.get("seeds", spec["seeds"])),
-                              f"{self.out}/ablations/{spec['name']}", v["name"], self.root_for(ds_name),
-                              spec["overrides"] + v["overrides"] + self.extra(ds_name))
+            cfg = make_config(
+                spec["model"],
+                spec["dataset"],
+                spec["config"],
+                self.seeds(entry.get("seeds", spec["seeds"])),
+                f"{self.out}/ablations/{spec['name']}",
+                v["name"],
+                self.root_for(ds_name),
+                spec["overrides"] + v["overrides"] + self.extra(ds_name),
+            )
             check_model_options(cfg.model["name"], cfg.model, f"{spec['file']}: variant {v['name']!r}")
             cfgs[v["name"]] = cfg
         return spec, cfgs
 
     def robust_options(self, opts: dict) -> dict:
-        o = {"seed": int(opts.get("seed", 0)), "noise_levels": tuple(opts.get("noise_levels", (0.25, 0.5, 1.0, 2.0))),
-             "drop_rates": tuple(opts.get("drop_rates", (0.1, 0.3, 0.5, 0.7)))}
+        o = {
+            "seed": int(opts.get("seed", 0)),
+            "noise_levels": tuple(opts.get("noise_levels", (0.25, 0.5, 1.0, 2.0))),
+            "drop_rates": tuple(opts.get("drop_rates", (0.1, 0.3, 0.5, 0.7))),
+        }
         if self.quick:  # fewer levels; an empty list in the plan stays empty
             o["noise_levels"] = tuple(self.q.get("noise_levels", ())) if o["noise_levels"] else ()
             o["drop_rates"] = tuple(self.q.get("drop_rates", ())) if o["drop_rates"] else ()
@@ -250,20 +301,42 @@ class Planner:
         if analysis.get("kind") == "shortcut":
             jobs += self.group_jobs(sec["id"], groups[analysis["clean_group"]])  # the "without vision" runs
             target = [j for j in jobs if j.label.startswith(sec["groups"][0]["id"] + "/")]
-            jobs.append(Job(sec["id"], "robust", f"robust {sec['groups'][0]['id']}",
-                            folders=[j.folder for j in target], options=self.robust_options(analysis.get("robust") or {})))
+            jobs.append(
+                Job(
+                    sec["id"],
+                    "robust",
+                    f"robust {sec['groups'][0]['id']}",
+                    folders=[j.folder for j in target],
+                    options=self.robust_options(analysis.get("robust") or {}),
+                )
+            )
         if sec.get("robust"):
             r = sec["robust"]
             deps = self.group_jobs(sec["id"], groups[r["group"]], only_models=r.get("models"))
             jobs += deps
-            jobs.append(Job(sec["id"], "robust", f"robust {r['group']}", folders=[j.folder for j in deps],
-                            options=self.robust_options(r)))
+            jobs.append(
+                Job(
+                    sec["id"],
+                    "robust",
+                    f"robust {r['group']}",
+                    folders=[j.folder for j in deps],
+                    options=self.robust_options(r),
+                )
+            )
         for entry in sec.get("ablations") or []:
             spec, cfgs = self.ablation(entry)
-            jobs += [Job(sec["id"], "train", f"ablations/{spec['name']}/{v}", c,
-                         [f"(from {Path(spec['file']).name})"] + next(x["overrides"] for x in spec["variants"] if x["name"] == v),
-                         dataset=yaml_value(spec["dataset"]))
-                     for v, c in cfgs.items()]
+            jobs += [
+                Job(
+                    sec["id"],
+                    "train",
+                    f"ablations/{spec['name']}/{v}",
+                    c,
+                    [f"(from {Path(spec['file']).name})"]
+                    + next(x["overrides"] for x in spec["variants"] if x["name"] == v),
+                    dataset=yaml_value(spec["dataset"]),
+                )
+                for v, c in cfgs.items()
+            ]
         return jobs
 
 
@@ -286,6 +359,7 @@ def missing_data(sec: dict, root: str | None) -> str | None:
 
 
 # ---- run folders ---------------------------------------------------------------------------------
+
 
 def status(cfg: RunConfig) -> tuple[list[int], bool]:
     """(finished seeds of the plan, whether the folder holds another config: run() would refuse it)."""
@@ -324,9 +398,16 @@ def load_result(cfg: RunConfig) -> dict | None:
         s = json.loads(summary.read_text(encoding="utf-8"))
         if sorted(int(x) for x in s.get("seeds", [])) == sorted(per_seed):
             diagnostics = s.get("diagnostics")
-    return {"folder": str(folder), "model": cfg.model["name"], "task": task, "splits": summarize(per_seed),
-            "per_seed": per_seed, "facts": seed_facts(str(folder), per_seed), "diagnostics": diagnostics,
-            "planned_seeds": len(cfg.seeds)}
+    return {
+        "folder": str(folder),
+        "model": cfg.model["name"],
+        "task": task,
+        "splits": summarize(per_seed),
+        "per_seed": per_seed,
+        "facts": seed_facts(str(folder), per_seed),
+        "diagnostics": diagnostics,
+        "planned_seeds": len(cfg.seeds),
+    }
 
 
 def _finished_seeds(folder: Path) -> list[int]:
@@ -343,8 +424,12 @@ def robust_fresh(folder: Path, opts: dict) -> bool:
     seeds = _finished_seeds(folder)
     levels = lambda kind: sorted(c["level"] for c in r["conditions"] if c["kind"] == kind)  # noqa: E731
     noise = sorted({c["level"] for c in r["conditions"] if c["kind"] == "noise"})
-    return (r.get("seeds") == seeds and r.get("perturbation_seed") == opts["seed"]
-            and noise == sorted(opts["noise_levels"]) and levels("frame_drop") in ([], sorted(opts["drop_rates"])))
+    return (
+        r.get("seeds") == seeds
+        and r.get("perturbation_seed") == opts["seed"]
+        and noise == sorted(opts["noise_levels"])
+        and levels("frame_drop") in ([], sorted(opts["drop_rates"]))
+    )
 
 
 def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
@@ -380,8 +465,9 @@ def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
         import concurrent.futures as cf
         import multiprocessing as mp
 
-        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=exit_with_parent,
-                                    initargs=(os.getpid(),)) as pool:
+        with cf.ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=exit_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             # `run` itself (importable in the worker), without bars; threads come from the plan (1).
             quiet = lambda cfg: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, progress=False))  # noqa: E731
             futures = {pool.submit(run, quiet(j.cfg)): j for j in jobs if j.kind == "train" and pending(j)}
@@ -413,6 +499,7 @@ def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
 
 
 # ---- Markdown ------------------------------------------------------------------------------------
+
 
 class Doc:
     """Collects the Markdown and the files under docs/results/ (removing stale ones at the end)."""
@@ -453,11 +540,18 @@ def settings_line(group: dict, jobs: list[Job]) -> str:
     per_model = {j.label.split("/")[-1]: j.shown for j in jobs}
     common = _dotted(group.get("overrides"))
     extra = {m: [s for s in v if s not in common] for m, v in per_model.items()}
-    line = (f"Models ({len(jobs)}): {', '.join(f'`{m}`' for m in per_model)}. Dataset `{ds_text}`; "
-            f"seeds {jobs[0].cfg.seeds if jobs else []}; plan overrides: "
-            + (" ".join(f"`{o}`" for o in common) or "none"))
+    line = (
+        f"Models ({len(jobs)}): {', '.join(f'`{m}`' for m in per_model)}. Dataset `{ds_text}`; "
+        f"seeds {jobs[0].cfg.seeds if jobs else []}; plan overrides: " + (" ".join(f"`{o}`" for o in common) or "none")
+    )
     own = [f"`{m}` " + " ".join(f"`{o}`" for o in v) for m, v in extra.items() if v]
-    return line + (("; per model: " + "; ".join(own)) if own else "") + f". Run folders `{Path(jobs[0].cfg.out)}/<model>/`." if jobs else line
+    return (
+        line
+        + (("; per model: " + "; ".join(own)) if own else "")
+        + f". Run folders `{Path(jobs[0].cfg.out)}/<model>/`."
+        if jobs
+        else line
+    )
 
 
 def group_section(group: dict, jobs: list[Job], doc: Doc, oracle: bool = False) -> tuple[str, dict]:
@@ -472,20 +566,34 @@ def group_section(group: dict, jobs: list[Job], doc: Doc, oracle: bool = False) 
         for split in ("test", "valid"):
             rows = {m: r["splits"][split] for m, r in done.items() if split in r["splits"]}
             if rows:
-                parts.append(f"**{split}** (mean ± sample std over seeds; best per column in bold)\n\n"
-                             + markdown_table(rows, task, facts if split == "test" else None) + "\n")
+                parts.append(
+                    f"**{split}** (mean ± sample std over seeds; best per column in bold)\n\n"
+                    + markdown_table(rows, task, facts if split == "test" else None)
+                    + "\n"
+                )
         csv_link = doc.file(f"{group['id']}.csv", csv_table(done, task, facts))
         metric = main_metric(task)
         sc = _scale(metric)
-        fig = plots.metric_bars({"test": {m: (r["splits"]["test"][metric]["mean"] * sc, r["splits"]["test"][metric]["std"] * sc)
-                                          for m, r in done.items() if "test" in r["splits"]}},
-                                f"test {LABELS.get(metric, metric)}" + (" (%)" if sc != 1 else ""), group["id"])
+        fig = plots.metric_bars(
+            {
+                "test": {
+                    m: (r["splits"]["test"][metric]["mean"] * sc, r["splits"]["test"][metric]["std"] * sc)
+                    for m, r in done.items()
+                    if "test" in r["splits"]
+                }
+            },
+            f"test {LABELS.get(metric, metric)}" + (" (%)" if sc != 1 else ""),
+            group["id"],
+        )
         png = doc.figure(f"{group['id']}.png", fig)
         parts.append(f"CSV: [{csv_link}]({csv_link})\n\n![{group['id']}: test {metric}]({png})\n")
         if oracle:
             parts.append(oracle_section(done))
-        short = [f"`{m}` {len(r['per_seed'])}/{r['planned_seeds']}" for m, r in done.items()
-                 if len(r["per_seed"]) < r["planned_seeds"]]
+        short = [
+            f"`{m}` {len(r['per_seed'])}/{r['planned_seeds']}"
+            for m, r in done.items()
+            if len(r["per_seed"]) < r["planned_seeds"]
+        ]
         if short:
             parts.append("Seeds finished so far (fewer than planned): " + ", ".join(short) + ".\n")
     missing = [m for m, r in results.items() if not r]
@@ -498,11 +606,16 @@ def references_section(key: str, refs: dict) -> str:
     if key not in refs:
         return ""
     r = refs[key]
-    order = [m for m in ("mae", "corr", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "accuracy", "f1_macro")
-             if any(m in row for row in r["rows"])]
-    lines = [f"#### {r['title']} (published; typed in from {REFS_FILE.name}, not run here)\n",
-             "| model | features | source | " + " | ".join(LABELS.get(m, m) for m in order) + " |",
-             "|---|---|---|" + "---:|" * len(order)]
+    order = [
+        m
+        for m in ("mae", "corr", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "accuracy", "f1_macro")
+        if any(m in row for row in r["rows"])
+    ]
+    lines = [
+        f"#### {r['title']} (published; typed in from {REFS_FILE.name}, not run here)\n",
+        "| model | features | source | " + " | ".join(LABELS.get(m, m) for m in order) + " |",
+        "|---|---|---|" + "---:|" * len(order),
+    ]
     for row in r["rows"]:
         cells = [("-" if m not in row else f"{row[m]:.3f}" if m in RAW_SCALE else f"{row[m]:.2f}") for m in order]
         lines.append(f"| {row['model']} | {row['features']} | {row['source']} | " + " | ".join(cells) + " |")
@@ -516,9 +629,12 @@ def oracle_section(results: dict) -> str:
         if r:
             info = json.loads((Path(r["folder"]) / "dataset.json").read_text(encoding="utf-8"))
             if "oracle" in (info.get("info") or {}):
-                return ("Reference predictors on the same test split (from the true factors; read from the run "
-                        "folder's dataset.json):\n\n"
-                        + oracle_table(SimpleNamespace(name=info["name"], info=info["info"])) + "\n")
+                return (
+                    "Reference predictors on the same test split (from the true factors; read from the run "
+                    "folder's dataset.json):\n\n"
+                    + oracle_table(SimpleNamespace(name=info["name"], info=info["info"]))
+                    + "\n"
+                )
     return ""
 
 
@@ -542,9 +658,11 @@ def shortcut_section(sec: dict, job_results: dict, robust_res: dict, doc: Doc) -
     group = sec["groups"][0]["id"]
     clean = sec["analysis"]["clean_group"]
     sc, cl = job_results[group], job_results[clean]
-    lines = ["| model | train MAE | valid MAE | test MAE | train Acc-2 non0 | valid Acc-2 non0 | test Acc-2 non0 | "
-             "test MAE without vision (section 1) | Δ from vision | test MAE, vision removed at test | Δ removed |",
-             "|---|" + "---:|" * 10]
+    lines = [
+        "| model | train MAE | valid MAE | test MAE | train Acc-2 non0 | valid Acc-2 non0 | test Acc-2 non0 | "
+        "test MAE without vision (section 1) | Δ from vision | test MAE, vision removed at test | Δ removed |",
+        "|---|" + "---:|" * 10,
+    ]
     rows = []
     series = {"train": {}, "valid": {}, "test": {}, "test, no vision (trained without)": {}}
     for m, r in sc.items():
@@ -564,14 +682,19 @@ def shortcut_section(sec: dict, job_results: dict, robust_res: dict, doc: Doc) -
             if sp in s:
                 series[sp][m] = (s[sp]["mae"]["mean"], s[sp]["mae"]["std"])
         if c:
-            series["test, no vision (trained without)"][m] = (c["splits"]["test"]["mae"]["mean"], c["splits"]["test"]["mae"]["std"])
+            series["test, no vision (trained without)"][m] = (
+                c["splits"]["test"]["mae"]["mean"],
+                c["splits"]["test"]["mae"]["std"],
+            )
     if not rows:
         return "No finished shortcut runs yet.\n"
     png = doc.figure("shortcut.png", plots.metric_bars(series, "MAE", "mosi_utt + contaminated vision"))
-    return ("Mean ± sample std over seeds. \"Δ from vision\": test MAE with the contaminated vision minus the same "
-            "model's test MAE trained without it (section 1, frozen); \"Δ removed\": test MAE with vision removed at "
-            "test time minus the clean test MAE of the same checkpoints (negative: the model does better without "
-            "the lying modality).\n\n" + "\n".join(lines + rows) + f"\n\n![shortcut]({png})\n")
+    return (
+        'Mean ± sample std over seeds. "Δ from vision": test MAE with the contaminated vision minus the same '
+        'model\'s test MAE trained without it (section 1, frozen); "Δ removed": test MAE with vision removed at '
+        "test time minus the clean test MAE of the same checkpoints (negative: the model does better without "
+        "the lying modality).\n\n" + "\n".join(lines + rows) + f"\n\n![shortcut]({png})\n"
+    )
 
 
 def robustness_section(sec: dict, jobs: list[Job], doc: Doc) -> str:
@@ -584,8 +707,10 @@ def robustness_section(sec: dict, jobs: list[Job], doc: Doc) -> str:
         doc.written.add(Path(p).resolve())
     links = "\n".join(f"![{Path(p).stem}]({os.path.relpath(p, doc.path.parent)})" for p in curves)
     opts = next(j.options for j in jobs if j.kind == "robust")
-    return (f"Runs: {', '.join(f'`{f.parent.name}/{f.name}`' for f in folders)}; noise levels {list(opts['noise_levels'])}, "
-            f"frame-drop rates {list(opts['drop_rates'])}.\n\n" + robust_table(res) + "\n\n" + links + "\n")
+    return (
+        f"Runs: {', '.join(f'`{f.parent.name}/{f.name}`' for f in folders)}; noise levels {list(opts['noise_levels'])}, "
+        f"frame-drop rates {list(opts['drop_rates'])}.\n\n" + robust_table(res) + "\n\n" + links + "\n"
+    )
 
 
 def ablation_results(planner: Planner, entry: dict) -> tuple[dict, dict, dict]:
@@ -602,9 +727,12 @@ def ablations_section(sec: dict, planner: Planner, doc: Doc) -> tuple[str, dict]
         done = {v: r for v, r in res.items() if r}
         all_res[spec["name"]] = (spec, done)
         first = cfgs[spec["reference"]]
-        parts.append(f"### Ablation `{spec['name']}` (`{first.model['name']}` on `{first.dataset['name']}`)\n\n"
-                     f"From `{Path(spec['file']).name}`; seeds {first.seeds}; shared overrides "
-                     + (" ".join(f"`{o}`" for o in spec["overrides"]) or "none") + f"; run folders `{first.out}/<variant>/`.\n")
+        parts.append(
+            f"### Ablation `{spec['name']}` (`{first.model['name']}` on `{first.dataset['name']}`)\n\n"
+            f"From `{Path(spec['file']).name}`; seeds {first.seeds}; shared overrides "
+            + (" ".join(f"`{o}`" for o in spec["overrides"]) or "none")
+            + f"; run folders `{first.out}/<variant>/`.\n"
+        )
         if spec["reference"] not in done:
             parts.append(f"The reference variant `{spec['reference']}` has not finished yet.\n")
             continue
@@ -618,6 +746,7 @@ def ablations_section(sec: dict, planner: Planner, doc: Doc) -> tuple[str, dict]
 
 
 # ---- verdicts ------------------------------------------------------------------------------------
+
 
 def _better(metric: str, a: float, b: float) -> bool:
     return a < b if METRIC_DIRECTIONS.get(metric, "max") == "min" else a > b
@@ -666,8 +795,10 @@ def _claimed_side(metric: str) -> str:
 def _diff_text(metric: str, st: dict | None) -> str:
     if st is None:
         return "no seed in common"
-    return (f"paired difference {st['mean'] * _scale(metric):+.{3 if metric in RAW_SCALE else 2}f}, ± 2 SE "
-            f"{interval_text(metric, st)} over {st['n']} seeds")
+    return (
+        f"paired difference {st['mean'] * _scale(metric):+.{3 if metric in RAW_SCALE else 2}f}, ± 2 SE "
+        f"{interval_text(metric, st)} over {st['n']} seeds"
+    )
 
 
 def check(c: dict, ctx: dict) -> tuple[str, str, str]:
@@ -699,19 +830,28 @@ def check(c: dict, ctx: dict) -> tuple[str, str, str]:
         n = len(r["per_seed"])
         ok = {k: _meets(mean(r, k), req) for k, req in c["require"].items()}
         # each requirement as "seed value minus threshold", on the side the requirement asks for
-        margins = {k: (aggregate([v["test"][k] - _requirement(req)[1] for v in r["per_seed"].values()]),
-                       "below" if _requirement(req)[0].startswith("<") else "above") for k, req in c["require"].items()}
-        detail = (f"best by test {LABELS.get(rank, rank)}: `{m}` ({g}, {n} seeds): "
-                  + ", ".join(f"{LABELS.get(k, k)} {_show(k, mean(r, k))} (needs {_requirement(req)[0]} "
-                             f"{_show(k, _requirement(req)[1])}; ± 2 SE of the mean "
-                             f"{interval_text(k, aggregate([v['test'][k] for v in r['per_seed'].values()]), signed=False)})"
-                             for k, req in c["require"].items()))
+        margins = {
+            k: (
+                aggregate([v["test"][k] - _requirement(req)[1] for v in r["per_seed"].values()]),
+                "below" if _requirement(req)[0].startswith("<") else "above",
+            )
+            for k, req in c["require"].items()
+        }
+        detail = f"best by test {LABELS.get(rank, rank)}: `{m}` ({g}, {n} seeds): " + ", ".join(
+            f"{LABELS.get(k, k)} {_show(k, mean(r, k))} (needs {_requirement(req)[0]} "
+            f"{_show(k, _requirement(req)[1])}; ± 2 SE of the mean "
+            f"{interval_text(k, aggregate([v['test'][k] for v in r['per_seed'].values()]), signed=False)})"
+            for k, req in c["require"].items()
+        )
         if not all(complete(x) for x in c["groups"]) or n < need:
             return "PENDING", detail + f"; not every run of {c['groups']} has {need} seeds yet", "n/a"
         passed = all(ok.values())
         # PASS: every requirement clears its threshold; FAIL: some failed requirement misses it beyond noise
-        marks = [beyond_noise(st, side if passed else _flip(side)) for k, (st, side) in margins.items()
-                 if passed or not ok[k]]
+        marks = [
+            beyond_noise(st, side if passed else _flip(side))
+            for k, (st, side) in margins.items()
+            if passed or not ok[k]
+        ]
         clear = "n/a" if n < 2 else "yes" if (all if passed else any)(m == "yes" for m in marks) else "no"
         return ("PASS" if passed else "FAIL"), detail, clear
     if kind == "beats_all":
@@ -729,10 +869,15 @@ def check(c: dict, ctx: dict) -> tuple[str, str, str]:
             st = _paired(rs[best_p]["per_seed"], rs[best_b]["per_seed"], test_value(metric))
             verdicts.append(bool(winners))
             diffs.append(st)
-            details.append(f"{g}: best baseline `{best_b}` {_show(metric, base[best_b])}; "
-                           + (f"beaten by {', '.join(f'`{m}` {_show(metric, prop[m])}' for m in winners)}" if winners
-                              else f"best proposed `{best_p}` {_show(metric, prop[best_p])} does not beat it")
-                           + f" (`{best_p}` minus `{best_b}`: {_diff_text(metric, st)})")
+            details.append(
+                f"{g}: best baseline `{best_b}` {_show(metric, base[best_b])}; "
+                + (
+                    f"beaten by {', '.join(f'`{m}` {_show(metric, prop[m])}' for m in winners)}"
+                    if winners
+                    else f"best proposed `{best_p}` {_show(metric, prop[best_p])} does not beat it"
+                )
+                + f" (`{best_p}` minus `{best_b}`: {_diff_text(metric, st)})"
+            )
         side = _claimed_side(metric)
         if any(verdicts):
             return "PASS", "; ".join(details), _clear([d for d, v in zip(diffs, verdicts) if v], side, any)
@@ -747,20 +892,35 @@ def check(c: dict, ctx: dict) -> tuple[str, str, str]:
         if not (complete(c["group"]) and complete(c["clean_group"])) or not base or not prop:
             return "PENDING", "shortcut or clean runs not finished", "n/a"
         mb, mp = sum(base.values()) / len(base), sum(prop.values()) / len(prop)
-        per = ", ".join(f"`{m}` {v:+.3f} (below {sum(v < b for b in base.values())}/{len(base)} baselines)"
-                        for m, v in prop.items())
+        per = ", ".join(
+            f"`{m}` {v:+.3f} (below {sum(v < b for b in base.values())}/{len(base)} baselines)" for m, v in prop.items()
+        )
         # per seed: mean harm of the proposed models minus mean harm of the baselines (seeds all of them finished)
         seeds = set.intersection(*(set(sc[m]["per_seed"]) & set(cl[m]["per_seed"]) for m in [*base, *prop]))
 
         def seed_harm(m, s):
             return sc[m]["per_seed"][s]["test"]["mae"] - cl[m]["per_seed"][s]["test"]["mae"]
-        st = aggregate([sum(seed_harm(m, s) for m in prop) / len(prop) - sum(seed_harm(m, s) for m in base) / len(base)
-                        for s in sorted(seeds)]) if seeds else None
+
+        st = (
+            aggregate(
+                [
+                    sum(seed_harm(m, s) for m in prop) / len(prop) - sum(seed_harm(m, s) for m in base) / len(base)
+                    for s in sorted(seeds)
+                ]
+            )
+            if seeds
+            else None
+        )
         passed = mp < mb
-        return ("PASS" if passed else "FAIL"), (f"mean test-MAE increase from vision: proposed {mp:+.3f}, baselines "
-                                                f"{mb:+.3f} ({', '.join(sorted(base))}); {per}; proposed minus baselines: "
-                                                f"{_diff_text('mae', st)}"), \
-            _clear([st], "below" if passed else "above", all)
+        return (
+            ("PASS" if passed else "FAIL"),
+            (
+                f"mean test-MAE increase from vision: proposed {mp:+.3f}, baselines "
+                f"{mb:+.3f} ({', '.join(sorted(base))}); {per}; proposed minus baselines: "
+                f"{_diff_text('mae', st)}"
+            ),
+            _clear([st], "below" if passed else "above", all),
+        )
     if kind == "pairwise":
         metric, oks, details, diffs = c.get("metric", "mae"), [], [], []
         for g in c["groups"]:
@@ -771,9 +931,11 @@ def check(c: dict, ctx: dict) -> tuple[str, str, str]:
             st = _paired(a["per_seed"], b["per_seed"], test_value(metric))
             oks.append(_better(metric, mean(a, metric), mean(b, metric)))
             diffs.append(st)
-            details.append(f"{g}: `{c['model']}` {_show(metric, mean(a, metric))} vs `{c['against']}` "
-                           f"{_show(metric, mean(b, metric))} ({len(a['per_seed'])} / {len(b['per_seed'])} seeds; "
-                           f"{_diff_text(metric, st)})")
+            details.append(
+                f"{g}: `{c['model']}` {_show(metric, mean(a, metric))} vs `{c['against']}` "
+                f"{_show(metric, mean(b, metric))} ({len(a['per_seed'])} / {len(b['per_seed'])} seeds; "
+                f"{_diff_text(metric, st)})"
+            )
         if len(oks) < len(c["groups"]):
             return "PENDING", "; ".join(details), "n/a"
         side = _claimed_side(metric)
@@ -788,8 +950,11 @@ def check(c: dict, ctx: dict) -> tuple[str, str, str]:
         st = _paired(done[c["variant"]]["per_seed"], done[spec["reference"]]["per_seed"], test_value(metric))
         worse = _better(metric, mean(done[spec["reference"]], metric), mean(done[c["variant"]], metric))
         side = _flip(_claimed_side(metric))  # the claim: the variant is worse than the reference
-        return ("PASS" if worse else "FAIL"), (f"{c['variant']} minus {spec['reference']}, test {LABELS.get(metric, metric)}: "
-                                              f"{_diff_text(metric, st)}"), _clear([st], side if worse else _flip(side), all)
+        return (
+            ("PASS" if worse else "FAIL"),
+            (f"{c['variant']} minus {spec['reference']}, test {LABELS.get(metric, metric)}: {_diff_text(metric, st)}"),
+            _clear([st], side if worse else _flip(side), all),
+        )
     if kind == "branch_share":
         r = (res.get(c["group"]) or {}).get(c["model"])
         diag = (r or {}).get("diagnostics") or {}
@@ -800,15 +965,21 @@ def check(c: dict, ctx: dict) -> tuple[str, str, str]:
         shares = {k.rsplit(".", 1)[1]: diag[k] for k in keys}
         ok = all(v["mean"] >= low for v in shares.values())
         over = [{**v, "mean": v["mean"] - low} for v in shares.values()]
-        clear = (_clear(over, "above", all) if ok else
-                 _clear([o for o in over if o["mean"] < 0], "below", any))
-        return ("PASS" if ok else "FAIL"), ", ".join(
-            f"{k} {100 * v['mean']:.1f}% (± 2 SE {interval_text('share', v, signed=False)})" for k, v in shares.items()) + \
-            f" of the test prediction change ({diag[keys[0]]['n']} seeds)", clear
+        clear = _clear(over, "above", all) if ok else _clear([o for o in over if o["mean"] < 0], "below", any)
+        return (
+            ("PASS" if ok else "FAIL"),
+            ", ".join(
+                f"{k} {100 * v['mean']:.1f}% (± 2 SE {interval_text('share', v, signed=False)})"
+                for k, v in shares.items()
+            )
+            + f" of the test prediction change ({diag[keys[0]]['n']} seeds)",
+            clear,
+        )
     raise PlanError(f"check {c.get('id')!r}: unknown kind {kind!r}")
 
 
 # ---- main ----------------------------------------------------------------------------------------
+
 
 def build_jobs(plan: dict, planner: Planner, selected: list[str], mode: str) -> tuple[list[Job], dict[str, str]]:
     jobs, skipped, seen = [], {}, set()
@@ -844,8 +1015,13 @@ def robust_retrains(job: Job) -> list[Path]:
     """metrics.json of the finished seeds that `job` (a robustness evaluation) must train again before
     it can run: those without a checkpoint on this machine, in the folders whose robust.json is out of
     date (a robustness evaluation reloads every seed's checkpoint, and the results store keeps none)."""
-    return [m for f in job.folders if not robust_fresh(f, job.options)
-            for m in finished(f) if not (m.parent / "checkpoint.pt").is_file()]
+    return [
+        m
+        for f in job.folders
+        if not robust_fresh(f, job.options)
+        for m in finished(f)
+        if not (m.parent / "checkpoint.pt").is_file()
+    ]
 
 
 def retrain_for_robust(jobs: list[Job]) -> None:
@@ -854,13 +1030,14 @@ def retrain_for_robust(jobs: list[Job]) -> None:
     for job in (j for j in jobs if j.kind == "robust"):
         for metrics in robust_retrains(job):
             metrics.unlink()
-            tqdm.write(f"{job.label}: {metrics.parent} has no checkpoint here; training it again for the "
-                       "robustness evaluation")
+            tqdm.write(
+                f"{job.label}: {metrics.parent} has no checkpoint here; training it again for the robustness evaluation"
+            )
 
 
 def start_replays(jobs: list[Job]) -> None:
     """--replay-stale: in each run folder, one seed per code version that trained stale seeds is
-    unmarked, to be trained again by this checkout's code (`training.runs.start_replay`)."""
+    unmarked, to be trained again by this checkout's code (`runs.provenance.start_replay`)."""
     for job in (j for j in jobs if j.kind == "train"):
         for group in replay_groups(job.folder, code_fingerprint(MODELS.get(job.cfg.model["name"])), job.cfg.seeds):
             start_replay(job.folder / group[0])
@@ -876,8 +1053,11 @@ def finish_replays(jobs: list[Job]) -> bool:
             entry = finish_replay(replaced.parent)
             if entry is None:
                 continue  # its training failed: the next run trains it and compares then
-            verdict = ("identical metrics: the other seeds of its code count as current" if entry["identical"] else
-                       f"metrics differ (up to {entry['max_abs_diff']}): the other seeds of its code train again")
+            verdict = (
+                "identical metrics: the other seeds of its code count as current"
+                if entry["identical"]
+                else f"metrics differ (up to {entry['max_abs_diff']}): the other seeds of its code train again"
+            )
             tqdm.write(f"{job.label}: replay of {entry['seed']}: {verdict}")
             again |= not entry["identical"]
     return again
@@ -889,8 +1069,11 @@ def skip_groups(jobs: list[Job], skip: list[str], groups: dict) -> list[Job]:
     if unknown:
         raise PlanError(f"--skip: unknown group(s) {unknown}; groups: {', '.join(groups)}")
     dropped = {j.folder for j in jobs if j.kind == "train" and j.label.split("/")[0] in skip}
-    return [j for j in jobs if not (j.kind == "train" and j.folder in dropped)
-            and not (j.kind == "robust" and dropped & set(j.folders))]
+    return [
+        j
+        for j in jobs
+        if not (j.kind == "train" and j.folder in dropped) and not (j.kind == "robust" and dropped & set(j.folders))
+    ]
 
 
 def print_plan(jobs: list[Job], skipped: dict[str, str]) -> None:
@@ -899,10 +1082,12 @@ def print_plan(jobs: list[Job], skipped: dict[str, str]) -> None:
         if j.kind == "robust":
             again = len(robust_retrains(j))
             seeds_left += again
-            print(f"{j.section:<11} {j.label:<42} test-time perturbations of {len(j.folders)} run folders "
-                  f"(noise {list(j.options['noise_levels'])}, drop {list(j.options['drop_rates'])}), "
-                  f"{sum(robust_fresh(f, j.options) for f in j.folders)} up to date"
-                  + (f"; {again} finished seed(s) without a checkpoint here train again first" if again else ""))
+            print(
+                f"{j.section:<11} {j.label:<42} test-time perturbations of {len(j.folders)} run folders "
+                f"(noise {list(j.options['noise_levels'])}, drop {list(j.options['drop_rates'])}), "
+                f"{sum(robust_fresh(f, j.options) for f in j.folders)} up to date"
+                + (f"; {again} finished seed(s) without a checkpoint here train again first" if again else "")
+            )
             continue
         done, conflict = status(j.cfg)
         total += 1
@@ -910,28 +1095,41 @@ def print_plan(jobs: list[Job], skipped: dict[str, str]) -> None:
         seeds_left += len(j.cfg.seeds) - len(done)
         ds = j.dataset
         flag = "  CONFLICT: the folder holds another config" if conflict else ""
-        print(f"{j.section:<11} {j.label:<42} [{ds}] {' '.join(j.shown) or '-'}  seeds {len(done)}/{len(j.cfg.seeds)}{flag}")
+        print(
+            f"{j.section:<11} {j.label:<42} [{ds}] {' '.join(j.shown) or '-'}  seeds {len(done)}/{len(j.cfg.seeds)}{flag}"
+        )
     for sec, why in skipped.items():
         print(f"{sec:<11} DATA MISSING: {why}")
     print(f"\n{total} runs planned, {finished} finished, {seeds_left} seeds to train")
 
 
-def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: list[str], skipped: dict, start: float) -> list:
-    all_jobs = {sec["id"]: planner.section_jobs(sec) for sec in plan["sections"]
-                if sec.get("groups") or sec.get("robust") or sec.get("ablations")}
+def render(
+    plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: list[str], skipped: dict, start: float
+) -> list:
+    all_jobs = {
+        sec["id"]: planner.section_jobs(sec)
+        for sec in plan["sections"]
+        if sec.get("groups") or sec.get("robust") or sec.get("ablations")
+    }
     results: dict[str, dict] = {}
     cmd = "python benchmarks/results.py" + (" --quick" if args.quick else "")
-    parts = ["# Results\n",
-             ("**QUICK SMOKE RUN: tiny data, 1 epoch; these numbers mean nothing.**\n\n" if args.quick else "")
-             + f"Generated by `{cmd}` from the plan `benchmarks/{Path(plan['_file']).name}`; do not edit by hand "
-             f"(the discussion comes from `docs/results_discussion.md`). Every number below is read from the run folders "
-             f"under `{planner.out}/` except the tables marked *published*, typed in from "
-             f"`benchmarks/{REFS_FILE.name}` (source: METRICS.md). Protocol: model selection on the validation split only; "
-             f"mean ± sample std over seeds 1111, 1112, ...; the test split is evaluated once with the selected weights. "
-             f"CSVs and figures: `{os.path.relpath(doc.figdir, doc.path.parent)}/`.\n",
-             f"Versions: {versions()}\n"]
-    verdict_ctx = {"results": results, "proposed": plan.get("proposed", []),
-                   "baselines": [m for m in list_models() if m not in plan.get("proposed", [])], "ablations": {}}
+    parts = [
+        "# Results\n",
+        ("**QUICK SMOKE RUN: tiny data, 1 epoch; these numbers mean nothing.**\n\n" if args.quick else "")
+        + f"Generated by `{cmd}` from the plan `benchmarks/{Path(plan['_file']).name}`; do not edit by hand "
+        f"(the discussion comes from `docs/results_discussion.md`). Every number below is read from the run folders "
+        f"under `{planner.out}/` except the tables marked *published*, typed in from "
+        f"`benchmarks/{REFS_FILE.name}` (source: METRICS.md). Protocol: model selection on the validation split only; "
+        f"mean ± sample std over seeds 1111, 1112, ...; the test split is evaluated once with the selected weights. "
+        f"CSVs and figures: `{os.path.relpath(doc.figdir, doc.path.parent)}/`.\n",
+        f"Versions: {versions()}\n",
+    ]
+    verdict_ctx = {
+        "results": results,
+        "proposed": plan.get("proposed", []),
+        "baselines": [m for m in list_models() if m not in plan.get("proposed", [])],
+        "ablations": {},
+    }
     verdict_rows = []
     for n, sec in enumerate(plan["sections"], 1):
         parts.append(f"## {n}. {sec['title']}\n")
@@ -950,8 +1148,11 @@ def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: l
         if analysis.get("kind") == "shortcut":
             clean = analysis["clean_group"]
             if clean not in results:
-                results[clean] = {j.label.split("/")[-1]: load_result(j.cfg) for j in jobs
-                                  if j.kind == "train" and j.label.startswith(clean + "/")}
+                results[clean] = {
+                    j.label.split("/")[-1]: load_result(j.cfg)
+                    for j in jobs
+                    if j.kind == "train" and j.label.startswith(clean + "/")
+                }
             rob = read_robust(next(j.folders for j in jobs if j.kind == "robust"))
             parts.append(shortcut_section(sec, results, rob, doc))
         if sec.get("robust"):
@@ -964,8 +1165,11 @@ def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: l
                 for g in list(c.get("groups") or []) + [c.get("group"), c.get("clean_group")]:
                     if g and g not in results:  # a group of a section further down: read it now
                         gsec = next(s for s in plan["sections"] if any(x["id"] == g for x in s.get("groups") or []))
-                        results[g] = {j.label.split("/")[-1]: load_result(j.cfg) for j in all_jobs[gsec["id"]]
-                                      if j.kind == "train" and j.label.startswith(g + "/")}
+                        results[g] = {
+                            j.label.split("/")[-1]: load_result(j.cfg)
+                            for j in all_jobs[gsec["id"]]
+                            if j.kind == "train" and j.label.startswith(g + "/")
+                        }
                 status_, detail, clear = check(c, verdict_ctx)
                 verdict_rows.append((c["id"], c["text"], status_, clear, detail))
             lines = ["| check | verdict | clear of seed noise | computed from the runs |", "|---|---|---|---|"]
@@ -973,17 +1177,26 @@ def render(plan: dict, planner: Planner, refs: dict, doc: Doc, args, failures: l
             buf = io.StringIO()
             csv.writer(buf).writerows([("id", "check", "verdict", "clear_of_seed_noise", "detail")] + verdict_rows)
             link = doc.file("verdicts.csv", buf.getvalue())
-            parts.append("Verdict: PASS or FAIL compares means, as each check is worded; PENDING while a run the "
-                         "check needs has not finished (with the seeds it needs). *Clear of seed noise*: whether the paired "
-                         "difference behind the verdict (same seeds; mean ± 2 standard errors) lies wholly on the "
-                         "verdict's side of 0; 'no' means these seeds cannot tell the two sides apart. "
-                         "Baselines: " + ", ".join(f"`{m}`" for m in verdict_ctx["baselines"]) + "; proposed: "
-                         + ", ".join(f"`{m}`" for m in verdict_ctx["proposed"]) + ".\n\n" + "\n".join(lines)
-                         + f"\n\nCSV: [{link}]({link})\n")
+            parts.append(
+                "Verdict: PASS or FAIL compares means, as each check is worded; PENDING while a run the "
+                "check needs has not finished (with the seeds it needs). *Clear of seed noise*: whether the paired "
+                "difference behind the verdict (same seeds; mean ± 2 standard errors) lies wholly on the "
+                "verdict's side of 0; 'no' means these seeds cannot tell the two sides apart. "
+                "Baselines: "
+                + ", ".join(f"`{m}`" for m in verdict_ctx["baselines"])
+                + "; proposed: "
+                + ", ".join(f"`{m}`" for m in verdict_ctx["proposed"])
+                + ".\n\n"
+                + "\n".join(lines)
+                + f"\n\nCSV: [{link}]({link})\n"
+            )
         if sec.get("include"):
             path = HERE.parent / sec["include"]
-            parts.append(path.read_text(encoding="utf-8").strip() + "\n" if path.is_file()
-                         else f"(`{sec['include']}` does not exist yet.)\n")
+            parts.append(
+                path.read_text(encoding="utf-8").strip() + "\n"
+                if path.is_file()
+                else f"(`{sec['include']}` does not exist yet.)\n"
+            )
     parts.append(collapse_section(all_jobs))
     parts.append(provenance_section(all_jobs))
     if failures:
@@ -1015,18 +1228,24 @@ def collapse_section(all_jobs: dict[str, list[Job]]) -> str:
             if constant is None or no_gain is None:
                 unknown += 1
             elif constant or no_gain:
-                rows.append(f"| {job.label} | {path.parent.name} | {', '.join(constant) or '-'} | {', '.join(no_gain) or '-'} |")
-    text = ("## Collapsed seeds\n\nA seed has collapsed when its selected model gives (nearly) the same prediction "
-            "for every sample of a split whose labels vary (regression: prediction std under 1 % of the label std; "
-            "classification: one class for every sample), or when its error on a split is above "
-            f"{100 * NO_GAIN_MARGIN:.0f} % of the error of "
-            "the best constant predictor fitted on the training labels (mean or median; majority class). ")
+                rows.append(
+                    f"| {job.label} | {path.parent.name} | {', '.join(constant) or '-'} | {', '.join(no_gain) or '-'} |"
+                )
+    text = (
+        "## Collapsed seeds\n\nA seed has collapsed when its selected model gives (nearly) the same prediction "
+        "for every sample of a split whose labels vary (regression: prediction std under 1 % of the label std; "
+        "classification: one class for every sample), or when its error on a split is above "
+        f"{100 * NO_GAIN_MARGIN:.0f} % of the error of "
+        "the best constant predictor fitted on the training labels (mean or median; majority class). "
+    )
     if unknown:
         text += f"{unknown} seed(s) were trained before this was recorded and are not checked. "
     if not rows:
         return text + "No checked seed has collapsed.\n"
-    return (text + f"{len(rows)} seed(s) have, and the means above include them:\n\n| run | seed | constant on "
-            "| no better than a constant on |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    return (
+        text + f"{len(rows)} seed(s) have, and the means above include them:\n\n| run | seed | constant on "
+        "| no better than a constant on |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
 
 
 def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
@@ -1038,44 +1257,77 @@ def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
         if name not in code:
             code[name] = code_fingerprint(MODELS.get(name))
         keys = vouched_codes(job.folder, code[name])
-        vouched += sum(isinstance(c := json.loads(m.read_text(encoding="utf-8")).get("code"), dict) and code_key(c) in keys
-                       for m in finished(job.folder)) if keys else 0
+        vouched += (
+            sum(
+                isinstance(c := json.loads(m.read_text(encoding="utf-8")).get("code"), dict) and code_key(c) in keys
+                for m in finished(job.folder)
+            )
+            if keys
+            else 0
+        )
         by_files: dict[str, list[str]] = {}
         for seed, files in stale_seeds(job.folder, code[name]).items():
             by_files.setdefault(", ".join(files), []).append(seed)
         rows += [f"| {job.label} | {', '.join(sorted(seeds))} | {files} |" for files, seeds in by_files.items()]
-    head = ("## Provenance\n\nEvery finished seed records a hash of each source file that trained it "
-            "(`sentangle.training.runs.code_fingerprint`: the model's files and the shared training and data code). ")
+    head = (
+        "## Provenance\n\nEvery finished seed records a hash of each source file that trained it "
+        "(`sentangle.runs.provenance.code_fingerprint`: the model's files and the shared training and data code). "
+    )
     if vouched:
-        head += (f"{vouched} seed(s) trained by earlier code count as this checkout's: one seed of their code, trained "
-                 "again by this checkout (`--replay-stale`), repeated its metrics bit for bit (each run folder's "
-                 "replays.json). ")
+        head += (
+            f"{vouched} seed(s) trained by earlier code count as this checkout's: one seed of their code, trained "
+            "again by this checkout (`--replay-stale`), repeated its metrics bit for bit (each run folder's "
+            "replays.json). "
+        )
     if not rows:
         return head + "Every seed above was trained by this checkout's code.\n"
-    return (head + f"{len(rows)} row(s) below name seeds trained by other code and the files that differ (`git log` "
-            "those files to judge; `python benchmarks/results.py --replay-stale` checks whether the change matters to them, "
-            "`--retrain-stale` trains them all again):\n\n| run | seeds | files that differ |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+    return (
+        head + f"{len(rows)} row(s) below name seeds trained by other code and the files that differ (`git log` "
+        "those files to judge; `python benchmarks/results.py --replay-stale` checks whether the change matters to them, "
+        "`--retrain-stale` trains them all again):\n\n| run | seeds | files that differ |\n|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
     ap.add_argument("--data-root", default=None)
-    ap.add_argument("--out", default=None, help="run folders (default results, tracked by git "
-                    "without checkpoints; --quick: runs/results-quick)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="run folders (default results, tracked by git without checkpoints; --quick: runs/results-quick)",
+    )
     ap.add_argument("--seeds", type=int, default=5, help="at most this many of the seeds 1111..1115 per run")
     ap.add_argument("--only", nargs="+", default=None, metavar="SECTION")
     ap.add_argument("--skip", nargs="+", default=[], metavar="GROUP")
-    ap.add_argument("--retrain-stale", action="store_true", help="train again the finished seeds that other code "
-                    "trained (those the provenance section lists)")
-    ap.add_argument("--replay-stale", action="store_true", help="per code version that trained stale seeds, train "
-                    "one seed again; identical metrics keep the others (recorded in the run folder's replays.json), "
-                    "different metrics retrain them")
-    ap.add_argument("--workers", type=int, default=1, help="train this many run folders at a time (processes, "
-                    "one thread each; e.g. the number of cores)")
+    ap.add_argument(
+        "--retrain-stale",
+        action="store_true",
+        help="train again the finished seeds that other code trained (those the provenance section lists)",
+    )
+    ap.add_argument(
+        "--replay-stale",
+        action="store_true",
+        help="per code version that trained stale seeds, train "
+        "one seed again; identical metrics keep the others (recorded in the run folder's replays.json), "
+        "different metrics retrain them",
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="train this many run folders at a time (processes, one thread each; e.g. the number of cores)",
+    )
     ap.add_argument("--plan", action="store_true", help="print the runs and what is finished; train nothing")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--doc", default=None, help="Markdown to write (default docs/RESULTS.md; --quick: <out>/RESULTS.md)")
+    ap.add_argument(
+        "--doc", default=None, help="Markdown to write (default docs/RESULTS.md; --quick: <out>/RESULTS.md)"
+    )
     ap.add_argument("--plan-file", default=str(PLAN_FILE))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -1100,8 +1352,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         conflicts = [str(j.folder) for j in jobs if j.kind == "train" and status(j.cfg)[1]]
         if conflicts:
-            raise PlanError("these run folders hold runs with other settings (delete them or use another --out): "
-                            + ", ".join(conflicts))
+            raise PlanError(
+                "these run folders hold runs with other settings (delete them or use another --out): "
+                + ", ".join(conflicts)
+            )
     except (PlanError, ConfigError, KeyError) as e:  # KeyError: registry.UnknownNameError
         print(f"error: {e}", file=sys.stderr)
         return 2

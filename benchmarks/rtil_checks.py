@@ -16,6 +16,7 @@
 
 Finished seeds are reused when it is run again. All runs use one thread (two shared cores).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,14 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# benchmarks/common.py, beside these scripts
+from common import epoch_seconds, foundation_reference, seed_values, time_line, train_or_reuse  # noqa: E402
+
 import sentangle
+from sentangle.core.io import versions, write_text
 from sentangle.data.dataset import Split
 from sentangle.report.tables import aggregate, beyond_noise, fmt, split_table
 from sentangle.training.trainer import evaluate
-from sentangle.utils.io import versions, write_text
-
-# benchmarks/common.py, beside these scripts
-from common import epoch_seconds, foundation_reference, seed_values, time_line, train_or_reuse  # noqa: E402
 
 # The model settings are those of configs/models/rtil.yaml / irg_svr.yaml (D=64, 32-frame cap: the
 # CPU defaults). Training is cut to at most 12 epochs with early stopping after 4 epochs without
@@ -48,11 +49,10 @@ SIGMAS = (0.5, 1.0)  # the check's levels
 EXTRA_SIGMAS = (2.0,)  # shown for context, not part of the verdict
 NOISE_SEED = 0  # one fixed noise draw, the same for every model
 REAL_TRAIN = {"progress": False}
-REAL = [("mosi_utt", "real MOSI text + openSMILE audio (`mosi_utt`, the bc-LSTM release's split)"),
-        ("mosi", "real MOSI text only (`mosi`, standard split)")]
-
-
-
+REAL = [
+    ("mosi_utt", "real MOSI text + openSMILE audio (`mosi_utt`, the bc-LSTM release's split)"),
+    ("mosi", "real MOSI text only (`mosi`, standard split)"),
+]
 
 
 def seed_dirs(res: dict) -> list[Path]:
@@ -68,9 +68,11 @@ def best_epochs(res: dict) -> str:
 def row(title: str, key: str, res: dict) -> str:
     t, v = res["splits"]["test"], res["splits"]["valid"]
     per = ", ".join(f"{x:.3f}" for x in seed_values(res))
-    return (f"| {title} (`{key}`) | {fmt('mae', t['mae'])} | {per} | {fmt('corr', t['corr'])} | "
-            f"{fmt('acc2_non0', t['acc2_non0'])} | {fmt('mae', v['mae'])} | {best_epochs(res)} | "
-            f"{epoch_seconds(res['folder']):.1f} |")
+    return (
+        f"| {title} (`{key}`) | {fmt('mae', t['mae'])} | {per} | {fmt('corr', t['corr'])} | "
+        f"{fmt('acc2_non0', t['acc2_non0'])} | {fmt('mae', v['mae'])} | {best_epochs(res)} | "
+        f"{epoch_seconds(res['folder']):.1f} |"
+    )
 
 
 # ---- 1. synthetic ------------------------------------------------------------------------------------
@@ -79,23 +81,38 @@ def synthetic_section(out: str, seeds: int, setting: str, data: dict, paper: boo
     lf = train_or_reuse(out, f"lf_dnn-{setting}", model="lf_dnn", dataset=dataset, seeds=seeds)
     runs = {f"lf_dnn-{setting}": ("LF-DNN (order-blind baseline, its own 30-epoch defaults)", lf)}
     for key, title in PRESETS:
-        runs[f"{key}-{setting}"] = (title, train_or_reuse(out, f"{key}-{setting}", model=key, dataset=dataset,
-                                                          seeds=seeds, train=SYNTH_TRAIN))
+        runs[f"{key}-{setting}"] = (
+            title,
+            train_or_reuse(out, f"{key}-{setting}", model=key, dataset=dataset, seeds=seeds, train=SYNTH_TRAIN),
+        )
     if paper:
-        runs[f"rtil_paper-{setting}"] = ("RTIL paper-faithful (1 seed)", train_or_reuse(
-            out, f"rtil_paper-{setting}", model={"name": "rtil", "paper_faithful": True}, dataset=dataset,
-            seeds=[1111], train=SYNTH_TRAIN))
+        runs[f"rtil_paper-{setting}"] = (
+            "RTIL paper-faithful (1 seed)",
+            train_or_reuse(
+                out,
+                f"rtil_paper-{setting}",
+                model={"name": "rtil", "paper_faithful": True},
+                dataset=dataset,
+                seeds=[1111],
+                train=SYNTH_TRAIN,
+            ),
+        )
     oracle = json.loads((Path(lf["folder"]) / "dataset.json").read_text())["info"]["oracle"]
-    lines = ["| model | test MAE | test MAE per seed | Corr | Acc-2 non0 | valid MAE | best epochs | s / epoch |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | test MAE | test MAE per seed | Corr | Acc-2 non0 | valid MAE | best epochs | s / epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     lines += [row(title, key, res) for key, (title, res) in runs.items()]
-    for title, key in (("reference: Bayes oracle (knows s, a, b, c)", "oracle_mae"),
-                       ("reference: static floor (best order-blind model)", "static_floor_mae"),
-                       ("reference: predict the training mean", "mean_mae")):
+    for title, key in (
+        ("reference: Bayes oracle (knows s, a, b, c)", "oracle_mae"),
+        ("reference: static floor (best order-blind model)", "static_floor_mae"),
+        ("reference: predict the training mean", "mean_mae"),
+    ):
         lines.append(f"| {title} | {oracle[key]:.3f} | | | | | | |")
     lf_mae = float(np.mean(seed_values(lf)))
-    verdict = {key: {"mae": float(np.mean(seed_values(runs[f"{key}-{setting}"][1]))), "lf_dnn": lf_mae}
-               for key, _ in PRESETS}
+    verdict = {
+        key: {"mae": float(np.mean(seed_values(runs[f"{key}-{setting}"][1]))), "lf_dnn": lf_mae} for key, _ in PRESETS
+    }
     return "\n".join(lines) + "\n", verdict, {k: v[1] for k, v in runs.items()}
 
 
@@ -116,12 +133,13 @@ def noisy_copy(ds, sigma: float, split: str = "test", seed: int = NOISE_SEED):
         std = train.features[m][train.masks[m]].std(0)  # (d,)
         noise = rng.standard_normal(sp.features[m].shape, dtype=np.float32) * (sigma * std).astype(np.float32)
         feats[m] = sp.features[m] + noise * sp.masks[m][..., None]
-    out.splits[split] = Split(features=feats, masks=sp.masks, labels=sp.labels, ids=sp.ids, texts=sp.texts,
-                              tokens=sp.tokens)
+    out.splits[split] = Split(
+        features=feats, masks=sp.masks, labels=sp.labels, ids=sp.ids, texts=sp.texts, tokens=sp.tokens
+    )
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def noisy_datasets(scale: float) -> dict:
     """The runs' data (defaults, normalised with training statistics) and its noisy test copies, one per
     sigma, built once per scale for every section that evaluates on them."""
@@ -161,14 +179,21 @@ def noise_section(out: str, seeds: int, runs: dict, scale: float, train: dict | 
     Returns the text, the verdicts and the noisy test MAEs by run name (for the variants table)."""
     setting = "synthetic"
     off_key, off_model = NO_TEMPORAL
-    runs[f"{off_key}-{setting}"] = train_or_reuse(out, f"{off_key}-{setting}", model=off_model,
-                                                  dataset={"name": "synthetic", "scale": scale}, seeds=seeds,
-                                                  train=train or SYNTH_TRAIN)
+    runs[f"{off_key}-{setting}"] = train_or_reuse(
+        out,
+        f"{off_key}-{setting}",
+        model=off_model,
+        dataset={"name": "synthetic", "scale": scale},
+        seeds=seeds,
+        train=train or SYNTH_TRAIN,
+    )
     datasets = noisy_datasets(scale)
     maes = {key: noise_maes(runs[f"{key}-{setting}"], datasets) for key in ("rtil", "irg_svr", off_key)}
     sig = [0.0, *SIGMAS, *EXTRA_SIGMAS]
-    lines = ["| model | " + " | ".join(f"test MAE, sigma = {s}" for s in sig) + " | rise at sigma = 1.0 |",
-             "|---|" + "---|" * (len(sig) + 1)]
+    lines = [
+        "| model | " + " | ".join(f"test MAE, sigma = {s}" for s in sig) + " | rise at sigma = 1.0 |",
+        "|---|" + "---|" * (len(sig) + 1),
+    ]
     for key, title in [*PRESETS, (off_key, "temporal regulariser off (`temporal: none`)")]:
         cells = [f"{np.mean(maes[key][s]):.3f} ± {np.std(maes[key][s], ddof=1):.3f}" for s in sig]
         rise = np.mean(maes[key][1.0]) - np.mean(maes[key][0.0])
@@ -183,28 +208,41 @@ def noise_section(out: str, seeds: int, runs: dict, scale: float, train: dict | 
         verdict[key] = {"clean_cost": clean_cost, "gains": gains, "ok": ok}
         # Same seed, same initialisation and batch order (the regulariser has no parameters): a paired view.
         paired = np.array(maes[key][0.0]) - np.array(maes[off_key][0.0])
-        bullets.append(f"- {title}: clean cost {clean_cost:+.3f} MAE (on minus off, clean test; per seed "
-                       + ", ".join(f"{d:+.3f}" for d in paired) + "); noise gain "
-                       + ", ".join(f"{g:+.3f} at sigma = {s}" for s, g in gains.items())
-                       + f" (off minus on). Clean cost <= noise gain at sigma = {max(SIGMAS)}: **{'yes' if ok else 'NO'}**.")
+        bullets.append(
+            f"- {title}: clean cost {clean_cost:+.3f} MAE (on minus off, clean test; per seed "
+            + ", ".join(f"{d:+.3f}" for d in paired)
+            + "); noise gain "
+            + ", ".join(f"{g:+.3f} at sigma = {s}" for s, g in gains.items())
+            + f" (off minus on). Clean cost <= noise gain at sigma = {max(SIGMAS)}: **{'yes' if ok else 'NO'}**."
+        )
         top = max(SIGMAS)
         margin, se = criterion_margin(maes[key], maes[off_key])
         stat = aggregate(list(margin))
-        bullets.append(f"  Criterion margin, clean cost minus noise gain at sigma = {top}, per seed: "
-                       + ", ".join(f"{d:+.3f}" for d in margin)
-                       + f"; mean {margin.mean():+.3f} ± {se:.3f} (standard error). The check asks for <= 0; an interval "
-                       f"of ± 2 standard errors, [{margin.mean() - 2 * se:+.3f}, {margin.mean() + 2 * se:+.3f}], "
-                       + ("excludes 0 on the bad side: the regulariser costs more than it gains."
-                          if beyond_noise(stat, "above") == "yes" else "excludes 0 on the good side."
-                          if beyond_noise(stat, "below") == "yes"
-                          else "contains 0: these seeds cannot tell the margin from 0.")
-                       + f" Criterion **{margin_verdict(margin)}**.")
+        bullets.append(
+            f"  Criterion margin, clean cost minus noise gain at sigma = {top}, per seed: "
+            + ", ".join(f"{d:+.3f}" for d in margin)
+            + f"; mean {margin.mean():+.3f} ± {se:.3f} (standard error). The check asks for <= 0; an interval "
+            f"of ± 2 standard errors, [{margin.mean() - 2 * se:+.3f}, {margin.mean() + 2 * se:+.3f}], "
+            + (
+                "excludes 0 on the bad side: the regulariser costs more than it gains."
+                if beyond_noise(stat, "above") == "yes"
+                else "excludes 0 on the good side."
+                if beyond_noise(stat, "below") == "yes"
+                else "contains 0: these seeds cannot tell the margin from 0."
+            )
+            + f" Criterion **{margin_verdict(margin)}**."
+        )
     spread = float(np.mean([np.std(maes[k][0.0], ddof=1) for k in maes]))
-    bullets.append(f"- Scale of these differences: the seed-to-seed standard deviation of the clean test MAE is "
-                   f"{spread:.3f} on average over the three models, so with {len(maes[off_key][0.0])} seeds differences of "
-                   "a few hundredths are not resolved.")
-    return ("\n".join(lines) + "\n\n" + "\n".join(bullets) + "\n", verdict,
-            {f"{key}-{setting}": m for key, m in maes.items()})
+    bullets.append(
+        f"- Scale of these differences: the seed-to-seed standard deviation of the clean test MAE is "
+        f"{spread:.3f} on average over the three models, so with {len(maes[off_key][0.0])} seeds differences of "
+        "a few hundredths are not resolved."
+    )
+    return (
+        "\n".join(lines) + "\n\n" + "\n".join(bullets) + "\n",
+        verdict,
+        {f"{key}-{setting}": m for key, m in maes.items()},
+    )
 
 
 FULL_TRAIN = {"epochs": 30, "patience": 6, "progress": False}  # the synthetic dataset's own schedule
@@ -214,21 +252,34 @@ def full_training_noise(out: str, seeds: int, scale: float, confirm_seeds: int |
     """Section 2 again without the epoch cap: with 12 epochs about half of the runs select their last
     epoch, so part of the seed-to-seed spread is unfinished training rather than the regulariser."""
     sub = str(Path(out) / "full_epochs")
-    runs = {f"{k}-synthetic": train_or_reuse(sub, f"{k}-synthetic", model=k, dataset={"name": "synthetic", "scale": scale},
-                                             seeds=seeds, train=FULL_TRAIN) for k, _ in PRESETS}
+    runs = {
+        f"{k}-synthetic": train_or_reuse(
+            sub, f"{k}-synthetic", model=k, dataset={"name": "synthetic", "scale": scale}, seeds=seeds, train=FULL_TRAIN
+        )
+        for k, _ in PRESETS
+    }
     text, _, known = noise_section(sub, seeds, runs, scale, train=FULL_TRAIN)
     best = ", ".join(f"{k}: {best_epochs(runs[f'{k}-synthetic'])}" for k, _ in PRESETS)
     text += f"\nSelected epochs: {best}; `temporal: none`: {best_epochs(runs[NO_TEMPORAL[0] + '-synthetic'])}.\n"
-    return text + ("\nThe weight variants at this schedule (regulariser on every modality):\n\n"
-                   + weight_sweep(sub, seeds, scale, runs, known, train=FULL_TRAIN, variants=WEIGHT_ONLY,
-                                  confirm_seeds=confirm_seeds))
+    return text + (
+        "\nThe weight variants at this schedule (regulariser on every modality):\n\n"
+        + weight_sweep(
+            sub, seeds, scale, runs, known, train=FULL_TRAIN, variants=WEIGHT_ONLY, confirm_seeds=confirm_seeds
+        )
+    )
 
 
 # (run name suffix, modalities regularised if not all, temporal loss weight): the released weight, weaker and
 # stronger ones, the regulariser kept off audio (whose private cue is a short burst that smoothing can erase),
 # and on vision only (where the released code puts it).
-VARIANTS = [("", (), 1.0), ("_temporal0.1", (), 0.1), ("_temporal10", (), 10.0), ("_temporal100", (), 100.0),
-            ("_no_audio_temporal", ("text", "vision"), 1.0), ("_vision_temporal", ("vision",), 1.0)]
+VARIANTS = [
+    ("", (), 1.0),
+    ("_temporal0.1", (), 0.1),
+    ("_temporal10", (), 10.0),
+    ("_temporal100", (), 100.0),
+    ("_no_audio_temporal", ("text", "vision"), 1.0),
+    ("_vision_temporal", ("vision",), 1.0),
+]
 
 
 def loss_share(res: dict, weight: float) -> float:
@@ -245,8 +296,16 @@ def loss_share(res: dict, weight: float) -> float:
 WEIGHT_ONLY = [v for v in VARIANTS if not v[1]]  # the weight variants, regulariser on every modality
 
 
-def weight_sweep(out: str, seeds: int, scale: float, runs: dict, known: dict, train: dict = SYNTH_TRAIN,
-                 variants: list = VARIANTS, confirm_seeds: int | None = None) -> str:
+def weight_sweep(
+    out: str,
+    seeds: int,
+    scale: float,
+    runs: dict,
+    known: dict,
+    train: dict = SYNTH_TRAIN,
+    variants: list = VARIANTS,
+    confirm_seeds: int | None = None,
+) -> str:
     """Section 2 for each variant, then per preset the weight a user would pick without the test split: the
     lowest clean validation MAE among the weight variants, and the criterion at that weight. `known`: the
     noisy test MAEs noise_section already has, by run name (the released weight and 'off')."""
@@ -254,9 +313,17 @@ def weight_sweep(out: str, seeds: int, scale: float, runs: dict, known: dict, tr
     datasets = {s: d for s, d in noisy_datasets(scale).items() if s in (0.0, *SIGMAS)}
     off_key = NO_TEMPORAL[0]
     off = known[f"{off_key}-synthetic"]
-    header = ["model", "temporal loss on", "weight", "weighted temporal loss / task loss", "valid MAE",
-              *(f"test MAE, sigma = {s}" for s in (0.0, *SIGMAS)), "clean cost", f"noise gain at sigma = {max(SIGMAS)}",
-              "criterion margin (<= 0 asked) ± 2 SE"]
+    header = [
+        "model",
+        "temporal loss on",
+        "weight",
+        "weighted temporal loss / task loss",
+        "valid MAE",
+        *(f"test MAE, sigma = {s}" for s in (0.0, *SIGMAS)),
+        "clean cost",
+        f"noise gain at sigma = {max(SIGMAS)}",
+        "criterion margin (<= 0 asked) ± 2 SE",
+    ]
     lines, bullets = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)], []
     settings = {}  # run name -> its training arguments, to train the picked weight with more seeds
     for key, title in PRESETS:
@@ -274,21 +341,28 @@ def weight_sweep(out: str, seeds: int, scale: float, runs: dict, known: dict, tr
             valid = res["splits"]["valid"]["mae"]["mean"]
             if not only:
                 candidates.append((valid, w, name, margin, se))
-            lines.append(f"| {title} (`{name}`) | {on_what} | {w:g} | {loss_share(res, w):.3f} | {valid:.3f} | "
-                         + " | ".join(f"{mean[s]:.3f} ± {np.std(on[s], ddof=1):.3f}" for s in (0.0, *SIGMAS))
-                         + f" | {mean[0.0] - np.mean(off[0.0]):+.3f} | {np.mean(off[max(SIGMAS)]) - mean[max(SIGMAS)]:+.3f} | "
-                         f"{margin.mean():+.3f} ± {2 * se:.3f} |")
+            lines.append(
+                f"| {title} (`{name}`) | {on_what} | {w:g} | {loss_share(res, w):.3f} | {valid:.3f} | "
+                + " | ".join(f"{mean[s]:.3f} ± {np.std(on[s], ddof=1):.3f}" for s in (0.0, *SIGMAS))
+                + f" | {mean[0.0] - np.mean(off[0.0]):+.3f} | {np.mean(off[max(SIGMAS)]) - mean[max(SIGMAS)]:+.3f} | "
+                f"{margin.mean():+.3f} ± {2 * se:.3f} |"
+            )
         valid, w, name, margin, se = min(candidates, key=lambda c: c[:2])
         m = margin.mean()
         weights = ", ".join(f"{c[1]:g}" for c in sorted(candidates, key=lambda c: c[1]))
-        bullets.append(f"- {title}, weight chosen on the validation split (lowest clean valid MAE among {weights}): "
-                       f"**{w:g}** (`{name}`, valid MAE {valid:.3f}). Criterion margin there {m:+.3f}, interval of ± 2 "
-                       f"standard errors [{m - 2 * se:+.3f}, {m + 2 * se:+.3f}]: criterion **{margin_verdict(margin)}**.")
+        bullets.append(
+            f"- {title}, weight chosen on the validation split (lowest clean valid MAE among {weights}): "
+            f"**{w:g}** (`{name}`, valid MAE {valid:.3f}). Criterion margin there {m:+.3f}, interval of ± 2 "
+            f"standard errors [{m - 2 * se:+.3f}, {m + 2 * se:+.3f}]: criterion **{margin_verdict(margin)}**."
+        )
         if confirm_seeds and confirm_seeds > seeds:
             bullets.append(confirm_pick(out, confirm_seeds, dataset, datasets, name, settings[name], train))
     vals = runs[f"{off_key}-synthetic"]["splits"]["valid"]["mae"]["mean"]
-    lines.append(f"| temporal regulariser off (`{off_key}-synthetic`) | nothing | 0 | 0 | {vals:.3f} | " + " | ".join(
-        f"{np.mean(off[s]):.3f} ± {np.std(off[s], ddof=1):.3f}" for s in (0.0, *SIGMAS)) + " | | | |")
+    lines.append(
+        f"| temporal regulariser off (`{off_key}-synthetic`) | nothing | 0 | 0 | {vals:.3f} | "
+        + " | ".join(f"{np.mean(off[s]):.3f} ± {np.std(off[s], ddof=1):.3f}" for s in (0.0, *SIGMAS))
+        + " | | | |"
+    )
     return "\n".join(lines) + "\n\n" + "\n".join(bullets) + "\n"
 
 
@@ -299,13 +373,17 @@ def confirm_pick(out: str, n: int, dataset: dict, datasets: dict, name: str, set
     off_key, off_model = NO_TEMPORAL
     seeds = list(range(1111, 1111 + n))  # explicit: a seed count names only the standard five
     on = noise_maes(train_or_reuse(out, name, dataset=dataset, seeds=seeds, **setting), datasets)
-    off = noise_maes(train_or_reuse(out, f"{off_key}-synthetic", model=off_model, dataset=dataset, seeds=seeds,
-                                    train=train), datasets)
+    off = noise_maes(
+        train_or_reuse(out, f"{off_key}-synthetic", model=off_model, dataset=dataset, seeds=seeds, train=train),
+        datasets,
+    )
     margin, se = criterion_margin(on, off)
     m = margin.mean()
-    return (f"  The same weight with {n} seeds ({seeds[0]} to {seeds[-1]}; `{name}` and `{off_key}-synthetic` trained "
-            f"on): margin per seed " + ", ".join(f"{d:+.3f}" for d in margin) + f"; mean {m:+.3f}, interval of ± 2 "
-            f"standard errors [{m - 2 * se:+.3f}, {m + 2 * se:+.3f}]: criterion **{margin_verdict(margin)}**.")
+    return (
+        f"  The same weight with {n} seeds ({seeds[0]} to {seeds[-1]}; `{name}` and `{off_key}-synthetic` trained "
+        f"on): margin per seed " + ", ".join(f"{d:+.3f}" for d in margin) + f"; mean {m:+.3f}, interval of ± 2 "
+        f"standard errors [{m - 2 * se:+.3f}, {m + 2 * se:+.3f}]: criterion **{margin_verdict(margin)}**."
+    )
 
 
 # ---- the document ---------------------------------------------------------------------------------------
@@ -318,11 +396,18 @@ def main() -> None:
     ap.add_argument("--no-paper", action="store_true", help="skip the one paper-faithful seed on aligned data")
     ap.add_argument("--scale", type=float, default=1.0, help="synthetic split sizes x scale (a quick smoke run only)")
     ap.add_argument("--epochs", type=int, default=None, help="cap every run's epochs (a quick smoke run only)")
-    ap.add_argument("--full-epochs", action="store_true",
-                    help="also repeat the noise comparison with the dataset's full 30-epoch schedule")
-    ap.add_argument("--full-seeds", type=int, default=None,
-                    help="with --full-epochs: the criterion at the weight the validation split picks again "
-                    "with this many seeds (more than --seeds)")
+    ap.add_argument(
+        "--full-epochs",
+        action="store_true",
+        help="also repeat the noise comparison with the dataset's full 30-epoch schedule",
+    )
+    ap.add_argument(
+        "--full-seeds",
+        type=int,
+        default=None,
+        help="with --full-epochs: the criterion at the weight the validation split picks again "
+        "with this many seeds (more than --seeds)",
+    )
     args = ap.parse_args()
     if args.epochs is not None:
         SYNTH_TRAIN["epochs"] = args.epochs
@@ -331,16 +416,21 @@ def main() -> None:
     torch.set_num_threads(1)
     start = time.time()
     seed_list = ", ".join(str(s) for s in range(1111, 1111 + args.seeds))
-    parts = ["# RTIL / IRG-SVR checks\n",
-             "Generated by `python benchmarks/rtil_checks.py`; do not edit by hand. Model selection on the validation "
-             f"split only (MAE); mean ± sample std over seeds {seed_list}. Run folders under `{args.out}/`. "
-             "Model: `src/sentangle/models/rtil.py` (presets `rtil` and `irg_svr`).\n",
-             f"Versions: {versions()}\n"]
+    parts = [
+        "# RTIL / IRG-SVR checks\n",
+        "Generated by `python benchmarks/rtil_checks.py`; do not edit by hand. Model selection on the validation "
+        f"split only (MAE); mean ± sample std over seeds {seed_list}. Run folders under `{args.out}/`. "
+        "Model: `src/sentangle/models/rtil.py` (presets `rtil` and `irg_svr`).\n",
+        f"Versions: {versions()}\n",
+    ]
 
     parts.append("## 1. Synthetic benchmark: both presets against LF-DNN\n")
     parts.append(
-        ("The full default benchmark (1284 / 229 / 686 samples" if args.scale == 1.0 else
-         f"The default benchmark at scale {args.scale} (1284 / 229 / 686 samples x {args.scale}")
+        (
+            "The full default benchmark (1284 / 229 / 686 samples"
+            if args.scale == 1.0
+            else f"The default benchmark at scale {args.scale} (1284 / 229 / 686 samples x {args.scale}"
+        )
         + ", MOSI lengths 50 / 375 / 500 unaligned, 50 aligned). "
         "Model settings: the packaged CPU defaults (`configs/models/rtil.yaml`, `irg_svr.yaml`: D = 64, audio and "
         "vision window-averaged to at most 32 frames, lr 1e-3, every component on). **Reduced for CPU time** (two "
@@ -348,20 +438,24 @@ def main() -> None:
         f"stopping after {SYNTH_TRAIN['patience']} epochs without validation gain); the seconds per epoch below were "
         "measured on the shared machine while other jobs ran. LF-DNN uses its own defaults (30 epochs, patience 6). "
         "The paper-faithful row is one seed of `paper_faithful: true` (hard gate, vision-only temporal loss, no "
-        "masks, per-word gate), which needs the aligned data.\n")
+        "masks, per-word gate), which needs the aligned data.\n"
+    )
     verdicts, synth_runs = {}, {}
     for setting, data in SETTINGS:
         data = {**data, "scale": args.scale}
-        text, verdicts[setting], runs = synthetic_section(args.out, args.seeds, setting, data,
-                                                          paper=not args.no_paper and data.get("aligned", False))
+        text, verdicts[setting], runs = synthetic_section(
+            args.out, args.seeds, setting, data, paper=not args.no_paper and data.get("aligned", False)
+        )
         synth_runs.update(runs)
         parts.append(f"### `{setting}`\n\n" + text)
     parts.append("### Verdicts (mean test MAE over the seeds)\n")
     for setting, v in verdicts.items():
         for key, title in PRESETS:
             r = v[key]
-            parts.append(f"- `{setting}`, {title}: {r['mae']:.3f} vs LF-DNN {r['lf_dnn']:.3f} — beats LF-DNN: "
-                         f"**{'yes' if r['mae'] < r['lf_dnn'] else 'NO'}**.")
+            parts.append(
+                f"- `{setting}`, {title}: {r['mae']:.3f} vs LF-DNN {r['lf_dnn']:.3f} — beats LF-DNN: "
+                f"**{'yes' if r['mae'] < r['lf_dnn'] else 'NO'}**."
+            )
     parts.append("")
 
     parts.append("## 2. Test-time noise on audio and vision: temporal regulariser on vs off\n")
@@ -369,35 +463,52 @@ def main() -> None:
         "Each trained checkpoint of the unaligned runs is evaluated on copies of the test split whose real audio and "
         "vision frames get Gaussian noise with standard deviation sigma times that feature's training std (one fixed "
         f"draw, seed {NOISE_SEED}, the same for every model; text untouched). 'Off' is the same model and training "
-        "with `temporal: none`, which is both presets at once. Mean ± sample std over the seeds.\n")
+        "with `temporal: none`, which is both presets at once. Mean ± sample std over the seeds.\n"
+    )
     text, _, known = noise_section(args.out, args.seeds, synth_runs, args.scale)
     parts.append(text)
-    parts.append("### Variants: temporal loss weight 1 (released), 0.1, 10 and 100; audio exempt; vision only\n\n"
-                 "The same comparison with the temporal loss weighted 0.1, 10 and 100 times (`train.aux_weights: "
-                 "{temporal: w}`), and at weight 1 with the regulariser on text and vision only (`model.temporal: "
-                 "{text: jsd, vision: jsd}`, or `tv`) or on vision only (the released code's choice), everything "
-                 "else unchanged; 'off' is the run above. The column 'weighted temporal loss / task loss' "
-                 "is the ratio (training means at the selected epoch): a softmax over "
-                 "2D sigmoid codes is nearly uniform, so adjacent-frame JSD is small by construction. The noise is "
-                 "added to the raw frames, before the window averaging to 32 frames, which shrinks i.i.d. noise "
-                 "(375 audio frames: about 12 per window).\n")
+    parts.append(
+        "### Variants: temporal loss weight 1 (released), 0.1, 10 and 100; audio exempt; vision only\n\n"
+        "The same comparison with the temporal loss weighted 0.1, 10 and 100 times (`train.aux_weights: "
+        "{temporal: w}`), and at weight 1 with the regulariser on text and vision only (`model.temporal: "
+        "{text: jsd, vision: jsd}`, or `tv`) or on vision only (the released code's choice), everything "
+        "else unchanged; 'off' is the run above. The column 'weighted temporal loss / task loss' "
+        "is the ratio (training means at the selected epoch): a softmax over "
+        "2D sigmoid codes is nearly uniform, so adjacent-frame JSD is small by construction. The noise is "
+        "added to the raw frames, before the window averaging to 32 frames, which shrinks i.i.d. noise "
+        "(375 audio frames: about 12 per window).\n"
+    )
     parts.append(weight_sweep(args.out, args.seeds, args.scale, synth_runs, known))
     if args.full_epochs:
-        parts.append(f"### The same with the dataset's full schedule ({FULL_TRAIN['epochs']} epochs, patience "
-                     f"{FULL_TRAIN['patience']})\n\nRuns under `{args.out}/full_epochs/`; everything else as above.\n")
+        parts.append(
+            f"### The same with the dataset's full schedule ({FULL_TRAIN['epochs']} epochs, patience "
+            f"{FULL_TRAIN['patience']})\n\nRuns under `{args.out}/full_epochs/`; everything else as above.\n"
+        )
         parts.append(full_training_noise(args.out, args.seeds, args.scale, args.full_seeds))
 
     parts.append("## 3. Real MOSI, end to end (1 seed per preset)\n")
-    parts.append("The packaged CPU configs (D = 64, lr 1e-3, every switch on) with the trainer's defaults otherwise "
-                 "(at most 30 epochs, patience 8); frozen MiniLM token features for text. With text + audio the fusion "
-                 "has one branch (text queries attend to audio); with text only it reads the text-private codes alone, "
-                 "and the discriminator and CMD are not built.\n")
+    parts.append(
+        "The packaged CPU configs (D = 64, lr 1e-3, every switch on) with the trainer's defaults otherwise "
+        "(at most 30 epochs, patience 8); frozen MiniLM token features for text. With text + audio the fusion "
+        "has one branch (text queries attend to audio); with text only it reads the text-private codes alone, "
+        "and the discriminator and CMD are not built.\n"
+    )
     for dataset, title in REAL:
         for key, _ in PRESETS:
-            res = train_or_reuse(args.out, f"{key}-{dataset}", model=key, dataset=dataset, seeds=[1111],
-                                 data_root=args.data_root, train=REAL_TRAIN)
-            parts.append(f"### `{key}` on {title}\n\nCommand: `sentangle train -m {key} -d {dataset} --seeds 1111`\n\n"
-                         + split_table(res["splits"], res["task"]) + "\n")
+            res = train_or_reuse(
+                args.out,
+                f"{key}-{dataset}",
+                model=key,
+                dataset=dataset,
+                seeds=[1111],
+                data_root=args.data_root,
+                train=REAL_TRAIN,
+            )
+            parts.append(
+                f"### `{key}` on {title}\n\nCommand: `sentangle train -m {key} -d {dataset} --seeds 1111`\n\n"
+                + split_table(res["splits"], res["task"])
+                + "\n"
+            )
         if ref := foundation_reference(dataset):
             parts.append(ref)
     parts.append(time_line(start))

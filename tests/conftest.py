@@ -1,4 +1,5 @@
 """Shared fixtures. Real data is read from ../shared/data; tests that need it skip when it is absent."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,9 @@ def small_synthetic():
     """A small unaligned synthetic dataset, shared by tests that only need something to train on."""
     from sentangle.data.synthetic import make_synthetic
 
-    return make_synthetic(seed=0, scale=0.5, lengths={"text": 20, "audio": 40, "vision": 40},
-                          dims={"text": 32, "audio": 5, "vision": 20})
+    return make_synthetic(
+        seed=0, scale=0.5, lengths={"text": 20, "audio": 40, "vision": 40}, dims={"text": 32, "audio": 5, "vision": 20}
+    )
 
 
 @pytest.fixture(autouse=True)

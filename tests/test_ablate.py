@@ -1,12 +1,13 @@
 """`sentangle ablate`: variants of one model over seeds, one table with deltas vs the full model."""
+
 import csv
 import json
 
 import pytest
 
 from sentangle.cli import main
-from sentangle.config import ConfigError
-from sentangle.training.ablate import load_ablation
+from sentangle.core.errors import ConfigError
+from sentangle.recipes.ablate import load_ablation
 
 SPEC = """
 name: tiny-dbr
@@ -66,14 +67,15 @@ def test_rerun_reuses_finished_seeds(ablation):
 
 @pytest.mark.parametrize("name", ["ablate-tsda", "ablate-rtil", "ablate-irg_svr", "ablate-dbr"])
 def test_packaged_ablations_resolve_with_real_switches(name, small_synthetic):
-    from sentangle.api import make_config
+    from sentangle.config import make_config
     from sentangle.models import create_model
 
     spec = load_ablation(name)
     assert spec["reference"] == "full" and spec["variants"][0]["name"] == "full"
     for v in spec["variants"]:
-        cfg = make_config(spec["model"], spec["dataset"], spec["config"], spec["seeds"],
-                          overrides=spec["overrides"] + v["overrides"])
+        cfg = make_config(
+            spec["model"], spec["dataset"], spec["config"], spec["seeds"], overrides=spec["overrides"] + v["overrides"]
+        )
         opts = {k: val for k, val in cfg.model.items() if k != "name"}
         opts["hidden"] = 16
         create_model(cfg.model["name"], small_synthetic.input_dims, 1, **opts)  # every switch exists and combines
@@ -81,7 +83,9 @@ def test_packaged_ablations_resolve_with_real_switches(name, small_synthetic):
 
 def test_bad_ablation_files_are_named(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: dbr\ndataset: synthetic\nvariants:\n  - name: full\n  - name: x\n    overrides: {model.tfs: false}\n")
+    bad.write_text(
+        "model: dbr\ndataset: synthetic\nvariants:\n  - name: full\n  - name: x\n    overrides: {model.tfs: false}\n"
+    )
     assert main(["ablate", "-c", str(bad), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "variant 'x'" in err and "tfs" in err

@@ -13,22 +13,21 @@ Files a generator would only make less clear are committed in tests/badinput/ (s
 Reader-level details are tested in test_readers.py / test_labelcsv.py / test_dataset.py and
 broken checkpoints in test_checkpoints.py; this corpus checks the whole path from the command line.
 """
+
 from __future__ import annotations
 
 import os
 import pickle
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 
 from sentangle import cli
-from sentangle.config import ConfigError
-from sentangle.data.dataset import DataError
-from sentangle.registry import UnknownNameError
+from sentangle.core.errors import ConfigError, DataError, UnknownNameError
 
 CORPUS = Path(__file__).parent / "badinput"
 SIZES = {"train": 5, "valid": 3, "test": 4}
@@ -51,7 +50,8 @@ def mmsa_data() -> dict:
             "text_bert": np.stack([rng.integers(100, 30000, (n, L)) * att, att, 0 * att], axis=1).astype(np.float64),
             "audio": (rng.normal(size=(n, Ta, 3)) * (np.arange(Ta)[None] < al[:, None])[..., None]).astype(np.float32),
             "vision": (rng.normal(size=(n, Tv, 2)) * (np.arange(Tv)[None] < vl[:, None])[..., None]).astype(np.float32),
-            "audio_lengths": al, "vision_lengths": vl,
+            "audio_lengths": al,
+            "vision_lengths": vl,
             "regression_labels": rng.uniform(-3, 3, n).astype(np.float32),
         }
     return out
@@ -63,22 +63,34 @@ def mult_data() -> dict:
     for seed, (s, n) in enumerate(SIZES.items()):
         rng = np.random.default_rng(seed)
         real = (np.arange(5)[None] >= 5 - rng.integers(1, 6, n)[:, None])[..., None]
-        out[s] = {"text": rng.normal(size=(n, 5, 6)) * real, "audio": (rng.normal(size=(n, 5, 4)) * real).astype(np.float32),
-                  "vision": rng.normal(size=(n, 5, 3)) * real, "labels": rng.uniform(-3, 3, (n, 1, 1)).astype(np.float32),
-                  "id": np.array([[f"vid{seed}".encode(), str(i).encode(), b""] for i in range(n)], dtype=object)}
+        out[s] = {
+            "text": rng.normal(size=(n, 5, 6)) * real,
+            "audio": (rng.normal(size=(n, 5, 4)) * real).astype(np.float32),
+            "vision": rng.normal(size=(n, 5, 3)) * real,
+            "labels": rng.uniform(-3, 3, (n, 1, 1)).astype(np.float32),
+            "id": np.array([[f"vid{seed}".encode(), str(i).encode(), b""] for i in range(n)], dtype=object),
+        }
     return out
 
 
 def npz_arrays(n: int = 9) -> dict:
     """An utterance-feature .npz (readers/npz.py): id, label, split and one (N, d) array per modality."""
     rng = np.random.default_rng(0)
-    return {"id": np.array([f"v{i // 3}_{i % 3}" for i in range(n)]), "label": rng.uniform(-3, 3, n).astype(np.float32),
-            "split": np.array(["train"] * 4 + ["valid"] * 2 + ["test"] * 3),
-            "text": rng.normal(size=(n, 5)).astype(np.float32), "audio": rng.normal(size=(n, 4)).astype(np.float32)}
+    return {
+        "id": np.array([f"v{i // 3}_{i % 3}" for i in range(n)]),
+        "label": rng.uniform(-3, 3, n).astype(np.float32),
+        "split": np.array(["train"] * 4 + ["valid"] * 2 + ["test"] * 3),
+        "text": rng.normal(size=(n, 5)).astype(np.float32),
+        "audio": rng.normal(size=(n, 4)).astype(np.float32),
+    }
 
 
-LABEL_CSV = ["video_id,clip_id,text,label,mode", "vidA,1,good film,2.4,train", "vidA,2,bad,-1.0,valid",
-             "vidB,1,fine,0.2,test"]
+LABEL_CSV = [
+    "video_id,clip_id,text,label,mode",
+    "vidA,1,good film,2.4,train",
+    "vidA,2,bad,-1.0,valid",
+    "vidB,1,fine,0.2,test",
+]
 TSV_HEADER = "season\tepisode\tclip\ttext\tlabel"
 
 
@@ -114,6 +126,7 @@ def mmsa(spoil, name="unaligned_50.pkl"):
         raw = mmsa_data()
         spoil(raw, tmp)
         return ["train", "-d", str(dump(raw, tmp / name)), *QUICK]
+
     return make
 
 
@@ -122,6 +135,7 @@ def mult(spoil):
         raw = mult_data()
         spoil(raw, tmp)
         return ["train", "-d", str(dump(raw, tmp / "mosi_data.pkl")), *QUICK]
+
     return make
 
 
@@ -130,6 +144,7 @@ def npz(**overrides):
         arrays = {**npz_arrays(), **overrides}
         np.savez(tmp / "feats.npz", **{k: v for k, v in arrays.items() if v is not None})
         return ["train", "-d", str(tmp / "feats.npz"), *QUICK]
+
     return make
 
 
@@ -137,6 +152,7 @@ def raw_file(name: str, content: bytes, command: str = "train"):
     def make(tmp: Path) -> list[str]:
         (tmp / name).write_bytes(content)
         return [command, "-d", str(tmp / name), *QUICK] if command == "train" else [command, "info", str(tmp / name)]
+
     return make
 
 
@@ -148,6 +164,7 @@ def mintrec(train: bytes, dev: bytes | None = b"S1\tE1\t9\tyo\tGreet\n"):
         if dev is not None:
             (folder / "dev.tsv").write_bytes(TSV_HEADER.encode() + b"\n" + dev)
         return ["train", "-d", "mintrec", "--data-root", str(tmp / "data"), *QUICK]
+
     return make
 
 
@@ -155,6 +172,7 @@ def committed(name: str):
     def make(tmp: Path) -> list[str]:
         shutil.copy(CORPUS / name, tmp / name)
         return ["train", "-d", str(tmp / name), *QUICK]
+
     return make
 
 
@@ -165,6 +183,7 @@ def command(*argv: str):
 def _set(split, key, value):
     def spoil(raw, tmp):
         raw[split][key] = value(raw[split][key]) if callable(value) else value
+
     return spoil
 
 
@@ -174,12 +193,14 @@ def _delete(split, key=None):
             del raw[split]
         else:
             del raw[split][key]
+
     return spoil
 
 
 def _nan(split, key, value=np.nan):
     def spoil(raw, tmp):
         raw[split][key][0, -1, 0] = value
+
     return spoil
 
 
@@ -194,70 +215,318 @@ def _evil_nested(raw, tmp):
 PKL = "{tmp}/unaligned_50.pkl"
 CASES = [
     # NaN / inf features
-    Case("mmsa_nan_audio", mmsa(_nan("train", "audio")), DataError, [PKL, "train.audio", "NaN/inf", "expected finite features"]),
-    Case("mmsa_inf_text", mmsa(_nan("valid", "text", np.inf)), DataError, [PKL, "valid.text", "NaN/inf", "expected finite"]),
+    Case(
+        "mmsa_nan_audio",
+        mmsa(_nan("train", "audio")),
+        DataError,
+        [PKL, "train.audio", "NaN/inf", "expected finite features"],
+    ),
+    Case(
+        "mmsa_inf_text",
+        mmsa(_nan("valid", "text", np.inf)),
+        DataError,
+        [PKL, "valid.text", "NaN/inf", "expected finite"],
+    ),
     Case("mult_nan_vision", mult(_nan("test", "vision")), DataError, ["{tmp}/mosi_data.pkl", "test.vision", "NaN/inf"]),
-    Case("npz_inf_audio", npz(audio=np.full((9, 4), np.inf, np.float32)), DataError, ["{tmp}/feats.npz", "train.audio", "NaN/inf"]),
+    Case(
+        "npz_inf_audio",
+        npz(audio=np.full((9, 4), np.inf, np.float32)),
+        DataError,
+        ["{tmp}/feats.npz", "train.audio", "NaN/inf"],
+    ),
     # wrong ranks and shapes
-    Case("mmsa_vision_rank2", mmsa(_set("train", "vision", lambda x: x[:, 0])), DataError, [PKL, "train.vision", "(5, 2)", "expected (N, T, d)"]),
-    Case("mmsa_audio_rows", mmsa(_set("valid", "audio", lambda x: x[:-1])), DataError, [PKL, "valid.audio", "3 labels", "expected one row per sample"]),
-    Case("mmsa_text_bert_shape", mmsa(_set("train", "text_bert", lambda x: x[:, :2])), DataError, [PKL, "train.text_bert", "expected (N, 3, L)"]),
-    Case("mmsa_dims_differ", mmsa(_set("test", "audio", lambda x: np.concatenate([x, x[..., :1]], -1))), DataError, [PKL, "split 'test' has feature dims", "'audio': 4", "'audio': 3"]),
-    Case("mult_labels_shape", mult(_set("train", "labels", np.zeros((5, 2), np.float32))), DataError, ["{tmp}/mosi_data.pkl", "train.labels", "(5, 2)", "expected (N,)"]),
-    Case("npz_text_rows", npz(text=np.zeros((8, 5), np.float32)), DataError, ["{tmp}/feats.npz", "'text'", "(8, 5)", "expected (9, d)"]),
-    Case("npz_audio_rank3", npz(audio=np.zeros((9, 2, 4), np.float32)), DataError, ["{tmp}/feats.npz", "audio", "(9, 2, 4)", "expected (N, d)"]),
+    Case(
+        "mmsa_vision_rank2",
+        mmsa(_set("train", "vision", lambda x: x[:, 0])),
+        DataError,
+        [PKL, "train.vision", "(5, 2)", "expected (N, T, d)"],
+    ),
+    Case(
+        "mmsa_audio_rows",
+        mmsa(_set("valid", "audio", lambda x: x[:-1])),
+        DataError,
+        [PKL, "valid.audio", "3 labels", "expected one row per sample"],
+    ),
+    Case(
+        "mmsa_text_bert_shape",
+        mmsa(_set("train", "text_bert", lambda x: x[:, :2])),
+        DataError,
+        [PKL, "train.text_bert", "expected (N, 3, L)"],
+    ),
+    Case(
+        "mmsa_dims_differ",
+        mmsa(_set("test", "audio", lambda x: np.concatenate([x, x[..., :1]], -1))),
+        DataError,
+        [PKL, "split 'test' has feature dims", "'audio': 4", "'audio': 3"],
+    ),
+    Case(
+        "mult_labels_shape",
+        mult(_set("train", "labels", np.zeros((5, 2), np.float32))),
+        DataError,
+        ["{tmp}/mosi_data.pkl", "train.labels", "(5, 2)", "expected (N,)"],
+    ),
+    Case(
+        "npz_text_rows",
+        npz(text=np.zeros((8, 5), np.float32)),
+        DataError,
+        ["{tmp}/feats.npz", "'text'", "(8, 5)", "expected (9, d)"],
+    ),
+    Case(
+        "npz_audio_rank3",
+        npz(audio=np.zeros((9, 2, 4), np.float32)),
+        DataError,
+        ["{tmp}/feats.npz", "audio", "(9, 2, 4)", "expected (N, d)"],
+    ),
     # missing keys and splits
-    Case("mmsa_no_id", mmsa(_delete("train", "id")), DataError, [PKL, "split 'train' has no 'id'", "expected sample ids"]),
-    Case("mmsa_no_labels", mmsa(_delete("valid", "regression_labels")), DataError, [PKL, "split 'valid' has no 'regression_labels'"]),
-    Case("mmsa_no_test_split", mmsa(_delete("test")), DataError, [PKL, "missing split(s) ['test']", "expected ['train', 'valid', 'test']"]),
-    Case("mult_no_labels", mult(_delete("valid", "labels")), DataError, ["{tmp}/mosi_data.pkl", "split 'valid' has no 'labels'", "expected (N, 1, 1)"]),
-    Case("mult_no_valid_split", mult(_delete("valid")), DataError, ["{tmp}/mosi_data.pkl", "missing split(s) ['valid']"]),
+    Case(
+        "mmsa_no_id", mmsa(_delete("train", "id")), DataError, [PKL, "split 'train' has no 'id'", "expected sample ids"]
+    ),
+    Case(
+        "mmsa_no_labels",
+        mmsa(_delete("valid", "regression_labels")),
+        DataError,
+        [PKL, "split 'valid' has no 'regression_labels'"],
+    ),
+    Case(
+        "mmsa_no_test_split",
+        mmsa(_delete("test")),
+        DataError,
+        [PKL, "missing split(s) ['test']", "expected ['train', 'valid', 'test']"],
+    ),
+    Case(
+        "mult_no_labels",
+        mult(_delete("valid", "labels")),
+        DataError,
+        ["{tmp}/mosi_data.pkl", "split 'valid' has no 'labels'", "expected (N, 1, 1)"],
+    ),
+    Case(
+        "mult_no_valid_split", mult(_delete("valid")), DataError, ["{tmp}/mosi_data.pkl", "missing split(s) ['valid']"]
+    ),
     Case("npz_no_audio_key", npz(audio=None), DataError, ["{tmp}/feats.npz", "missing key(s) ['audio']"]),
-    Case("npz_no_valid_rows", npz(split=np.array(["train"] * 6 + ["test"] * 3)), DataError, ["{tmp}/feats.npz", "missing split 'valid'", "expected at least"]),
-    Case("npz_unknown_split_name", npz(split=np.array(["train"] * 4 + ["dev"] * 2 + ["test"] * 3)), DataError, ["{tmp}/feats.npz", "'split'", "['dev']", "expected only ['train', 'valid', 'test']"]),
-    Case("label_csv_no_label_column", raw_file("label.csv", b"video_id,clip_id,text,mode\na,1,hi,train\n"), DataError, ["{tmp}/label.csv", "missing column(s) ['label']", "expected an MMSA label.csv"]),
+    Case(
+        "npz_no_valid_rows",
+        npz(split=np.array(["train"] * 6 + ["test"] * 3)),
+        DataError,
+        ["{tmp}/feats.npz", "missing split 'valid'", "expected at least"],
+    ),
+    Case(
+        "npz_unknown_split_name",
+        npz(split=np.array(["train"] * 4 + ["dev"] * 2 + ["test"] * 3)),
+        DataError,
+        ["{tmp}/feats.npz", "'split'", "['dev']", "expected only ['train', 'valid', 'test']"],
+    ),
+    Case(
+        "label_csv_no_label_column",
+        raw_file("label.csv", b"video_id,clip_id,text,mode\na,1,hi,train\n"),
+        DataError,
+        ["{tmp}/label.csv", "missing column(s) ['label']", "expected an MMSA label.csv"],
+    ),
     # empty splits
-    Case("mmsa_empty_valid", mmsa(lambda raw, tmp: raw.__setitem__("valid", {k: v[:0] for k, v in raw["valid"].items()})), DataError, [PKL, "split 'valid' is empty", "expected at least one sample"]),
-    Case("mult_empty_train", mult(lambda raw, tmp: raw.__setitem__("train", {k: v[:0] for k, v in raw["train"].items()})), DataError, ["{tmp}/mosi_data.pkl", "split 'train' is empty"]),
-    Case("label_csv_header_only", raw_file("label.csv", b"video_id,clip_id,text,label,mode\n"), DataError, ["{tmp}/label.csv", "no data rows", "expected at least one clip"]),
+    Case(
+        "mmsa_empty_valid",
+        mmsa(lambda raw, tmp: raw.__setitem__("valid", {k: v[:0] for k, v in raw["valid"].items()})),
+        DataError,
+        [PKL, "split 'valid' is empty", "expected at least one sample"],
+    ),
+    Case(
+        "mult_empty_train",
+        mult(lambda raw, tmp: raw.__setitem__("train", {k: v[:0] for k, v in raw["train"].items()})),
+        DataError,
+        ["{tmp}/mosi_data.pkl", "split 'train' is empty"],
+    ),
+    Case(
+        "label_csv_header_only",
+        raw_file("label.csv", b"video_id,clip_id,text,label,mode\n"),
+        DataError,
+        ["{tmp}/label.csv", "no data rows", "expected at least one clip"],
+    ),
     # labels out of range or of the wrong type
-    Case("mmsa_label_out_of_range", mmsa(_set("test", "regression_labels", lambda y: np.where(np.arange(4) == 2, 3.5, y))), DataError, [PKL, "test.labels", "outside [-3.0, 3.0]", "3.5"]),
-    Case("mult_label_nan", mult(_set("valid", "labels", lambda y: np.full_like(y, np.nan))), DataError, ["{tmp}/mosi_data.pkl", "valid.labels", "NaN/inf", "expected finite"]),
-    Case("npz_label_out_of_range", npz(label=np.full(9, 7.0, np.float32)), DataError, ["{tmp}/feats.npz", "labels", "7.0", "outside [-3.0, 3.0]"]),
-    Case("mmsa_label_text", mmsa(_set("train", "regression_labels", np.array(["pos"] * 5))), DataError, [PKL, "train.regression_labels", "not numeric", "expected (N,) sentiment scores"]),
-    Case("label_csv_label_not_a_number", raw_file("label.csv", "\n".join(LABEL_CSV[:2] + ["vidA,2,bad,positive,valid"]).encode()), DataError, ["{tmp}/label.csv", "line 3", "'label'", "'positive'", "not a number"]),
-    Case("label_csv_label_out_of_range", raw_file("label.csv", "\n".join(LABEL_CSV[:2] + ["vidA,2,bad,-4,valid"]).encode()), DataError, ["{tmp}/label.csv", "line 3", "'-4'", "expected a sentiment score in [-3.0, 3.0]"]),
-    Case("mintrec_label_is_a_number", mintrec(b"S1\tE1\t1\thi there\t3\n"), DataError, ["{tmp}/data/mintrec/train.tsv", "line 2", "column 'label' is '3'", "expected one of the MIntRec intents"]),
-    Case("mintrec_label_unknown_intent", mintrec(b"S1\tE1\t1\thi\tApologize\n"), DataError, ["train.tsv", "line 2", "'Apologize'", "'Apologise'"]),
+    Case(
+        "mmsa_label_out_of_range",
+        mmsa(_set("test", "regression_labels", lambda y: np.where(np.arange(4) == 2, 3.5, y))),
+        DataError,
+        [PKL, "test.labels", "outside [-3.0, 3.0]", "3.5"],
+    ),
+    Case(
+        "mult_label_nan",
+        mult(_set("valid", "labels", lambda y: np.full_like(y, np.nan))),
+        DataError,
+        ["{tmp}/mosi_data.pkl", "valid.labels", "NaN/inf", "expected finite"],
+    ),
+    Case(
+        "npz_label_out_of_range",
+        npz(label=np.full(9, 7.0, np.float32)),
+        DataError,
+        ["{tmp}/feats.npz", "labels", "7.0", "outside [-3.0, 3.0]"],
+    ),
+    Case(
+        "mmsa_label_text",
+        mmsa(_set("train", "regression_labels", np.array(["pos"] * 5))),
+        DataError,
+        [PKL, "train.regression_labels", "not numeric", "expected (N,) sentiment scores"],
+    ),
+    Case(
+        "label_csv_label_not_a_number",
+        raw_file("label.csv", "\n".join(LABEL_CSV[:2] + ["vidA,2,bad,positive,valid"]).encode()),
+        DataError,
+        ["{tmp}/label.csv", "line 3", "'label'", "'positive'", "not a number"],
+    ),
+    Case(
+        "label_csv_label_out_of_range",
+        raw_file("label.csv", "\n".join(LABEL_CSV[:2] + ["vidA,2,bad,-4,valid"]).encode()),
+        DataError,
+        ["{tmp}/label.csv", "line 3", "'-4'", "expected a sentiment score in [-3.0, 3.0]"],
+    ),
+    Case(
+        "mintrec_label_is_a_number",
+        mintrec(b"S1\tE1\t1\thi there\t3\n"),
+        DataError,
+        ["{tmp}/data/mintrec/train.tsv", "line 2", "column 'label' is '3'", "expected one of the MIntRec intents"],
+    ),
+    Case(
+        "mintrec_label_unknown_intent",
+        mintrec(b"S1\tE1\t1\thi\tApologize\n"),
+        DataError,
+        ["train.tsv", "line 2", "'Apologize'", "'Apologise'"],
+    ),
     # text that is not UTF-8
-    Case("label_csv_latin1", committed("latin1_label.csv"), DataError, ["{tmp}/latin1_label.csv", "line 3", "b'\\xe9'", "not valid UTF-8", "expected a UTF-8"]),
-    Case("mintrec_tsv_cp1252", mintrec("S1\tE1\t1\t\u201cquoted\u201d caf\u00e9\tGreet\n".encode("cp1252")), DataError, ["{tmp}/data/mintrec/train.tsv", "line 2", "not valid UTF-8"]),
-    Case("mintrec_dev_missing", mintrec(b"S1\tE1\t1\thi\tGreet\n", dev=None), DataError, ["{tmp}/data/mintrec/dev.tsv", "file not found"]),
+    Case(
+        "label_csv_latin1",
+        committed("latin1_label.csv"),
+        DataError,
+        ["{tmp}/latin1_label.csv", "line 3", "b'\\xe9'", "not valid UTF-8", "expected a UTF-8"],
+    ),
+    Case(
+        "mintrec_tsv_cp1252",
+        mintrec("S1\tE1\t1\t\u201cquoted\u201d caf\u00e9\tGreet\n".encode("cp1252")),
+        DataError,
+        ["{tmp}/data/mintrec/train.tsv", "line 2", "not valid UTF-8"],
+    ),
+    Case(
+        "mintrec_dev_missing",
+        mintrec(b"S1\tE1\t1\thi\tGreet\n", dev=None),
+        DataError,
+        ["{tmp}/data/mintrec/dev.tsv", "file not found"],
+    ),
     # truncated or foreign files
-    Case("mmsa_truncated", lambda tmp: (mmsa(lambda r, t: None)(tmp), (tmp / "unaligned_50.pkl").write_bytes((tmp / "unaligned_50.pkl").read_bytes()[:700]))[0],
-         DataError, [PKL, "not a complete pickle", "truncated or corrupt"]),
-    Case("mult_truncated_to_nothing", raw_file("mosi_data.pkl", b""), DataError, ["{tmp}/mosi_data.pkl", "truncated or corrupt"]),
-    Case("pickle_of_a_list", lambda tmp: ["train", "-d", str(dump([1, 2], tmp / "aligned_50.pkl")), *QUICK], DataError, ["{tmp}/aligned_50.pkl", "top level is a list", "expected a dict with keys ['train', 'valid', 'test']"]),
-    Case("npz_not_a_zip", raw_file("feats.npz", b"PK\x03\x04 not really"), DataError, ["{tmp}/feats.npz", "cannot be read as an .npz"]),
-    Case("npz_object_ids", npz(id=np.array([{"a": 1}] * 9, dtype=object)), DataError, ["{tmp}/feats.npz", "key 'id' is an object array", "expected plain numbers/strings"]),
-    Case("unknown_suffix", raw_file("feats.txt", b"1 2 3"), DataError, ["{tmp}/feats.txt", "unknown feature file type '.txt'", "expected .pkl (MMSA/MulT), .npz or label .csv"]),
-    Case("file_does_not_exist", command("train", "-d", "/nonexistent/unaligned_50.pkl", *QUICK), DataError, ["/nonexistent/unaligned_50.pkl", "does not exist"]),
-    Case("data_info_on_truncated_npz", raw_file("feats.npz", b"PK\x03\x04", command="data"), DataError, ["{tmp}/feats.npz", "cannot be read"]),
+    Case(
+        "mmsa_truncated",
+        lambda tmp: (
+            mmsa(lambda r, t: None)(tmp),
+            (tmp / "unaligned_50.pkl").write_bytes((tmp / "unaligned_50.pkl").read_bytes()[:700]),
+        )[0],
+        DataError,
+        [PKL, "not a complete pickle", "truncated or corrupt"],
+    ),
+    Case(
+        "mult_truncated_to_nothing",
+        raw_file("mosi_data.pkl", b""),
+        DataError,
+        ["{tmp}/mosi_data.pkl", "truncated or corrupt"],
+    ),
+    Case(
+        "pickle_of_a_list",
+        lambda tmp: ["train", "-d", str(dump([1, 2], tmp / "aligned_50.pkl")), *QUICK],
+        DataError,
+        ["{tmp}/aligned_50.pkl", "top level is a list", "expected a dict with keys ['train', 'valid', 'test']"],
+    ),
+    Case(
+        "npz_not_a_zip",
+        raw_file("feats.npz", b"PK\x03\x04 not really"),
+        DataError,
+        ["{tmp}/feats.npz", "cannot be read as an .npz"],
+    ),
+    Case(
+        "npz_object_ids",
+        npz(id=np.array([{"a": 1}] * 9, dtype=object)),
+        DataError,
+        ["{tmp}/feats.npz", "key 'id' is an object array", "expected plain numbers/strings"],
+    ),
+    Case(
+        "unknown_suffix",
+        raw_file("feats.txt", b"1 2 3"),
+        DataError,
+        ["{tmp}/feats.txt", "unknown feature file type '.txt'", "expected .pkl (MMSA/MulT), .npz or label .csv"],
+    ),
+    Case(
+        "file_does_not_exist",
+        command("train", "-d", "/nonexistent/unaligned_50.pkl", *QUICK),
+        DataError,
+        ["/nonexistent/unaligned_50.pkl", "does not exist"],
+    ),
+    Case(
+        "data_info_on_truncated_npz",
+        raw_file("feats.npz", b"PK\x03\x04", command="data"),
+        DataError,
+        ["{tmp}/feats.npz", "cannot be read"],
+    ),
     # pickles that try to run code: refused before anything is imported
-    Case("mmsa_code_as_split", mmsa(_evil_split), DataError, [PKL, "posix.system", "refused", "--trust-pickle"], marker=True),
+    Case(
+        "mmsa_code_as_split",
+        mmsa(_evil_split),
+        DataError,
+        [PKL, "posix.system", "refused", "--trust-pickle"],
+        marker=True,
+    ),
     Case("mmsa_code_inside_an_array", mmsa(_evil_nested), DataError, [PKL, "posix.system", "refused"], marker=True),
     Case("mult_code", mult(_evil_split), DataError, ["{tmp}/mosi_data.pkl", "refused", "only plain data"], marker=True),
     # unknown names and options: fail before any run folder exists
-    Case("unknown_model", command("train", "-m", "tsdx", *QUICK), UnknownNameError, ["unknown model 'tsdx'", "Did you mean 'tsda'?", "Known models", "lf_dnn"]),
-    Case("unknown_dataset", command("train", "-d", "mosy", *QUICK), UnknownNameError, ["unknown dataset 'mosy'", "mosi", "synthetic"]),
-    Case("unknown_model_option", command("train", *QUICK, "dataset.scale=0.05", "model.hiden=8"), ConfigError, ["model 'lf_dnn' has no option(s) ['hiden']", "its options are: hidden"]),
-    Case("unknown_dataset_option", command("train", *QUICK, "dataset.scal=0.05"), ConfigError, ["dataset 'synthetic' has no option(s) ['scal']", "scale"]),
-    Case("bad_dataset_option_value", lambda tmp: mintrec(b"S1\tE1\t1\thi\tGreet\n")(tmp) + ["dataset.labels=coarse"], ConfigError, ["labels='coarse'", "expected 'intent20' or 'binary'"]),
-    Case("unknown_file_option", lambda tmp: npz()(tmp) + ["dataset.trusted=true"], ConfigError, ["{tmp}/feats.npz", "no option(s) ['trusted']", "split_key"]),
-    Case("compare_unknown_second_model", command("compare", "-m", "lf_dnn,tfnn", "-d", "synthetic", "--seeds", "1", "train.epochs=1"), UnknownNameError, ["unknown model 'tfnn'", "Did you mean 'tfn'?"]),
-    Case("compare_model_twice", command("compare", "-m", "lf_dnn", "-m", "lf_dnn", "-d", "synthetic"), ConfigError, ["['lf_dnn'] given twice"]),
+    Case(
+        "unknown_model",
+        command("train", "-m", "tsdx", *QUICK),
+        UnknownNameError,
+        ["unknown model 'tsdx'", "Did you mean 'tsda'?", "Known models", "lf_dnn"],
+    ),
+    Case(
+        "unknown_dataset",
+        command("train", "-d", "mosy", *QUICK),
+        UnknownNameError,
+        ["unknown dataset 'mosy'", "mosi", "synthetic"],
+    ),
+    Case(
+        "unknown_model_option",
+        command("train", *QUICK, "dataset.scale=0.05", "model.hiden=8"),
+        ConfigError,
+        ["model 'lf_dnn' has no option(s) ['hiden']", "its options are: hidden"],
+    ),
+    Case(
+        "unknown_dataset_option",
+        command("train", *QUICK, "dataset.scal=0.05"),
+        ConfigError,
+        ["dataset 'synthetic' has no option(s) ['scal']", "scale"],
+    ),
+    Case(
+        "bad_dataset_option_value",
+        lambda tmp: mintrec(b"S1\tE1\t1\thi\tGreet\n")(tmp) + ["dataset.labels=coarse"],
+        ConfigError,
+        ["labels='coarse'", "expected 'intent20' or 'binary'"],
+    ),
+    Case(
+        "unknown_file_option",
+        lambda tmp: npz()(tmp) + ["dataset.trusted=true"],
+        ConfigError,
+        ["{tmp}/feats.npz", "no option(s) ['trusted']", "split_key"],
+    ),
+    Case(
+        "compare_unknown_second_model",
+        command("compare", "-m", "lf_dnn,tfnn", "-d", "synthetic", "--seeds", "1", "train.epochs=1"),
+        UnknownNameError,
+        ["unknown model 'tfnn'", "Did you mean 'tfn'?"],
+    ),
+    Case(
+        "compare_model_twice",
+        command("compare", "-m", "lf_dnn", "-m", "lf_dnn", "-d", "synthetic"),
+        ConfigError,
+        ["['lf_dnn'] given twice"],
+    ),
 ]
-HANDLERS = {"train": cli.cmd_train, "compare": cli.cmd_compare, "data": cli.cmd_data, "eval": cli.cmd_eval, "predict": cli.cmd_predict}
+HANDLERS = {
+    "train": cli.cmd_train,
+    "compare": cli.cmd_compare,
+    "data": cli.cmd_data,
+    "eval": cli.cmd_eval,
+    "predict": cli.cmd_predict,
+}
 
 
 @pytest.fixture(autouse=True)

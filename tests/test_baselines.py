@@ -4,6 +4,7 @@ Fusion arithmetic is checked against numpy (TFN's outer product, LMF's full-rank
 auxiliary loss is checked to be non-negative and to move with what it measures; every model has to
 beat the mean predictor on small synthetic data. Self-MM's label generation: tests/test_self_mm.py.
 """
+
 import json
 
 import numpy as np
@@ -29,13 +30,12 @@ SMALL = {
 }
 
 
-
-
 @pytest.fixture(scope="module")
 def tiny():
     """Unaligned, short, low-dimensional: enough to learn from in a few seconds."""
-    return make_synthetic(seed=0, scale=0.3, lengths={"text": 10, "audio": 16, "vision": 16},
-                          dims={"text": 16, "audio": 5, "vision": 8})
+    return make_synthetic(
+        seed=0, scale=0.3, lengths={"text": 10, "audio": 16, "vision": 16}, dims={"text": 16, "audio": 5, "vision": 8}
+    )
 
 
 def batch_of(ds, n=8, split="train"):
@@ -53,9 +53,14 @@ def test_real_frame_lstm_matches_an_lstm_run_on_each_sample_alone(bidirectional)
     torch.manual_seed(0)
     enc = RealFrameLSTM(3, 4, bidirectional=bidirectional)
     x = torch.randn(3, 6, 3)
-    mask = torch.tensor([[1, 1, 0, 1, 0, 0],   # an interior dropped frame and end padding
-                         [1, 1, 1, 1, 1, 1],
-                         [0, 0, 0, 0, 0, 0]], dtype=torch.bool)  # no real frame at all
+    mask = torch.tensor(
+        [
+            [1, 1, 0, 1, 0, 0],  # an interior dropped frame and end padding
+            [1, 1, 1, 1, 1, 1],
+            [0, 0, 0, 0, 0, 0],
+        ],
+        dtype=torch.bool,
+    )  # no real frame at all
     out, out_mask, final = enc(x, mask)
     for i in range(2):
         alone, (h, _) = enc.lstm(x[i, mask[i]].unsqueeze(0))  # only its real frames, in order
@@ -92,8 +97,12 @@ def test_tfn_fuses_its_codes_and_a_missing_modality_leaves_only_the_others_terms
     batch = batch_of(tiny)
     out = model(batch)
     t, a, v = (out.extras[f"code_{m}"].detach().double().numpy() for m in ("text", "audio", "vision"))
-    want = np.stack([np.multiply.outer(np.multiply.outer(np.append(t[i], 1), np.append(a[i], 1)),
-                                       np.append(v[i], 1)).ravel() for i in range(len(batch))])
+    want = np.stack(
+        [
+            np.multiply.outer(np.multiply.outer(np.append(t[i], 1), np.append(a[i], 1)), np.append(v[i], 1)).ravel()
+            for i in range(len(batch))
+        ]
+    )
     np.testing.assert_allclose(seen["z"].detach().double().numpy(), want, rtol=1e-5, atol=1e-6)
     assert out.prediction.shape == (8,) and out.prediction.abs().max() < 3.0  # bounded to (-3, 3)
     out = model(batch.without("audio"))  # built with audio, none at test time
@@ -122,8 +131,10 @@ def test_lmf_equals_its_full_rank_tensor_built_from_the_factors(tiny, output_dim
     w = model.rank_weights.detach().double().numpy()[0]  # (R,)
     # W[i, j, k, o] = sum_r w_r A_t[r, i, o] A_a[r, j, o] A_v[r, k, o]: the tensor TFN would learn
     full = np.einsum("r,rio,rjo,rko->ijko", w, f["text"], f["audio"], f["vision"])
-    codes = {m: np.append(out.extras[f"code_{m}"].detach().double().numpy(), np.ones((8, 1)), axis=1)
-             for m in ("text", "audio", "vision")}
+    codes = {
+        m: np.append(out.extras[f"code_{m}"].detach().double().numpy(), np.ones((8, 1)), axis=1)
+        for m in ("text", "audio", "vision")
+    }
     z = np.einsum("bi,bj,bk->bijk", codes["text"], codes["audio"], codes["vision"])
     want = np.einsum("bijk,ijko->bo", z, full) + model.bias.detach().double().numpy()
     got = out.prediction.detach().double().numpy().reshape(8, output_dim)
@@ -138,7 +149,9 @@ def test_lmf_rejects_a_bad_rank(tiny):
 # ---- MulT --------------------------------------------------------------------------------------
 def test_mult_is_built_from_directional_crossmodal_blocks(tiny):
     model = small("mult", tiny)
-    assert sorted(model.crossmodal) == sorted(f"{m}_from_{s}" for m in tiny.modalities for s in tiny.modalities if s != m)
+    assert sorted(model.crossmodal) == sorted(
+        f"{m}_from_{s}" for m in tiny.modalities for s in tiny.modalities if s != m
+    )
     assert all(isinstance(b, CrossAttention) for stack in model.crossmodal.values() for b in stack.blocks)
     assert model.memory["text"].norm.normalized_shape == (2 * 16,)  # two sources concatenated
     out = model(batch_of(tiny))
@@ -208,8 +221,9 @@ def test_misa_losses_are_the_named_measures_of_its_codes(tiny):
     mods = ("text", "audio", "vision")
     pairs = [("text", "audio"), ("text", "vision"), ("audio", "vision")]
     sim = sum(L.cmd(ex[f"shared_{a}"], ex[f"shared_{b}"]) for a, b in pairs) / 3
-    diff = (sum(L.orthogonality(ex[f"private_{m}"], ex[f"shared_{m}"]) for m in mods)
-            + sum(L.orthogonality(ex[f"private_{a}"], ex[f"private_{b}"]) for a, b in pairs))
+    diff = sum(L.orthogonality(ex[f"private_{m}"], ex[f"shared_{m}"]) for m in mods) + sum(
+        L.orthogonality(ex[f"private_{a}"], ex[f"private_{b}"]) for a, b in pairs
+    )
     torch.testing.assert_close(aux["similarity"], sim)
     torch.testing.assert_close(aux["difference"], diff)
 
@@ -249,10 +263,15 @@ def test_misa_switches_remove_losses_and_parameters(tiny):
 
 # ---- compare() ---------------------------------------------------------------------------------
 def test_compare_writes_one_table_and_reuses_finished_runs(tmp_path):
-    from sentangle.training.compare import compare
+    from sentangle.recipes.compare import compare
 
-    over = ["dataset.scale=0.08", "dataset.lengths={text: 6, audio: 8, vision: 8}",
-            "dataset.dims={text: 8, audio: 5, vision: 4}", "train.epochs=2", "train.progress=false"]
+    over = [
+        "dataset.scale=0.08",
+        "dataset.lengths={text: 6, audio: 8, vision: 8}",
+        "dataset.dims={text: 8, audio: 5, vision: 4}",
+        "train.epochs=2",
+        "train.progress=false",
+    ]
     models = ["lf_dnn", {"name": "lmf", **SMALL["lmf"]}]
     res = compare(models, "synthetic", seeds=2, out=str(tmp_path), name="tiny", overrides=over)
     md = (tmp_path / "tiny" / "comparison.md").read_text()
@@ -270,7 +289,7 @@ def test_compare_writes_one_table_and_reuses_finished_runs(tmp_path):
     with pytest.raises(ValueError, match="given twice"):
         compare(["lf_dnn", "lf_dnn"], "synthetic", out=str(tmp_path))
     # an option the second model lacks fails before the first one trains
-    from sentangle.config import ConfigError
+    from sentangle.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"compare: model 'lmf' has no option\(s\) \['fcca'\]"):
         compare(["tsda", "lmf"], "synthetic", out=str(tmp_path / "late"), overrides=[*over, "model.fcca=none"])

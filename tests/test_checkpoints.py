@@ -4,6 +4,7 @@ A refused checkpoint is a CheckpointError naming the file (CLI: exit 2, one `err
 traceback); code inside a pickle never runs; a failed `predict -o` writes nothing and leaves an
 existing output file as it was.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,16 +21,22 @@ import torch
 
 import sentangle
 from sentangle.cli import main
-from sentangle.training.runs import CheckpointError, checkpoint_digest, load_checkpoint
+from sentangle.core.errors import CheckpointError
+from sentangle.runs.checkpoint import checkpoint_digest, load_checkpoint
 
 
 def write_npz(path: Path, n: int = 40, seed: int = 0) -> Path:
     """An utterance-feature .npz in the bc-LSTM layout (see readers/npz.py)."""
     rng = np.random.default_rng(seed)
     split = np.array(["train"] * (n // 2) + ["valid"] * (n // 4) + ["test"] * (n - n // 2 - n // 4))
-    np.savez(path, id=np.array([f"v{i // 4}_{i % 4}" for i in range(n)]), split=split,
-             text=rng.normal(size=(n, 6)).astype(np.float32), audio=rng.normal(size=(n, 3)).astype(np.float32),
-             label=rng.uniform(-3, 3, n).astype(np.float32))
+    np.savez(
+        path,
+        id=np.array([f"v{i // 4}_{i % 4}" for i in range(n)]),
+        split=split,
+        text=rng.normal(size=(n, 6)).astype(np.float32),
+        audio=rng.normal(size=(n, 3)).astype(np.float32),
+        label=rng.uniform(-3, 3, n).astype(np.float32),
+    )
     return path
 
 
@@ -37,15 +44,25 @@ def write_npz(path: Path, n: int = 40, seed: int = 0) -> Path:
 def trained(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("ckpt")
     data = write_npz(root / "feats.npz")
-    res = sentangle.train({"name": "lf_dnn", "hidden": 8, "fusion_hidden": 8}, str(data), out=str(root / "runs"),
-                          seeds=1, train={"epochs": 2, "progress": False})
+    res = sentangle.train(
+        {"name": "lf_dnn", "hidden": 8, "fusion_hidden": 8},
+        str(data),
+        out=str(root / "runs"),
+        seeds=1,
+        train={"epochs": 2, "progress": False},
+    )
     return {"data": data, "seed_dir": Path(res["folder"]) / "seed_1111"}
 
 
 def test_predict_in_a_fresh_process(trained, tmp_path):
     ckpt, out = trained["seed_dir"] / "checkpoint.pt", tmp_path / "sub" / "out.csv"
-    proc = subprocess.run([sys.executable, "-m", "sentangle.cli", "predict", str(ckpt), str(trained["data"]), "-o", str(out)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "sentangle.cli", "predict", str(ckpt), str(trained["data"]), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "wrote 10 predictions" in proc.stderr
     assert out.read_text() == (trained["seed_dir"] / "predictions_test.csv").read_text()
@@ -81,7 +98,9 @@ def _truncated(src: bytes, path: Path, marker: Path) -> None:
 
 def _flipped(src: bytes, path: Path, marker: Path) -> None:
     # flip one byte in the middle of the largest tensor record: the zip still opens, torch loads it
-    info = max((i for i in zipfile.ZipFile(io.BytesIO(src)).infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    info = max(
+        (i for i in zipfile.ZipFile(io.BytesIO(src)).infolist() if "/data/" in i.filename), key=lambda i: i.file_size
+    )
     start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
     data = bytearray(src)
     data[start + info.file_size // 2] ^= 0x10
@@ -169,8 +188,13 @@ def test_checkpoint_saved_before_an_option_existed_loads_as_it_was_trained(tmp_p
     # DBR's encoder_norm came after DBR checkpoints existed: their configs lack the key, their
     # weights lack the norm, and they must load as the model they were (no norm), not fail.
     data = write_npz(tmp_path / "feats.npz")
-    res = sentangle.train({"name": "dbr", "hidden": 8, "heads": 2, "encoder_norm": False}, str(data),
-                          out=str(tmp_path / "runs"), seeds=1, train={"epochs": 1, "progress": False})
+    res = sentangle.train(
+        {"name": "dbr", "hidden": 8, "heads": 2, "encoder_norm": False},
+        str(data),
+        out=str(tmp_path / "runs"),
+        seeds=1,
+        train={"epochs": 1, "progress": False},
+    )
     seed_dir = Path(res["folder"]) / "seed_1111"
     payload = torch.load(seed_dir / "checkpoint.pt", weights_only=True)
     del payload["config"]["model"]["encoder_norm"]

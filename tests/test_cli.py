@@ -1,4 +1,5 @@
 """The `sentangle` command end to end on a tiny synthetic dataset."""
+
 import csv
 import json
 
@@ -7,8 +8,13 @@ import pytest
 import sentangle
 from sentangle.cli import main
 
-TINY = ["dataset.scale=0.06", "dataset.lengths={text: 8, audio: 12, vision: 12}",
-        "dataset.dims={text: 16, audio: 5, vision: 6}", "train.epochs=3", "model.hidden=16"]
+TINY = [
+    "dataset.scale=0.06",
+    "dataset.lengths={text: 8, audio: 12, vision: 12}",
+    "dataset.dims={text: 16, audio: 5, vision: 6}",
+    "train.epochs=3",
+    "model.hidden=16",
+]
 
 
 def read_csv(path):
@@ -32,7 +38,7 @@ def test_train_writes_a_complete_run_folder(run_dir, capsys):
     mae = summary["splits"]["test"]["mae"]
     per_seed = [summary["per_seed"][str(s)]["test"]["mae"] for s in (1111, 1112)]
     assert mae["mean"] == pytest.approx(sum(per_seed) / 2)
-    assert mae["std"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)  # sample std of two
+    assert mae["std"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5)  # sample std of two
     for seed in (1111, 1112):
         d = run_dir / f"seed_{seed}"
         m = json.loads((d / "metrics.json").read_text())
@@ -76,12 +82,20 @@ def test_predict_on_data_lacking_a_modality_warns(run_dir, tmp_path):
 
     rng = np.random.default_rng(0)
     data = tmp_path / "no_vision.npz"  # text and audio of the checkpoint's widths, no vision
-    np.savez(data, id=np.array([f"v{i}_0" for i in range(6)]), label=rng.uniform(-3, 3, 6).astype(np.float32),
-             split=np.array(["train", "train", "valid", "valid", "test", "test"]),
-             text=rng.normal(size=(6, 16)).astype(np.float32), audio=rng.normal(size=(6, 5)).astype(np.float32))
+    np.savez(
+        data,
+        id=np.array([f"v{i}_0" for i in range(6)]),
+        label=rng.uniform(-3, 3, 6).astype(np.float32),
+        split=np.array(["train", "train", "valid", "valid", "test", "test"]),
+        text=rng.normal(size=(6, 16)).astype(np.float32),
+        audio=rng.normal(size=(6, 5)).astype(np.float32),
+    )
     out = tmp_path / "p.csv"
-    with pytest.warns(UserWarning, match=r"no_vision.npz has no vision, which checkpoint .* was trained with: "
-                                         r"predicting with it missing"):
+    with pytest.warns(
+        UserWarning,
+        match=r"no_vision.npz has no vision, which checkpoint .* was trained with: "
+        r"predicting with it missing",
+    ):
         assert main(["predict", str(run_dir / "seed_1111" / "checkpoint.pt"), str(data), "--output", str(out)]) == 0
     assert len(read_csv(out)) == 2
     with pytest.raises(SystemExit):  # an abbreviation of --data-root is not taken for it
@@ -126,9 +140,18 @@ def test_data_list_and_info(capsys):
 
 
 def test_python_api_mirrors_the_cli(tmp_path):
-    res = sentangle.train({"name": "lf_dnn", "hidden": 16}, {"name": "synthetic", "scale": 0.06, "lengths": {"text": 8, "audio": 12, "vision": 12},
-                           "dims": {"text": 16, "audio": 5, "vision": 6}},
-                          out=str(tmp_path), seeds=1, train={"epochs": 2, "progress": False})
+    res = sentangle.train(
+        {"name": "lf_dnn", "hidden": 16},
+        {
+            "name": "synthetic",
+            "scale": 0.06,
+            "lengths": {"text": 8, "audio": 12, "vision": 12},
+            "dims": {"text": 16, "audio": 5, "vision": 6},
+        },
+        out=str(tmp_path),
+        seeds=1,
+        train={"epochs": 2, "progress": False},
+    )
     assert res["splits"]["test"]["mae"]["n"] == 1
     model, cfg, _ = sentangle.load_checkpoint(tmp_path / "lf_dnn-synthetic" / "seed_1111" / "checkpoint.pt")
     assert cfg.model["hidden"] == 16 and type(model).__name__ == "LFDNN"
@@ -136,13 +159,16 @@ def test_python_api_mirrors_the_cli(tmp_path):
 
 def test_resume_ignores_display_settings(run_dir):
     # progress and thread count do not change results, so they do not block resuming
-    assert main(["train", "--out", str(run_dir.parent), "--name", "tiny", "--seeds", "2", *TINY,
-                 "train.threads=1"]) == 0
+    assert (
+        main(["train", "--out", str(run_dir.parent), "--name", "tiny", "--seeds", "2", *TINY, "train.threads=1"]) == 0
+    )
 
 
 def test_compare_writes_one_table(tmp_path, capsys):
-    assert main(["compare", "-m", "lf_dnn,text_only", "-d", "synthetic", "--seeds", "1",
-                 "--out", str(tmp_path), *TINY]) == 0
+    assert (
+        main(["compare", "-m", "lf_dnn,text_only", "-d", "synthetic", "--seeds", "1", "--out", str(tmp_path), *TINY])
+        == 0
+    )
     md = (tmp_path / "synthetic" / "comparison.md").read_text()
     assert "lf_dnn" in md and "text_only" in md and "**" in md
     assert (tmp_path / "synthetic" / "comparison.csv").read_text().count("\n") >= 3

@@ -1,6 +1,7 @@
 import pytest
 
-from sentangle.config import ConfigError, build_config, parse_override, parse_seeds
+from sentangle.config import build_config, parse_override, parse_seeds
+from sentangle.core.errors import ConfigError
 
 
 def test_layers_and_overrides(tmp_path):
@@ -55,6 +56,7 @@ def test_override_into_an_option_whose_default_is_null(tmp_path):
 def test_packaged_run_configs_apply(pair):
     # These files must ship with the package (a broad ignore rule once kept them out of git).
     import yaml
+
     from sentangle.config import CONFIG_DIR, build_config
 
     model, dataset = pair

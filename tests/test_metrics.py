@@ -3,6 +3,7 @@
 Every expected number in the hand-worked tests is derived in the comments beside it, so a
 failure says which definition drifted (clipping, rounding, the has-0 / non-0 split, weighting).
 """
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from sentangle.training.metrics import (
+from sentangle.evaluation.metrics import (
     CLASSIFICATION_KEYS,
     METRIC_DIRECTIONS,
     REGRESSION_KEYS,
@@ -91,26 +92,31 @@ def test_values_are_plain_python_floats_in_fraction_units():
 
 # ---- rounding and clipping, one sample at a time ---------------------------------------------
 
-@pytest.mark.parametrize("pred, label, acc7, acc5, acc3", [
-    (2.5, 2.0, 1, 1, 1),    # 2.5 -> 2 (half to even), not 3
-    (1.5, 2.0, 1, 1, 1),    # 1.5 -> 2 (even neighbour is 2)
-    (-0.5, 0.0, 1, 1, 1),   # -0.5 -> -0.0, which equals 0.0
-    (0.5, 0.0, 1, 1, 1),    # 0.5 -> 0
-    (-2.5, -2.0, 1, 1, 1),  # -2.5 -> -2
-    (0.5, 1.0, 0, 0, 0),    # 0.5 -> 0 vs 1, still a miss after every clip
-    (3.5, 3.0, 1, 1, 1),    # acc7 clips 3.5 to 3 (unclipped it would round to 4)
-    (-4.2, -3.0, 1, 1, 1),  # clipping on the negative side too
-    (2.9, 2.0, 0, 1, 1),    # acc7: 3 vs 2; acc5 clips 2.9 to 2 -> hit
-    (1.7, 1.0, 0, 0, 1),    # acc7/acc5: 2 vs 1; acc3 clips 1.7 to 1 -> hit
-    (-2.6, -2.4, 0, 1, 1),  # acc7: -3 vs -2; acc5 clips both to -2 -> hit
-    (0.6, 0.4, 0, 0, 0),    # 1 vs 0 at every k: clipping does not rescue sub-unit errors
-])
+
+@pytest.mark.parametrize(
+    "pred, label, acc7, acc5, acc3",
+    [
+        (2.5, 2.0, 1, 1, 1),  # 2.5 -> 2 (half to even), not 3
+        (1.5, 2.0, 1, 1, 1),  # 1.5 -> 2 (even neighbour is 2)
+        (-0.5, 0.0, 1, 1, 1),  # -0.5 -> -0.0, which equals 0.0
+        (0.5, 0.0, 1, 1, 1),  # 0.5 -> 0
+        (-2.5, -2.0, 1, 1, 1),  # -2.5 -> -2
+        (0.5, 1.0, 0, 0, 0),  # 0.5 -> 0 vs 1, still a miss after every clip
+        (3.5, 3.0, 1, 1, 1),  # acc7 clips 3.5 to 3 (unclipped it would round to 4)
+        (-4.2, -3.0, 1, 1, 1),  # clipping on the negative side too
+        (2.9, 2.0, 0, 1, 1),  # acc7: 3 vs 2; acc5 clips 2.9 to 2 -> hit
+        (1.7, 1.0, 0, 0, 1),  # acc7/acc5: 2 vs 1; acc3 clips 1.7 to 1 -> hit
+        (-2.6, -2.4, 0, 1, 1),  # acc7: -3 vs -2; acc5 clips both to -2 -> hit
+        (0.6, 0.4, 0, 0, 0),  # 1 vs 0 at every k: clipping does not rescue sub-unit errors
+    ],
+)
 def test_rounding_half_to_even_and_clipping(pred, label, acc7, acc5, acc3):
     m = regression_metrics([pred], [label])
     assert (m["acc7"], m["acc5"], m["acc3"]) == (acc7, acc5, acc3)
 
 
 # ---- has-0 versus non-0 ------------------------------------------------------------------------
+
 
 def test_prediction_of_exactly_zero_is_nonnegative_but_not_positive():
     m = regression_metrics([0.0, 0.0], [-1.0, 1.0])
@@ -153,6 +159,7 @@ def test_all_zero_labels_give_nan_non0_without_warnings():
 
 # ---- correlation -------------------------------------------------------------------------------
 
+
 def test_corr_by_hand():
     # p = 1 2 3, y = 1 3 2: means 2 and 2; dp = -1 0 1, dy = -1 1 0
     # sum dp*dy = 1, sum dp^2 = 2, sum dy^2 = 2 -> r = 1 / sqrt(4) = 1/2
@@ -162,11 +169,14 @@ def test_corr_by_hand():
     assert r == approx(-1.0, abs=1e-15) and r >= -1.0
 
 
-@pytest.mark.parametrize("pred, label", [
-    ([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]),   # constant prediction (a collapsed model)
-    ([0.0, 1.0, 2.0], [2.0, 2.0, 2.0]),   # constant labels
-    ([0.7], [0.1]),                       # one sample
-])
+@pytest.mark.parametrize(
+    "pred, label",
+    [
+        ([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]),  # constant prediction (a collapsed model)
+        ([0.0, 1.0, 2.0], [2.0, 2.0, 2.0]),  # constant labels
+        ([0.7], [0.1]),  # one sample
+    ],
+)
 def test_corr_is_nan_when_undefined_without_warnings(pred, label):
     assert math.isnan(regression_metrics(pred, label)["corr"])
 
@@ -181,6 +191,7 @@ def test_corr_survives_huge_and_tiny_finite_values():
 
 
 # ---- input forms --------------------------------------------------------------------------------
+
 
 def test_column_vectors_lists_and_ints_give_the_same_numbers():
     ref = regression_metrics(np.array(PRED), np.array(LABEL))
@@ -204,18 +215,21 @@ def test_torch_tensors():
     assert c["accuracy"] == 0.5
 
 
-@pytest.mark.parametrize("pred, label, match", [
-    ([0.1, float("nan")], [0.0, 1.0], "NaN or infinite"),
-    ([0.1, float("inf")], [0.0, 1.0], "NaN or infinite"),
-    ([0.1, -float("inf")], [0.0, 1.0], "NaN or infinite"),
-    ([0.1, 0.2], [0.0, float("nan")], "label.*NaN"),
-    ([0.1, 0.2, 0.3], [0.0, 1.0], "3 samples.*2"),
-    (np.zeros((3, 2)), np.zeros(3), r"shape \(N,\) or \(N, 1\)"),
-    (np.zeros((2, 1, 1)), np.zeros(2), r"shape \(N,\) or \(N, 1\)"),
-    (np.float64(0.5), np.zeros(1), r"shape \(N,\) or \(N, 1\)"),
-    ([], [], "empty"),
-    (["a", "b"], [0.0, 1.0], "expected numbers"),
-])
+@pytest.mark.parametrize(
+    "pred, label, match",
+    [
+        ([0.1, float("nan")], [0.0, 1.0], "NaN or infinite"),
+        ([0.1, float("inf")], [0.0, 1.0], "NaN or infinite"),
+        ([0.1, -float("inf")], [0.0, 1.0], "NaN or infinite"),
+        ([0.1, 0.2], [0.0, float("nan")], "label.*NaN"),
+        ([0.1, 0.2, 0.3], [0.0, 1.0], "3 samples.*2"),
+        (np.zeros((3, 2)), np.zeros(3), r"shape \(N,\) or \(N, 1\)"),
+        (np.zeros((2, 1, 1)), np.zeros(2), r"shape \(N,\) or \(N, 1\)"),
+        (np.float64(0.5), np.zeros(1), r"shape \(N,\) or \(N, 1\)"),
+        ([], [], "empty"),
+        (["a", "b"], [0.0, 1.0], "expected numbers"),
+    ],
+)
 def test_bad_regression_inputs_raise(pred, label, match):
     with pytest.raises(ValueError, match=match):
         regression_metrics(pred, label)
@@ -281,26 +295,30 @@ def test_logit_ties_go_to_the_lowest_index():
     assert m["accuracy"] == 1.0
 
 
-@pytest.mark.parametrize("pred, label, num_classes, match", [
-    ([0.2, 0.9], [0, 1], None, "non-integral"),                   # probabilities, not ids
-    ([[0.2], [0.9]], [0, 1], None, "non-integral"),               # single-logit head
-    ([0, 1], [0, -1], None, ">= 0"),
-    ([0, 1], [0, 2], 2, "out of range"),
-    ([0, 3], [0, 1], 3, "out of range"),
-    ([[0.1, 0.2, 0.7]], [2], 4, "3 columns but num_classes is 4"),
-    ([[0.1, float("nan")], [0.3, 0.2]], [0, 1], None, "NaN or infinite"),
-    ([0, 1, 1], [0, 1], None, "3 samples.*2"),
-    ([], [], None, "empty"),
-    ([0, 1], [0, 1], 0, "positive integer"),
-    ([0, 1], [0, 1], 2.0, "positive integer"),
-    ([0, 1], [0, 1], True, "positive integer"),
-])
+@pytest.mark.parametrize(
+    "pred, label, num_classes, match",
+    [
+        ([0.2, 0.9], [0, 1], None, "non-integral"),  # probabilities, not ids
+        ([[0.2], [0.9]], [0, 1], None, "non-integral"),  # single-logit head
+        ([0, 1], [0, -1], None, ">= 0"),
+        ([0, 1], [0, 2], 2, "out of range"),
+        ([0, 3], [0, 1], 3, "out of range"),
+        ([[0.1, 0.2, 0.7]], [2], 4, "3 columns but num_classes is 4"),
+        ([[0.1, float("nan")], [0.3, 0.2]], [0, 1], None, "NaN or infinite"),
+        ([0, 1, 1], [0, 1], None, "3 samples.*2"),
+        ([], [], None, "empty"),
+        ([0, 1], [0, 1], 0, "positive integer"),
+        ([0, 1], [0, 1], 2.0, "positive integer"),
+        ([0, 1], [0, 1], True, "positive integer"),
+    ],
+)
 def test_bad_classification_inputs_raise(pred, label, num_classes, match):
     with pytest.raises(ValueError, match=match):
         classification_metrics(pred, label, num_classes)
 
 
 # ---- directions and dispatch ---------------------------------------------------------------------
+
 
 def test_metric_directions_cover_every_returned_key():
     assert set(METRIC_DIRECTIONS) == set(REGRESSION_KEYS) | set(CLASSIFICATION_KEYS)
@@ -322,6 +340,7 @@ def test_compute_metrics_dispatches_on_task():
 
 
 # ---- an independent, slow implementation on random inputs -----------------------------------------
+
 
 def _slow_f1s(truth, pred, classes):
     """Per-class (precision, recall, f1, support) by counting, with 0 for undefined ratios."""

@@ -1,12 +1,13 @@
 """Every model: output contract, any subset of modalities, switches, and that it learns."""
+
 import numpy as np
 import pytest
 import torch
 
 from sentangle import create_model, list_models
-from sentangle.config import ConfigError, TrainConfig
+from sentangle.config import TrainConfig
+from sentangle.core.errors import ConfigError, UnknownNameError
 from sentangle.models.base import ModelOutput
-from sentangle.registry import UnknownNameError
 from sentangle.training.trainer import evaluate, fit
 
 

@@ -1,4 +1,5 @@
 """The performance benchmark runs on a tiny configuration, and the speed fixes keep the models' numbers."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -13,8 +14,12 @@ from sentangle.models import create_model
 from sentangle.models.layers import RealFrameLSTM
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"sizes": (12, 2, 6), "aligned": False, "lengths": {"text": 6, "audio": 9, "vision": 11},
-        "dims": {"text": 8, "audio": 5, "vision": 4}}
+TINY = {
+    "sizes": (12, 2, 6),
+    "aligned": False,
+    "lengths": {"text": 6, "audio": 9, "vision": 11},
+    "dims": {"text": 8, "audio": 5, "vision": 4},
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +38,17 @@ def test_benchmark_measures_a_tiny_configuration(perf, model):
     assert r["infer_utt_s"] > 0 and r["infer_samples"] == 6
     assert r["flops_fwd_bwd_per_sample"] > r["flops_fwd_per_sample"] > 0
     assert r["peak_rss_mb"] >= r["rss_before_mb"] * 0.5 > 0
-    page = perf.render({"date": "today", "threads": 1, "machine": perf.machine() | {"load_average_end": [0, 0, 0]},
-                        "settings": {"batches": 2, "seconds": 5.0, "note": "tiny"}, "matmul_gflops": [10.0],
-                        "results": [r | {"shape": "mosi_unaligned"}], "lazy": None})
+    page = perf.render(
+        {
+            "date": "today",
+            "threads": 1,
+            "machine": perf.machine() | {"load_average_end": [0, 0, 0]},
+            "settings": {"batches": 2, "seconds": 5.0, "note": "tiny"},
+            "matmul_gflops": [10.0],
+            "results": [r | {"shape": "mosi_unaligned"}],
+            "lazy": None,
+        }
+    )
     assert f"`{model}`" in page and "## Targets" in page
 
 
@@ -66,16 +79,20 @@ def test_real_frame_lstm_gradients_match_each_sample_run_alone(bidirectional, la
         n = int(mask[i].sum())
         alone, (h, _) = enc.lstm(x[i, mask[i]].unsqueeze(0))
         torch.testing.assert_close(out[i, :n], alone[0])
-        torch.testing.assert_close(final[i], h[-enc.dirs:].transpose(0, 1).reshape(-1))
-        total = total + alone.pow(2).sum() + h[-enc.dirs:].sum()
+        torch.testing.assert_close(final[i], h[-enc.dirs :].transpose(0, 1).reshape(-1))
+        total = total + alone.pow(2).sum() + h[-enc.dirs :].sum()
         assert out_mask[i].sum() == n and not out[i, n:].any()
     total.backward()
     torch.testing.assert_close(grad, x.grad)
 
 
 def test_mult_windows_only_the_modalities_it_is_told_to():
-    ds = load_dataset("synthetic", scale=0.01, lengths={"text": 20, "audio": 60, "vision": 80},
-                      dims={"text": 8, "audio": 5, "vision": 4})
+    ds = load_dataset(
+        "synthetic",
+        scale=0.01,
+        lengths={"text": 20, "audio": 60, "vision": 80},
+        dims={"text": 8, "audio": 5, "vision": 4},
+    )
     batch = next(ds.batches("train", 4))
     torch.manual_seed(0)
     model = create_model("mult", ds.input_dims, dim=10, heads=2, layers=1, max_len={"audio": 10, "vision": 10}).eval()

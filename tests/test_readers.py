@@ -3,6 +3,7 @@
 Every test writes a tiny file in exactly the published layout, so the readers are checked against
 the format, not against our own writer.
 """
+
 from __future__ import annotations
 
 import collections
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentangle.data.dataset import DataError
+from sentangle.core.errors import DataError
 from sentangle.data.readers.mmsa import read_mmsa_pickle
 from sentangle.data.readers.mult import read_mult_pickle
 from sentangle.data.readers.npz import read_npz_utterances
@@ -48,8 +49,14 @@ def mmsa_split(n: int, seed: int, aligned: bool, L: int = 6, Ta: int = 9, Tv: in
     else:
         d["audio_lengths"] = rng.integers(1, Ta + 1, n)
         d["vision_lengths"] = rng.integers(1, Tv + 1, n)
-        d["audio"] = rng.normal(size=(n, Ta, 3)).astype(np.float32) * (np.arange(Ta)[None] < d["audio_lengths"][:, None])[..., None]
-        d["vision"] = rng.normal(size=(n, Tv, 2)).astype(np.float32) * (np.arange(Tv)[None] < d["vision_lengths"][:, None])[..., None]
+        d["audio"] = (
+            rng.normal(size=(n, Ta, 3)).astype(np.float32)
+            * (np.arange(Ta)[None] < d["audio_lengths"][:, None])[..., None]
+        )
+        d["vision"] = (
+            rng.normal(size=(n, Tv, 2)).astype(np.float32)
+            * (np.arange(Tv)[None] < d["vision_lengths"][:, None])[..., None]
+        )
     return d
 
 
@@ -93,9 +100,18 @@ class RunsCode:
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 def test_plain_data_loads_in_every_protocol(tmp_path, protocol):
-    obj = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "ids": np.array(["x", "yy"]), "b": np.array([b"q"]),
-           "scalar": np.float64(2.5), "od": collections.OrderedDict(k=[1, 2]), "dd": collections.defaultdict(list, z=[3]),
-           "bytes": b"\x00\xff", "set": {1, 2}, "obj": np.array(["s", 1], dtype=object), "fortran": np.ones((3, 2)).T}
+    obj = {
+        "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "ids": np.array(["x", "yy"]),
+        "b": np.array([b"q"]),
+        "scalar": np.float64(2.5),
+        "od": collections.OrderedDict(k=[1, 2]),
+        "dd": collections.defaultdict(list, z=[3]),
+        "bytes": b"\x00\xff",
+        "set": {1, 2},
+        "obj": np.array(["s", 1], dtype=object),
+        "fortran": np.ones((3, 2)).T,
+    }
     back = load_pickle(dump(obj, tmp_path / "d.pkl", protocol))
     assert np.array_equal(back["a"], obj["a"]) and back["a"].dtype == np.float32
     assert back["ids"].tolist() == ["x", "yy"] and back["b"].tolist() == [b"q"]
@@ -449,15 +465,18 @@ def test_npz_utterances(tmp_path):
     assert read_npz_utterances(path, modalities=("vision",)).modalities == ("vision",)
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    ({"audio": None}, ["'audio'", "missing"]),
-    ({"split": np.array(["train"] * 4 + ["dev"] * 2 + ["test"] * 3)}, ["'split'", "dev"]),
-    ({"audio": np.full((9, 4), np.nan, np.float32)}, ["train.audio", "NaN"]),
-    ({"text": np.zeros((8, 5), np.float32)}, ["'text'", "(8, 5)"]),
-    ({"label": np.full(9, 7.0, np.float32)}, ["labels", "7.0"]),
-    ({"split": np.array(["train"] * 7 + ["test"] * 2)}, ["missing split", "'valid'"]),
-    ({"id": np.array([{"a": 1}] * 9, dtype=object)}, ["'id'", "object"]),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        ({"audio": None}, ["'audio'", "missing"]),
+        ({"split": np.array(["train"] * 4 + ["dev"] * 2 + ["test"] * 3)}, ["'split'", "dev"]),
+        ({"audio": np.full((9, 4), np.nan, np.float32)}, ["train.audio", "NaN"]),
+        ({"text": np.zeros((8, 5), np.float32)}, ["'text'", "(8, 5)"]),
+        ({"label": np.full(9, 7.0, np.float32)}, ["labels", "7.0"]),
+        ({"split": np.array(["train"] * 7 + ["test"] * 2)}, ["missing split", "'valid'"]),
+        ({"id": np.array([{"a": 1}] * 9, dtype=object)}, ["'id'", "object"]),
+    ],
+)
 def test_npz_bad_files(tmp_path, overrides, expected):
     path = write_npz(tmp_path / "feats.npz", **overrides)
     with pytest.raises(DataError) as e:

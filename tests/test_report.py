@@ -1,4 +1,5 @@
 """`sentangle report` and the per-seed diagnostics of run folders."""
+
 import csv
 import json
 
@@ -6,16 +7,22 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from sentangle.api import make_config
 from sentangle.cli import main
+from sentangle.config import make_config
 from sentangle.data.dataset import MSADataset, Split
+from sentangle.recipes.report import read_predictions, report
 from sentangle.report.diagnose import DIAGNOSTICS, diagnose, gate_values
-from sentangle.report.report import read_predictions, report
 from sentangle.report.tables import results_table
-from sentangle.training.runs import run
+from sentangle.runs.runner import run
 
-TINY = ["dataset.scale=0.06", "dataset.lengths={text: 8, audio: 12, vision: 12}",
-        "dataset.dims={text: 16, audio: 5, vision: 6}", "train.epochs=2", "model.hidden=16", "train.progress=false"]
+TINY = [
+    "dataset.scale=0.06",
+    "dataset.lengths={text: 8, audio: 12, vision: 12}",
+    "dataset.dims={text: 16, audio: 5, vision: 6}",
+    "train.epochs=2",
+    "model.hidden=16",
+    "train.progress=false",
+]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -28,8 +35,10 @@ def is_png(path):
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("report_runs")
     for model in ("dbr", "lf_dnn", "tsda"):
-        assert main(["train", "-m", model, "--out", str(out), "--name", model, "--seeds", "2", "--no-progress",
-                     *TINY]) == 0
+        assert (
+            main(["train", "-m", model, "--out", str(out), "--name", model, "--seeds", "2", "--no-progress", *TINY])
+            == 0
+        )
     return out
 
 
@@ -43,8 +52,10 @@ def test_dbr_run_writes_diagnostics_per_seed_and_summarises_them(runs):
         assert 0 <= d["test"]["branch_weights"]["shared"] <= 1
     summary = json.loads((folder / "summary.json").read_text())
     diag = summary["diagnostics"]
-    per = [json.loads((folder / f"seed_{s}" / "diagnostics.json").read_text())["test"]["redundancy"]["linear_cka"]
-           for s in (1111, 1112)]
+    per = [
+        json.loads((folder / f"seed_{s}" / "diagnostics.json").read_text())["test"]["redundancy"]["linear_cka"]
+        for s in (1111, 1112)
+    ]
     assert diag["test.redundancy.linear_cka"]["mean"] == pytest.approx(np.mean(per))
     assert diag["test.redundancy.linear_cka"]["n"] == 2
     assert "prediction share" in (folder / "summary.md").read_text()
@@ -56,7 +67,9 @@ def test_dbr_run_writes_diagnostics_per_seed_and_summarises_them(runs):
 
 def test_resumed_run_reads_the_diagnostics_it_has(runs):
     before = json.loads((runs / "dbr" / "summary.json").read_text())["diagnostics"]
-    assert main(["train", "-m", "dbr", "--out", str(runs), "--name", "dbr", "--seeds", "2", "--no-progress", *TINY]) == 0
+    assert (
+        main(["train", "-m", "dbr", "--out", str(runs), "--name", "dbr", "--seeds", "2", "--no-progress", *TINY]) == 0
+    )
     assert json.loads((runs / "dbr" / "summary.json").read_text())["diagnostics"] == before
 
 
@@ -72,8 +85,23 @@ def test_diagnostics_opt_in_by_method_or_registry(small_synthetic):
 
 def test_report_cli_end_to_end(runs, capsys):
     out = runs / "rep"
-    assert main(["robust", str(runs / "dbr"), str(runs / "tsda"), "--out", str(runs / "rob"), "--no-plots",
-                 "--noise-levels", "1", "--drop-rates", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "robust",
+                str(runs / "dbr"),
+                str(runs / "tsda"),
+                "--out",
+                str(runs / "rob"),
+                "--no-plots",
+                "--noise-levels",
+                "1",
+                "--drop-rates",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(runs / "dbr"), str(runs / "lf_dnn"), str(runs / "tsda"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| run | seeds |" in printed and "`dbr`" in printed
@@ -84,8 +112,14 @@ def test_report_cli_end_to_end(runs, capsys):
     test_rows = md.split("## test")[1].split("## valid")[0]
     row = next(line for line in test_rows.splitlines() if line.startswith(f"| `{best}`"))
     assert row.split("|")[3].strip().startswith("**")
-    for name in ("pred_dbr.png", "pred_lf_dnn.png", "gates_dbr.png", "gates_tsda.png", "robust_noise_audio.png",
-                 "robust_frame_drop.png"):
+    for name in (
+        "pred_dbr.png",
+        "pred_lf_dnn.png",
+        "gates_dbr.png",
+        "gates_tsda.png",
+        "robust_noise_audio.png",
+        "robust_frame_drop.png",
+    ):
         is_png(out / name)
     assert not (out / "gates_lf_dnn.png").exists() and "no gates" in md
     assert "branch_weights" in md and "prediction_share.shared" in md and "## Robustness" in md
@@ -98,11 +132,24 @@ def test_report_cli_end_to_end(runs, capsys):
 def test_report_confusion_matrix_with_class_names(small_synthetic, tmp_path):
     ds = small_synthetic
     cut = np.quantile(ds.splits["train"].labels, [1 / 3, 2 / 3])
-    three = MSADataset("toy3", {s: Split(sp.features, sp.masks, np.digitize(sp.labels, cut).astype(np.int64), sp.ids)
-                                for s, sp in ds.splits.items()},
-                       task="classification", class_names=["neg", "neu", "pos"], label_range=None)
-    cfg = make_config("lf_dnn", "synthetic", seeds=1, out=str(tmp_path), name="cls",
-                      overrides=["train.epochs=2", "model.hidden=16", "train.progress=false"])
+    three = MSADataset(
+        "toy3",
+        {
+            s: Split(sp.features, sp.masks, np.digitize(sp.labels, cut).astype(np.int64), sp.ids)
+            for s, sp in ds.splits.items()
+        },
+        task="classification",
+        class_names=["neg", "neu", "pos"],
+        label_range=None,
+    )
+    cfg = make_config(
+        "lf_dnn",
+        "synthetic",
+        seeds=1,
+        out=str(tmp_path),
+        name="cls",
+        overrides=["train.epochs=2", "model.hidden=16", "train.progress=false"],
+    )
     run(cfg, dataset=three)
     pred, label, names = read_predictions(tmp_path / "cls" / "seed_1111" / "predictions_test.csv")
     assert names == ["neg", "neu", "pos"] and set(label) <= {0, 1, 2} and len(pred) == len(three.splits["test"])
@@ -123,8 +170,10 @@ def test_gate_values_shapes(small_synthetic):
 
 
 def test_results_table_marks_the_best_in_the_metric_direction():
-    rows = {"a": {"mae": {"mean": 0.9, "std": 0.1, "n": 2}, "corr": {"mean": 0.5, "std": 0.0, "n": 2}},
-            "b": {"mae": {"mean": 0.7, "std": 0.1, "n": 2}, "corr": {"mean": 0.4, "std": 0.0, "n": 2}}}
+    rows = {
+        "a": {"mae": {"mean": 0.9, "std": 0.1, "n": 2}, "corr": {"mean": 0.5, "std": 0.0, "n": 2}},
+        "b": {"mae": {"mean": 0.7, "std": 0.1, "n": 2}, "corr": {"mean": 0.4, "std": 0.0, "n": 2}},
+    }
     lines = results_table(rows, "regression", {"note": {"a": "x"}}).splitlines()
     a, b = lines[2].split("|"), lines[3].split("|")
     assert b[3].strip().startswith("**") and not a[3].strip().startswith("**")  # lower MAE
@@ -139,6 +188,7 @@ def test_report_names_a_folder_without_summary(tmp_path, capsys):
 
 def test_interval_and_beyond_noise_against_hand_values():
     from sentangle.report.tables import aggregate, beyond_noise, interval_text
+
     # diffs -0.10, -0.07, -0.10: mean -0.09, sample variance (1e-4 + 4e-4 + 1e-4) / 2 = 3e-4,
     # 2 SE = 2 * sqrt(3e-4) / sqrt(3) = 0.02 -> [-0.110, -0.070]
     st = aggregate([-0.10, -0.07, -0.10])

@@ -1,5 +1,6 @@
 """benchmarks/results.py: the plan resolves without training, and a --quick run of the synthetic
 section writes the expected tables, CSVs and figures (tiny data, one seed, one epoch)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -51,7 +52,9 @@ def test_bad_section_and_quick_doc_are_refused(results, tmp_path, capsys):
 def test_plan_file_errors_name_the_entry(results, tmp_path):
     bad = tmp_path / "plan.yaml"
     bad.write_text("sections:\n  - id: a\n    groups:\n      - {id: g, dataset: synthetic, models: all, epochs: 3}\n")
-    with pytest.raises(results.PlanError, match=r"plan.yaml: sections\[0\] \(a\)\.groups\[0\] \(g\): unknown keys \['epochs'\]"):
+    with pytest.raises(
+        results.PlanError, match=r"plan.yaml: sections\[0\] \(a\)\.groups\[0\] \(g\): unknown keys \['epochs'\]"
+    ):
         results.read_plan(bad)
 
 
@@ -60,8 +63,14 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc)]) == 0
     md = doc.read_text()
     assert "QUICK SMOKE RUN" in md
-    for heading in ("## 6. Synthetic benchmark", "### aligned", "### unaligned", "## 8. Acceptance checks",
-                    "Published reference rows, CMU-MOSI", "Published reference rows, MIntRec"):
+    for heading in (
+        "## 6. Synthetic benchmark",
+        "### aligned",
+        "### unaligned",
+        "## 8. Acceptance checks",
+        "Published reference rows, CMU-MOSI",
+        "Published reference rows, MIntRec",
+    ):
         assert heading in md, heading
     # one row per registered model in the synthetic test table, with the oracle table beside it
     import sentangle
@@ -99,7 +108,9 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     # --retrain-stale trains that seed again and nothing else
     other = out / "synthetic-unaligned" / "lf_dnn" / "seed_1111" / "metrics.json"
     untouched = other.stat().st_mtime_ns
-    assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc), "--retrain-stale"]) == 0
+    assert (
+        results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc), "--retrain-stale"]) == 0
+    )
     retrained = json.loads(metrics.read_text())
     assert (retrained["code"], retrained["code_structure"]) == (record["code"], structure)
     assert other.stat().st_mtime_ns == untouched
@@ -161,26 +172,30 @@ def test_workers_train_in_parallel_with_the_same_numbers(results, tmp_path, caps
 
 def _run(maes: list[float], seeds=(1, 2, 3)) -> dict:
     """A load_result-shaped summary of a regression run with these test MAEs."""
-    return {"splits": {"test": {"mae": {"mean": sum(maes) / len(maes)}}}, "planned_seeds": len(maes),
-            "per_seed": {s: {"test": {"mae": v}} for s, v in zip(seeds, maes)}}
+    return {
+        "splits": {"test": {"mae": {"mean": sum(maes) / len(maes)}}},
+        "planned_seeds": len(maes),
+        "per_seed": {s: {"test": {"mae": v}} for s, v in zip(seeds, maes)},
+    }
 
 
 def test_claim_checks_report_the_paired_interval(results):
-    res = {"g": {"lf_dnn": _run([0.80, 0.82, 0.79]), "tsda": _run([0.70, 0.75, 0.69]),
-                 "dbr": _run([0.81, 0.80, 0.80])}}
+    res = {"g": {"lf_dnn": _run([0.80, 0.82, 0.79]), "tsda": _run([0.70, 0.75, 0.69]), "dbr": _run([0.81, 0.80, 0.80])}}
     ctx = {"results": res, "proposed": ["tsda", "dbr"], "baselines": ["lf_dnn"], "ablations": {}}
     # tsda minus lf_dnn per seed: -0.10, -0.07, -0.10 -> mean -0.090, 2 SE 0.020 (worked in test_report)
     verdict, detail, clear = results.check({"kind": "beats_all", "groups": ["g"], "metric": "mae"}, ctx)
     assert (verdict, clear) == ("PASS", "yes")
     assert "paired difference -0.090, ± 2 SE [-0.110, -0.070] over 3 seeds" in detail
-    verdict, detail, clear = results.check({"kind": "pairwise", "model": "dbr", "against": "lf_dnn", "groups": ["g"],
-                                            "metric": "mae"}, ctx)
+    verdict, detail, clear = results.check(
+        {"kind": "pairwise", "model": "dbr", "against": "lf_dnn", "groups": ["g"], "metric": "mae"}, ctx
+    )
     # dbr minus lf_dnn: +0.01, -0.02, +0.01 -> mean 0, the means tie: not better, and not clear of noise
     assert (verdict, clear) == ("FAIL", "no")
     # seeds only one run finished are left out of the pairing
     res["g"]["tsda"] = _run([0.70, 0.75], seeds=(1, 4))
-    _, detail, clear = results.check({"kind": "pairwise", "model": "tsda", "against": "lf_dnn", "groups": ["g"],
-                                      "metric": "mae"}, ctx)
+    _, detail, clear = results.check(
+        {"kind": "pairwise", "model": "tsda", "against": "lf_dnn", "groups": ["g"], "metric": "mae"}, ctx
+    )
     assert "paired difference -0.100" in detail and "over 1 seeds" in detail and clear == "n/a"
 
 
@@ -203,14 +218,24 @@ def test_collapsed_seeds_are_listed(results, tmp_path):
         folder = tmp_path / name
         for seed, constant in seeds.items():
             (folder / seed).mkdir(parents=True)
-            record = ({"seed": 1} if constant is None else
-                      {"seed": 1, "constant_predictions": constant[0], "no_better_than_constant": constant[1]})
+            record = (
+                {"seed": 1}
+                if constant is None
+                else {"seed": 1, "constant_predictions": constant[0], "no_better_than_constant": constant[1]}
+            )
             (folder / seed / "metrics.json").write_text(json.dumps(record))
         return SimpleNamespace(kind="train", folder=folder, label=name)
 
     ok = job("mosei/lf_dnn", {"seed_1111": ([], []), "seed_1112": ([], [])})
-    bad = job("mosei/dbr", {"seed_1111": (["valid", "test"], ["train"]), "seed_1112": ([], ["test"]),
-                            "seed_1113": None, "seed_1114": ([], [])})
+    bad = job(
+        "mosei/dbr",
+        {
+            "seed_1111": (["valid", "test"], ["train"]),
+            "seed_1112": ([], ["test"]),
+            "seed_1113": None,
+            "seed_1114": ([], []),
+        },
+    )
     text = results.collapse_section({"mosei": [ok, bad, ok]})
     assert "| mosei/dbr | seed_1111 | valid, test | train |" in text and "| mosei/dbr | seed_1112 | - | test |" in text
     assert "2 seed(s) have" in text and "seed_1114" not in text

@@ -4,6 +4,7 @@ Finished seeds are skipped with their files untouched, unfinished seeds are trai
 files of killed writes do not confuse the restart, and the final numbers equal those of a run that
 was never interrupted. The same for `sentangle compare` over several models.
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,17 +23,29 @@ import pytest
 from sentangle.cli import main
 
 # Seeds long enough (about a second each) that a kill lands inside one, data small enough to be quick.
-SLOW = ["dataset.scale=0.1", "dataset.lengths={text: 8, audio: 12, vision: 12}",
-        "dataset.dims={text: 16, audio: 5, vision: 6}", "train.epochs=20", "train.patience=100",
-        "train.threads=1", "train.progress=false"]
+SLOW = [
+    "dataset.scale=0.1",
+    "dataset.lengths={text: 8, audio: 12, vision: 12}",
+    "dataset.dims={text: 16, audio: 5, vision: 6}",
+    "train.epochs=20",
+    "train.patience=100",
+    "train.threads=1",
+    "train.progress=false",
+]
 TRAIN = ["train", "--seeds", "3", "--name", "r", "--no-progress", *SLOW]
 COMPARE = ["compare", "-m", "lf_dnn,lmf", "-d", "synthetic", "--seeds", "2", *SLOW]
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen([sys.executable, "-m", "sentangle.cli", *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sentangle.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
@@ -58,7 +71,9 @@ def finish(args: list[str], cwd: Path) -> None:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()
+    }
 
 
 def results(summary_path: Path) -> tuple[dict, dict]:
@@ -103,7 +118,9 @@ def test_kill_at_the_start_and_inside_a_seed_then_resume(tmp_path, reference):
 
 def _numbers(csv_text: str) -> list[dict]:
     # training time differs between runs; every metric column must not
-    return [{k: v for k, v in row.items() if k != "train_seconds_mean"} for row in csv.DictReader(io.StringIO(csv_text))]
+    return [
+        {k: v for k, v in row.items() if k != "train_seconds_mean"} for row in csv.DictReader(io.StringIO(csv_text))
+    ]
 
 
 def test_kill_a_comparison_then_resume(tmp_path, tmp_path_factory):
@@ -114,25 +131,38 @@ def test_kill_a_comparison_then_resume(tmp_path, tmp_path_factory):
     kill_when(proc, lambda: (out / "lmf-synthetic" / "seed_1111" / "metrics.json").exists())
     assert not (out / "lmf-synthetic" / "seed_1112" / "metrics.json").exists()
     assert not (out / "synthetic" / "comparison.csv").exists()
-    finished = {**{f"lf_dnn/{k}": v for k, v in snapshot(out / "lf_dnn-synthetic").items() if k.startswith("seed_")},
-                **{f"lmf/{k}": v for k, v in snapshot(out / "lmf-synthetic" / "seed_1111").items()}}
+    finished = {
+        **{f"lf_dnn/{k}": v for k, v in snapshot(out / "lf_dnn-synthetic").items() if k.startswith("seed_")},
+        **{f"lmf/{k}": v for k, v in snapshot(out / "lmf-synthetic" / "seed_1111").items()},
+    }
     assert any(k.startswith("lf_dnn/seed_1112/") for k in finished)
 
     finish([*COMPARE, "--out", "cmp"], tmp_path)
-    after = {**{f"lf_dnn/{k}": v for k, v in snapshot(out / "lf_dnn-synthetic").items() if k.startswith("seed_")},
-             **{f"lmf/{k}": v for k, v in snapshot(out / "lmf-synthetic" / "seed_1111").items()}}
+    after = {
+        **{f"lf_dnn/{k}": v for k, v in snapshot(out / "lf_dnn-synthetic").items() if k.startswith("seed_")},
+        **{f"lmf/{k}": v for k, v in snapshot(out / "lmf-synthetic" / "seed_1111").items()},
+    }
     assert after == finished  # the finished model and the finished seed were not trained again
     assert (out / "lmf-synthetic" / "seed_1112" / "metrics.json").is_file()
-    assert _numbers((out / "synthetic" / "comparison.csv").read_text()) == \
-        _numbers((ref / "synthetic" / "comparison.csv").read_text())
+    assert _numbers((out / "synthetic" / "comparison.csv").read_text()) == _numbers(
+        (ref / "synthetic" / "comparison.csv").read_text()
+    )
     for model in ("lf_dnn", "lmf"):
-        assert results(out / f"{model}-synthetic" / "summary.json") == results(ref / f"{model}-synthetic" / "summary.json")
+        assert results(out / f"{model}-synthetic" / "summary.json") == results(
+            ref / f"{model}-synthetic" / "summary.json"
+        )
     assert temp_files(out) == []
 
 
 # ---- in-process: what a restart must never take for a finished seed --------------------------
-TINY = ["dataset.scale=0.05", "dataset.lengths={text: 8, audio: 12, vision: 12}",
-        "dataset.dims={text: 16, audio: 5, vision: 6}", "train.epochs=2", "model.hidden=16", "train.progress=false"]
+TINY = [
+    "dataset.scale=0.05",
+    "dataset.lengths={text: 8, audio: 12, vision: 12}",
+    "dataset.dims={text: 16, audio: 5, vision: 6}",
+    "train.epochs=2",
+    "model.hidden=16",
+    "train.progress=false",
+]
 
 
 def test_overwrite_with_another_config_killed_midway_never_mixes_configs(tmp_path, monkeypatch):
@@ -141,7 +171,7 @@ def test_overwrite_with_another_config_killed_midway_never_mixes_configs(tmp_pat
     assert main(args) == 0
     old = json.loads((tmp_path / "x" / "seed_1112" / "metrics.json").read_text())["metrics"]
 
-    import sentangle.training.runs as runs
+    from sentangle.runs import runner as runs
 
     real_fit = runs.fit
 
@@ -184,13 +214,27 @@ def test_a_failed_first_start_does_not_block_the_corrected_run(tmp_path, capsys)
 def test_regenerated_data_under_the_same_name_is_not_mixed_with_old_seeds(tmp_path, capsys):
     def write(path, seed):
         rng = np.random.default_rng(seed)
-        np.savez(path, id=np.array([f"v{i}_0" for i in range(24)]), label=rng.uniform(-3, 3, 24).astype(np.float32),
-                 split=np.array(["train"] * 12 + ["valid"] * 6 + ["test"] * 6),
-                 text=rng.normal(size=(24, 4)).astype(np.float32), audio=rng.normal(size=(24, 3)).astype(np.float32))
+        np.savez(
+            path,
+            id=np.array([f"v{i}_0" for i in range(24)]),
+            label=rng.uniform(-3, 3, 24).astype(np.float32),
+            split=np.array(["train"] * 12 + ["valid"] * 6 + ["test"] * 6),
+            text=rng.normal(size=(24, 4)).astype(np.float32),
+            audio=rng.normal(size=(24, 3)).astype(np.float32),
+        )
 
     data = tmp_path / "feats.npz"
     write(data, 0)
-    args = ["train", "--out", str(tmp_path / "runs"), "-d", str(data), "--no-progress", "train.epochs=1", "model.hidden=8"]
+    args = [
+        "train",
+        "--out",
+        str(tmp_path / "runs"),
+        "-d",
+        str(data),
+        "--no-progress",
+        "train.epochs=1",
+        "model.hidden=8",
+    ]
     assert main([*args[:1], "--seeds", "1", *args[1:]]) == 0
     write(data, 1)  # new features, same file name, same config
     capsys.readouterr()
@@ -203,7 +247,7 @@ def test_regenerated_data_under_the_same_name_is_not_mixed_with_old_seeds(tmp_pa
 def test_seeds_record_their_code_and_reuse_by_other_code_is_warned(tmp_path):
     from sentangle.models.lf_dnn import LFDNN
     from sentangle.models.rtil import IRGSVR, RTIL
-    from sentangle.training.runs import code_fingerprint, stale_seeds
+    from sentangle.runs.provenance import code_fingerprint, stale_seeds
 
     # the model's own file counts: the two presets share one file, another model differs
     assert code_fingerprint(IRGSVR) == code_fingerprint(RTIL) != code_fingerprint(LFDNN)
@@ -215,7 +259,8 @@ def test_seeds_record_their_code_and_reuse_by_other_code_is_warned(tmp_path):
     assert "models/lf_dnn.py" in code and "training/trainer.py" in code and "models/rtil.py" not in code
     # as if before a model change (by a version that recorded no code structure)
     older = {k: v for k, v in records[1].items() if k != "code_structure"} | {
-        "code": code | {"models/lf_dnn.py": "0123456789abcdef"}}
+        "code": code | {"models/lf_dnn.py": "0123456789abcdef"}
+    }
     (folder / "seed_1112" / "metrics.json").write_text(json.dumps(older))
     assert stale_seeds(folder, code) == {"seed_1112": ["models/lf_dnn.py"]}
     with pytest.warns(UserWarning, match=r"reusing 1 finished seed\(s\) trained by other code.*seed_1112.*lf_dnn.py"):
@@ -230,8 +275,16 @@ def test_seeds_record_their_code_and_reuse_by_other_code_is_warned(tmp_path):
 
 def test_a_replay_with_identical_metrics_vouches_for_the_seeds_of_its_code(tmp_path):
     from sentangle.models.lf_dnn import LFDNN
-    from sentangle.training.runs import (REPLACED, code_fingerprint, code_key, finish_replay, replay_groups,
-                                         stale_seeds, start_replay, vouched_codes)
+    from sentangle.runs.provenance import (
+        REPLACED,
+        code_fingerprint,
+        code_key,
+        finish_replay,
+        replay_groups,
+        stale_seeds,
+        start_replay,
+        vouched_codes,
+    )
 
     args = ["train", "--out", str(tmp_path), "--name", "r", "--seeds", "3", *TINY]
     assert main(args) == 0
@@ -265,8 +318,9 @@ def test_a_replay_with_identical_metrics_vouches_for_the_seeds_of_its_code(tmp_p
     # a chain: A replayed identically under B, B under this code
     entries = json.loads((folder / "replays.json").read_text())
     old_a = code | {"models/base.py": "a" * 16}
-    (folder / "replays.json").write_text(json.dumps([*entries, {"seed": "seed_1112", "old": code_key(old_a),
-                                                                "new": code_key(old_b), "identical": True}]))
+    (folder / "replays.json").write_text(
+        json.dumps([*entries, {"seed": "seed_1112", "old": code_key(old_a), "new": code_key(old_b), "identical": True}])
+    )
     rewrite(1111, old_a)
     assert vouched_codes(folder, code) == {code_key(old_a), code_key(old_b)} and stale_seeds(folder, code) == {}
     # a different current code vouches for nothing: the replays were against another version
@@ -294,14 +348,14 @@ def test_a_second_process_on_the_same_folder_stops_at_once(tmp_path, capsys):
 
 def test_comment_and_docstring_edits_leave_seeds_current(tmp_path):
     from sentangle.models.lf_dnn import LFDNN
-    from sentangle.training.runs import _code_only, code_fingerprint, code_structure, stale_seeds
+    from sentangle.runs.provenance import _code_only, code_fingerprint, code_structure, stale_seeds
 
-    src = 'def f(x):\n    return x + 1\n'
+    src = "def f(x):\n    return x + 1\n"
     same = '"""Module."""\n\n# a comment\ndef f(x):  # why\n    """Doc."""\n\n    return (x +\n            1)\n'
     assert _code_only(src) == _code_only(same)
     assert _code_only(src) != _code_only(src.replace("1", "2"))
-    assert _code_only('def g():\n    """Only a docstring."""\n') == _code_only('def g():\n    pass\n')
-    assert _code_only('x = "not a docstring"\n') != _code_only('')  # a string assigned is code
+    assert _code_only('def g():\n    """Only a docstring."""\n') == _code_only("def g():\n    pass\n")
+    assert _code_only('x = "not a docstring"\n') != _code_only("")  # a string assigned is code
 
     args = ["train", "--out", str(tmp_path), "--name", "s", "--seeds", "1", *TINY]
     assert main(args) == 0
@@ -313,13 +367,20 @@ def test_comment_and_docstring_edits_leave_seeds_current(tmp_path):
     path.write_text(json.dumps(record | {"code": code | {"models/lf_dnn.py": "0" * 16}}))
     assert stale_seeds(tmp_path / "s", code) == {}
     # the structure differed too (a code edit): stale, naming the file
-    path.write_text(json.dumps(record | {"code": code | {"models/lf_dnn.py": "0" * 16},
-                                         "code_structure": record["code_structure"] | {"models/lf_dnn.py": "1" * 16}}))
+    path.write_text(
+        json.dumps(
+            record
+            | {
+                "code": code | {"models/lf_dnn.py": "0" * 16},
+                "code_structure": record["code_structure"] | {"models/lf_dnn.py": "1" * 16},
+            }
+        )
+    )
     assert stale_seeds(tmp_path / "s", code) == {"seed_1111": ["models/lf_dnn.py"]}
 
 
 def test_constant_predictions_are_named():
-    from sentangle.training.runs import constant_predictions
+    from sentangle.runs.sanity import constant_predictions
 
     label = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])  # std sqrt(2) = 1.414: the bar is 0.01414
     assert constant_predictions(np.full(5, 0.3), label, "regression")
@@ -334,7 +395,7 @@ def test_constant_predictions_are_named():
 
 
 def test_no_better_than_constant_against_hand_worked_errors():
-    from sentangle.training.runs import no_better_than_constant
+    from sentangle.runs.sanity import no_better_than_constant
 
     train = np.array([0.0, 0.0, 1.0, 3.0])  # mean 1.0, median 0.5
     label = np.array([0.0, 1.0, 2.0])
@@ -348,11 +409,13 @@ def test_no_better_than_constant_against_hand_worked_errors():
     one_hot = lambda classes: np.eye(3)[classes]  # noqa: E731
     assert no_better_than_constant(one_hot([2, 0, 1, 1]), label_c, train_c, "classification")  # error 1.0
     assert not no_better_than_constant(one_hot([0, 1, 1, 2]), label_c, train_c, "classification")  # error 0.25
-    assert not no_better_than_constant(one_hot([1, 1]), np.array([1, 1]), train_c, "classification")  # majority is right
+    assert not no_better_than_constant(
+        one_hot([1, 1]), np.array([1, 1]), train_c, "classification"
+    )  # majority is right
 
 
 def test_a_collapsed_seed_is_warned_about_and_recorded(tmp_path, monkeypatch):
-    from sentangle.training import runs
+    from sentangle.runs import runner as runs
 
     real = runs.predict
 
@@ -362,15 +425,18 @@ def test_a_collapsed_seed_is_warned_about_and_recorded(tmp_path, monkeypatch):
         return np.full_like(pred, 0.5) if split == "test" else label.copy(), label, ids
 
     monkeypatch.setattr(runs, "predict", constant)
-    with pytest.warns(UserWarning, match=r"seed_1111: the selected model gives \(nearly\) the same prediction for every "
-                                         r"sample of test: it has collapsed"):
+    with pytest.warns(
+        UserWarning,
+        match=r"seed_1111: the selected model gives \(nearly\) the same prediction for every "
+        r"sample of test: it has collapsed",
+    ):
         assert main(["train", "--out", str(tmp_path), "--name", "k", "--seeds", "1", *TINY]) == 0
     record = json.loads((tmp_path / "k" / "seed_1111" / "metrics.json").read_text())
     assert record["constant_predictions"] == ["test"] and record["no_better_than_constant"] == []
 
 
 def test_a_seed_that_learned_nothing_is_warned_about_and_recorded(tmp_path, monkeypatch):
-    from sentangle.training import runs
+    from sentangle.runs import runner as runs
 
     real = runs.predict
 
@@ -379,11 +445,18 @@ def test_a_seed_that_learned_nothing_is_warned_about_and_recorded(tmp_path, monk
         if split == "train":
             return label.copy(), label, ids
         rng = np.random.default_rng(0)
-        return (ds.splits["train"].labels.mean() + rng.normal(0, 0.3 * label.std(), len(label))).astype(pred.dtype), label, ids
+        return (
+            (ds.splits["train"].labels.mean() + rng.normal(0, 0.3 * label.std(), len(label))).astype(pred.dtype),
+            label,
+            ids,
+        )
 
     monkeypatch.setattr(runs, "predict", noisy_mean)
-    with pytest.warns(UserWarning, match=r"on valid, test the selected model's error is above 90% of that of the best "
-                                         r"constant predictor"):
+    with pytest.warns(
+        UserWarning,
+        match=r"on valid, test the selected model's error is above 90% of that of the best "
+        r"constant predictor",
+    ):
         assert main(["train", "--out", str(tmp_path), "--name", "n", "--seeds", "1", *TINY]) == 0
     record = json.loads((tmp_path / "n" / "seed_1111" / "metrics.json").read_text())
     assert record["constant_predictions"] == [] and record["no_better_than_constant"] == ["valid", "test"]

@@ -1,4 +1,5 @@
 """Test-time perturbations (what each does, determinism) and `sentangle robust` end to end."""
+
 import json
 
 import numpy as np
@@ -8,10 +9,16 @@ import torch
 from sentangle.cli import main
 from sentangle.data.dataset import MSADataset, Split
 from sentangle.evaluation.perturb import drop_frames, feature_scale, gaussian_noise, generator_for, shuffle_frames
-from sentangle.evaluation.robust import perturb_split, robust, robust_conditions
+from sentangle.recipes.robust import perturb_split, robust, robust_conditions
 
-TINY = ["dataset.scale=0.06", "dataset.lengths={text: 8, audio: 12, vision: 12}",
-        "dataset.dims={text: 16, audio: 5, vision: 6}", "train.epochs=2", "model.hidden=16", "train.progress=false"]
+TINY = [
+    "dataset.scale=0.06",
+    "dataset.lengths={text: 8, audio: 12, vision: 12}",
+    "dataset.dims={text: 16, audio: 5, vision: 6}",
+    "train.epochs=2",
+    "model.hidden=16",
+    "train.progress=false",
+]
 
 
 def padded(n=64, t=30, d=8, seed=0):
@@ -74,7 +81,9 @@ def test_perturbations_are_deterministic_from_the_seed():
     assert torch.equal(a, gaussian_noise(x, mask, 1.0, s, generator_for(5, "noise:audio")))
     assert not torch.equal(a, gaussian_noise(x, mask, 1.0, s, generator_for(6, "noise:audio")))
     assert torch.equal(shuffle_frames(x, mask, generator_for(5, "s")), shuffle_frames(x, mask, generator_for(5, "s")))
-    assert torch.equal(drop_frames(x, mask, 0.5, generator_for(5, "d"))[1], drop_frames(x, mask, 0.5, generator_for(5, "d"))[1])
+    assert torch.equal(
+        drop_frames(x, mask, 0.5, generator_for(5, "d"))[1], drop_frames(x, mask, 0.5, generator_for(5, "d"))[1]
+    )
 
 
 def test_bad_levels_are_refused():
@@ -90,10 +99,14 @@ def test_bad_levels_are_refused():
 def _token_dataset():
     def split(n):
         rng = np.random.default_rng(n)
-        return Split(features={"audio": rng.normal(size=(n, 1, 4)).astype(np.float32)},
-                     masks={"audio": np.ones((n, 1), bool)}, labels=rng.uniform(-3, 3, n).astype(np.float32),
-                     ids=[str(i) for i in range(n)],
-                     tokens={"input_ids": np.ones((n, 5), np.int64), "attention_mask": np.ones((n, 5), np.int64)})
+        return Split(
+            features={"audio": rng.normal(size=(n, 1, 4)).astype(np.float32)},
+            masks={"audio": np.ones((n, 1), bool)},
+            labels=rng.uniform(-3, 3, n).astype(np.float32),
+            ids=[str(i) for i in range(n)],
+            tokens={"input_ids": np.ones((n, 5), np.int64), "attention_mask": np.ones((n, 5), np.int64)},
+        )
+
     return MSADataset("tok", {"train": split(8), "valid": split(4), "test": split(6)}, text_encoder="x")
 
 
@@ -127,15 +140,30 @@ def test_perturb_split_does_not_touch_its_input(small_synthetic):
 def two_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("robust_runs")
     for model in ("lf_dnn", "dbr"):
-        assert main(["train", "-m", model, "--out", str(out), "--name", model, "--seeds", "2", "--no-progress",
-                     *TINY]) == 0
+        assert (
+            main(["train", "-m", model, "--out", str(out), "--name", model, "--seeds", "2", "--no-progress", *TINY])
+            == 0
+        )
     return out
 
 
 def test_robust_cli_end_to_end(two_runs, capsys):
     out = two_runs / "report_robust"
-    code = main(["robust", str(two_runs / "lf_dnn"), str(two_runs / "dbr"), "--out", str(out), "--seed", "3",
-                 "--noise-levels", "0.5,2", "--drop-rates", "0.3,0.7"])
+    code = main(
+        [
+            "robust",
+            str(two_runs / "lf_dnn"),
+            str(two_runs / "dbr"),
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            "--noise-levels",
+            "0.5,2",
+            "--drop-rates",
+            "0.3,0.7",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "| noise:audio@2 |" in printed and "| missing:vision |" in printed
@@ -178,7 +206,7 @@ def test_memory_mapped_data_are_perturbed_after_normalisation(tmp_path):
     # be those of the normalised data, exactly as for the same data loaded in memory.
     from sentangle.data.lazy import save_lazy
     from sentangle.data.named import load_dataset
-    from sentangle.evaluation.robust import as_seen, perturb_split, train_scales
+    from sentangle.recipes.robust import as_seen, perturb_split, train_scales
 
     small = dict(scale=0.05, lengths={"text": 8, "audio": 12, "vision": 10}, dims={"text": 6, "audio": 5, "vision": 7})
     raw = load_dataset("synthetic", normalize=(), **small)

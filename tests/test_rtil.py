@@ -1,4 +1,5 @@
 """RTIL / IRG-SVR: the new loss, the gate's gradient, every switch, masks, alignment, and learning."""
+
 import numpy as np
 import pytest
 import torch
@@ -15,14 +16,21 @@ SMALL = dict(hidden=32, max_frames=16, cross_heads=2, encoder_heads=2)
 
 @pytest.fixture(scope="module")
 def aligned():
-    return make_synthetic(seed=0, n_train=48, n_valid=16, n_test=16, aligned=True, lengths=12,
-                          dims={"text": 16, "audio": 5, "vision": 6})
+    return make_synthetic(
+        seed=0, n_train=48, n_valid=16, n_test=16, aligned=True, lengths=12, dims={"text": 16, "audio": 5, "vision": 6}
+    )
 
 
 @pytest.fixture(scope="module")
 def unaligned():
-    return make_synthetic(seed=0, n_train=48, n_valid=16, n_test=16, lengths={"text": 10, "audio": 30, "vision": 24},
-                          dims={"text": 16, "audio": 5, "vision": 6})
+    return make_synthetic(
+        seed=0,
+        n_train=48,
+        n_valid=16,
+        n_test=16,
+        lengths={"text": 10, "audio": 30, "vision": 24},
+        dims={"text": 16, "audio": 5, "vision": 6},
+    )
 
 
 def batch_of(ds, n=16):
@@ -75,7 +83,9 @@ def test_paper_mode_gate_is_binary_per_frame_and_shares_the_audio_layer(aligned)
     gate = m._gate("vision", {k: torch.rand(2, 5, 32) for k in ("text", "vision")}, None)
     assert gate.shape == (2, 5, 1) and set(gate.unique().tolist()) <= {0.0, 1.0}
     default = model(aligned).eval()
-    assert set(default.gate_out) == {"audio", "vision"} and default.temporal_plan == {m: "jsd" for m in aligned.modalities}
+    assert set(default.gate_out) == {"audio", "vision"} and default.temporal_plan == {
+        m: "jsd" for m in aligned.modalities
+    }
 
 
 def test_paper_mode_refuses_unaligned_input(unaligned):
@@ -162,20 +172,36 @@ def test_full_model_has_every_part_and_loss(unaligned):
     m = model(unaligned)
     out = m(batch_of(unaligned))
     assert set(out.aux_losses) == {"domain", "cmd", "recon", "temporal"}
-    assert {"encoders", "project", "private", "shared", "discriminator", "class_centres", "recon", "cross",
-            "branch_norm", "gate_fbp", "gate_out", "fusion", "head"} <= _names(m)
+    assert {
+        "encoders",
+        "project",
+        "private",
+        "shared",
+        "discriminator",
+        "class_centres",
+        "recon",
+        "cross",
+        "branch_norm",
+        "gate_fbp",
+        "gate_out",
+        "fusion",
+        "head",
+    } <= _names(m)
     assert all(v.ndim == 0 and torch.isfinite(v) for v in out.aux_losses.values())
 
 
-@pytest.mark.parametrize("switch,gone_params,gone_loss", [
-    ({"discriminator": False}, {"discriminator", "class_centres"}, "domain"),
-    ({"reconstruction": False}, {"recon"}, "recon"),
-    ({"cmd": False}, set(), "cmd"),
-    ({"temporal": "none"}, set(), "temporal"),
-    ({"gate": "none"}, {"gate_fbp", "gate_out"}, None),
-    ({"encoder_layers": 0}, {"encoders"}, None),
-    ({"fusion_layers": 0}, {"fusion"}, None),
-])
+@pytest.mark.parametrize(
+    "switch,gone_params,gone_loss",
+    [
+        ({"discriminator": False}, {"discriminator", "class_centres"}, "domain"),
+        ({"reconstruction": False}, {"recon"}, "recon"),
+        ({"cmd": False}, set(), "cmd"),
+        ({"temporal": "none"}, set(), "temporal"),
+        ({"gate": "none"}, {"gate_fbp", "gate_out"}, None),
+        ({"encoder_layers": 0}, {"encoders"}, None),
+        ({"fusion_layers": 0}, {"fusion"}, None),
+    ],
+)
 def test_switching_a_part_off_removes_it(unaligned, switch, gone_params, gone_loss):
     full = model(unaligned)
     m = model(unaligned, **switch)
@@ -225,13 +251,16 @@ def test_modality_subsets(unaligned):
     assert m(b.without("text")).prediction.shape == (16,)
 
 
-@pytest.mark.parametrize("bad,match", [
-    ({"gate": "sometimes"}, "gate='sometimes'; expected one of"),
-    ({"temporal": "l2"}, "temporal='l2'; expected one of"),
-    ({"temporal": {"speech": "tv"}}, r"temporal names modalities \['speech'\]"),
-    ({"anchor": "smell"}, "anchor='smell'"),
-    ({"margin_type": "arc"}, "margin_type='arc'"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"gate": "sometimes"}, "gate='sometimes'; expected one of"),
+        ({"temporal": "l2"}, "temporal='l2'; expected one of"),
+        ({"temporal": {"speech": "tv"}}, r"temporal names modalities \['speech'\]"),
+        ({"anchor": "smell"}, "anchor='smell'"),
+        ({"margin_type": "arc"}, "margin_type='arc'"),
+    ],
+)
 def test_bad_options_are_named(unaligned, bad, match):
     with pytest.raises(ValueError, match=match):
         create_model("rtil", unaligned.input_dims, 1, **bad)
@@ -241,8 +270,9 @@ def test_bad_options_are_named(unaligned, bad, match):
 @pytest.fixture(scope="module")
 def learnable():
     # small_synthetic at a third of its frames and 60% of its samples: the same task, 5x cheaper
-    return make_synthetic(seed=0, scale=0.3, lengths={"text": 12, "audio": 24, "vision": 24},
-                          dims={"text": 16, "audio": 5, "vision": 8})
+    return make_synthetic(
+        seed=0, scale=0.3, lengths={"text": 12, "audio": 24, "vision": 24}, dims={"text": 16, "audio": 5, "vision": 8}
+    )
 
 
 @pytest.mark.parametrize("name", ["rtil", "irg_svr"])

@@ -1,5 +1,6 @@
 """benchmarks/rtil_checks.py: the noisy test copies and the noise criterion's arithmetic (the script
 itself trains for an hour; these are the parts whose mistakes would silently change its verdicts)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -47,8 +48,9 @@ def test_noisy_copy_touches_only_real_audio_vision_test_frames(rc, ds):
         # per-feature noise std against sigma x the training std of that feature, computed here with a loop
         train = ds.splits["train"]
         for j in range(0, clean.features[m].shape[-1], 7):
-            want = np.std(np.concatenate([train.features[m][i, train.masks[m][i], j]
-                                          for i in range(len(train.labels))]))
+            want = np.std(
+                np.concatenate([train.features[m][i, train.masks[m][i], j] for i in range(len(train.labels))])
+            )
             got = diff[mask][:, j].std()
             assert got == pytest.approx(want, rel=0.15), (m, j)
     # one fixed draw: the same copy twice, a different one for another seed
@@ -97,8 +99,15 @@ def test_full_seeds_confirm_the_picked_weight_with_more_seeds(rc, tmp_path, monk
     assert rc.full_training_noise(str(tmp_path), seeds=2, scale=0.05, confirm_seeds=6) == text
     # the first confirmation, recomputed here from all six seeds of both folders
     datasets = {s: d for s, d in rc.noisy_datasets(0.05).items() if s in (0.0, *rc.SIGMAS)}
-    maes = lambda name: rc.noise_maes(sentangle.train(config=str(sub / name / "config.yaml"), out=str(sub),  # noqa: E731
-                                                      name=name, seeds=list(range(1111, 1117))), datasets)
+    maes = lambda name: rc.noise_maes(
+        sentangle.train(
+            config=str(sub / name / "config.yaml"),
+            out=str(sub),  # noqa: E731
+            name=name,
+            seeds=list(range(1111, 1117)),
+        ),
+        datasets,
+    )
     margin, se = rc.criterion_margin(maes(picked[0]), maes("rtil_no_temporal-synthetic"))
     assert confirmations[0].split("margin per seed ")[1].startswith(", ".join(f"{d:+.3f}" for d in margin))
     assert f"[{margin.mean() - 2 * se:+.3f}, {margin.mean() + 2 * se:+.3f}]" in confirmations[0]

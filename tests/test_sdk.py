@@ -1,4 +1,5 @@
 """CMU-Multimodal-SDK computational sequences: tiny .csd files in the SDK layout, then the real MOSI labels."""
+
 from __future__ import annotations
 
 import csv
@@ -10,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from sentangle.data.dataset import DataError
+from sentangle.core.errors import DataError
 from sentangle.data.readers.sdk import read_csd, read_sdk_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -42,13 +43,19 @@ def frames(start: float, stop: float, step: float, dim: int, offset: float = 0.0
 
 @pytest.fixture
 def tiny(tmp_path):
-    labels = write_csd(tmp_path / "labels.csd", {
-        "vidA": (np.array([[1.5], [-2.0], [0.0]], np.float32), np.array([[0.0, 1.0], [1.0, 2.5], [5.0, 6.0]])),
-        "vidB": (np.array([[3.0]], np.float32), np.array([[0.2, 0.9]])),
-        "vidC": (np.array([[-0.5]], np.float32), np.array([[0.0, 1.0]])),
-    })
-    audio = write_csd(tmp_path / "covarep.csd", {"vidA": frames(0, 4, 0.5, 2), "vidB": frames(0, 1, 0.25, 2),
-                                                 "vidC": frames(0, 1, 0.5, 2)}, root="COVAREP")
+    labels = write_csd(
+        tmp_path / "labels.csd",
+        {
+            "vidA": (np.array([[1.5], [-2.0], [0.0]], np.float32), np.array([[0.0, 1.0], [1.0, 2.5], [5.0, 6.0]])),
+            "vidB": (np.array([[3.0]], np.float32), np.array([[0.2, 0.9]])),
+            "vidC": (np.array([[-0.5]], np.float32), np.array([[0.0, 1.0]])),
+        },
+    )
+    audio = write_csd(
+        tmp_path / "covarep.csd",
+        {"vidA": frames(0, 4, 0.5, 2), "vidB": frames(0, 1, 0.25, 2), "vidC": frames(0, 1, 0.5, 2)},
+        root="COVAREP",
+    )
     fa, ia = frames(0, 3, 1.0, 3)
     vision = write_csd(tmp_path / "facet.csd", {"vidA": (fa[::-1], ia[::-1])}, root="FACET")  # stored out of order
     folds = {"train": ["vidA"], "valid": ["vidB"], "test": ["vidC"]}
@@ -101,7 +108,9 @@ def test_neg_inf_audio_replaced(tmp_path, tiny):
     labels, _, folds = tiny
     fa, ia = frames(0, 4, 0.5, 2)
     fa[1, 0] = -np.inf
-    audio = write_csd(tmp_path / "a.csd", {"vidA": (fa, ia), "vidB": frames(0, 1, .5, 2), "vidC": frames(0, 1, .5, 2)})
+    audio = write_csd(
+        tmp_path / "a.csd", {"vidA": (fa, ia), "vidB": frames(0, 1, 0.5, 2), "vidC": frames(0, 1, 0.5, 2)}
+    )
     with pytest.warns(UserWarning, match="replaced 1 -inf"):
         ds = read_sdk_dataset(labels, {"audio": audio}, folds)
     assert ds.info["replaced_neg_inf"] == {"audio": 1}
@@ -112,14 +121,17 @@ def test_neg_inf_audio_replaced(tmp_path, tiny):
         read_csd(audio)
 
 
-@pytest.mark.parametrize("videos,root,expected", [
-    ({"v": (np.zeros((2, 1)), np.zeros((3, 2)))}, "X", ["'v'", "'intervals'", "(3, 2)"]),
-    ({"v": (np.array([[np.nan], [0.0]]), [[0, 1], [1, 2]])}, "X", ["'v'", "'features'", "NaN"]),
-    ({"v": (np.zeros(2), [[0, 1], [1, 2]])}, "X", ["'v'", "'features'", "(n, d)"]),
-    ({"v": (np.zeros((1, 1)), [[2.0, 1.0]])}, "X", ["'v'", "'intervals'", "end < start"]),
-    ({"v": (np.zeros((1, 1)), [[0, 1]]), "w": (np.zeros((1, 2)), [[0, 1]])}, "X", ["'w'", "2 columns"]),
-    ({"v": (np.array([[b"word"]]), [[0, 1]])}, "X", ["'v'", "'features'", "numbers"]),
-])
+@pytest.mark.parametrize(
+    "videos,root,expected",
+    [
+        ({"v": (np.zeros((2, 1)), np.zeros((3, 2)))}, "X", ["'v'", "'intervals'", "(3, 2)"]),
+        ({"v": (np.array([[np.nan], [0.0]]), [[0, 1], [1, 2]])}, "X", ["'v'", "'features'", "NaN"]),
+        ({"v": (np.zeros(2), [[0, 1], [1, 2]])}, "X", ["'v'", "'features'", "(n, d)"]),
+        ({"v": (np.zeros((1, 1)), [[2.0, 1.0]])}, "X", ["'v'", "'intervals'", "end < start"]),
+        ({"v": (np.zeros((1, 1)), [[0, 1]]), "w": (np.zeros((1, 2)), [[0, 1]])}, "X", ["'w'", "2 columns"]),
+        ({"v": (np.array([[b"word"]]), [[0, 1]])}, "X", ["'v'", "'features'", "numbers"]),
+    ],
+)
 def test_read_csd_bad(tmp_path, videos, root, expected):
     path = write_csd(tmp_path / "bad.csd", videos, root=root)
     with pytest.raises(DataError) as e:
@@ -181,8 +193,11 @@ def test_real_mosi_label_file_matches_label_csv():
     # label.csv's clip_id is 1-based: clip k is row k - 1 of the video's sequence.
     one_based = [abs(seq[r["video_id"]][0][int(r["clip_id"]) - 1, 0] - float(r["label"])) < 1e-4 for r in rows]
     assert all(one_based)
-    zero_based = [int(r["clip_id"]) < len(seq[r["video_id"]][0])
-                  and abs(seq[r["video_id"]][0][int(r["clip_id"]), 0] - float(r["label"])) < 1e-4 for r in rows]
+    zero_based = [
+        int(r["clip_id"]) < len(seq[r["video_id"]][0])
+        and abs(seq[r["video_id"]][0][int(r["clip_id"]), 0] - float(r["label"])) < 1e-4
+        for r in rows
+    ]
     assert sum(zero_based) < len(rows) // 2
     starts = [abs(seq[r["video_id"]][1][int(r["clip_id"]) - 1, 0] - float(r["start"])) < 1e-3 for r in rows]
     assert all(starts)
@@ -196,8 +211,11 @@ def test_real_mosi_standard_folds(tmp_path):
             folds[r["mode"]].append(r["video_id"])
     # A feature sequence of 0.1 s frames over each real video, so segment cutting runs on real intervals.
     seq = read_csd(MOSI_CSD)
-    audio = write_csd(tmp_path / "audio.csd", {v: frames(0, iv[:, 1].max() + 0.1, 0.1, 2) for v, (_, iv) in seq.items()},
-                      root="COVAREP")
+    audio = write_csd(
+        tmp_path / "audio.csd",
+        {v: frames(0, iv[:, 1].max() + 0.1, 0.1, 2) for v, (_, iv) in seq.items()},
+        root="COVAREP",
+    )
     ds = read_sdk_dataset(MOSI_CSD, {"audio": audio}, dict(folds), name="mosi", max_len={"audio": 50})
     assert {s: len(sp) for s, sp in ds.splits.items()} == {"train": 1284, "valid": 229, "test": 686}
     by_id = {i: y for sp in ds.splits.values() for i, y in zip(sp.ids, sp.labels)}

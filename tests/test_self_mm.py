@@ -1,4 +1,5 @@
 """Self-MM: unimodal label generation (ULGM) by hand, its weighted losses, and how the one trainer drives it."""
+
 import copy
 
 import pytest
@@ -14,12 +15,11 @@ from sentangle.training.trainer import fit
 SMALL = dict(audio_lstm_hidden=8, vision_lstm_hidden=8, audio_out=8, vision_out=8, post_fusion_dim=32)
 
 
-
-
 @pytest.fixture(scope="module")
 def tiny():
-    return make_synthetic(seed=0, scale=0.2, lengths={"text": 8, "audio": 12, "vision": 12},
-                          dims={"text": 16, "audio": 5, "vision": 8})
+    return make_synthetic(
+        seed=0, scale=0.2, lengths={"text": 8, "audio": 12, "vision": 12}, dims={"text": 16, "audio": 5, "vision": 8}
+    )
 
 
 def t(rows):
@@ -174,7 +174,9 @@ def test_classification_trains_unimodal_heads_on_the_class(tiny):
     batch.labels = (batch.labels > 0).long() + (batch.labels > 1).long()
     out = model(batch)
     assert out.prediction.shape == (16, 3) and model.label_store is None
-    torch.testing.assert_close(out.aux_losses["unimodal_audio"], F.cross_entropy(out.extras["prediction_audio"], batch.labels))
+    torch.testing.assert_close(
+        out.aux_losses["unimodal_audio"], F.cross_entropy(out.extras["prediction_audio"], batch.labels)
+    )
 
 
 def test_first_token_pooling_reads_only_the_first_token(tiny):

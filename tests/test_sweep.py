@@ -1,16 +1,24 @@
 """Optuna sweeps: trials train through run(), report validation scores, share one study across workers."""
+
 import csv
 import json
 import sys
 
 import pytest
 
-from sentangle.api import make_config
 from sentangle.cli import main
-from sentangle.training.sweep import SweepError, check_keys, import_optuna, read_space, sweep
+from sentangle.config import make_config
+from sentangle.core.errors import SweepError
+from sentangle.recipes.sweep import check_keys, import_optuna, read_space, sweep
 
-TINY = ["dataset.scale=0.05", "dataset.lengths=6", "dataset.dims=6", "train.epochs=2", "train.threads=1",
-        "model.fusion_hidden=8"]
+TINY = [
+    "dataset.scale=0.05",
+    "dataset.lengths=6",
+    "dataset.dims=6",
+    "train.epochs=2",
+    "train.threads=1",
+    "model.fusion_hidden=8",
+]
 SPACE = """\
 train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
 model.hidden: {type: int, low: 4, high: 16, step: 4}
@@ -62,19 +70,34 @@ def test_workers_share_a_study_and_report_validation_scores(tmp_path):
         sweep("lf_dnn", "synthetic", other, 1, **kw)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("model.hiden: {type: int, low: 4, high: 16}\n", r"model\.hiden: lf_dnn has no setting 'hiden'; known: .*hidden"),
-    ("optim.lr: {type: float, low: 0.1, high: 1}\n", r"optim\.lr: expected a dotted key under model, dataset, train"),
-    ("train.lrr: [0.1, 0.2]\n", r"train\.lrr: train has no setting 'lrr'"),
-    ("dataset.scal: [0.1, 0.2]\n", r"dataset\.scal: dataset has no setting 'scal'"),
-    ("train.lr: {type: gaussian, mean: 0.1}\n", r"train\.lr: expected a mapping with type float, int or categorical"),
-    ("train.lr: {type: float, low: 0.1, high: 0.01}\n", r"train\.lr: needs low < high"),
-    ("train.lr: {type: float, low: 0, high: 0.01, log: true}\n", r"train\.lr: .*a log scale needs low > 0"),
-    ("model.hidden: {type: int, low: 4.5, high: 16}\n", r"model\.hidden: int needs a numeric 'low'"),
-    ("train.lr: {type: float, low: 0.1, high: 1, choices: [1]}\n", r"train\.lr: float takes .*not \['choices'\]"),
-    ("train.scheduler: {type: categorical, choices: []}\n", r"train\.scheduler: categorical needs a non-empty list"),
-    ("train.select_metric: [mae, corr]\n", r"the selection metric/split defines the objective"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "model.hiden: {type: int, low: 4, high: 16}\n",
+            r"model\.hiden: lf_dnn has no setting 'hiden'; known: .*hidden",
+        ),
+        (
+            "optim.lr: {type: float, low: 0.1, high: 1}\n",
+            r"optim\.lr: expected a dotted key under model, dataset, train",
+        ),
+        ("train.lrr: [0.1, 0.2]\n", r"train\.lrr: train has no setting 'lrr'"),
+        ("dataset.scal: [0.1, 0.2]\n", r"dataset\.scal: dataset has no setting 'scal'"),
+        (
+            "train.lr: {type: gaussian, mean: 0.1}\n",
+            r"train\.lr: expected a mapping with type float, int or categorical",
+        ),
+        ("train.lr: {type: float, low: 0.1, high: 0.01}\n", r"train\.lr: needs low < high"),
+        ("train.lr: {type: float, low: 0, high: 0.01, log: true}\n", r"train\.lr: .*a log scale needs low > 0"),
+        ("model.hidden: {type: int, low: 4.5, high: 16}\n", r"model\.hidden: int needs a numeric 'low'"),
+        ("train.lr: {type: float, low: 0.1, high: 1, choices: [1]}\n", r"train\.lr: float takes .*not \['choices'\]"),
+        (
+            "train.scheduler: {type: categorical, choices: []}\n",
+            r"train\.scheduler: categorical needs a non-empty list",
+        ),
+        ("train.select_metric: [mae, corr]\n", r"the selection metric/split defines the objective"),
+    ],
+)
 def test_bad_space_files_name_the_file_and_key(tmp_path, text, expected):
     path = _space(tmp_path, text)
     with pytest.raises(SweepError, match=expected) as e:
@@ -105,7 +128,7 @@ def test_a_trial_whose_worker_died_is_retried_into_its_run_folder(tmp_path, monk
     import time
     import warnings
 
-    from sentangle.training import sweep as sweep_module
+    from sentangle.recipes import sweep as sweep_module
 
     monkeypatch.setattr(sweep_module, "HEARTBEAT", 1)
     monkeypatch.setattr(sweep_module, "GRACE", 1)
@@ -120,8 +143,17 @@ def test_a_trial_whose_worker_died_is_retried_into_its_run_folder(tmp_path, monk
     time.sleep(2.5)
 
     space = _space(tmp_path, "train.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
-    sweep("lf_dnn", "synthetic", space, 1, storage=storage_url, study="dead", out=str(tmp_path / "sweeps"),
-          overrides=TINY, progress=False)
+    sweep(
+        "lf_dnn",
+        "synthetic",
+        space,
+        1,
+        storage=storage_url,
+        study="dead",
+        out=str(tmp_path / "sweeps"),
+        overrides=TINY,
+        progress=False,
+    )
     trials = optuna.load_study(study_name="dead", storage=storage_url).trials
     assert trials[0].state == optuna.trial.TrialState.FAIL
     assert trials[1].state == optuna.trial.TrialState.COMPLETE

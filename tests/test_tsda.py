@@ -1,4 +1,5 @@
 """TSDA: its pieces against independent computations, FCCA isolation, every switch, configs, learning."""
+
 import inspect
 
 import numpy as np
@@ -9,12 +10,10 @@ import yaml
 from sentangle import create_model
 from sentangle.config import CONFIG_DIR, TrainConfig, build_config
 from sentangle.data.synthetic import make_synthetic
-from sentangle.models.tsda import (TSDA, FactorConsistentAlignment, FactorHead, factor_attention_mask,
-                                   first_difference)
+from sentangle.models.tsda import TSDA, FactorConsistentAlignment, FactorHead, factor_attention_mask, first_difference
 from sentangle.training.trainer import evaluate, fit
 
 SMALL = dict(hidden=32, heads=4, max_tokens=8)
-
 
 
 def batch_of(ds, n=8, split="train"):
@@ -44,8 +43,12 @@ def permute_real_frames(batch, seed=0):
 def batch_of_copy(batch):
     from sentangle.data.batch import Batch
 
-    return Batch({k: v.clone() for k, v in batch.features.items()}, {k: v.clone() for k, v in batch.masks.items()},
-                 batch.labels.clone(), list(batch.ids))
+    return Batch(
+        {k: v.clone() for k, v in batch.features.items()},
+        {k: v.clone() for k, v in batch.masks.items()},
+        batch.labels.clone(),
+        list(batch.ids),
+    )
 
 
 # ---- pieces against independent computations ---------------------------------------------------
@@ -105,8 +108,10 @@ def test_factor_head_losses_and_confidence_by_hand():
 
 def test_purity_is_balanced_bce_over_real_tokens(small_synthetic):
     m = model(small_synthetic).eval()
-    tokens = {("temporal", "text"): (torch.randn(2, 3, 32), torch.tensor([[True, True, False], [True, False, False]])),
-              ("spatial", "text"): (torch.randn(2, 2, 32), torch.tensor([[True, True], [False, False]]))}
+    tokens = {
+        ("temporal", "text"): (torch.randn(2, 3, 32), torch.tensor([[True, True, False], [True, False, False]])),
+        ("spatial", "text"): (torch.randn(2, 2, 32), torch.tensor([[True, True], [False, False]])),
+    }
     m.use = ("text",)
     got = m._purity(tokens).item()
     lt = m.discriminator(tokens[("temporal", "text")][0][tokens[("temporal", "text")][1]]).squeeze(-1).detach().numpy()
@@ -181,8 +186,10 @@ def test_perturbing_spatial_tokens_leaves_temporal_outputs_in_the_model(small_sy
         handle = m.temporal["vision"].register_forward_hook(lambda mod, inp, out: out + 3 * torch.randn_like(out))
         moved = m(b).extras
         handle.remove()
-        same = all(torch.allclose(moved[f"summary_spatial_{mod}"], base[f"summary_spatial_{mod}"], atol=1e-5)
-                   for mod in ("text", "audio", "vision"))
+        same = all(
+            torch.allclose(moved[f"summary_spatial_{mod}"], base[f"summary_spatial_{mod}"], atol=1e-5)
+            for mod in ("text", "audio", "vision")
+        )
         assert same == isolated
 
 
@@ -197,7 +204,9 @@ def test_spatial_tokens_are_order_blind_only_when_decoupled(small_synthetic):
         z0 = grab["z"]
         out = m(shuffled)
         assert torch.allclose(grab["z"], z0, atol=1e-5) == decouple
-        assert not torch.allclose(out.extras["summary_temporal_vision"], m(b).extras["summary_temporal_vision"], atol=1e-4)
+        assert not torch.allclose(
+            out.extras["summary_temporal_vision"], m(b).extras["summary_temporal_vision"], atol=1e-4
+        )
     # decoupling adds no parameter: the mixed encoder only rewires the queries onto the temporal output
     assert names(model(small_synthetic, decouple=False)) == names(model(small_synthetic))
 
@@ -243,16 +252,19 @@ def test_no_spatial_branch_is_gone(small_synthetic):
     assert set(out.aux_losses) == {"aux_temporal"}
 
 
-@pytest.mark.parametrize("kw,gone_loss,gone_param", [
-    ({"purity": "none"}, "purity", "discriminator"),
-    ({"cos_loss": False}, "cos", None),
-    ({"hsic_loss": False}, "hsic", None),
-    ({"orth_loss": False}, "orth", None),
-    ({"aux_heads": False}, "aux_temporal", "aux_heads"),
-    ({"fcca": "none"}, None, "fcca"),
-    ({"fusion": "concat"}, None, "gate"),
-    ({"fusion": "average"}, None, "gate"),
-])
+@pytest.mark.parametrize(
+    "kw,gone_loss,gone_param",
+    [
+        ({"purity": "none"}, "purity", "discriminator"),
+        ({"cos_loss": False}, "cos", None),
+        ({"hsic_loss": False}, "hsic", None),
+        ({"orth_loss": False}, "orth", None),
+        ({"aux_heads": False}, "aux_temporal", "aux_heads"),
+        ({"fcca": "none"}, None, "fcca"),
+        ({"fusion": "concat"}, None, "gate"),
+        ({"fusion": "average"}, None, "gate"),
+    ],
+)
 def test_switch_removes_its_loss_and_parameters(small_synthetic, kw, gone_loss, gone_param):
     m = model(small_synthetic, **kw)
     out = m(batch_of(small_synthetic))
@@ -261,7 +273,9 @@ def test_switch_removes_its_loss_and_parameters(small_synthetic, kw, gone_loss, 
     if kw == {"aux_heads": False}:
         assert "aux_spatial" not in out.aux_losses
     if gone_param:
-        assert not any(gone_param in n for n in names(m)) and any(gone_param in n for n in names(model(small_synthetic)))
+        assert not any(gone_param in n for n in names(m)) and any(
+            gone_param in n for n in names(model(small_synthetic))
+        )
     if "fusion" in kw:
         assert not any(k.startswith("gate_") for k in out.extras)
     if kw == {"fcca": "none"}:
@@ -273,7 +287,9 @@ def test_average_fusion_is_the_mean_of_the_projections(small_synthetic):
     out = m(batch_of(small_synthetic))
     rc = m.recouple["text"]
     s = {f: out.extras[f"summary_{f}_text"] for f in ("temporal", "spatial")}
-    torch.testing.assert_close(rc(s, None)[0], 0.5 * (rc.proj["temporal"](s["temporal"]) + rc.proj["spatial"](s["spatial"])))
+    torch.testing.assert_close(
+        rc(s, None)[0], 0.5 * (rc.proj["temporal"](s["temporal"]) + rc.proj["spatial"](s["spatial"]))
+    )
 
 
 def test_adversarial_purity_reverses_the_encoder_gradient(small_synthetic):
@@ -297,13 +313,19 @@ def test_modalities_option_removes_a_modality(small_synthetic):
     torch.testing.assert_close(m(b).prediction, m(b2).prediction)
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({"fcca": "blocky"}, "fcca='blocky'"), ({"fusion": "sum"}, "fusion='sum'"),
-    ({"purity": "yes"}, "purity"), ({"temporal_input": "delta"}, "temporal_input"),
-    ({"temporal": False, "spatial": False}, "at least one branch"),
-    ({"decouple": False, "spatial": False}, "mixed encoder"), ({"modalities": ["smell"]}, "smell"),
-    ({"hidden": 30}, "divisible"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"fcca": "blocky"}, "fcca='blocky'"),
+        ({"fusion": "sum"}, "fusion='sum'"),
+        ({"purity": "yes"}, "purity"),
+        ({"temporal_input": "delta"}, "temporal_input"),
+        ({"temporal": False, "spatial": False}, "at least one branch"),
+        ({"decouple": False, "spatial": False}, "mixed encoder"),
+        ({"modalities": ["smell"]}, "smell"),
+        ({"hidden": 30}, "divisible"),
+    ],
+)
 def test_bad_options_are_named(small_synthetic, kw, match):
     with pytest.raises(ValueError, match=match):
         model(small_synthetic, **kw)
@@ -324,18 +346,24 @@ def test_classification_output_and_aux_losses():
 # ---- configs ------------------------------------------------------------------------------------
 def test_model_yaml_lists_every_option_with_its_default():
     cfg = yaml.safe_load((CONFIG_DIR / "models" / "tsda.yaml").read_text())["model"]
-    params = {k: p.default for k, p in inspect.signature(TSDA.__init__).parameters.items()
-              if k not in ("self", "input_dims", "output_dim", "text_encoder")}
+    params = {
+        k: p.default
+        for k, p in inspect.signature(TSDA.__init__).parameters.items()
+        if k not in ("self", "input_dims", "output_dim", "text_encoder")
+    }
     assert set(cfg) - {"name"} == set(params)
     assert {k: v for k, v in cfg.items() if k != "name"} == params
 
 
-@pytest.mark.parametrize("name,dims", [
-    ("tsda-mosi-aligned", {"text": 768, "audio": 5, "vision": 20}),
-    ("tsda-mosi-unaligned", {"text": 768, "audio": 5, "vision": 20}),
-    ("tsda-mosei-aligned", {"text": 768, "audio": 74, "vision": 35}),
-    ("tsda-mosei-unaligned", {"text": 768, "audio": 74, "vision": 35}),
-])
+@pytest.mark.parametrize(
+    "name,dims",
+    [
+        ("tsda-mosi-aligned", {"text": 768, "audio": 5, "vision": 20}),
+        ("tsda-mosi-unaligned", {"text": 768, "audio": 5, "vision": 20}),
+        ("tsda-mosei-aligned", {"text": 768, "audio": 74, "vision": 35}),
+        ("tsda-mosei-unaligned", {"text": 768, "audio": 74, "vision": 35}),
+    ],
+)
 def test_experiment_configs_resolve_and_build(name, dims):
     cfg = build_config(config_file=name)
     assert cfg.model["name"] == "tsda" and cfg.dataset["name"] == "mmsa"

@@ -1,4 +1,5 @@
 """UR-FUNNY reader: the real folds and labels, tiny files in the release's layout, and bad input."""
+
 import pickle
 import warnings
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentangle.data import DataError
+from sentangle.core.errors import DataError
 from sentangle.data.named import load_dataset
 from sentangle.data.readers.urfunny import CLASS_NAMES, read_urfunny, read_urfunny_folds
 
@@ -28,9 +29,13 @@ CONTEXT = {sid: [[1, 2], [3]] if sid % 2 == 0 else [] for sid in PUNCH}
 
 
 def feats(dim: int, offset: float):
-    return {sid: {"punchline_features": (offset + sid + np.arange(len(w))[:, None] + np.zeros((1, dim))).tolist(),
-                  "context_features": [np.full((len(c), dim), -1.0 - j) for j, c in enumerate(CONTEXT[sid])]}
-            for sid, w in PUNCH.items()}
+    return {
+        sid: {
+            "punchline_features": (offset + sid + np.arange(len(w))[:, None] + np.zeros((1, dim))).tolist(),
+            "context_features": [np.full((len(c), dim), -1.0 - j) for j, c in enumerate(CONTEXT[sid])],
+        }
+        for sid, w in PUNCH.items()
+    }
 
 
 def sentence(idx):
@@ -45,15 +50,31 @@ def release(tmp_path):
     dump(folder, "humor_label_sdk.pkl", LABELS)
     dump(folder, "covarep_features_sdk.pkl", feats(4, 0.0))
     dump(folder, "openface_features_sdk.pkl", feats(3, 100.0))
-    dump(folder, "word_embedding_indexes_sdk.pkl",
-         {sid: {"punchline_embedding_indexes": w, "context_embedding_indexes": CONTEXT[sid]} for sid, w in PUNCH.items()})
+    dump(
+        folder,
+        "word_embedding_indexes_sdk.pkl",
+        {
+            sid: {"punchline_embedding_indexes": w, "context_embedding_indexes": CONTEXT[sid]}
+            for sid, w in PUNCH.items()
+        },
+    )
     dump(folder, "word_list.pkl", WORDS)
     dump(folder, "word_embedding_list.pkl", [np.full(5, float(i)) for i in range(len(WORDS))])
-    dump(folder, "language_sdk.pkl", {
-        sid: {"punchline_sentence": sentence(w).upper(), "context_sentences": [sentence(c) for c in CONTEXT[sid]],
-              "punchline_embedding_indexes": w, "context_embedding_indexes": CONTEXT[sid],
-              "punchline_intervals": [[0.0, 1.0]] * len(w), "context_intervals": []}
-        for sid, w in PUNCH.items()})
+    dump(
+        folder,
+        "language_sdk.pkl",
+        {
+            sid: {
+                "punchline_sentence": sentence(w).upper(),
+                "context_sentences": [sentence(c) for c in CONTEXT[sid]],
+                "punchline_embedding_indexes": w,
+                "context_embedding_indexes": CONTEXT[sid],
+                "punchline_intervals": [[0.0, 1.0]] * len(w),
+                "context_intervals": [],
+            }
+            for sid, w in PUNCH.items()
+        },
+    )
     return folder
 
 
@@ -61,7 +82,7 @@ def release(tmp_path):
 def test_real_folds_and_labels(shared_data):
     folds = read_urfunny_folds(shared_data / "urfunny")
     assert {s: len(ids) for s, (ids, _) in folds.items()} == {"train": 10598, "valid": 2626, "test": 3290}
-    for ids, y in folds.values():
+    for _ids, y in folds.values():
         assert y.dtype == np.int64 and set(np.unique(y)) == {0, 1}
         assert 0.4 < y.mean() < 0.6  # UR-FUNNY is balanced by construction
     all_ids = [i for ids, _ in folds.values() for i in ids]
@@ -72,8 +93,13 @@ def test_real_folder_without_features_names_the_missing_files(shared_data):
     with pytest.raises(DataError) as e:
         load_dataset("urfunny", root=shared_data)
     msg = str(e.value)
-    for name in ("language_sdk.pkl", "word_embedding_indexes_sdk.pkl", "covarep_features_sdk.pkl",
-                 "openface_features_sdk.pkl", "data_folds.pkl"):
+    for name in (
+        "language_sdk.pkl",
+        "word_embedding_indexes_sdk.pkl",
+        "covarep_features_sdk.pkl",
+        "openface_features_sdk.pkl",
+        "data_folds.pkl",
+    ):
         assert name in msg
 
 
@@ -177,17 +203,25 @@ def test_bad_feature_files(release):
     bad = feats(4, 0.0)
     bad[2]["punchline_features"] = np.zeros((4, 6))
     dump(release, "covarep_features_sdk.pkl", bad)
-    with pytest.raises(DataError, match="covarep_features_sdk.pkl: id 2 punchline_features has 6 features; other ids have 4"):
+    with pytest.raises(
+        DataError, match="covarep_features_sdk.pkl: id 2 punchline_features has 6 features; other ids have 4"
+    ):
         read_urfunny(release, modalities=["audio"])
     bad = feats(4, 0.0)
     bad[0] = {"context_features": []}
     dump(release, "covarep_features_sdk.pkl", bad)
-    with pytest.raises(DataError, match=r"covarep_features_sdk.pkl: id 0 has no 'punchline_features'; found keys \['context_features'\]"):
+    with pytest.raises(
+        DataError,
+        match=r"covarep_features_sdk.pkl: id 0 has no 'punchline_features'; found keys \['context_features'\]",
+    ):
         read_urfunny(release, modalities=["audio"])
     dump(release, "word_embedding_indexes_sdk.pkl", {sid: {"punchline_embedding_indexes": [50]} for sid in PUNCH})
     (release / "language_sdk.pkl").unlink()
-    with pytest.raises(DataError, match="word_embedding_indexes_sdk.pkl: id 0 punchline_embedding_indexes has index 50; "
-                                        "expected indexes into a word list of 9"):
+    with pytest.raises(
+        DataError,
+        match="word_embedding_indexes_sdk.pkl: id 0 punchline_embedding_indexes has index 50; "
+        "expected indexes into a word list of 9",
+    ):
         read_urfunny(release, text="glove", modalities=["text"])
 
 
@@ -209,7 +243,10 @@ def test_pickle_that_runs_code_is_refused(release):
             return (print, ("owned",))
 
     dump(release, "openface_features_sdk.pkl", {0: Evil()})
-    with pytest.raises(DataError, match=r"openface_features_sdk.pkl: the pickle tries to load (__builtin__|builtins).print, which is refused"):
+    with pytest.raises(
+        DataError,
+        match=r"openface_features_sdk.pkl: the pickle tries to load (__builtin__|builtins).print, which is refused",
+    ):
         read_urfunny(release, modalities=["vision"])
 
 

@@ -1,4 +1,5 @@
 """The `sentangle` command: train, compare, eval, predict, data, models, robust, report, ablate."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,24 @@ import json
 import sys
 from pathlib import Path
 
+from sentangle.config import make_config, parse_seeds
+from sentangle.core.errors import CheckpointError, ConfigError, DataError, TrainingError, UnknownNameError
+from sentangle.core.io import versions
+from sentangle.core.registry import DATASETS, MODELS
+from sentangle.data.convert import convert
+from sentangle.data.named import describe, list_datasets, load_dataset
+from sentangle.models import list_models
+from sentangle.recipes.ablate import ablate
+from sentangle.recipes.compare import compare
+from sentangle.recipes.report import report
+from sentangle.recipes.robust import robust
+from sentangle.recipes.sweep import sweep
+from sentangle.report.tables import aggregate, split_table
+from sentangle.runs.checkpoint import load_checkpoint
+from sentangle.runs.runner import dataset_from_config, run, write_predictions
+from sentangle.training.distributed import is_main
+from sentangle.training.trainer import evaluate, predict
+
 EPILOG_OVERRIDES = """Overrides are dotted keys, for example:
   train.epochs=20 train.lr=3e-4 model.hidden=64 dataset.scale=0.5 train.aux_weights.cmd=0.5
 Config layers, later wins: configs/datasets/<dataset>.yaml < configs/models/<model>.yaml
@@ -14,8 +33,11 @@ Config layers, later wins: configs/datasets/<dataset>.yaml < configs/models/<mod
 
 
 def _add_data_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", metavar="DIR",
-                   help="folder holding mosi/, mosei/, mintrec/ ... (default: $SENTANGLE_DATA_ROOT, ./data, ../shared/data)")
+    p.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="folder holding mosi/, mosei/, mintrec/ ... (default: $SENTANGLE_DATA_ROOT, ./data, ../shared/data)",
+    )
 
 
 # No abbreviated options: `predict CKPT --data f.npz` would otherwise be taken as --data-root.
@@ -24,34 +46,55 @@ _Parser = functools.partial(argparse.ArgumentParser, allow_abbrev=False)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="sentangle", description="Multimodal sentiment analysis with disentangled representations.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="sentangle",
+        description="Multimodal sentiment analysis with disentangled representations.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="store_true", help="print versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a model over one or more seeds and write a run folder",
-                       description="Train MODEL on DATASET once per seed, select on the validation split, "
-                                   "evaluate every split, and write runs/<name>/ with config, metrics, "
-                                   "checkpoints, predictions and a summary table.",
-                       epilog=EPILOG_OVERRIDES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="train a model over one or more seeds and write a run folder",
+        description="Train MODEL on DATASET once per seed, select on the validation split, "
+        "evaluate every split, and write runs/<name>/ with config, metrics, "
+        "checkpoints, predictions and a summary table.",
+        epilog=EPILOG_OVERRIDES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", "-m", help="registered model name (see `sentangle models`); default lf_dnn")
-    p.add_argument("--dataset", "-d", help="dataset name (see `sentangle data list`) or a feature file; default synthetic")
+    p.add_argument(
+        "--dataset", "-d", help="dataset name (see `sentangle data list`) or a feature file; default synthetic"
+    )
     p.add_argument("--config", "-c", help="YAML file with model/dataset/train/seeds sections")
     p.add_argument("--seeds", help="a count (3 = seeds 1111..1113) or a comma list; default all five 1111..1115")
     p.add_argument("--out", help="parent folder of run folders (default runs)")
     p.add_argument("--name", help="run folder name (default <model>-<dataset>)")
     p.add_argument("--overwrite", action="store_true", help="retrain seeds that already finished in this run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow arbitrary classes in a feature pickle you trust (same as dataset.trusted=true)")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow arbitrary classes in a feature pickle you trust (same as dataset.trusted=true)",
+    )
     _add_data_root(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
 
-    p = sub.add_parser("compare", help="train several models on one dataset over seeds and write one table",
-                       description="Train each MODEL on DATASET over the seeds (finished seeds are reused) and "
-                                   "write <out>/<name>/comparison.md and .csv: mean ± std per metric, best in bold.",
-                       epilog=EPILOG_OVERRIDES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", "-m", action="append", required=True, help="model(s) to include: repeat the flag or give a comma list")
+    p = sub.add_parser(
+        "compare",
+        help="train several models on one dataset over seeds and write one table",
+        description="Train each MODEL on DATASET over the seeds (finished seeds are reused) and "
+        "write <out>/<name>/comparison.md and .csv: mean ± std per metric, best in bold.",
+        epilog=EPILOG_OVERRIDES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        "-m",
+        action="append",
+        required=True,
+        help="model(s) to include: repeat the flag or give a comma list",
+    )
     p.add_argument("--dataset", "-d", required=True, help="dataset name or feature file")
     p.add_argument("--seeds", default="5", help="a count or a comma list (default 5: 1111..1115)")
     p.add_argument("--out", default="runs/compare", help="parent folder (default runs/compare)")
@@ -59,17 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_root(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides applied to every model")
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's splits",
-                       description="Rebuild the model of CHECKPOINT, reload the dataset it was trained on "
-                                   "(same config, so the same normalisation) and print metrics.")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on its dataset's splits",
+        description="Rebuild the model of CHECKPOINT, reload the dataset it was trained on "
+        "(same config, so the same normalisation) and print metrics.",
+    )
     p.add_argument("checkpoint")
     p.add_argument("--split", action="append", help="split(s) to evaluate (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_data_root(p)
 
-    p = sub.add_parser("predict", help="write predictions of a checkpoint to CSV",
-                       description="Predict with CHECKPOINT on the dataset it was trained on, or on DATA "
-                                   "(a dataset name or feature file with the same modalities).")
+    p = sub.add_parser(
+        "predict",
+        help="write predictions of a checkpoint to CSV",
+        description="Predict with CHECKPOINT on the dataset it was trained on, or on DATA "
+        "(a dataset name or feature file with the same modalities).",
+    )
     p.add_argument("checkpoint")
     p.add_argument("data", nargs="?", help="dataset name or feature file (default: the checkpoint's dataset)")
     p.add_argument("--split", default="test", help="split to predict (default test)")
@@ -80,16 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="list datasets, or show one", description="Inspect datasets.")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     dsub.add_parser("list", help="list named datasets")
-    q = dsub.add_parser("info", help="load a dataset and print sizes, modalities and label statistics",
-                        epilog="Dataset options as dotted overrides, e.g. dataset.scale=0.1 dataset.aligned=true")
+    q = dsub.add_parser(
+        "info",
+        help="load a dataset and print sizes, modalities and label statistics",
+        epilog="Dataset options as dotted overrides, e.g. dataset.scale=0.1 dataset.aligned=true",
+    )
     q.add_argument("name", help="dataset name or feature file")
     q.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     _add_data_root(q)
-    q = dsub.add_parser("convert", help="write a dataset or feature file as a memory-mapped feature folder",
-                        description="Read IN (a dataset name, an MMSA/MulT pickle, .npz ...) and write OUT, a folder "
-                                    "of .npy arrays that `-d OUT` reads lazily: batches gather their rows from "
-                                    "the file and normalisation is applied per batch (data/lazy.py).",
-                        epilog="Dataset options as dotted overrides, e.g. dataset.scale=0.1 dataset.aligned=true")
+    q = dsub.add_parser(
+        "convert",
+        help="write a dataset or feature file as a memory-mapped feature folder",
+        description="Read IN (a dataset name, an MMSA/MulT pickle, .npz ...) and write OUT, a folder "
+        "of .npy arrays that `-d OUT` reads lazily: batches gather their rows from "
+        "the file and normalisation is applied per batch (data/lazy.py).",
+        epilog="Dataset options as dotted overrides, e.g. dataset.scale=0.1 dataset.aligned=true",
+    )
     q.add_argument("name", metavar="IN", help="dataset name or feature file")
     q.add_argument("out", metavar="OUT", help="folder to write")
     q.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -99,32 +154,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list registered models and their options")
 
-    p = sub.add_parser("robust", help="evaluate trained runs on a corrupted test split (noise, missing, drop, shuffle)",
-                       description="Reload every seed's checkpoint of each RUN_FOLDER and evaluate the test split under "
-                                   "test-time perturbations (docs/robustness.md). Writes <run>/robust.json, and "
-                                   "robust.md and PNG curves under --out.")
+    p = sub.add_parser(
+        "robust",
+        help="evaluate trained runs on a corrupted test split (noise, missing, drop, shuffle)",
+        description="Reload every seed's checkpoint of each RUN_FOLDER and evaluate the test split under "
+        "test-time perturbations (docs/robustness.md). Writes <run>/robust.json, and "
+        "robust.md and PNG curves under --out.",
+    )
     p.add_argument("runs", nargs="+", metavar="RUN_FOLDER")
-    p.add_argument("--out", help="folder for robust.md and the PNGs (default: the run folder, or <parent>/robust for several)")
+    p.add_argument(
+        "--out", help="folder for robust.md and the PNGs (default: the run folder, or <parent>/robust for several)"
+    )
     p.add_argument("--seed", type=int, default=0, help="perturbation seed (default 0): same seed, same corrupted data")
-    p.add_argument("--noise-levels", default="0.25,0.5,1,2", help="noise sigmas in train-std units (default 0.25,0.5,1,2)")
+    p.add_argument(
+        "--noise-levels", default="0.25,0.5,1,2", help="noise sigmas in train-std units (default 0.25,0.5,1,2)"
+    )
     p.add_argument("--drop-rates", default="0.1,0.3,0.5,0.7", help="frame drop rates (default 0.1,0.3,0.5,0.7)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     _add_data_root(p)
 
-    p = sub.add_parser("report", help="tables, CSV and plots from run folders",
-                       description="Markdown and CSV tables (mean ± std over seeds, best per column in bold), "
-                                   "predicted-vs-true scatter or confusion matrix, gate / branch-weight "
-                                   "distributions, and robustness curves where robust.json exists.")
+    p = sub.add_parser(
+        "report",
+        help="tables, CSV and plots from run folders",
+        description="Markdown and CSV tables (mean ± std over seeds, best per column in bold), "
+        "predicted-vs-true scatter or confusion matrix, gate / branch-weight "
+        "distributions, and robustness curves where robust.json exists.",
+    )
     p.add_argument("runs", nargs="+", metavar="RUN_FOLDER")
     p.add_argument("--out", help="output folder (default: <run>/report, or <parent>/report for several runs)")
     p.add_argument("--no-gates", action="store_true", help="do not reload checkpoints for gate distributions")
     _add_data_root(p)
 
-    p = sub.add_parser("ablate", help="train the variants of an ablation YAML over seeds and write one table",
-                       description="Train every variant of ABLATION.yaml (a model, a dataset, shared overrides and "
-                                   "named variants with switch overrides) into its own run folder (finished seeds "
-                                   "are reused), then write ablation.md / .csv: the full model first, delta vs full. "
-                                   "Packaged: ablate-tsda, ablate-rtil, ablate-irg_svr, ablate-dbr.")
+    p = sub.add_parser(
+        "ablate",
+        help="train the variants of an ablation YAML over seeds and write one table",
+        description="Train every variant of ABLATION.yaml (a model, a dataset, shared overrides and "
+        "named variants with switch overrides) into its own run folder (finished seeds "
+        "are reused), then write ablation.md / .csv: the full model first, delta vs full. "
+        "Packaged: ablate-tsda, ablate-rtil, ablate-irg_svr, ablate-dbr.",
+    )
     p.add_argument("--config", "-c", required=True, help="ablation YAML, or the name of a packaged one")
     p.add_argument("--seeds", help="a count or a comma list (default: the YAML's, else 5)")
     p.add_argument("--out", help="parent folder (default: the YAML's out, else runs/ablations)")
@@ -132,22 +200,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_root(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides applied to every variant")
 
-    p = sub.add_parser("sweep", help="hyperparameter search with Optuna over any config key (pip install 'sentangle[sweep]')",
-                       description="Run --trials trials of an Optuna study: each samples the space, trains through the "
-                                   "normal run into <out>/<study>/trial_<n>/ and reports the validation selection score "
-                                   "(mean over seeds; never test). Workers on any machine sharing one --storage add to "
-                                   "one study. Writes best.yaml (for `sentangle train -c`), trials.md and trials.csv.",
-                       epilog="Space YAML: dotted keys to distributions, e.g.\n"
-                              "  train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
-                              "  model.hidden: {type: int, low: 32, high: 256, step: 32}\n"
-                              "  train.scheduler: {type: categorical, choices: [none, cosine]}\n"
-                              "See docs/scaling.md.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "sweep",
+        help="hyperparameter search with Optuna over any config key (pip install 'sentangle[sweep]')",
+        description="Run --trials trials of an Optuna study: each samples the space, trains through the "
+        "normal run into <out>/<study>/trial_<n>/ and reports the validation selection score "
+        "(mean over seeds; never test). Workers on any machine sharing one --storage add to "
+        "one study. Writes best.yaml (for `sentangle train -c`), trials.md and trials.csv.",
+        epilog="Space YAML: dotted keys to distributions, e.g.\n"
+        "  train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
+        "  model.hidden: {type: int, low: 32, high: 256, step: 32}\n"
+        "  train.scheduler: {type: categorical, choices: [none, cosine]}\n"
+        "See docs/scaling.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", "-m", help="registered model name; default lf_dnn")
     p.add_argument("--dataset", "-d", help="dataset name or feature file; default synthetic")
     p.add_argument("--space", required=True, help="YAML file mapping dotted config keys to distributions")
     p.add_argument("--trials", type=int, required=True, help="trials this worker runs (they add to the study)")
-    p.add_argument("--storage", help="Optuna storage URL shared by all workers, e.g. sqlite:///sweep.db or "
-                                     "postgresql://user:pass@host/db (default: sqlite in <out>/<study>/optuna.db)")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL shared by all workers, e.g. sqlite:///sweep.db or "
+        "postgresql://user:pass@host/db (default: sqlite in <out>/<study>/optuna.db)",
+    )
     p.add_argument("--study", help="study name (default <model>-<dataset>)")
     p.add_argument("--config", "-c", help="base config YAML (as for train)")
     p.add_argument("--seeds", default="1", help="seeds per trial, a count or comma list (default 1: seed 1111)")
@@ -160,7 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_summary(summary: dict) -> None:
-    from .report.tables import split_table
 
     print(split_table(summary["splits"], summary["task"]))
     if summary.get("references"):
@@ -169,14 +243,19 @@ def _print_summary(summary: dict) -> None:
 
 
 def cmd_train(args) -> int:
-    from .api import make_config
-    from .training.runs import run
 
-    cfg = make_config(args.model, args.dataset, args.config, args.seeds, args.out, args.name, args.data_root,
-                      args.overrides + (["dataset.trusted=true"] if args.trust_pickle else []))
+    cfg = make_config(
+        args.model,
+        args.dataset,
+        args.config,
+        args.seeds,
+        args.out,
+        args.name,
+        args.data_root,
+        args.overrides + (["dataset.trusted=true"] if args.trust_pickle else []),
+    )
     if args.no_progress:
         cfg.train.progress = False
-    from .training.distributed import is_main
 
     print(f"training {cfg.model['name']} on {cfg.dataset['name']}, seeds {cfg.seeds}", file=sys.stderr)
     summary = run(cfg, overwrite=args.overwrite)
@@ -186,21 +265,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .config import parse_seeds
-    from .training.compare import compare
 
     models = [m for arg in args.model for m in arg.split(",") if m]  # -m a -m b or -m a,b
-    res = compare(models, args.dataset, parse_seeds(args.seeds), args.out, args.name, args.data_root,
-                  args.overrides)
+    res = compare(models, args.dataset, parse_seeds(args.seeds), args.out, args.name, args.data_root, args.overrides)
     print(res["table"])
     print(f"\nwrote {res['markdown']} and {res['csv']}")
     return 0
 
 
 def _checkpoint_data(args, data_name=None):
-    from .data.dataset import DataError
-    from .data.named import load_dataset
-    from .training.runs import dataset_from_config, load_checkpoint
 
     model, cfg, payload = load_checkpoint(args.checkpoint)
     if data_name:
@@ -212,23 +285,25 @@ def _checkpoint_data(args, data_name=None):
     want, have = payload["data"]["input_dims"], ds.input_dims
     wrong = {m: (have.get(m), d) for m, d in want.items() if m in have and have[m] != d}
     if wrong:
-        raise DataError(f"{ds.source or data_name}: feature sizes {wrong} (got, expected) do not match "
-                        f"checkpoint {args.checkpoint}")
+        raise DataError(
+            f"{ds.source or data_name}: feature sizes {wrong} (got, expected) do not match checkpoint {args.checkpoint}"
+        )
     absent = sorted(set(want) - set(have))
     if absent:
         import warnings
 
         # The model runs on (it treats the modality as wholly missing), but its numbers are then
         # those of a robustness condition, not of the trained model on complete data.
-        warnings.warn(f"{ds.source or data_name} has no {', '.join(absent)}, which checkpoint {args.checkpoint} "
-                      f"was trained with: predicting with {'it' if len(absent) == 1 else 'them'} missing "
-                      "(zeros, masked out)", stacklevel=2)
+        warnings.warn(
+            f"{ds.source or data_name} has no {', '.join(absent)}, which checkpoint {args.checkpoint} "
+            f"was trained with: predicting with {'it' if len(absent) == 1 else 'them'} missing "
+            "(zeros, masked out)",
+            stacklevel=2,
+        )
     return model, cfg, ds
 
 
 def cmd_eval(args) -> int:
-    from .report.tables import aggregate, split_table
-    from .training.trainer import evaluate
 
     model, cfg, ds = _checkpoint_data(args)
     splits = args.split or list(ds.splits)
@@ -241,8 +316,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .training.runs import write_predictions
-    from .training.trainer import predict
 
     model, cfg, ds = _checkpoint_data(args, args.data)
     pred, label, ids = predict(model, ds, args.split)
@@ -260,22 +333,16 @@ def cmd_predict(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from .data.named import describe, list_datasets, load_dataset
 
     if args.data_command in (None, "list"):
-        from .registry import DATASETS
-
         for name in list_datasets():
             doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()[0]
             print(f"{name:10s} {doc}")
         return 0
-    from .api import make_config
 
     cfg = make_config(dataset=args.name, data_root=args.data_root, overrides=args.overrides)
     kwargs = {k: v for k, v in cfg.dataset.items() if k != "name"}
     if args.data_command == "convert":
-        from .data.lazy import convert
-
         if Path(args.name).suffix in (".pkl", ".pickle"):
             kwargs = {"trusted": args.trust_pickle}
         folder = convert(args.name, args.out, overwrite=args.overwrite, **kwargs)
@@ -289,14 +356,14 @@ def cmd_data(args) -> int:
 def cmd_models(args) -> int:
     import inspect
 
-    from .models import list_models
-    from .registry import MODELS
-
     for name in list_models():
         cls = MODELS.get(name)
         doc = (inspect.getmodule(cls).__doc__ or "").strip().splitlines()[0]
-        params = [f"{k}={v.default!r}" for k, v in inspect.signature(cls.__init__).parameters.items()
-                  if k not in ("self", "input_dims", "output_dim", "text_encoder")]
+        params = [
+            f"{k}={v.default!r}"
+            for k, v in inspect.signature(cls.__init__).parameters.items()
+            if k not in ("self", "input_dims", "output_dim", "text_encoder")
+        ]
         print(f"{name}: {doc}\n    options: {', '.join(params)}")
     return 0
 
@@ -309,17 +376,25 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 
 
 def cmd_robust(args) -> int:
-    from .evaluation.robust import robust
 
-    res = robust(args.runs, args.out, args.seed, _floats(args.noise_levels, "--noise-levels"),
-                 _floats(args.drop_rates, "--drop-rates"), args.data_root, plots=not args.no_plots)
+    res = robust(
+        args.runs,
+        args.out,
+        args.seed,
+        _floats(args.noise_levels, "--noise-levels"),
+        _floats(args.drop_rates, "--drop-rates"),
+        args.data_root,
+        plots=not args.no_plots,
+    )
     print(res["table"])
-    print(f"\nwrote robust.json in each run folder, {res['markdown']}" + (f" and {len(res['plots'])} PNGs" if res["plots"] else ""))
+    print(
+        f"\nwrote robust.json in each run folder, {res['markdown']}"
+        + (f" and {len(res['plots'])} PNGs" if res["plots"] else "")
+    )
     return 0
 
 
 def cmd_report(args) -> int:
-    from .report.report import report
 
     res = report(args.runs, args.out, data_root=args.data_root, gates=not args.no_gates)
     print(res["table"])
@@ -328,20 +403,37 @@ def cmd_report(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from .training.ablate import ablate
 
-    res = ablate(args.config, seeds=args.seeds, out=args.out, data_root=args.data_root, overrides=args.overrides,
-                 only=args.variant)
+    res = ablate(
+        args.config,
+        seeds=args.seeds,
+        out=args.out,
+        data_root=args.data_root,
+        overrides=args.overrides,
+        only=args.variant,
+    )
     print(res["table"])
     print(f"\nwrote {res['markdown']} and {res['csv']}")
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from .training.sweep import sweep
 
-    res = sweep(args.model, args.dataset, args.space, args.trials, args.storage, args.study, args.config, args.seeds,
-                args.out, args.data_root, args.overrides, progress=not args.no_progress, sampler_seed=args.sampler_seed)
+    res = sweep(
+        args.model,
+        args.dataset,
+        args.space,
+        args.trials,
+        args.storage,
+        args.study,
+        args.config,
+        args.seeds,
+        args.out,
+        args.data_root,
+        args.overrides,
+        progress=not args.no_progress,
+        sampler_seed=args.sampler_seed,
+    )
     print(res["table"])
     if res["best"]:
         print(f"\nbest: trial {res['best']['number']} ({res['best']['value']:.6g}); wrote {res['best_yaml']}")
@@ -353,21 +445,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from .utils.io import versions
-
         print(json.dumps(versions(), indent=2))
         return 0
     if args.command is None:
         parser.print_help()
         return 0
-    from .config import ConfigError
-    from .data.dataset import DataError
-    from .registry import UnknownNameError
-    from .training.runs import CheckpointError
-    from .training.trainer import TrainingError
 
-    handler = {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models,
-               "robust": cmd_robust, "report": cmd_report, "ablate": cmd_ablate, "sweep": cmd_sweep}
+    handler = {
+        "train": cmd_train,
+        "compare": cmd_compare,
+        "eval": cmd_eval,
+        "predict": cmd_predict,
+        "data": cmd_data,
+        "models": cmd_models,
+        "robust": cmd_robust,
+        "report": cmd_report,
+        "ablate": cmd_ablate,
+        "sweep": cmd_sweep,
+    }
     try:
         return handler[args.command](args)
     except (ConfigError, DataError, UnknownNameError, CheckpointError, TrainingError, FileExistsError) as e:

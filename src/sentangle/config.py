@@ -4,23 +4,22 @@ A run config has four parts. `model` and `dataset` are a `name` plus keyword arg
 registered constructor (they differ per model, so they stay dicts and the constructor checks them);
 `train` is a dataclass because every model shares one trainer; `seeds` and `out` are top-level.
 """
+
 from __future__ import annotations
 
 import copy
-import re
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sentangle.core.errors import ConfigError
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 SEEDS = (1111, 1112, 1113, 1114, 1115)
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass
@@ -92,7 +91,9 @@ def resolve_config_file(name: str | Path) -> Path:
     if path.suffix in ("", ".yaml") and packaged.exists():
         return packaged
     known = sorted(p.stem for p in (CONFIG_DIR / "experiments").glob("*.yaml"))
-    raise ConfigError(f"config file {name} does not exist (nor is it a packaged experiment: {', '.join(known) or 'none'})")
+    raise ConfigError(
+        f"config file {name} does not exist (nor is it a packaged experiment: {', '.join(known) or 'none'})"
+    )
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -108,7 +109,9 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
     unknown = set(data) - {f.name for f in dataclasses.fields(RunConfig)}
     if unknown:
-        raise ConfigError(f"config file {path}: unknown top-level keys {sorted(unknown)}; expected model, dataset, train, seeds, out, name")
+        raise ConfigError(
+            f"config file {path}: unknown top-level keys {sorted(unknown)}; expected model, dataset, train, seeds, out, name"
+        )
     return data
 
 
@@ -142,8 +145,12 @@ def parse_seeds(value: Any) -> list[int]:
     return [int(v) for v in value]
 
 
-def build_config(model: str | None = None, dataset: str | None = None, config_file: str | None = None,
-                 overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+def build_config(
+    model: str | None = None,
+    dataset: str | None = None,
+    config_file: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> RunConfig:
     """Resolve a run config from the layered sources; every key ends up checked."""
     raw: dict = {}
     user = read_yaml(resolve_config_file(config_file)) if config_file else {}
@@ -205,3 +212,54 @@ def from_dict(raw: dict) -> RunConfig:
 
 def dump_yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False)
+
+
+def _flatten(prefix: str, d: dict) -> list[str]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "aux_weights":
+            out += _flatten(f"{prefix}{k}.", v)
+        else:
+            out.append(f"{prefix}{k}={yaml_value(v)}")
+    return out
+
+
+def yaml_value(v: Any) -> str:
+    """`v` as it is written after KEY= in a command-line override (YAML flow style)."""
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def make_config(
+    model: str | dict | None = None,
+    dataset: str | dict | None = None,
+    config: str | None = None,
+    seeds: int | str | list[int] | None = None,
+    out: str | None = None,
+    name: str | None = None,
+    data_root: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    **sections: dict,
+) -> RunConfig:
+    """Resolve a config like `sentangle train` does.
+
+    `model` and `dataset` are a registered name or a dict with a "name" and options (as in the YAML
+    files); `sections` are further dicts such as train={"epochs": 5}.
+    """
+    extra = list(overrides)
+    if isinstance(model, dict):
+        model, sections["model"] = model.get("name"), {k: v for k, v in model.items() if k != "name"}
+    if isinstance(dataset, dict):
+        dataset, sections["dataset"] = dataset.get("name"), {k: v for k, v in dataset.items() if k != "name"}
+    for section, values in sections.items():
+        if not isinstance(values, dict):
+            raise TypeError(f"{section}= must be a dict of settings, got {type(values).__name__}")
+        extra += _flatten(f"{section}.", values)
+    if seeds is not None:
+        extra.append(f"seeds={yaml_value(seeds)}")
+    if out is not None:
+        extra.append(f"out={out}")
+    if name is not None:
+        extra.append(f"name={name}")
+    if data_root is not None:
+        extra.append(f"dataset.root={data_root}")
+    return build_config(model, dataset, config, extra)

@@ -1,4 +1,5 @@
 """The one batch type every model receives."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class Batch:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         move = lambda d: {k: v.to(device, non_blocking=True) for k, v in d.items()}  # noqa: E731
         return Batch(
             features=move(self.features),
@@ -44,7 +45,7 @@ class Batch:
             tokens=None if self.tokens is None else move(self.tokens),
         )
 
-    def without(self, *modalities: str) -> "Batch":
+    def without(self, *modalities: str) -> Batch:
         """The same batch with whole modalities removed (for ablations and missing-modality tests)."""
         keep = lambda d: {k: v for k, v in d.items() if k not in modalities}  # noqa: E731
         return Batch(

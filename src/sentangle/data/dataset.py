@@ -7,23 +7,21 @@ The arrays are in memory, or memory-mapped files (data/lazy.py) for data larger 
 statistics are computed in chunks and normalisation is applied to each batch as it is gathered
 (`Split.transforms`) instead of rewriting the arrays; everything else is the same code.
 """
+
 from __future__ import annotations
 
 import mmap as mmap_module
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
 
-from .batch import MODALITIES, Batch
+from sentangle.core.errors import DataError
+from sentangle.data.batch import MODALITIES, Batch
 
 SPLITS = ("train", "valid", "test")
-
-
-class DataError(ValueError):
-    """Bad input data. The message names the file, the field and what was expected."""
 
 
 @dataclass
@@ -35,12 +33,12 @@ class Split:
     texts: list[str] | None = None
     tokens: dict[str, np.ndarray] | None = None
     # modality -> normalisation applied when a batch is gathered (memory-mapped features only)
-    transforms: dict[str, "Standardize"] = field(default_factory=dict)
+    transforms: dict[str, Standardize] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, index: np.ndarray) -> "Split":
+    def subset(self, index: np.ndarray) -> Split:
         """The samples `index` (memory-mapped features are read into memory)."""
         index = np.asarray(index)
         return Split(
@@ -103,8 +101,9 @@ def row_chunks(x: np.ndarray, budget: int = 1 << 26):
         yield slice(i, min(i + step, x.shape[0]))
 
 
-def feature_stats(x: np.ndarray, mask: np.ndarray, transform: "Standardize | None" = None,
-                  ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def feature_stats(
+    x: np.ndarray, mask: np.ndarray, transform: Standardize | None = None, ddof: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and std (population with ddof=0, sample with ddof=1) over the real frames of
     (N, T, d) `x`, in float64; of `transform`(x) when given (statistics of normalised data).
 
@@ -126,7 +125,7 @@ def feature_stats(x: np.ndarray, mask: np.ndarray, transform: "Standardize | Non
         delta = mean_k - mean
         total = n + k
         mean = mean + delta * (k / total)
-        m2 = m2 + m2_k + delta ** 2 * (n * k / total)
+        m2 = m2 + m2_k + delta**2 * (n * k / total)
         n = total
     if n <= ddof:
         return mean, np.zeros(d)
@@ -180,7 +179,7 @@ class MSADataset:
         return 1 if self.task == "regression" else len(self.class_names or [])
 
     # ---- checks -------------------------------------------------------------------------------
-    def validate(self, required: tuple[str, ...] = ("train", "valid")) -> "MSADataset":
+    def validate(self, required: tuple[str, ...] = ("train", "valid")) -> MSADataset:
         where = self.source or self.name
         if self.task not in ("regression", "classification"):
             raise DataError(f"{where}: task must be 'regression' or 'classification', got {self.task!r}")
@@ -188,7 +187,9 @@ class MSADataset:
             raise DataError(f"{where}: a classification dataset needs class_names")
         for s in required:
             if s not in self.splits:
-                raise DataError(f"{where}: missing split {s!r}; found {sorted(self.splits)}, expected at least {list(required)}")
+                raise DataError(
+                    f"{where}: missing split {s!r}; found {sorted(self.splits)}, expected at least {list(required)}"
+                )
         dims = None
         for s, sp in self.splits.items():
             self._validate_split(where, s, sp)
@@ -244,13 +245,17 @@ class MSADataset:
         else:
             c = len(self.class_names or [])
             if not np.issubdtype(sp.labels.dtype, np.integer) or sp.labels.min() < 0 or sp.labels.max() >= c:
-                raise DataError(f"{where}: {s}.labels must be integer class indices in [0, {c}); got {sp.labels.dtype} in [{sp.labels.min()}, {sp.labels.max()}]")
+                raise DataError(
+                    f"{where}: {s}.labels must be integer class indices in [0, {c}); got {sp.labels.dtype} in [{sp.labels.min()}, {sp.labels.max()}]"
+                )
 
     # ---- transforms ---------------------------------------------------------------------------
-    def select_modalities(self, modalities: list[str] | tuple[str, ...]) -> "MSADataset":
+    def select_modalities(self, modalities: list[str] | tuple[str, ...]) -> MSADataset:
         unknown = set(modalities) - set(self.modalities)
         if unknown:
-            raise DataError(f"{self.source or self.name}: modalities {sorted(unknown)} not in this dataset; it has {list(self.modalities)}")
+            raise DataError(
+                f"{self.source or self.name}: modalities {sorted(unknown)} not in this dataset; it has {list(self.modalities)}"
+            )
         for sp in self.splits.values():
             sp.features = {m: x for m, x in sp.features.items() if m in modalities}
             sp.masks = {m: x for m, x in sp.masks.items() if m in modalities}
@@ -259,8 +264,9 @@ class MSADataset:
                 sp.tokens = None
         return self
 
-    def normalize(self, modalities=("audio", "vision"), clip: float = 10.0, drop_tol: float = 1e-2,
-                  std_floor: float = 0.05) -> "MSADataset":
+    def normalize(
+        self, modalities=("audio", "vision"), clip: float = 10.0, drop_tol: float = 1e-2, std_floor: float = 0.05
+    ) -> MSADataset:
         """Standardise features with statistics of the real training frames only.
 
         Real feature files have columns that are (nearly) constant on train but not elsewhere, and
@@ -294,19 +300,30 @@ class MSADataset:
                     out[rows], c = norm.apply(x[rows], mask[rows])
                     clipped[s] += c
                 sp.features[m] = out
-            report[m] = {"dropped_columns": [int(i) for i in np.flatnonzero(dropped)],
-                         "floored_columns": int(((std < std_floor * med) & ~dropped).sum()),
-                         "clipped_values": clipped, "clip": clip}
+            report[m] = {
+                "dropped_columns": [int(i) for i in np.flatnonzero(dropped)],
+                "floored_columns": int(((std < std_floor * med) & ~dropped).sum()),
+                "clipped_values": clipped,
+                "clip": clip,
+            }
             if dropped.any() or any(clipped.values()):
                 warnings.warn(
                     f"{self.source or self.name}: {m}: {int(dropped.sum())} (nearly) constant training "
-                    f"columns set to 0, values clipped to +-{clip}: {clipped}", stacklevel=2)
+                    f"columns set to 0, values clipped to +-{clip}: {clipped}",
+                    stacklevel=2,
+                )
         self.info["normalization"] = report
         return self
 
     # ---- batches ------------------------------------------------------------------------------
-    def batches(self, split: str, batch_size: int, shuffle: bool = False,
-                generator: torch.Generator | None = None, group_by_length: bool = False) -> Iterator[Batch]:
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        group_by_length: bool = False,
+    ) -> Iterator[Batch]:
         """Batches of `split` in order, or shuffled. `group_by_length` (with shuffle): the shuffled
         order is cut into chunks of 50 batches, each chunk sorted by sample length (`lengths`) and
         cut into batches, and the batches are shuffled: every sample once per epoch, as random as
@@ -316,14 +333,14 @@ class MSADataset:
         sp = self.splits[split]
         n = len(sp)
         order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
-        groups = [order[start:start + batch_size] for start in range(0, n, batch_size)]
+        groups = [order[start : start + batch_size] for start in range(0, n, batch_size)]
         if shuffle and group_by_length:
             size, length = 50 * batch_size, lengths(sp)
             groups = []
             for start in range(0, n, size):
-                chunk = order[start:start + size]
+                chunk = order[start : start + size]
                 chunk = chunk[np.argsort(-length[chunk], kind="stable")]
-                groups += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+                groups += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
             groups = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
         for index in groups:
             yield collate(sp, index, self.task)
@@ -352,7 +369,7 @@ def collate(sp: Split, index: np.ndarray, task: str = "regression") -> Batch:
     feats, masks = {}, {}
     for m, x in sp.features.items():
         mk = sp.masks[m][index]
-        mk = np.ascontiguousarray(mk[:, :_trim(mk)])
+        mk = np.ascontiguousarray(mk[:, : _trim(mk)])
         rows = gather(x, index, mk.shape[1])
         if m in sp.transforms:
             rows = sp.transforms[m].apply(rows, mk)[0]

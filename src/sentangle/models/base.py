@@ -1,4 +1,5 @@
 """The model contract: forward(batch) -> ModelOutput(prediction, aux_losses, extras)."""
+
 from __future__ import annotations
 
 import inspect
@@ -7,9 +8,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..data.batch import MODALITIES, Batch
-from ..config import ConfigError
-from ..registry import MODELS
+from sentangle.core.errors import ConfigError
+from sentangle.core.registry import MODELS
+from sentangle.data.batch import MODALITIES, Batch
+from sentangle.models.text_encoder import TextEncoder
 
 
 @dataclass
@@ -37,8 +39,6 @@ class MSAModel(nn.Module):
         dims = dict(input_dims)
         self.text_encoder = None
         if text_encoder is not None:
-            from ..data.text import TextEncoder
-
             self.text_encoder = TextEncoder(text_encoder)
             dims["text"] = self.text_encoder.hidden_size
         self.input_dims = {m: dims[m] for m in MODALITIES if m in dims}
@@ -66,8 +66,9 @@ class MSAModel(nn.Module):
         return y.squeeze(-1) if self.output_dim == 1 else y
 
 
-def create_model(name: str, input_dims: dict[str, int], output_dim: int = 1,
-                 text_encoder: str | dict | None = None, **kwargs) -> MSAModel:
+def create_model(
+    name: str, input_dims: dict[str, int], output_dim: int = 1, text_encoder: str | dict | None = None, **kwargs
+) -> MSAModel:
     """Build a registered model by name; unknown keyword arguments get a clear error."""
     check_model_options(name, kwargs)
     return MODELS.get(name)(input_dims=input_dims, output_dim=output_dim, text_encoder=text_encoder, **kwargs)
@@ -80,8 +81,10 @@ def check_model_options(name: str, options, where: str = "") -> None:
     unknown = [k for k in options if k != "name" and k not in params]
     if unknown:
         valid = [p for p in params if p not in ("self", "input_dims", "output_dim", "text_encoder")]
-        raise ConfigError(f"{where + ': ' if where else ''}model {name!r} has no option(s) {unknown}; "
-                          f"its options are: {', '.join(valid)}")
+        raise ConfigError(
+            f"{where + ': ' if where else ''}model {name!r} has no option(s) {unknown}; "
+            f"its options are: {', '.join(valid)}"
+        )
 
 
 def list_models() -> list[str]:

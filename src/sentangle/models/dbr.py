@@ -19,6 +19,7 @@ Switched off, each component falls back to its plain version: TSF -> time-mean o
 codes; AGPR -> time-mean of the private codes; BRF -> concatenation of the two branch summaries.
 Design choices and equations: docs/dbr.md.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -28,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batch import Batch
-from ..registry import MODELS
-from . import losses
-from .base import ModelOutput, MSAModel
-from .layers import MLP, CrossAttention, SequenceEncoder, masked_downsample, masked_mean
+from sentangle.core.registry import MODELS
+from sentangle.data.batch import Batch
+from sentangle.models import losses
+from sentangle.models.base import ModelOutput, MSAModel
+from sentangle.models.layers import MLP, CrossAttention, SequenceEncoder, masked_downsample, masked_mean
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 REDUNDANCY = {"hsic": losses.hsic, "cos2": losses.cosine_squared}
@@ -67,8 +68,10 @@ class SharedPrivateDecoupling(nn.Module):
     def reconstruction(self, h_means, shared_means, private_means) -> torch.Tensor:
         # Utterance level, as MISA: frame-level targets would spend the codes on the positional
         # encodings. The target is detached: the loss should shape the codes, not shrink H.
-        errs = [F.mse_loss(self.decoder[m](s + p), h.detach())
-                for m, h, s, p in zip(self.decoder, h_means, shared_means, private_means)]
+        errs = [
+            F.mse_loss(self.decoder[m](s + p), h.detach())
+            for m, h, s, p in zip(self.decoder, h_means, shared_means, private_means)
+        ]
         return torch.stack(errs).mean()
 
 
@@ -97,8 +100,17 @@ class TemporalStructuralFactorization(nn.Module):
     redundancy: mean over modalities of HSIC(t_m, n_m) (or cos^2), so the paths carry different things.
     """
 
-    def __init__(self, modalities: tuple[str, ...], dim: int, heads: int, dropout: float, layers: int,
-                 queries: int, groups: int, redundancy: str):
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        dim: int,
+        heads: int,
+        dropout: float,
+        layers: int,
+        queries: int,
+        groups: int,
+        redundancy: str,
+    ):
         super().__init__()
         if groups < 1 or dim % groups:
             raise ValueError(f"tsf_groups={groups}: must be a positive divisor of hidden={dim}")
@@ -162,8 +174,9 @@ class AnchorGuidedPrivateRouting(nn.Module):
     with L1 on g_m as the sparsity penalty.
     """
 
-    def __init__(self, modalities: tuple[str, ...], dim: int, anchors: int, temperature: float, borrow: bool,
-                 gate_bias: float):
+    def __init__(
+        self, modalities: tuple[str, ...], dim: int, anchors: int, temperature: float, borrow: bool, gate_bias: float
+    ):
         super().__init__()
         if anchors < 1:
             raise ValueError(f"agpr_anchors={anchors}: expected at least 1")
@@ -245,16 +258,36 @@ class DBR(MSAModel):
     default_aux_weights = {"sim": 1.0, "diff": 0.3, "recon": 0.5, "tsf_redundancy": 0.1, "agpr_sparsity": 0.01}
     options_added = {"encoder_norm": False}
 
-    def __init__(self, input_dims, output_dim=1, text_encoder=None, hidden: int = 128, heads: int = 4,
-                 dropout: float = 0.1, encoder_layers: int = 1, encoder_positions: bool = True,
-                 encoder_norm: bool = True, max_frames: int = 50,
-                 code_activation: str = "sigmoid", similarity: bool = True, difference: bool = True,
-                 reconstruction: bool = True, cmd_moments: int = 5,
-                 tsf: bool = True, tsf_layers: int = 1, tsf_queries: int = 4, tsf_groups: int = 4,
-                 tsf_redundancy: str = "hsic",
-                 agpr: bool = True, agpr_anchors: int = 4, agpr_temperature: float = 1.0, agpr_borrow: bool = True,
-                 agpr_gate_bias: float = -2.0,
-                 brf: bool = True, head_hidden: int | None = None):
+    def __init__(
+        self,
+        input_dims,
+        output_dim=1,
+        text_encoder=None,
+        hidden: int = 128,
+        heads: int = 4,
+        dropout: float = 0.1,
+        encoder_layers: int = 1,
+        encoder_positions: bool = True,
+        encoder_norm: bool = True,
+        max_frames: int = 50,
+        code_activation: str = "sigmoid",
+        similarity: bool = True,
+        difference: bool = True,
+        reconstruction: bool = True,
+        cmd_moments: int = 5,
+        tsf: bool = True,
+        tsf_layers: int = 1,
+        tsf_queries: int = 4,
+        tsf_groups: int = 4,
+        tsf_redundancy: str = "hsic",
+        agpr: bool = True,
+        agpr_anchors: int = 4,
+        agpr_temperature: float = 1.0,
+        agpr_borrow: bool = True,
+        agpr_gate_bias: float = -2.0,
+        brf: bool = True,
+        head_hidden: int | None = None,
+    ):
         super().__init__(input_dims, output_dim, text_encoder)
         if code_activation not in ACTIVATIONS:
             raise ValueError(f"code_activation={code_activation!r}; expected one of {sorted(ACTIVATIONS)}")
@@ -271,14 +304,33 @@ class DBR(MSAModel):
         # Without the final LayerNorm the encoders' outputs grew to a mean |h| of 27-152 on MOSEI text,
         # the reconstruction loss (its target detached) ran away and all 3 seeds ended near the mean
         # predictor (docs/dbr.md, "Encoder output scale").
-        self.encoders = nn.ModuleDict({m: SequenceEncoder(self.input_dims[m], hidden, encoder_layers, heads, dropout,
-                                                          positional=encoder_positions, final_norm=encoder_norm)
-                                       for m in mods})
+        self.encoders = nn.ModuleDict(
+            {
+                m: SequenceEncoder(
+                    self.input_dims[m],
+                    hidden,
+                    encoder_layers,
+                    heads,
+                    dropout,
+                    positional=encoder_positions,
+                    final_norm=encoder_norm,
+                )
+                for m in mods
+            }
+        )
         self.decouple = SharedPrivateDecoupling(mods, hidden, code_activation, reconstruction)
-        self.tsf = (TemporalStructuralFactorization(mods, hidden, heads, dropout, tsf_layers, tsf_queries,
-                                                    tsf_groups, tsf_redundancy) if tsf else None)
-        self.agpr = (AnchorGuidedPrivateRouting(mods, hidden, agpr_anchors, agpr_temperature, agpr_borrow,
-                                                agpr_gate_bias) if agpr else None)
+        self.tsf = (
+            TemporalStructuralFactorization(
+                mods, hidden, heads, dropout, tsf_layers, tsf_queries, tsf_groups, tsf_redundancy
+            )
+            if tsf
+            else None
+        )
+        self.agpr = (
+            AnchorGuidedPrivateRouting(mods, hidden, agpr_anchors, agpr_temperature, agpr_borrow, agpr_gate_bias)
+            if agpr
+            else None
+        )
         self.brf = BidirectionalRebalancingFusion(hidden, heads, dropout) if brf else None
         # One LayerNorm per branch before fusion: time-means of sigmoid codes vary little around
         # 0.5, and the plain (no-BRF) path has no other normalisation before the head. Separate

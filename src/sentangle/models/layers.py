@@ -1,4 +1,5 @@
 """Building blocks shared by every model. Masks are bool with True = real frame."""
+
 from __future__ import annotations
 
 import math
@@ -51,7 +52,9 @@ class PositionalEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] > self.pe.shape[0]:
-            raise ValueError(f"sequence of {x.shape[1]} frames is longer than the positional table ({self.pe.shape[0]})")
+            raise ValueError(
+                f"sequence of {x.shape[1]} frames is longer than the positional table ({self.pe.shape[0]})"
+            )
         return x + self.pe[: x.shape[1]]
 
 
@@ -62,18 +65,28 @@ class SequenceEncoder(nn.Module):
     bound in training. `final_norm` adds the LayerNorm that pre-norm stacks usually end with (off by
     default, so that models trained without it keep their numbers)."""
 
-    def __init__(self, d_in: int, dim: int = 128, layers: int = 1, heads: int = 4, dropout: float = 0.1,
-                 positional: bool = True, final_norm: bool = False):
+    def __init__(
+        self,
+        d_in: int,
+        dim: int = 128,
+        layers: int = 1,
+        heads: int = 4,
+        dropout: float = 0.1,
+        positional: bool = True,
+        final_norm: bool = False,
+    ):
         super().__init__()
         self.proj = nn.Sequential(nn.Linear(d_in, dim), nn.LayerNorm(dim))
         self.pos = PositionalEncoding(dim) if positional else nn.Identity()
         self.drop = nn.Dropout(dropout)
         self.encoder = None
         if layers > 0:
-            layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=dropout,
-                                               batch_first=True, norm_first=True)
-            self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(dim) if final_norm else None,
-                                                 enable_nested_tensor=False)
+            layer = nn.TransformerEncoderLayer(
+                dim, heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True, norm_first=True
+            )
+            self.encoder = nn.TransformerEncoder(
+                layer, layers, norm=nn.LayerNorm(dim) if final_norm else None, enable_nested_tensor=False
+            )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.drop(self.pos(self.proj(x)))
@@ -129,8 +142,9 @@ class CrossAttention(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor,
-                q_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor, q_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         kvn = self.norm_kv(kv)
         a, _ = self.attn(self.norm_q(q), kvn, kvn, key_padding_mask=key_padding_mask(kv_mask), need_weights=False)
         h = q + self.drop(a)
@@ -172,8 +186,9 @@ def pack_real_frames(x: torch.Tensor, mask: torch.Tensor) -> tuple[nn.utils.rnn.
     # a stable sort of "is padding" moves the real frames to the front without reordering them
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
     compact = x.gather(1, order.unsqueeze(-1).expand_as(x))
-    packed = nn.utils.rnn.pack_padded_sequence(compact, lengths.clamp_min(1).cpu(), batch_first=True,
-                                               enforce_sorted=False)
+    packed = nn.utils.rnn.pack_padded_sequence(
+        compact, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
+    )
     return packed, lengths
 
 
@@ -195,8 +210,14 @@ class RealFrameLSTM(nn.Module):
 
     def __init__(self, d_in: int, hidden: int, layers: int = 1, bidirectional: bool = False, dropout: float = 0.0):
         super().__init__()
-        self.lstm = nn.LSTM(d_in, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
-                            dropout=dropout if layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            d_in,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.dirs = 2 if bidirectional else 1
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -226,8 +247,9 @@ class RealFrameLSTM(nn.Module):
                 k = (layer * self.dirs + d) * per_dir
                 seq = h if d == 0 else h[rows[:, None], flip]
                 zeros = h.new_zeros(1, b, self.lstm.hidden_size)
-                o, _, _ = torch._VF.lstm(seq, (zeros, zeros), weights[k:k + per_dir], self.lstm.bias, 1, 0.0,
-                                         self.training, False, True)
+                o, _, _ = torch._VF.lstm(
+                    seq, (zeros, zeros), weights[k : k + per_dir], self.lstm.bias, 1, 0.0, self.training, False, True
+                )
                 finals.append(o[rows, last])
                 outs.append(o if d == 0 else o[rows[:, None], flip])
             h = torch.cat(outs, dim=-1) * out_mask.unsqueeze(-1).to(x.dtype)

@@ -20,32 +20,46 @@ text_hidden / 2 = 64 (as MMSA derives it), subnet dropouts 0.3, rank 3, lr 1e-3,
 declared but never applied by MMSA's LMF, so it has no counterpart here. Factors are initialised
 Xavier-normal, the bias at 0, as MMSA does.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..data.batch import Batch
-from ..registry import MODELS
-from .base import ModelOutput, MSAModel
-from .tfn import PreFusionSubnets, with_one
+from sentangle.core.registry import MODELS
+from sentangle.data.batch import Batch
+from sentangle.models.base import ModelOutput, MSAModel
+from sentangle.models.tfn import PreFusionSubnets, with_one
 
 
 @MODELS.register("lmf")
 class LMF(MSAModel):
-    def __init__(self, input_dims, output_dim=1, text_encoder=None, text_hidden: int = 128, audio_hidden: int = 16,
-                 vision_hidden: int = 128, text_out: int = 64, rank: int = 3, text_dropout: float = 0.3,
-                 audio_dropout: float = 0.3, vision_dropout: float = 0.3):
+    def __init__(
+        self,
+        input_dims,
+        output_dim=1,
+        text_encoder=None,
+        text_hidden: int = 128,
+        audio_hidden: int = 16,
+        vision_hidden: int = 128,
+        text_out: int = 64,
+        rank: int = 3,
+        text_dropout: float = 0.3,
+        audio_dropout: float = 0.3,
+        vision_dropout: float = 0.3,
+    ):
         super().__init__(input_dims, output_dim, text_encoder)
         if rank < 1:
             raise ValueError(f"lmf: rank must be >= 1, got {rank}")
         hidden = {"text": text_hidden, "audio": audio_hidden, "vision": vision_hidden}
         dropouts = {"text": text_dropout, "audio": audio_dropout, "vision": vision_dropout}
         self.subnets = PreFusionSubnets(self.input_dims, hidden, text_out, dropouts)
-        self.factors = nn.ParameterDict({
-            m: nn.Parameter(nn.init.xavier_normal_(torch.empty(rank, d + 1, output_dim)))
-            for m, d in self.subnets.dims.items()
-        })
+        self.factors = nn.ParameterDict(
+            {
+                m: nn.Parameter(nn.init.xavier_normal_(torch.empty(rank, d + 1, output_dim)))
+                for m, d in self.subnets.dims.items()
+            }
+        )
         self.rank_weights = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, rank)))  # w_r
         self.bias = nn.Parameter(torch.zeros(output_dim))
 

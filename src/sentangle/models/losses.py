@@ -3,6 +3,7 @@
 Conventions: summaries are (B, D); sequences are (B, T, D) with a bool mask (B, T), True = real.
 Every loss returns a scalar tensor and is non-negative.
 """
+
 from __future__ import annotations
 
 import torch
@@ -116,8 +117,9 @@ def total_variation(x: torch.Tensor, mask: torch.Tensor | None = None, order: in
 
 
 # ---- classification with margins ---------------------------------------------------------------
-def additive_angular_margin_logits(features: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
-                                   s: float = 30.0, m: float = 0.5) -> torch.Tensor:
+def additive_angular_margin_logits(
+    features: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, s: float = 30.0, m: float = 0.5
+) -> torch.Tensor:
     """ArcFace logits: s * cos(theta_y + m) for the true class, s * cos(theta_j) for the others.
 
     features (B, D), weight (C, D) class centres, labels (B,). Use with cross-entropy.

@@ -31,6 +31,7 @@ weight decay 0 (configs/models/misa.yaml). MISA's task loss is MSE; here the tas
 trainer's, the same for every model (L1 unless train.loss says otherwise). The adversarial
 similarity alternative (use_cmd_sim: false) is not built.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -39,11 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batch import Batch
-from ..registry import MODELS
-from .base import ModelOutput, MSAModel
-from .layers import RealFrameLSTM, key_padding_mask, masked_mean
-from .losses import cmd, orthogonality
+from sentangle.core.registry import MODELS
+from sentangle.data.batch import Batch
+from sentangle.models.base import ModelOutput, MSAModel
+from sentangle.models.layers import RealFrameLSTM, key_padding_mask, masked_mean
+from sentangle.models.losses import cmd, orthogonality
 
 
 class SLSTM(nn.Module):
@@ -65,9 +66,20 @@ class SLSTM(nn.Module):
 class MISA(MSAModel):
     default_aux_weights = {"similarity": 0.3, "difference": 0.1, "reconstruction": 1.0}
 
-    def __init__(self, input_dims, output_dim=1, text_encoder=None, hidden: int = 128, dropout: float = 0.2,
-                 rnn_hidden: int | None = None, cmd_moments: int = 5, fusion_heads: int = 2,
-                 similarity: bool = True, difference: bool = True, reconstruction: bool = True):
+    def __init__(
+        self,
+        input_dims,
+        output_dim=1,
+        text_encoder=None,
+        hidden: int = 128,
+        dropout: float = 0.2,
+        rnn_hidden: int | None = None,
+        cmd_moments: int = 5,
+        fusion_heads: int = 2,
+        similarity: bool = True,
+        difference: bool = True,
+        reconstruction: bool = True,
+    ):
         super().__init__(input_dims, output_dim, text_encoder)
         if hidden % fusion_heads:
             raise ValueError(f"misa: hidden ({hidden}) must be divisible by fusion_heads ({fusion_heads})")
@@ -76,18 +88,24 @@ class MISA(MSAModel):
         # the LSTM width is each modality's input size unless given (MISA's hidden_sizes = input sizes)
         self.encoders = nn.ModuleDict({m: SLSTM(d, rnn_hidden or d) for m, d in self.input_dims.items() if m != "text"})
         enc_dims = {m: d if m == "text" else 4 * (rnn_hidden or d) for m, d in self.input_dims.items()}
-        self.project = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.LayerNorm(hidden))
-                                      for m, d in enc_dims.items()})
-        self.private = nn.ModuleDict({m: nn.Sequential(nn.Linear(hidden, hidden), nn.Sigmoid()) for m in self.modalities})
+        self.project = nn.ModuleDict(
+            {m: nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.LayerNorm(hidden)) for m, d in enc_dims.items()}
+        )
+        self.private = nn.ModuleDict(
+            {m: nn.Sequential(nn.Linear(hidden, hidden), nn.Sigmoid()) for m in self.modalities}
+        )
         self.shared = nn.Sequential(nn.Linear(hidden, hidden), nn.Sigmoid())
-        self.recon = (nn.ModuleDict({m: nn.Linear(hidden, hidden) for m in self.modalities})
-                      if reconstruction else None)
+        self.recon = nn.ModuleDict({m: nn.Linear(hidden, hidden) for m in self.modalities}) if reconstruction else None
         # nn.TransformerEncoderLayer's defaults otherwise (feed-forward 2048, dropout 0.1, post-norm), as MISA
         layer = nn.TransformerEncoderLayer(hidden, fusion_heads, batch_first=True)
         self.fusion = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
         n = 2 * len(self.modalities)
-        self.head = nn.Sequential(nn.Linear(n * hidden, n * hidden // 2), nn.Dropout(dropout), nn.ReLU(),
-                                  nn.Linear(n * hidden // 2, output_dim))
+        self.head = nn.Sequential(
+            nn.Linear(n * hidden, n * hidden // 2),
+            nn.Dropout(dropout),
+            nn.ReLU(),
+            nn.Linear(n * hidden // 2, output_dim),
+        )
 
     def utterance(self, m: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         pooled = masked_mean(x, mask) if m == "text" else self.encoders[m](x, mask)
@@ -105,15 +123,21 @@ class MISA(MSAModel):
         if self.use_similarity and pairs:
             aux["similarity"] = sum(cmd(shared[a], shared[b], self.cmd_moments) for a, b in pairs) / len(pairs)
         if self.use_difference:
-            aux["difference"] = (sum(orthogonality(private[m], shared[m]) for m in mods)
-                                 + sum(orthogonality(private[a], private[b]) for a, b in pairs))
+            aux["difference"] = sum(orthogonality(private[m], shared[m]) for m in mods) + sum(
+                orthogonality(private[a], private[b]) for a, b in pairs
+            )
         if self.recon is not None:
-            aux["reconstruction"] = sum(F.mse_loss(self.recon[m](private[m] + shared[m]), u[m]) for m in mods) / len(mods)
+            aux["reconstruction"] = sum(F.mse_loss(self.recon[m](private[m] + shared[m]), u[m]) for m in mods) / len(
+                mods
+            )
 
         tokens = torch.stack([private[m] for m in mods] + [shared[m] for m in mods], dim=1)  # (B, 2n, H)
         present = torch.stack([masks[m].any(1) for m in mods] * 2, dim=1)  # (B, 2n)
         h = self.fusion(tokens, src_key_padding_mask=key_padding_mask(present))
         y = self.head(h.flatten(1))
-        extras = {**{f"utterance_{m}": v for m, v in u.items()}, **{f"private_{m}": p for m, p in private.items()},
-                  **{f"shared_{m}": s for m, s in shared.items()}}
+        extras = {
+            **{f"utterance_{m}": v for m, v in u.items()},
+            **{f"private_{m}": p for m, p in private.items()},
+            **{f"shared_{m}": s for m, s in shared.items()},
+        }
         return ModelOutput(self.head_output(y), aux, extras)

@@ -37,6 +37,7 @@ embedding dropout 0.2, text input dropout 0.5, output dropout 0.5, lr 2e-3, batc
 value clip 0.6, plateau scheduler (configs/models/mult.yaml). MMSA's gradient accumulation
 (update_epochs 8) has no counterpart in the one trainer.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,10 +46,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batch import Batch
-from ..registry import MODELS
-from .base import ModelOutput, MSAModel
-from .layers import CrossAttention, PositionalEncoding, masked_downsample
+from sentangle.core.registry import MODELS
+from sentangle.data.batch import Batch
+from sentangle.models.base import ModelOutput, MSAModel
+from sentangle.models.layers import CrossAttention, PositionalEncoding, masked_downsample
 
 DEFAULT_KERNELS = {"text": 5, "audio": 5, "vision": 5}
 DEFAULT_ATTN_DROPOUT = {"text": 0.3, "audio": 0.2, "vision": 0.0}
@@ -63,8 +64,9 @@ class AttentionStack(nn.Module):
         self.blocks = nn.ModuleList(CrossAttention(dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, q: torch.Tensor, q_mask: torch.Tensor, kv: torch.Tensor | None = None,
-                kv_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, q_mask: torch.Tensor, kv: torch.Tensor | None = None, kv_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         for block in self.blocks:
             q = block(q, q if kv is None else kv, q_mask if kv is None else kv_mask, q_mask)
         return self.norm(q) * q_mask.unsqueeze(-1).to(q.dtype)
@@ -79,10 +81,22 @@ def last_real(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @MODELS.register("mult")
 class MulT(MSAModel):
-    def __init__(self, input_dims, output_dim=1, text_encoder=None, dim: int = 50, heads: int = 10, layers: int = 4,
-                 kernel_sizes: dict[str, int] | None = None, attn_dropout: dict[str, float] | None = None,
-                 memory_layers: int | None = None, embed_dropout: float = 0.2, text_dropout: float = 0.5,
-                 output_dropout: float = 0.5, max_len: int | dict[str, int] = 0):
+    def __init__(
+        self,
+        input_dims,
+        output_dim=1,
+        text_encoder=None,
+        dim: int = 50,
+        heads: int = 10,
+        layers: int = 4,
+        kernel_sizes: dict[str, int] | None = None,
+        attn_dropout: dict[str, float] | None = None,
+        memory_layers: int | None = None,
+        embed_dropout: float = 0.2,
+        text_dropout: float = 0.5,
+        output_dropout: float = 0.5,
+        max_len: int | dict[str, int] = 0,
+    ):
         super().__init__(input_dims, output_dim, text_encoder)
         kernels = {**DEFAULT_KERNELS, **(kernel_sizes or {})}
         drops = {**DEFAULT_ATTN_DROPOUT, **(attn_dropout or {})}
@@ -90,26 +104,35 @@ class MulT(MSAModel):
             raise ValueError(f"mult: dim ({dim}) must be divisible by heads ({heads})")
         bad = {m: k for m, k in kernels.items() if k < 1 or k % 2 == 0}
         if bad:
-            raise ValueError(f"mult: kernel_sizes must be odd and >= 1 (\"same\" padding keeps the masks), got {bad}")
+            raise ValueError(f'mult: kernel_sizes must be odd and >= 1 ("same" padding keeps the masks), got {bad}')
         if isinstance(max_len, dict):
             unknown = set(max_len) - set(DEFAULT_KERNELS)
             if unknown:
-                raise ValueError(f"mult: max_len names unknown modalities {sorted(unknown)}; expected some of {list(DEFAULT_KERNELS)}")
+                raise ValueError(
+                    f"mult: max_len names unknown modalities {sorted(unknown)}; expected some of {list(DEFAULT_KERNELS)}"
+                )
         self.max_len = {m: (max_len.get(m, 0) if isinstance(max_len, dict) else max_len) for m in self.input_dims}
         self.dim, self.text_dropout = dim, text_dropout
-        self.proj = nn.ModuleDict({m: nn.Conv1d(d, dim, kernels[m], padding=kernels[m] // 2, bias=False)
-                                   for m, d in self.input_dims.items()})
+        self.proj = nn.ModuleDict(
+            {m: nn.Conv1d(d, dim, kernels[m], padding=kernels[m] // 2, bias=False) for m, d in self.input_dims.items()}
+        )
         self.pos = PositionalEncoding(dim)
         self.embed_drop = nn.Dropout(embed_dropout)
         self.sources = {m: [s for s in self.modalities if s != m] for m in self.modalities}
-        self.crossmodal = nn.ModuleDict({f"{m}_from_{s}": AttentionStack(dim, heads, layers, drops[m])
-                                         for m in self.modalities for s in self.sources[m]})
+        self.crossmodal = nn.ModuleDict(
+            {
+                f"{m}_from_{s}": AttentionStack(dim, heads, layers, drops[m])
+                for m in self.modalities
+                for s in self.sources[m]
+            }
+        )
         width = {m: dim * max(1, len(self.sources[m])) for m in self.modalities}
         # the self-attention ("memory") stacks run over the concatenated crossmodal outputs;
         # MulT gives them max(layers, 3) layers unless told otherwise
         memory_layers = max(layers, 3) if memory_layers is None else memory_layers
-        self.memory = nn.ModuleDict({m: AttentionStack(width[m], heads, memory_layers, drops["text"])
-                                     for m in self.modalities})
+        self.memory = nn.ModuleDict(
+            {m: AttentionStack(width[m], heads, memory_layers, drops["text"]) for m in self.modalities}
+        )
         combined = sum(width.values())
         self.proj1, self.proj2 = nn.Linear(combined, combined), nn.Linear(combined, combined)
         self.output_dropout = output_dropout

@@ -37,6 +37,7 @@ the time-mean code, a reconstruction target that takes gradient (the default det
 `recon_detach`), and full-strength gradient reversal from the first step (the default ramps it up
 over `reverse_ramp` epochs, DANN's schedule). The defaults fix these and work on unaligned inputs.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -45,12 +46,21 @@ import math
 import torch
 from torch import nn
 
-from ..data.batch import MODALITIES, Batch
-from ..registry import MODELS
-from . import losses
-from .base import ModelOutput, MSAModel
-from .layers import (MLP, CrossAttention, FactorizedBilinearPooling, PositionalEncoding, SequenceEncoder,
-                     grad_reverse, key_padding_mask, masked_downsample, masked_mean)
+from sentangle.core.registry import MODELS
+from sentangle.data.batch import MODALITIES, Batch
+from sentangle.models import losses
+from sentangle.models.base import ModelOutput, MSAModel
+from sentangle.models.layers import (
+    MLP,
+    CrossAttention,
+    FactorizedBilinearPooling,
+    PositionalEncoding,
+    SequenceEncoder,
+    grad_reverse,
+    key_padding_mask,
+    masked_downsample,
+    masked_mean,
+)
 
 TEMPORAL_KINDS = ("jsd", "tv", "none")
 GATES = ("soft", "hard", "none")
@@ -92,23 +102,50 @@ class RTIL(MSAModel):
     default_aux_weights = {"domain": 0.4, "cmd": 1.0, "recon": 1.0, "temporal": 1.0}
     preset_temporal = "jsd"
 
-    def __init__(self, input_dims, output_dim=1, text_encoder=None,
-                 hidden: int = 128, dropout: float = 0.2, attn_dropout: float = 0.1,
-                 # 1. encoders
-                 encoder_layers: int = 1, encoder_heads: int = 4, max_frames: int = 64,
-                 # 4. auxiliary parts
-                 discriminator: bool = True, domain_on_private: bool = True, reverse_weight: float = 1.0,
-                 reverse_ramp: float | None = None, margin_type: str | None = None,
-                 margin_s: float = 30.0, margin_m: float = 0.5, center_decay: float | None = None,
-                 cmd: bool = True, cmd_moments: int = 5,
-                 reconstruction: bool = True, recon_target: str | None = None, recon_detach: bool | None = None,
-                 temporal: str | dict | None = None, tv_order: int = 2, jsd_batch_mean: bool | None = None,
-                 # 5. fusion
-                 anchor: str = "text", cross_attention: bool = True, cross_heads: int = 4,
-                 gate: str | None = None, gate_pooling: str | None = None, share_gate_layer: bool | None = None,
-                 gate_hidden: int = 32, gate_k: int = 2, fusion_layers: int = 1, fusion_heads: int = 1,
-                 # the released code's choices (None: decided by paper_faithful)
-                 use_masks: bool | None = None, paper_faithful: bool = False):
+    def __init__(
+        self,
+        input_dims,
+        output_dim=1,
+        text_encoder=None,
+        hidden: int = 128,
+        dropout: float = 0.2,
+        attn_dropout: float = 0.1,
+        # 1. encoders
+        encoder_layers: int = 1,
+        encoder_heads: int = 4,
+        max_frames: int = 64,
+        # 4. auxiliary parts
+        discriminator: bool = True,
+        domain_on_private: bool = True,
+        reverse_weight: float = 1.0,
+        reverse_ramp: float | None = None,
+        margin_type: str | None = None,
+        margin_s: float = 30.0,
+        margin_m: float = 0.5,
+        center_decay: float | None = None,
+        cmd: bool = True,
+        cmd_moments: int = 5,
+        reconstruction: bool = True,
+        recon_target: str | None = None,
+        recon_detach: bool | None = None,
+        temporal: str | dict | None = None,
+        tv_order: int = 2,
+        jsd_batch_mean: bool | None = None,
+        # 5. fusion
+        anchor: str = "text",
+        cross_attention: bool = True,
+        cross_heads: int = 4,
+        gate: str | None = None,
+        gate_pooling: str | None = None,
+        share_gate_layer: bool | None = None,
+        gate_hidden: int = 32,
+        gate_k: int = 2,
+        fusion_layers: int = 1,
+        fusion_heads: int = 1,
+        # the released code's choices (None: decided by paper_faithful)
+        use_masks: bool | None = None,
+        paper_faithful: bool = False,
+    ):
         super().__init__(input_dims, output_dim, text_encoder)
         paper = bool(paper_faithful)
         pick = lambda value, fixed, code: (code if paper else fixed) if value is None else value  # noqa: E731
@@ -131,8 +168,10 @@ class RTIL(MSAModel):
         if anchor not in MODALITIES:
             raise ValueError(f"anchor={anchor!r}; expected one of {list(MODALITIES)}")
         if max_frames < 0 or encoder_layers < 0 or fusion_layers < 0:
-            raise ValueError(f"max_frames, encoder_layers and fusion_layers must be >= 0; got "
-                             f"{max_frames}, {encoder_layers}, {fusion_layers}")
+            raise ValueError(
+                f"max_frames, encoder_layers and fusion_layers must be >= 0; got "
+                f"{max_frames}, {encoder_layers}, {fusion_layers}"
+            )
         if self.reverse_ramp < 0:
             raise ValueError(f"reverse_ramp must be >= 0 epochs; got {self.reverse_ramp}")
         if tv_order < 1 or cmd_moments < 1:
@@ -143,14 +182,21 @@ class RTIL(MSAModel):
 
         # 1-2. encoders and projection to D. Audio/vision get one Transformer layer (SequenceEncoder
         # brings them to D first, so any raw width works with any head count); text arrives contextual.
-        self.encoders = nn.ModuleDict({
-            m: SequenceEncoder(self.input_dims[m], d, encoder_layers, encoder_heads, attn_dropout)
-            for m in mods if m != "text" and encoder_layers > 0
-        })
-        self.project = nn.ModuleDict({
-            m: nn.Sequential(nn.Linear(d if m in self.encoders else self.input_dims[m], d), nn.ReLU(), nn.LayerNorm(d))
-            for m in mods
-        })
+        self.encoders = nn.ModuleDict(
+            {
+                m: SequenceEncoder(self.input_dims[m], d, encoder_layers, encoder_heads, attn_dropout)
+                for m in mods
+                if m != "text" and encoder_layers > 0
+            }
+        )
+        self.project = nn.ModuleDict(
+            {
+                m: nn.Sequential(
+                    nn.Linear(d if m in self.encoders else self.input_dims[m], d), nn.ReLU(), nn.LayerNorm(d)
+                )
+                for m in mods
+            }
+        )
 
         # 3. per-frame private encoders and the one shared encoder
         self.private = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in mods})
@@ -174,16 +220,20 @@ class RTIL(MSAModel):
         self.cross = nn.ModuleDict({m: CrossAttention(d, cross_heads, attn_dropout) for m in self.others})
         self.branch_norm = nn.ModuleDict({m: nn.LayerNorm(d) for m in self.others})
         gated = self.others if self.gate_kind != "none" else ()
-        self.gate_fbp = nn.ModuleDict({m: FactorizedBilinearPooling(d, d, gate_hidden, gate_k, attn_dropout)
-                                       for m in gated})
+        self.gate_fbp = nn.ModuleDict(
+            {m: FactorizedBilinearPooling(d, d, gate_hidden, gate_k, attn_dropout) for m in gated}
+        )
         # The code scores the vision gate with the audio gate's layer: one layer serves every branch.
         self._gate_layer_of = {m: (gated[0] if self.share_gate_layer else m) for m in gated}
-        self.gate_out = nn.ModuleDict({m: nn.Linear(gate_hidden, 1) for m in dict.fromkeys(self._gate_layer_of.values())})
+        self.gate_out = nn.ModuleDict(
+            {m: nn.Linear(gate_hidden, 1) for m in dict.fromkeys(self._gate_layer_of.values())}
+        )
         width = d * max(len(self.others), 1)
         self.fusion = None
         if fusion_layers > 0:
-            layer = nn.TransformerEncoderLayer(width, fusion_heads, dim_feedforward=2 * width, dropout=attn_dropout,
-                                               batch_first=True)
+            layer = nn.TransformerEncoderLayer(
+                width, fusion_heads, dim_feedforward=2 * width, dropout=attn_dropout, batch_first=True
+            )
             self.fusion = nn.TransformerEncoder(layer, fusion_layers, enable_nested_tensor=False)
         self.head = MLP([width, d, output_dim], dropout)
 
@@ -214,7 +264,9 @@ class RTIL(MSAModel):
             aux["domain"] = self._domain_loss(pooled_shared, pooled_private)
         if self.use_cmd:
             pairs = list(itertools.combinations(self.modalities, 2))
-            aux["cmd"] = sum(losses.cmd(pooled_shared[a], pooled_shared[b], self.cmd_moments) for a, b in pairs) / len(pairs)
+            aux["cmd"] = sum(losses.cmd(pooled_shared[a], pooled_shared[b], self.cmd_moments) for a, b in pairs) / len(
+                pairs
+            )
         if self.recon is not None:
             aux["recon"] = self._recon_loss(x, private, shared, masks)
         if self.temporal_plan:
@@ -229,12 +281,17 @@ class RTIL(MSAModel):
     def _check_aligned(self, feats: dict[str, torch.Tensor]) -> None:
         lengths = {m: int(feats[m].shape[1]) for m in self.modalities}
         if len(set(lengths.values())) > 1:
-            why = "paper_faithful=True (the released code's per-word gate and unmasked frames)" if self.paper_faithful \
+            why = (
+                "paper_faithful=True (the released code's per-word gate and unmasked frames)"
+                if self.paper_faithful
                 else "gate_pooling='frame' or use_masks=false"
-            raise ValueError(f"{type(self).__name__}: {why} needs word-aligned input (one length for every "
-                             f"modality), but this batch has lengths {lengths}. Use aligned features "
-                             "(e.g. dataset.aligned=true, an MMSA aligned_50.pkl) or the default settings, "
-                             "which work on unaligned input.")
+            )
+            raise ValueError(
+                f"{type(self).__name__}: {why} needs word-aligned input (one length for every "
+                f"modality), but this batch has lengths {lengths}. Use aligned features "
+                "(e.g. dataset.aligned=true, an MMSA aligned_50.pkl) or the default settings, "
+                "which work on unaligned input."
+            )
 
     # ---- 4. the auxiliary losses -------------------------------------------------------------------
     def _domain_loss(self, pooled_shared, pooled_private) -> torch.Tensor:
@@ -248,8 +305,11 @@ class RTIL(MSAModel):
             terms = []
             for m, z in codes.items():
                 labels = torch.full((z.shape[0],), MODALITY_CLASS[m], dtype=torch.long, device=z.device)
-                terms.append(margin_loss(self.discriminator(grad_reverse(z, coefficient)), centres, labels,
-                                         self.margin_s, self.margin_m))
+                terms.append(
+                    margin_loss(
+                        self.discriminator(grad_reverse(z, coefficient)), centres, labels, self.margin_s, self.margin_m
+                    )
+                )
             total = total + sum(terms) / len(terms)
         if self.center_decay:
             total = total + self.center_decay * centres.pow(2).sum()

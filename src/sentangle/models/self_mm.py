@@ -43,16 +43,17 @@ weight decay 1e-3 (configs/models/self_mm.yaml). The one trainer has one learnin
 non-encoder parameters, so MMSA's 5e-3 for the audio/vision subnets and its gradient
 accumulation (update_epochs 4) have no counterpart.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batch import Batch
-from ..registry import MODELS
-from .base import ModelOutput, MSAModel
-from .layers import RealFrameLSTM, masked_mean
+from sentangle.core.registry import MODELS
+from sentangle.data.batch import Batch
+from sentangle.models.base import ModelOutput, MSAModel
+from sentangle.models.layers import RealFrameLSTM, masked_mean
 
 
 def relative_distance(f: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -62,8 +63,9 @@ def relative_distance(f: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, eps
     return (d_n - d_p) / (d_p + eps)
 
 
-def generate_label(y_m: torch.Tensor, delta_s: torch.Tensor, delta_f: torch.Tensor, bound: float,
-                   eps: float = 1e-8) -> torch.Tensor:
+def generate_label(
+    y_m: torch.Tensor, delta_s: torch.Tensor, delta_f: torch.Tensor, bound: float, eps: float = 1e-8
+) -> torch.Tensor:
     """ULGM: the average of a ratio estimate (delta_s / delta_f) * y_m and a difference estimate
     y_m + delta_s - delta_f, clipped to [-bound, bound]."""
     new = 0.5 * (delta_s / (delta_f + eps)) * y_m + 0.5 * (y_m + delta_s - delta_f)
@@ -192,12 +194,30 @@ class _SeqSubNet(nn.Module):
 class SelfMM(MSAModel):
     default_aux_weights = {"unimodal_text": 1.0, "unimodal_audio": 1.0, "unimodal_vision": 1.0}
 
-    def __init__(self, input_dims, output_dim=1, text_encoder=None, text_pooling: str = "auto",
-                 audio_lstm_hidden: int = 16, vision_lstm_hidden: int = 32, audio_out: int = 16, vision_out: int = 32,
-                 post_fusion_dim: int = 128, post_text_dim: int = 32, post_audio_dim: int = 16, post_vision_dim: int = 32,
-                 post_fusion_dropout: float = 0.0, post_text_dropout: float = 0.1, post_audio_dropout: float = 0.1,
-                 post_vision_dropout: float = 0.0, unimodal_heads: bool = True, label_generation: bool = True,
-                 label_update: str = "step", H: float = 3.0, exclude_zero: bool = True):
+    def __init__(
+        self,
+        input_dims,
+        output_dim=1,
+        text_encoder=None,
+        text_pooling: str = "auto",
+        audio_lstm_hidden: int = 16,
+        vision_lstm_hidden: int = 32,
+        audio_out: int = 16,
+        vision_out: int = 32,
+        post_fusion_dim: int = 128,
+        post_text_dim: int = 32,
+        post_audio_dim: int = 16,
+        post_vision_dim: int = 32,
+        post_fusion_dropout: float = 0.0,
+        post_text_dropout: float = 0.1,
+        post_audio_dropout: float = 0.1,
+        post_vision_dropout: float = 0.0,
+        unimodal_heads: bool = True,
+        label_generation: bool = True,
+        label_update: str = "step",
+        H: float = 3.0,
+        exclude_zero: bool = True,
+    ):
         super().__init__(input_dims, output_dim, text_encoder)
         if text_pooling not in ("auto", "first", "mean"):
             raise ValueError(f"self_mm: text_pooling must be 'auto', 'first' or 'mean', got {text_pooling!r}")
@@ -205,16 +225,23 @@ class SelfMM(MSAModel):
             raise ValueError(f"self_mm: label_update must be 'step' or 'epoch', got {label_update!r}")
         if H <= 0:
             raise ValueError(f"self_mm: H (the bound of generated labels) must be > 0, got {H}")
-        self.text_pooling = ("first" if text_encoder is not None else "mean") if text_pooling == "auto" else text_pooling
+        self.text_pooling = (
+            ("first" if text_encoder is not None else "mean") if text_pooling == "auto" else text_pooling
+        )
         lstm = {"audio": audio_lstm_hidden, "vision": vision_lstm_hidden}
         outs = {"audio": audio_out, "vision": vision_out}
-        self.subnets = nn.ModuleDict({m: _SeqSubNet(d, lstm[m], outs[m]) for m, d in self.input_dims.items() if m != "text"})
+        self.subnets = nn.ModuleDict(
+            {m: _SeqSubNet(d, lstm[m], outs[m]) for m, d in self.input_dims.items() if m != "text"}
+        )
         code_dims = {m: d if m == "text" else outs[m] for m, d in self.input_dims.items()}
         self.fusion_head = _Head(sum(code_dims.values()), post_fusion_dim, output_dim, post_fusion_dropout)
         dims = {"text": post_text_dim, "audio": post_audio_dim, "vision": post_vision_dim}
         drops = {"text": post_text_dropout, "audio": post_audio_dropout, "vision": post_vision_dropout}
-        self.unimodal = (nn.ModuleDict({m: _Head(code_dims[m], dims[m], output_dim, drops[m]) for m in self.modalities})
-                         if unimodal_heads else None)
+        self.unimodal = (
+            nn.ModuleDict({m: _Head(code_dims[m], dims[m], output_dim, drops[m]) for m in self.modalities})
+            if unimodal_heads
+            else None
+        )
         self.generate = unimodal_heads and label_generation and output_dim == 1
         self.label_update = label_update
         self.label_store = UnimodalLabels(self.modalities, H, exclude_zero) if self.generate else None
@@ -243,8 +270,9 @@ class SelfMM(MSAModel):
             if self.output_dim == 1 or not batch.labels.is_floating_point():
                 for m, (_, p) in uni.items():
                     p = self.head_output(p)
-                    aux[f"unimodal_{m}"] = (F.l1_loss(p, batch.labels) if self.output_dim == 1
-                                            else F.cross_entropy(p, batch.labels))
+                    aux[f"unimodal_{m}"] = (
+                        F.l1_loss(p, batch.labels) if self.output_dim == 1 else F.cross_entropy(p, batch.labels)
+                    )
             return ModelOutput(self.head_output(y), aux, extras)
 
         store = self.label_store

@@ -3,21 +3,31 @@
 With frozen token features it adds `layers` Transformer layers and attention pooling; with the
 encoder fine-tuned inside the model (`text_encoder` set by the dataset) `layers: 0` is enough.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..data.batch import Batch
-from ..registry import MODELS
-from .base import ModelOutput, MSAModel
-from .layers import MLP, SequenceEncoder, masked_mean
+from sentangle.core.registry import MODELS
+from sentangle.data.batch import Batch
+from sentangle.models.base import ModelOutput, MSAModel
+from sentangle.models.layers import MLP, SequenceEncoder, masked_mean
 
 
 @MODELS.register("text_only")
 class TextOnly(MSAModel):
-    def __init__(self, input_dims, output_dim=1, text_encoder=None, hidden: int = 128, layers: int = 1,
-                 heads: int = 4, dropout: float = 0.1, pooling: str = "mean"):
+    def __init__(
+        self,
+        input_dims,
+        output_dim=1,
+        text_encoder=None,
+        hidden: int = 128,
+        layers: int = 1,
+        heads: int = 4,
+        dropout: float = 0.1,
+        pooling: str = "mean",
+    ):
         super().__init__(input_dims, output_dim, text_encoder)
         if "text" not in self.input_dims:
             raise ValueError("text_only needs a text modality; the dataset has " + ", ".join(self.modalities))

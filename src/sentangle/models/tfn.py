@@ -20,16 +20,17 @@ vision; text_out 32; post_fusion_dim 64; dropouts 0.3 / 0.3 / 0.3 / 0.5; lr 1e-3
 early stop 8) in configs/models/tfn.yaml. MMSA's text subnetwork silently drops its dropout for a
 one-layer LSTM; here the configured text dropout is applied to the LSTM's final state.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batch import Batch
-from ..registry import MODELS
-from .base import ModelOutput, MSAModel
-from .layers import RealFrameLSTM, masked_mean
+from sentangle.core.registry import MODELS
+from sentangle.data.batch import Batch
+from sentangle.models.base import ModelOutput, MSAModel
+from sentangle.models.layers import RealFrameLSTM, masked_mean
 
 
 class _BatchNorm(nn.BatchNorm1d):
@@ -48,8 +49,15 @@ class PooledSubNet(nn.Module):
     def __init__(self, d_in: int, hidden: int, dropout: float):
         super().__init__()
         self.norm = _BatchNorm(d_in)
-        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(d_in, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(d_in, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.net(self.norm(masked_mean(x, mask)))
@@ -73,10 +81,14 @@ class PreFusionSubnets(nn.Module):
 
     def __init__(self, input_dims: dict[str, int], hidden: dict[str, int], text_out: int, dropouts: dict[str, float]):
         super().__init__()
-        self.nets = nn.ModuleDict({
-            m: TextSubNet(d, hidden[m], text_out, dropouts[m]) if m == "text" else PooledSubNet(d, hidden[m], dropouts[m])
-            for m, d in input_dims.items()
-        })
+        self.nets = nn.ModuleDict(
+            {
+                m: TextSubNet(d, hidden[m], text_out, dropouts[m])
+                if m == "text"
+                else PooledSubNet(d, hidden[m], dropouts[m])
+                for m, d in input_dims.items()
+            }
+        )
         self.dims = {m: text_out if m == "text" else hidden[m] for m in input_dims}
 
     def forward(self, feats: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -102,10 +114,22 @@ def tensor_fusion(codes: list[torch.Tensor]) -> torch.Tensor:
 
 @MODELS.register("tfn")
 class TFN(MSAModel):
-    def __init__(self, input_dims, output_dim=1, text_encoder=None, text_hidden: int = 128, audio_hidden: int = 32,
-                 vision_hidden: int = 128, text_out: int = 32, post_fusion_dim: int = 64, text_dropout: float = 0.3,
-                 audio_dropout: float = 0.3, vision_dropout: float = 0.3, post_fusion_dropout: float = 0.5,
-                 bounded_output: bool = True):
+    def __init__(
+        self,
+        input_dims,
+        output_dim=1,
+        text_encoder=None,
+        text_hidden: int = 128,
+        audio_hidden: int = 32,
+        vision_hidden: int = 128,
+        text_out: int = 32,
+        post_fusion_dim: int = 64,
+        text_dropout: float = 0.3,
+        audio_dropout: float = 0.3,
+        vision_dropout: float = 0.3,
+        post_fusion_dropout: float = 0.5,
+        bounded_output: bool = True,
+    ):
         super().__init__(input_dims, output_dim, text_encoder)
         hidden = {"text": text_hidden, "audio": audio_hidden, "vision": vision_hidden}
         dropouts = {"text": text_dropout, "audio": audio_dropout, "vision": vision_dropout}
@@ -113,9 +137,14 @@ class TFN(MSAModel):
         fused = 1
         for d in self.subnets.dims.values():
             fused *= d + 1
-        self.post_fusion = nn.Sequential(nn.Dropout(post_fusion_dropout), nn.Linear(fused, post_fusion_dim), nn.ReLU(),
-                                         nn.Linear(post_fusion_dim, post_fusion_dim), nn.ReLU(),
-                                         nn.Linear(post_fusion_dim, output_dim))
+        self.post_fusion = nn.Sequential(
+            nn.Dropout(post_fusion_dropout),
+            nn.Linear(fused, post_fusion_dim),
+            nn.ReLU(),
+            nn.Linear(post_fusion_dim, post_fusion_dim),
+            nn.ReLU(),
+            nn.Linear(post_fusion_dim, output_dim),
+        )
         # TFN regresses into the label range: sigmoid scaled to (-3, 3), the MOSI/MOSEI range.
         self.bounded = bounded_output and output_dim == 1
 

@@ -18,18 +18,19 @@ Data flow per modality m (B batch, T_m frames, T'_m <= max_tokens temporal token
 then over all modalities: FCCA (factor-masked self-attention over every token), summaries
 s^T_m, s^S_m, the gated recouple per modality and a head over the concatenated modality codes.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError
-from ..data.batch import Batch
-from ..registry import MODELS
-from . import losses
-from .base import ModelOutput, MSAModel
-from .layers import MLP, CrossAttention, SequenceEncoder, grad_reverse, masked_downsample, masked_mean
+from sentangle.core.errors import ConfigError
+from sentangle.core.registry import MODELS
+from sentangle.data.batch import Batch
+from sentangle.models import losses
+from sentangle.models.base import ModelOutput, MSAModel
+from sentangle.models.layers import MLP, CrossAttention, SequenceEncoder, grad_reverse, masked_downsample, masked_mean
 
 FACTORS = ("temporal", "spatial")
 FCCA_MODES = ("factor", "full", "none")
@@ -76,7 +77,9 @@ class TemporalEncoder(nn.Module):
     def __init__(self, dim: int, layers: int, heads: int, dropout: float, inputs: str = "frames"):
         super().__init__()
         self.inputs = inputs
-        self.encoder = SequenceEncoder(2 * dim if inputs == "both" else dim, dim, layers, heads, dropout, positional=True)
+        self.encoder = SequenceEncoder(
+            2 * dim if inputs == "both" else dim, dim, layers, heads, dropout, positional=True
+        )
 
     def forward(self, u: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.inputs == "diff":
@@ -114,8 +117,9 @@ class FactorConsistentAlignment(nn.Module):
     def __init__(self, dim: int, layers: int, heads: int, dropout: float, factor_mask: bool = True):
         super().__init__()
         self.heads, self.factor_mask = heads, factor_mask
-        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=dropout,
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
     def forward(self, tokens: torch.Tensor, real: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -208,38 +212,67 @@ class TSDA(MSAModel):
     temporal_input: "frames", "diff" (first differences) or "both".
     """
 
-    default_aux_weights = {"purity": 0.1, "cos": 0.1, "hsic": 1.0, "orth": 0.1,
-                           "aux_temporal": 0.3, "aux_spatial": 0.3}
+    default_aux_weights = {"purity": 0.1, "cos": 0.1, "hsic": 1.0, "orth": 0.1, "aux_temporal": 0.3, "aux_spatial": 0.3}
 
-    def __init__(self, input_dims, output_dim=1, text_encoder=None, hidden: int = 128, heads: int = 4,
-                 dropout: float = 0.1, modalities: list[str] | None = None,
-                 temporal: bool = True, spatial: bool = True, decouple: bool = True,
-                 temporal_layers: int = 1, temporal_input: str = "both", max_tokens: int = 32,
-                 queries: int = 4, spatial_layers: int = 1, spatial_max_frames: int = 0,
-                 fcca: str = "factor", fcca_layers: int = 1,
-                 purity: str = "supervised", purity_alpha: float = 1.0,
-                 cos_loss: bool = True, hsic_loss: bool = True, orth_loss: bool = True,
-                 aux_heads: bool = True, fusion: str = "gate"):
+    def __init__(
+        self,
+        input_dims,
+        output_dim=1,
+        text_encoder=None,
+        hidden: int = 128,
+        heads: int = 4,
+        dropout: float = 0.1,
+        modalities: list[str] | None = None,
+        temporal: bool = True,
+        spatial: bool = True,
+        decouple: bool = True,
+        temporal_layers: int = 1,
+        temporal_input: str = "both",
+        max_tokens: int = 32,
+        queries: int = 4,
+        spatial_layers: int = 1,
+        spatial_max_frames: int = 0,
+        fcca: str = "factor",
+        fcca_layers: int = 1,
+        purity: str = "supervised",
+        purity_alpha: float = 1.0,
+        cos_loss: bool = True,
+        hsic_loss: bool = True,
+        orth_loss: bool = True,
+        aux_heads: bool = True,
+        fusion: str = "gate",
+    ):
         super().__init__(input_dims, output_dim, text_encoder)
-        for option, value, allowed in (("fcca", fcca, FCCA_MODES), ("fusion", fusion, FUSIONS),
-                                       ("purity", purity, PURITY_MODES), ("temporal_input", temporal_input, TEMPORAL_INPUTS)):
+        for option, value, allowed in (
+            ("fcca", fcca, FCCA_MODES),
+            ("fusion", fusion, FUSIONS),
+            ("purity", purity, PURITY_MODES),
+            ("temporal_input", temporal_input, TEMPORAL_INPUTS),
+        ):
             if value not in allowed:
                 raise ConfigError(f"tsda: {option}={value!r}; expected one of {', '.join(allowed)}")
         if not (temporal or spatial):
-            raise ConfigError("tsda: temporal=False and spatial=False leave nothing to encode; keep at least one branch")
+            raise ConfigError(
+                "tsda: temporal=False and spatial=False leave nothing to encode; keep at least one branch"
+            )
         if not decouple and not (temporal and spatial):
-            raise ConfigError("tsda: decouple=False builds one mixed encoder for both factors; "
-                              "it needs temporal=True and spatial=True")
+            raise ConfigError(
+                "tsda: decouple=False builds one mixed encoder for both factors; "
+                "it needs temporal=True and spatial=True"
+            )
         if hidden % heads:
             raise ConfigError(f"tsda: hidden={hidden} must be divisible by heads={heads}")
         if max_tokens < 0 or spatial_max_frames < 0 or queries < 1:
-            raise ConfigError("tsda: need max_tokens >= 0 and spatial_max_frames >= 0 (0 = no cap) and queries >= 1; "
-                             f"got {max_tokens}, {spatial_max_frames}, {queries}")
+            raise ConfigError(
+                "tsda: need max_tokens >= 0 and spatial_max_frames >= 0 (0 = no cap) and queries >= 1; "
+                f"got {max_tokens}, {spatial_max_frames}, {queries}"
+            )
         use = tuple(modalities) if modalities else self.modalities
         unknown = [m for m in use if m not in self.input_dims]
         if unknown or not use:
-            raise ConfigError(f"tsda: modalities={list(use)}: {unknown or 'none'} not in the data; "
-                              f"it has {list(self.modalities)}")
+            raise ConfigError(
+                f"tsda: modalities={list(use)}: {unknown or 'none'} not in the data; it has {list(self.modalities)}"
+            )
         self.use = use
         self.factors = tuple(f for f, on in zip(FACTORS, (temporal, spatial)) if on)
         two = len(self.factors) == 2
@@ -253,11 +286,17 @@ class TSDA(MSAModel):
         #    temporal branch's averaged tokens are exactly projections of averaged frames.
         self.proj = nn.ModuleDict({m: nn.Linear(self.input_dims[m], hidden) for m in use})
         # 2. Temporal encoder per modality (positions added inside).
-        self.temporal = nn.ModuleDict({m: TemporalEncoder(hidden, temporal_layers, heads, dropout, temporal_input)
-                                       for m in use}) if temporal else None
+        self.temporal = (
+            nn.ModuleDict({m: TemporalEncoder(hidden, temporal_layers, heads, dropout, temporal_input) for m in use})
+            if temporal
+            else None
+        )
         # 3. Spatial encoder per modality: K queries over time, no positions on the keys.
-        self.spatial = nn.ModuleDict({m: SpatialEncoder(hidden, queries, spatial_layers, heads, dropout)
-                                      for m in use}) if spatial else None
+        self.spatial = (
+            nn.ModuleDict({m: SpatialEncoder(hidden, queries, spatial_layers, heads, dropout) for m in use})
+            if spatial
+            else None
+        )
         # 4. FCCA over every token; modality embeddings tell it where a token came from.
         self.fcca = None
         if fcca != "none":
@@ -267,9 +306,13 @@ class TSDA(MSAModel):
         # 5. Token-level factor discriminator (temporal = 1, spatial = 0).
         self.discriminator = MLP([hidden, hidden, 1], dropout) if self.purity != "none" else None
         # 7. Auxiliary factor heads and the recouple, per modality; then the head over modality codes.
-        self.aux_heads = nn.ModuleDict({
-            m: nn.ModuleDict({f: FactorHead(hidden, output_dim, dropout) for f in self.factors}) for m in use
-        }) if aux_heads else None
+        self.aux_heads = (
+            nn.ModuleDict(
+                {m: nn.ModuleDict({f: FactorHead(hidden, output_dim, dropout) for f in self.factors}) for m in use}
+            )
+            if aux_heads
+            else None
+        )
         head_dim = (output_dim if output_dim > 1 else 1) if aux_heads else None
         self.recouple = nn.ModuleDict({m: Recouple(hidden, self.factors, fusion, head_dim, dropout) for m in use})
         self.head = MLP([sum(r.out_dim for r in self.recouple.values()), hidden, output_dim], dropout)
@@ -363,6 +406,9 @@ class TSDA(MSAModel):
             if self.purity == "adversarial":
                 z = grad_reverse(z, self.purity_alpha)
             logit = self.discriminator(z).squeeze(-1)
-            terms.append(F.binary_cross_entropy_with_logits(logit, torch.full_like(logit, target)) if len(z)
-                         else logit.new_zeros(()))
+            terms.append(
+                F.binary_cross_entropy_with_logits(logit, torch.full_like(logit, target))
+                if len(z)
+                else logit.new_zeros(())
+            )
         return 0.5 * (terms[0] + terms[1])

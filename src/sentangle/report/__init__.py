@@ -1,0 +1,1 @@
+"""Tables, plots and branch diagnostics: formatting only, no training and no file loading."""

@@ -1,6 +1,6 @@
 """Per-seed diagnostics for run folders: which models have them, and gate values for plots.
 
-`training.runs.run` calls `diagnose(name, model, dataset)` after each seed and writes
+`runs.runner.run` calls `diagnose(name, model, dataset)` after each seed and writes
 `seed_<s>/diagnostics.json` when it returns a dict. A model opts in either way:
 
     class MyModel(MSAModel):
@@ -12,6 +12,7 @@
 DBR has the branch diagnostics of report/diagnostics.py; TSDA, RTIL and IRG-SVR the statistics of
 their gates. Numbers only (nested dicts), so `summarize_diagnostics` can average them over seeds.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,12 +23,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..registry import Registry
-from ..utils.io import write_json
-from .diagnostics import run_diagnostics, summarize_diagnostics
+from sentangle.core.io import write_json
+from sentangle.core.registry import Registry
+from sentangle.report.diagnostics import run_diagnostics, summarize_diagnostics
 
-__all__ = ["DIAGNOSTICS", "diagnose", "gate_values", "gate_diagnostics", "write_seed_diagnostics",
-           "summarize_run_diagnostics", "diagnostics_markdown", "shown_keys"]
+__all__ = [
+    "DIAGNOSTICS",
+    "diagnose",
+    "gate_values",
+    "gate_diagnostics",
+    "write_seed_diagnostics",
+    "summarize_run_diagnostics",
+    "diagnostics_markdown",
+    "shown_keys",
+]
 
 DIAGNOSTICS = Registry("diagnostics")
 
@@ -48,8 +57,11 @@ def write_seed_diagnostics(seed_dir: str | Path, model_name: str, model, dataset
     try:
         diag = diagnose(model_name, model, dataset)
     except Exception as e:  # noqa: BLE001  (any bug in an analysis must not cost a trained seed)
-        warnings.warn(f"{seed_dir}: diagnostics of {model_name!r} failed ({type(e).__name__}: {e}); "
-                      "no diagnostics.json for this seed", stacklevel=2)
+        warnings.warn(
+            f"{seed_dir}: diagnostics of {model_name!r} failed ({type(e).__name__}: {e}); "
+            "no diagnostics.json for this seed",
+            stacklevel=2,
+        )
         return None
     if diag:
         write_json(Path(seed_dir) / "diagnostics.json", diag)
@@ -66,8 +78,11 @@ def summarize_run_diagnostics(folder: str | Path, seeds) -> dict | None:
 
 def shown_keys(flat: dict, split: str = "test") -> list[str]:
     """The keys worth a table row: one split, no metrics of ablated heads, no sample counts or quartiles."""
-    return [k for k in flat if k.startswith(f"{split}.") and "metrics" not in k
-            and not k.endswith((".samples", ".q25", ".q75"))]
+    return [
+        k
+        for k in flat
+        if k.startswith(f"{split}.") and "metrics" not in k and not k.endswith((".samples", ".q25", ".q75"))
+    ]
 
 
 def diagnostics_markdown(summary: dict, split: str = "test") -> str:
@@ -76,7 +91,7 @@ def diagnostics_markdown(summary: dict, split: str = "test") -> str:
     for k in shown_keys(summary, split):
         v = summary[k]
         text = "n/a" if v["mean"] is None or math.isnan(v["mean"]) else f"{v['mean']:.3f} ± {v['std']:.3f}"
-        lines.append(f"| {k[len(split) + 1:].replace('_', ' ')} | {text} |")
+        lines.append(f"| {k[len(split) + 1 :].replace('_', ' ')} | {text} |")
     return "\n".join(lines)
 
 
@@ -120,9 +135,20 @@ def gate_diagnostics(model, dataset, splits=("valid", "test")) -> dict | None:
         groups = gate_values(model, dataset, split)
         if not groups:
             return None
-        out[split] = {"gates": {g: {c: {"mean": float(v.mean()), "std": float(v.std()),
-                                        "q25": float(np.quantile(v, 0.25)), "q75": float(np.quantile(v, 0.75))}
-                                    for c, v in cols.items()} for g, cols in groups.items()}}
+        out[split] = {
+            "gates": {
+                g: {
+                    c: {
+                        "mean": float(v.mean()),
+                        "std": float(v.std()),
+                        "q25": float(np.quantile(v, 0.25)),
+                        "q75": float(np.quantile(v, 0.75)),
+                    }
+                    for c, v in cols.items()
+                }
+                for g, cols in groups.items()
+            }
+        }
     return out or None
 
 

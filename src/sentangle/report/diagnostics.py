@@ -14,6 +14,7 @@ run. They read only the model's extras, so any model that exposes them is diagno
     from sentangle.report.diagnostics import run_diagnostics
     diag = run_diagnostics(model, dataset)        # None when the model has no branches
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,8 @@ import math
 import numpy as np
 import torch
 
-from ..models.losses import hsic
-from ..training.metrics import compute_metrics
+from sentangle.evaluation.metrics import compute_metrics
+from sentangle.models.losses import hsic
 
 __all__ = ["linear_cka", "branch_diagnostics", "run_diagnostics", "summarize_diagnostics"]
 
@@ -37,7 +38,9 @@ def linear_cka(x, y) -> float:
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).double()
     y = torch.as_tensor(np.asarray(y) if not torch.is_tensor(y) else y).double()
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"linear_cka needs (N, D1) and (N, D2) with the same N; got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"linear_cka needs (N, D1) and (N, D2) with the same N; got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     x, y = x - x.mean(0), y - y.mean(0)
     den = torch.linalg.matrix_norm(x.t() @ x) * torch.linalg.matrix_norm(y.t() @ y)
     if den <= 0:
@@ -77,8 +80,9 @@ def _change(task: str, a: torch.Tensor, b: torch.Tensor) -> float:
     return float(0.5 * (a.softmax(-1) - b.softmax(-1)).abs().sum(-1).mean())
 
 
-def branch_diagnostics(model, dataset, split: str = "test", batch_size: int = 256, device: str = "cpu",
-                       max_samples: int = 2000) -> dict | None:
+def branch_diagnostics(
+    model, dataset, split: str = "test", batch_size: int = 256, device: str = "cpu", max_samples: int = 2000
+) -> dict | None:
     """Per-branch share of the prediction and shared/private redundancy on one split.
 
     Returns None when the model exposes no `shared_summary` / `private_summary` extras. Keys:
@@ -97,15 +101,21 @@ def branch_diagnostics(model, dataset, split: str = "test", batch_size: int = 25
         return None
     s, p = ex["shared_summary"], ex["private_summary"]
     task = dataset.task
-    out: dict = {"split": split, "samples": int(len(s)),
-                 "metrics": compute_metrics(task, pred.numpy(), label.numpy(), dataset.num_classes),
-                 "redundancy": _redundancy(s, p, max_samples)}
+    out: dict = {
+        "split": split,
+        "samples": int(len(s)),
+        "metrics": compute_metrics(task, pred.numpy(), label.numpy(), dataset.num_classes),
+        "redundancy": _redundancy(s, p, max_samples),
+    }
     if "shared_pre" in ex and "private_pre" in ex:
         out["redundancy_before_fusion"] = _redundancy(ex["shared_pre"], ex["private_pre"], max_samples)
     if "branch_weights" in ex:
         w = ex["branch_weights"]
-        out["branch_weights"] = {"shared": float(w[:, 0].mean()), "private": float(w[:, 1].mean()),
-                                 "shared_std": float(w[:, 0].std())}
+        out["branch_weights"] = {
+            "shared": float(w[:, 0].mean()),
+            "private": float(w[:, 1].mean()),
+            "shared_std": float(w[:, 0].std()),
+        }
     head = getattr(model, "branch_head", None)
     if head is not None:
         dtype = next(model.parameters()).dtype
@@ -117,8 +127,9 @@ def branch_diagnostics(model, dataset, split: str = "test", batch_size: int = 25
         ds, dp = _change(task, base, no_s), _change(task, base, no_p)
         total = ds + dp
         out["prediction_change"] = {"shared": ds, "private": dp}
-        out["prediction_share"] = ({"shared": ds / total, "private": dp / total} if total > 0
-                                   else {"shared": None, "private": None})
+        out["prediction_share"] = (
+            {"shared": ds / total, "private": dp / total} if total > 0 else {"shared": None, "private": None}
+        )
         out["metrics_without"] = {
             "shared": compute_metrics(task, no_s.numpy(), label.numpy(), dataset.num_classes),
             "private": compute_metrics(task, no_p.numpy(), label.numpy(), dataset.num_classes),
@@ -142,8 +153,9 @@ def _clean(d):
     return d
 
 
-def run_diagnostics(model, dataset, splits=("valid", "test"), batch_size: int = 256,
-                    device: str = "cpu") -> dict | None:
+def run_diagnostics(
+    model, dataset, splits=("valid", "test"), batch_size: int = 256, device: str = "cpu"
+) -> dict | None:
     """`branch_diagnostics` for each split the dataset has; None for models without branches
     (so a generic hook writes diagnostics.json only where it means something)."""
     out = {}

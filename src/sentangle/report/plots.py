@@ -1,18 +1,19 @@
 """PNG figures for reports (matplotlib, Agg backend: no display needed). Every file is written whole.
 
-    robust_curves(results, out)        main metric vs perturbation level, one line per run
-    prediction_scatter(pred, label)    predicted vs true (regression)
-    confusion_matrix(pred, label, names)   row-normalised confusion (classification)
-    distributions(values, title)       box plots of gate / branch-weight values
-    metric_bars(series, ylabel, title) mean ± std per row (model), one colour per series
+robust_curves(results, out)        main metric vs perturbation level, one line per run
+prediction_scatter(pred, label)    predicted vs true (regression)
+confusion_matrix(pred, label, names)   row-normalised confusion (classification)
+distributions(values, title)       box plots of gate / branch-weight values
+metric_bars(series, ylabel, title) mean ± std per row (model), one colour per series
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from ..utils.io import atomic_write
+from sentangle.core.io import atomic_write
 
 __all__ = ["robust_curves", "prediction_scatter", "confusion_matrix", "distributions", "metric_bars", "save"]
 
@@ -43,8 +44,9 @@ def robust_curves(results: dict[str, dict], out: str | Path, metric: str | None 
     first = next(iter(results.values()))
     metric = metric or first["main_metric"]
     scale = 1.0 if metric in ("mae", "corr") else 100.0
-    families = list(dict.fromkeys(c["family"] for r in results.values() for c in r["conditions"]
-                                  if c["level"] is not None))
+    families = list(
+        dict.fromkeys(c["family"] for r in results.values() for c in r["conditions"] if c["level"] is not None)
+    )
     paths = []
     for fam in families:
         fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -83,8 +85,7 @@ def robust_curves(results: dict[str, dict], out: str | Path, metric: str | None 
     return paths
 
 
-def prediction_scatter(pred: dict[str, np.ndarray], label: dict[str, np.ndarray], title: str,
-                       label_range=(-3.0, 3.0)):
+def prediction_scatter(pred: dict[str, np.ndarray], label: dict[str, np.ndarray], title: str, label_range=(-3.0, 3.0)):
     """pred/label: seed -> (N,) arrays; one colour per seed, the diagonal for reference."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
@@ -114,8 +115,15 @@ def confusion_matrix(pred: np.ndarray, label: np.ndarray, names: list[str], titl
     if k <= 12:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{norm[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)

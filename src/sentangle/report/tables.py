@@ -1,14 +1,28 @@
 """Metric tables in Markdown: mean +- std over seeds, accuracies and F1 in percent."""
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
+from sentangle.evaluation.metrics import METRIC_DIRECTIONS
+
 LABELS = {
-    "mae": "MAE", "corr": "Corr", "acc2_has0": "Acc-2 has0", "f1_has0": "F1 has0", "acc2_non0": "Acc-2 non0",
-    "f1_non0": "F1 non0", "acc7": "Acc-7", "acc5": "Acc-5", "acc3": "Acc-3", "accuracy": "Acc",
-    "f1_macro": "F1 macro", "precision_macro": "P macro", "recall_macro": "R macro", "f1_weighted": "F1 weighted",
+    "mae": "MAE",
+    "corr": "Corr",
+    "acc2_has0": "Acc-2 has0",
+    "f1_has0": "F1 has0",
+    "acc2_non0": "Acc-2 non0",
+    "f1_non0": "F1 non0",
+    "acc7": "Acc-7",
+    "acc5": "Acc-5",
+    "acc3": "Acc-3",
+    "accuracy": "Acc",
+    "f1_macro": "F1 macro",
+    "precision_macro": "P macro",
+    "recall_macro": "R macro",
+    "f1_weighted": "F1 weighted",
 }
 REGRESSION_ORDER = ["mae", "corr", "acc7", "acc5", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0"]
 CLASSIFICATION_ORDER = ["accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted"]
@@ -65,8 +79,7 @@ def split_table(summary: dict[str, dict[str, dict]], task: str) -> str:
 
 
 def best_mean(rows: dict[str, dict[str, dict]], metric: str) -> float | None:
-    """The best mean of `metric` over rows, in the metric's direction (training.metrics); NaN skipped."""
-    from ..training.metrics import METRIC_DIRECTIONS
+    """The best mean of `metric` over rows, in the metric's direction (evaluation.metrics); NaN skipped."""
 
     means = [r[metric]["mean"] for r in rows.values() if metric in r and r[metric]["mean"] == r[metric]["mean"]]
     if not means:
@@ -74,8 +87,9 @@ def best_mean(rows: dict[str, dict[str, dict]], metric: str) -> float | None:
     return min(means) if METRIC_DIRECTIONS.get(metric, "max") == "min" else max(means)
 
 
-def results_table(rows: dict[str, dict[str, dict]], task: str, extra: dict[str, dict[str, str]] | None = None,
-                  label: str = "model") -> str:
+def results_table(
+    rows: dict[str, dict[str, dict]], task: str, extra: dict[str, dict[str, str]] | None = None, label: str = "model"
+) -> str:
     """rows: row name -> metric -> {mean, std, n}; one row each, the best mean per metric in bold.
 
     `extra`: further columns, header -> row name -> text (e.g. parameters, deltas), after the metrics.

@@ -1,0 +1,1 @@
+"""The one training loop (trainer) and its data-parallel helpers (distributed)."""

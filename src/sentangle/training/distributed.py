@@ -11,24 +11,27 @@ WORLD_SIZE / RANK / LOCAL_RANK from the environment. With WORLD_SIZE > 1:
   centre distances) sees only the slice on each rank, as with any data parallelism;
 * validation runs on rank 0 and its metrics are broadcast, so selection, early stopping, learning
   rate decay and the plateau scheduler take one decision on all ranks;
-* only rank 0 writes files (training/runs.py asks `is_main()`).
+* only rank 0 writes files (runs/runner.py asks `is_main()`).
 
 Models keeping per-sample training state outside their weights (Self-MM's generated unimodal
 labels) would build it from each rank's slices only; they are refused with an error saying what
 to do instead. Without WORLD_SIZE > 1 every helper here is a pass-through.
 """
+
 from __future__ import annotations
 
 import atexit
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from ..data.batch import Batch
+from sentangle.core.errors import TrainingError
+from sentangle.data.batch import Batch
 
 # Attributes holding per-sample training state that DDP cannot keep consistent (see module doc).
 PER_SAMPLE_STATE = {"label_store": "model.label_generation=false (plain multi-task learning)"}
@@ -46,7 +49,6 @@ def is_main() -> bool:
 
 
 def _error(message: str) -> Exception:
-    from .trainer import TrainingError  # the trainer imports this module
 
     return TrainingError(message)
 
@@ -84,8 +86,14 @@ class Context:
             lo, hi = 0, 1
         part = slice(lo, hi)
         cut = lambda d: {k: v[part] for k, v in d.items()}  # noqa: E731
-        return dataclasses.replace(batch, features=cut(batch.features), masks=cut(batch.masks), labels=batch.labels[part],
-                                   ids=batch.ids[part], tokens=None if batch.tokens is None else cut(batch.tokens)), share
+        return dataclasses.replace(
+            batch,
+            features=cut(batch.features),
+            masks=cut(batch.masks),
+            labels=batch.labels[part],
+            ids=batch.ids[part],
+            tokens=None if batch.tokens is None else cut(batch.tokens),
+        ), share
 
     def wrap(self, model: torch.nn.Module, dataset, batch_size: int, weights: dict[str, float]) -> torch.nn.Module:
         """DistributedDataParallel around `model`; find_unused_parameters only when a probe forward
@@ -95,17 +103,21 @@ class Context:
             return model
         for attr, instead in PER_SAMPLE_STATE.items():
             if getattr(model, attr, None) is not None:
-                raise _error(f"{type(model).__name__} keeps per-sample training state ({attr}) that each rank would "
-                             f"build from its own slices only, so data-parallel training would not match one process; "
-                             f"train it without torchrun, or set {instead}")
+                raise _error(
+                    f"{type(model).__name__} keeps per-sample training state ({attr}) that each rank would "
+                    f"build from its own slices only, so data-parallel training would not match one process; "
+                    f"train it without torchrun, or set {instead}"
+                )
         probe = self.shard(next(dataset.batches("train", batch_size)))[0]
         unused = unused_parameters(model, probe.to(self.device), weights)
-        flag = torch.tensor([float(bool(unused) or os.environ.get("SENTANGLE_DDP_FIND_UNUSED") == "1")],
-                            device=self.device)
+        flag = torch.tensor(
+            [float(bool(unused) or os.environ.get("SENTANGLE_DDP_FIND_UNUSED") == "1")], device=self.device
+        )
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # one answer for all ranks
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(_LossOutputs(model, weights), device_ids=ids,
-                                                         find_unused_parameters=bool(flag.item()))
+        return torch.nn.parallel.DistributedDataParallel(
+            _LossOutputs(model, weights), device_ids=ids, find_unused_parameters=bool(flag.item())
+        )
 
     def all_finite(self, loss: torch.Tensor) -> bool:
         """Whether the loss is finite on every rank, so that all ranks stop together."""
@@ -162,8 +174,10 @@ class _LossOutputs(torch.nn.Module):
         out = self.model(batch)
         cut = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
         return dataclasses.replace(
-            out, aux_losses={k: v if self.weights.get(k, 1.0) else cut(v) for k, v in out.aux_losses.items()},
-            extras={k: cut(v) for k, v in out.extras.items()})
+            out,
+            aux_losses={k: v if self.weights.get(k, 1.0) else cut(v) for k, v in out.aux_losses.items()},
+            extras={k: cut(v) for k, v in out.extras.items()},
+        )
 
 
 _context: Context | None = None

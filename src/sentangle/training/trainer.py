@@ -4,6 +4,7 @@ loss = task loss + sum_k weight_k * aux_k, with each model's auxiliary losses na
 and weighted from the config. Model selection is on the validation split only; the test split is
 evaluated once, with the selected weights, after training ends.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,15 +19,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig
-from ..data.dataset import MSADataset
-from ..models.base import MSAModel
-from .distributed import setup as distributed_setup
-from .metrics import METRIC_DIRECTIONS, compute_metrics
-
-
-class TrainingError(RuntimeError):
-    pass
+from sentangle.config import TrainConfig
+from sentangle.core.errors import TrainingError
+from sentangle.data.dataset import MSADataset
+from sentangle.evaluation.metrics import METRIC_DIRECTIONS, compute_metrics
+from sentangle.models.base import MSAModel
+from sentangle.training.distributed import setup as distributed_setup
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -53,7 +51,9 @@ def selection(cfg: TrainConfig, task: str) -> tuple[str, str]:
     if metric == "auto":
         metric = "mae" if task == "regression" else "accuracy"
     if metric not in METRIC_DIRECTIONS:
-        raise TrainingError(f"train.select_metric {metric!r} is not a metric; known: {', '.join(sorted(METRIC_DIRECTIONS))}")
+        raise TrainingError(
+            f"train.select_metric {metric!r} is not a metric; known: {', '.join(sorted(METRIC_DIRECTIONS))}"
+        )
     return metric, METRIC_DIRECTIONS[metric]
 
 
@@ -77,8 +77,9 @@ def warmup_linear(total: int, warmup: float):
 
 
 @torch.no_grad()
-def predict(model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 256,
-            device: str = "cpu") -> tuple[np.ndarray, np.ndarray, list[str]]:
+def predict(
+    model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 256, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Predictions (N,) or logits (N, C), labels and ids of one split, in dataset order."""
     model.eval()
     preds, labels, ids = [], [], []
@@ -90,8 +91,9 @@ def predict(model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 
     return torch.cat(preds).numpy(), torch.cat(labels).numpy(), ids
 
 
-def evaluate(model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 256,
-             device: str = "cpu") -> dict[str, float]:
+def evaluate(
+    model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 256, device: str = "cpu"
+) -> dict[str, float]:
     pred, label, _ = predict(model, dataset, split, batch_size, device)
     return compute_metrics(dataset.task, pred, label, dataset.num_classes)
 
@@ -122,7 +124,9 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
     if cfg.scheduler == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     elif cfg.scheduler == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=direction, factor=0.5, patience=max(cfg.patience // 3, 1))
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode=direction, factor=0.5, patience=max(cfg.patience // 3, 1)
+        )
     weights = {**model.default_aux_weights, **cfg.aux_weights}
     n_train = len(dataset.splits["train"])
     step_sched = None
@@ -134,8 +138,15 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
     best_score, best_epoch, best_state, stale = math.inf if direction == "min" else -math.inf, -1, None, 0
     history: list[dict] = []
     start = time.perf_counter()
-    bar = tqdm(total=cfg.epochs * n_train, unit="utt", unit_scale=True, desc=desc or type(model).__name__,
-               disable=not cfg.progress or not ddp.main, dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(
+        total=cfg.epochs * n_train,
+        unit="utt",
+        unit_scale=True,
+        desc=desc or type(model).__name__,
+        disable=not cfg.progress or not ddp.main,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
     net = ddp.wrap(model, dataset, cfg.batch_size, weights)  # DistributedDataParallel, or `model` alone
     checked_names = False
     trials = 0
@@ -143,8 +154,9 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
         model.train()
         sums: dict[str, float] = {}
         seen = 0
-        for batch in dataset.batches("train", cfg.batch_size, shuffle=True, generator=gen,
-                                     group_by_length=cfg.group_by_length):
+        for batch in dataset.batches(
+            "train", cfg.batch_size, shuffle=True, generator=gen, group_by_length=cfg.group_by_length
+        ):
             batch, share = ddp.shard(batch)  # this rank's slice; share scales its loss (1.0 alone)
             batch = batch.to(device)
             out = net(batch)
@@ -156,12 +168,17 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
                 known = set(out.aux_losses) | set(model.default_aux_weights)
                 unknown = set(cfg.aux_weights) - known
                 if unknown:
-                    raise TrainingError(f"train.aux_weights names {sorted(unknown)}, but {type(model).__name__} "
-                                        f"produces {sorted(known) or 'no auxiliary losses'}")
+                    raise TrainingError(
+                        f"train.aux_weights names {sorted(unknown)}, but {type(model).__name__} "
+                        f"produces {sorted(known) or 'no auxiliary losses'}"
+                    )
                 idle = set(cfg.aux_weights) - set(out.aux_losses)
                 if idle:
-                    warnings.warn(f"train.aux_weights {sorted(idle)}: {type(model).__name__} does not produce "
-                                  "these losses on this data (a modality is absent or a switch is off)", stacklevel=2)
+                    warnings.warn(
+                        f"train.aux_weights {sorted(idle)}: {type(model).__name__} does not produce "
+                        "these losses on this data (a modality is absent or a switch is off)",
+                        stacklevel=2,
+                    )
                 checked_names = True
             for name, value in out.aux_losses.items():
                 w = weights.get(name, 1.0)
@@ -169,8 +186,10 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
                 if w:
                     loss = loss + w * value
             if not ddp.all_finite(loss):
-                raise TrainingError(f"{desc}: loss is {loss.item()} at epoch {epoch + 1} "
-                                    f"(parts: { {k: float(v) for k, v in parts.items()} }); try a lower train.lr")
+                raise TrainingError(
+                    f"{desc}: loss is {loss.item()} at epoch {epoch + 1} "
+                    f"(parts: { {k: float(v) for k, v in parts.items()} }); try a lower train.lr"
+                )
             opt.zero_grad(set_to_none=True)
             (loss * share).backward()
             if cfg.grad_clip_value > 0:
@@ -192,8 +211,11 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
         # One validation result for all ranks, so that selection and early stopping agree.
         val = ddp.on_main(lambda: evaluate(model, dataset, cfg.select_split, cfg.eval_batch_size, device))
         score = val[metric]
-        record = {"epoch": epoch + 1, **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
-                  **{f"{cfg.select_split}_{k}": v for k, v in val.items()}}
+        record = {
+            "epoch": epoch + 1,
+            **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
+            **{f"{cfg.select_split}_{k}": v for k, v in val.items()},
+        }
         history.append(record)
         if sched is not None:
             sched.step(score) if cfg.scheduler == "plateau" else sched.step()
@@ -202,7 +224,9 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
             best_state = copy.deepcopy(model.state_dict())
         elif epoch + 1 >= cfg.select_from_epoch:
             stale += 1
-        bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_task']:.3f}", **{f"{cfg.select_split}_{metric}": f"{score:.3f}"})
+        bar.set_postfix(
+            epoch=epoch + 1, loss=f"{record['train_task']:.3f}", **{f"{cfg.select_split}_{metric}": f"{score:.3f}"}
+        )
         if stale >= cfg.patience:
             if trials < cfg.lr_decay_trials:
                 trials, stale = trials + 1, 0

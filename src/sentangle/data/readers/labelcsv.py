@@ -3,18 +3,20 @@
 Only text comes from this file: raw transcripts go through a pretrained encoder, either frozen
 (token features) or fine-tuned inside the model (tokens). Ids are "videoid$_$clipid" as in MMSA.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from ..dataset import SPLITS, DataError, MSADataset
-from ..text import DEFAULT_ENCODER, resolve_encoder, text_encoder_spec, text_splits
+from sentangle.core.errors import DataError
+from sentangle.data.dataset import SPLITS, MSADataset
+from sentangle.data.text import DEFAULT_ENCODER, resolve_encoder, text_encoder_spec, text_splits
 
 COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 # Older MMSA-style files call the validation split "dev".
@@ -30,9 +32,11 @@ def read_text_file(path: Path) -> str:
     try:
         return data.decode("utf-8-sig", errors="strict")  # -sig: a BOM would otherwise rename column 1
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: byte {data[e.start:e.start + 1]!r} is not valid UTF-8; "
-                        "expected a UTF-8 encoded text file") from None
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line}: byte {data[e.start : e.start + 1]!r} is not valid UTF-8; "
+            "expected a UTF-8 encoded text file"
+        ) from None
 
 
 def _split_names(splits: Sequence[str] | None, path: Path) -> tuple[str, ...] | None:
@@ -48,9 +52,15 @@ def _split_names(splits: Sequence[str] | None, path: Path) -> tuple[str, ...] | 
     return tuple(dict.fromkeys(names))
 
 
-def read_label_csv(path, name: str, encoder: str = DEFAULT_ENCODER, max_length: int = 64,
-                   finetune_text: bool | int = False, cache_dir=None,
-                   splits: Sequence[str] | None = None) -> MSADataset:
+def read_label_csv(
+    path,
+    name: str,
+    encoder: str = DEFAULT_ENCODER,
+    max_length: int = 64,
+    finetune_text: bool | int = False,
+    cache_dir=None,
+    splits: Sequence[str] | None = None,
+) -> MSADataset:
     """Read an MMSA label.csv into a text-only regression dataset with the splits the file holds.
 
     `splits` restricts which modes are loaded (and then requires each of them to be present).
@@ -65,8 +75,10 @@ def read_label_csv(path, name: str, encoder: str = DEFAULT_ENCODER, max_length: 
     header = [h.strip() for h in header]
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; found columns {header}; "
-                        f"expected an MMSA label.csv with columns {list(COLUMNS)}")
+        raise DataError(
+            f"{path}: missing column(s) {missing}; found columns {header}; "
+            f"expected an MMSA label.csv with columns {list(COLUMNS)}"
+        )
     col = {c: header.index(c) for c in COLUMNS}
 
     modes, texts, labels, ids = [], [], [], []
@@ -80,20 +92,28 @@ def read_label_csv(path, name: str, encoder: str = DEFAULT_ENCODER, max_length: 
         raw_mode = row[col["mode"]].strip()
         mode = MODE_ALIASES.get(raw_mode.lower())
         if mode is None:
-            raise DataError(f"{path}: line {line}: column 'mode' is {raw_mode!r}; expected one of {sorted(MODE_ALIASES)}")
+            raise DataError(
+                f"{path}: line {line}: column 'mode' is {raw_mode!r}; expected one of {sorted(MODE_ALIASES)}"
+            )
         raw_label = row[col["label"]].strip()
         try:
             label = float(raw_label)
         except ValueError:
-            raise DataError(f"{path}: line {line}: column 'label' is {raw_label!r}, not a number; "
-                            f"expected a sentiment score in [{LABEL_RANGE[0]}, {LABEL_RANGE[1]}]") from None
+            raise DataError(
+                f"{path}: line {line}: column 'label' is {raw_label!r}, not a number; "
+                f"expected a sentiment score in [{LABEL_RANGE[0]}, {LABEL_RANGE[1]}]"
+            ) from None
         if not (math.isfinite(label) and LABEL_RANGE[0] <= label <= LABEL_RANGE[1]):
-            raise DataError(f"{path}: line {line}: column 'label' is {raw_label!r}; "
-                            f"expected a sentiment score in [{LABEL_RANGE[0]}, {LABEL_RANGE[1]}]")
+            raise DataError(
+                f"{path}: line {line}: column 'label' is {raw_label!r}; "
+                f"expected a sentiment score in [{LABEL_RANGE[0]}, {LABEL_RANGE[1]}]"
+            )
         sid = f"{row[col['video_id']].strip()}$_${row[col['clip_id']].strip()}"
         if sid in seen:
-            raise DataError(f"{path}: line {line}: id {sid!r} (video_id$_$clip_id) already on line {seen[sid]}; "
-                            "expected each clip once")
+            raise DataError(
+                f"{path}: line {line}: id {sid!r} (video_id$_$clip_id) already on line {seen[sid]}; "
+                "expected each clip once"
+            )
         seen[sid] = line
         if wanted is not None and mode not in wanted:
             continue
@@ -108,13 +128,25 @@ def read_label_csv(path, name: str, encoder: str = DEFAULT_ENCODER, max_length: 
 
     dataset = MSADataset(
         name=name,
-        splits=text_splits(modes, texts, np.asarray(labels, dtype=np.float32), ids, encoder=encoder,
-                           max_length=max_length, finetune_text=finetune_text, cache_dir=cache_dir),
+        splits=text_splits(
+            modes,
+            texts,
+            np.asarray(labels, dtype=np.float32),
+            ids,
+            encoder=encoder,
+            max_length=max_length,
+            finetune_text=finetune_text,
+            cache_dir=cache_dir,
+        ),
         task="regression",
         label_range=LABEL_RANGE,
         source=str(path),
         text_encoder=text_encoder_spec(encoder, finetune_text),
-        info={"text_encoder": resolve_encoder(encoder), "max_length": max_length,
-              "finetune_text": finetune_text, "rows": {s: modes.count(s) for s in SPLITS if s in modes}},
+        info={
+            "text_encoder": resolve_encoder(encoder),
+            "max_length": max_length,
+            "finetune_text": finetune_text,
+            "rows": {s: modes.count(s) for s in SPLITS if s in modes},
+        },
     )
     return dataset.validate(required=wanted or ())

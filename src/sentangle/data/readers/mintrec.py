@@ -6,6 +6,7 @@ Class order (fixed, so class indices mean the same thing in every run): the MInt
 taxonomy, first the 11 intents that express emotions or attitudes, then the 9 that achieve goals.
 Spellings are exactly those in the released files ("Apologise", "Criticize", "Ask for help").
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,15 +15,25 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import ConfigError
-from ..dataset import DataError, MSADataset
-from ..text import DEFAULT_ENCODER, resolve_encoder, text_encoder_spec, text_splits
-from .labelcsv import read_text_file
+from sentangle.core.errors import ConfigError, DataError
+from sentangle.data.dataset import MSADataset
+from sentangle.data.readers.labelcsv import read_text_file
+from sentangle.data.text import DEFAULT_ENCODER, resolve_encoder, text_encoder_spec, text_splits
 
-EXPRESS_EMOTIONS_OR_ATTITUDES = ("Complain", "Praise", "Apologise", "Thank", "Criticize", "Agree",
-                                 "Taunt", "Flaunt", "Joke", "Oppose", "Care")
-ACHIEVE_GOALS = ("Inform", "Advise", "Arrange", "Introduce", "Comfort", "Leave", "Prevent", "Greet",
-                 "Ask for help")
+EXPRESS_EMOTIONS_OR_ATTITUDES = (
+    "Complain",
+    "Praise",
+    "Apologise",
+    "Thank",
+    "Criticize",
+    "Agree",
+    "Taunt",
+    "Flaunt",
+    "Joke",
+    "Oppose",
+    "Care",
+)
+ACHIEVE_GOALS = ("Inform", "Advise", "Arrange", "Introduce", "Comfort", "Leave", "Prevent", "Greet", "Ask for help")
 INTENTS = EXPRESS_EMOTIONS_OR_ATTITUDES + ACHIEVE_GOALS
 COARSE = ("express_emotions_or_attitudes", "achieve_goals")
 
@@ -44,21 +55,32 @@ def _read_tsv(path: Path) -> list[tuple[int, dict[str, str]]]:
     header = [h.strip() for h in rows[0]]
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; found columns {header}; "
-                        f"expected tab-separated columns {list(COLUMNS)}")
+        raise DataError(
+            f"{path}: missing column(s) {missing}; found columns {header}; "
+            f"expected tab-separated columns {list(COLUMNS)}"
+        )
     out = []
     for (number, _), row in zip(numbered[1:], rows[1:]):
         if len(row) != len(header):
-            raise DataError(f"{path}: line {number}: {len(row)} tab-separated fields; expected {len(header)} "
-                            f"as in the header {header} (a tab inside the text?)")
+            raise DataError(
+                f"{path}: line {number}: {len(row)} tab-separated fields; expected {len(header)} "
+                f"as in the header {header} (a tab inside the text?)"
+            )
         out.append((number, dict(zip(header, row))))
     if not out:
         raise DataError(f"{path}: no data rows; expected at least one utterance")
     return out
 
 
-def read_mintrec(folder, name: str = "mintrec", labels: str = "intent20", encoder: str = DEFAULT_ENCODER,
-                 max_length: int = 64, finetune_text: bool | int = False, cache_dir=None) -> MSADataset:
+def read_mintrec(
+    folder,
+    name: str = "mintrec",
+    labels: str = "intent20",
+    encoder: str = DEFAULT_ENCODER,
+    max_length: int = 64,
+    finetune_text: bool | int = False,
+    cache_dir=None,
+) -> MSADataset:
     """Read MIntRec's text splits as a classification dataset.
 
     labels="intent20": the 20 intents in the order of `INTENTS`; labels="binary": the 2 coarse
@@ -76,8 +98,10 @@ def read_mintrec(folder, name: str = "mintrec", labels: str = "intent20", encode
         for number, row in _read_tsv(path):
             intent = row["label"].strip()
             if intent not in INTENTS:
-                raise DataError(f"{path}: line {number}: column 'label' is {intent!r}; "
-                                f"expected one of the MIntRec intents {list(INTENTS)}")
+                raise DataError(
+                    f"{path}: line {number}: column 'label' is {intent!r}; "
+                    f"expected one of the MIntRec intents {list(INTENTS)}"
+                )
             k = INTENTS.index(intent)
             split_of.append(split)
             texts.append(row["text"])
@@ -86,17 +110,31 @@ def read_mintrec(folder, name: str = "mintrec", labels: str = "intent20", encode
 
     dup = len(ids) - len(set(ids))
     if dup:
-        raise DataError(f"{folder}: {dup} duplicate ids (season_episode_clip) across the split files; expected each clip once")
+        raise DataError(
+            f"{folder}: {dup} duplicate ids (season_episode_clip) across the split files; expected each clip once"
+        )
     dataset = MSADataset(
         name=name,
-        splits=text_splits(split_of, texts, np.asarray(targets, dtype=np.int64), ids, encoder=encoder,
-                           max_length=max_length, finetune_text=finetune_text, cache_dir=cache_dir),
+        splits=text_splits(
+            split_of,
+            texts,
+            np.asarray(targets, dtype=np.int64),
+            ids,
+            encoder=encoder,
+            max_length=max_length,
+            finetune_text=finetune_text,
+            cache_dir=cache_dir,
+        ),
         task="classification",
         class_names=list(INTENTS if labels == "intent20" else COARSE),
         label_range=None,
         source=str(folder),
         text_encoder=text_encoder_spec(encoder, finetune_text),
-        info={"text_encoder": resolve_encoder(encoder), "max_length": max_length,
-              "finetune_text": finetune_text, "labels": labels},
+        info={
+            "text_encoder": resolve_encoder(encoder),
+            "max_length": max_length,
+            "finetune_text": finetune_text,
+            "labels": labels,
+        },
     )
     return dataset.validate(required=("train", "valid"))

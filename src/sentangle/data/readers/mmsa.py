@@ -11,6 +11,7 @@ Sequences are right-padded: the real frames come first.
 
 The helpers below are shared with the MulT reader, which stores the same kind of pickle.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -19,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import ConfigError
-from ..dataset import SPLITS, DataError, MSADataset, Split, full_masks
-from ..safe_pickle import load_pickle
+from sentangle.core.errors import ConfigError, DataError
+from sentangle.data.dataset import SPLITS, MSADataset, Split, full_masks
+from sentangle.data.safe_pickle import load_pickle
 
 TEXT_CHOICES = ("auto", "features", "bert")
 
@@ -37,7 +38,9 @@ def pickle_splits(data, path: Path) -> dict[str, Mapping]:
         raise DataError(f"{path}: top level is a {type(data).__name__}; expected a dict with keys {list(SPLITS)}")
     missing = [s for s in SPLITS if s not in data]
     if missing:
-        raise DataError(f"{path}: missing split(s) {missing}; found keys {sorted(map(str, data))}, expected {list(SPLITS)}")
+        raise DataError(
+            f"{path}: missing split(s) {missing}; found keys {sorted(map(str, data))}, expected {list(SPLITS)}"
+        )
     for s in SPLITS:
         if not isinstance(data[s], Mapping):
             raise DataError(f"{path}: split {s!r} is a {type(data[s]).__name__}; expected a dict of arrays")
@@ -59,7 +62,8 @@ def check_rows(x: np.ndarray, n: int, path: Path, split: str, key: str) -> None:
     if x.shape[0] != n:
         raise DataError(
             f"{path}: {_field(split, key)} has shape {x.shape} ({x.shape[0]} rows) but there are {n} labels; "
-            "expected one row per sample")
+            "expected one row per sample"
+        )
 
 
 def label_vector(value, path: Path, split: str, key: str) -> np.ndarray:
@@ -107,8 +111,14 @@ def nonzero_frames(x: np.ndarray) -> np.ndarray:
 
 
 # ---- MMSA ----------------------------------------------------------------------------------
-def read_mmsa_pickle(path: str | Path, name: str = "mmsa", trusted: bool = False, text: str = "auto",
-                     bert_model: str = "bert-base-uncased", data: Mapping | None = None) -> MSADataset:
+def read_mmsa_pickle(
+    path: str | Path,
+    name: str = "mmsa",
+    trusted: bool = False,
+    text: str = "auto",
+    bert_model: str = "bert-base-uncased",
+    data: Mapping | None = None,
+) -> MSADataset:
     """Read an MMSA `aligned_50.pkl` / `unaligned_50.pkl` into an `MSADataset`.
 
     `text`: "auto" uses the 'text' features when present and the 'text_bert' tokens otherwise;
@@ -126,13 +136,17 @@ def read_mmsa_pickle(path: str | Path, name: str = "mmsa", trusted: bool = False
     splits, neg_inf, clipped = {}, {}, {}
     for s, d in raw.items():
         splits[s], neg_inf[s], clipped[s] = _mmsa_split(d, path, s, text)
-    info = {"format": "mmsa", "replaced_neg_inf": neg_inf,
-            "aligned": not any("audio_lengths" in d or "vision_lengths" in d for d in raw.values())}
+    info = {
+        "format": "mmsa",
+        "replaced_neg_inf": neg_inf,
+        "aligned": not any("audio_lengths" in d or "vision_lengths" in d for d in raw.values()),
+    }
     if any(clipped.values()):
         info["clipped_lengths"] = clipped
     uses_tokens = splits["train"].tokens is not None
-    ds = MSADataset(name=name, splits=splits, source=str(path), info=info,
-                    text_encoder=bert_model if uses_tokens else None)
+    ds = MSADataset(
+        name=name, splits=splits, source=str(path), info=info, text_encoder=bert_model if uses_tokens else None
+    )
     return ds.validate(required=SPLITS)
 
 
@@ -142,8 +156,10 @@ def _mmsa_split(d: Mapping, path: Path, s: str, text: str) -> tuple[Split, int, 
     elif isinstance(d.get("labels"), Mapping) and "M" in d["labels"]:
         labels = label_vector(d["labels"]["M"], path, s, "labels['M']")
     else:
-        raise DataError(f"{path}: split {s!r} has no 'regression_labels' (nor 'labels' = {{'M': ...}}); "
-                        f"found keys {sorted(map(str, d))}")
+        raise DataError(
+            f"{path}: split {s!r} has no 'regression_labels' (nor 'labels' = {{'M': ...}}); "
+            f"found keys {sorted(map(str, d))}"
+        )
     n = len(labels)
     if "id" not in d:
         raise DataError(f"{path}: split {s!r} has no 'id'; found keys {sorted(map(str, d))}, expected sample ids (N,)")
@@ -165,8 +181,10 @@ def _mmsa_split(d: Mapping, path: Path, s: str, text: str) -> tuple[Split, int, 
         check_rows(x, n, path, s, "text")
         if attention is not None:
             if attention.shape != x.shape[:2]:
-                raise DataError(f"{path}: {s}.text_bert has {attention.shape[1]} tokens but {s}.text has "
-                                f"{x.shape[1]} frames; expected one feature frame per token")
+                raise DataError(
+                    f"{path}: {s}.text_bert has {attention.shape[1]} tokens but {s}.text has "
+                    f"{x.shape[1]} frames; expected one feature frame per token"
+                )
             masks["text"] = attention.astype(bool)
         else:
             masks["text"] = nonzero_frames(x)
@@ -184,9 +202,11 @@ def _mmsa_split(d: Mapping, path: Path, s: str, text: str) -> tuple[Split, int, 
             masks[m], clipped[m] = _length_mask(d[f"{m}_lengths"], x, path, s, f"{m}_lengths")
         elif attention is not None:
             if x.shape[1] != attention.shape[1]:
-                raise DataError(f"{path}: {s}.{m} has {x.shape[1]} frames but text_bert has {attention.shape[1]} "
-                                f"tokens and there is no '{m}_lengths'; expected aligned data (equal lengths) "
-                                "or lengths for unaligned data")
+                raise DataError(
+                    f"{path}: {s}.{m} has {x.shape[1]} frames but text_bert has {attention.shape[1]} "
+                    f"tokens and there is no '{m}_lengths'; expected aligned data (equal lengths) "
+                    "or lengths for unaligned data"
+                )
             masks[m] = attention.astype(bool)
         else:
             masks[m] = full_masks(x)
@@ -195,8 +215,10 @@ def _mmsa_split(d: Mapping, path: Path, s: str, text: str) -> tuple[Split, int, 
         features[m] = x
 
     if not features and tokens is None:
-        raise DataError(f"{path}: split {s!r} has no modality; expected at least one of 'text', 'text_bert', "
-                        f"'audio', 'vision', found keys {sorted(map(str, d))}")
+        raise DataError(
+            f"{path}: split {s!r} has no modality; expected at least one of 'text', 'text_bert', "
+            f"'audio', 'vision', found keys {sorted(map(str, d))}"
+        )
     texts = None
     if "raw_text" in d:
         texts = id_strings(d["raw_text"], n, path, s, "raw_text")
@@ -210,7 +232,9 @@ def _token_array(value, n: int, path: Path, s: str) -> np.ndarray:
     except (TypeError, ValueError) as e:
         raise DataError(f"{path}: {s}.text_bert is not numeric ({e}); expected (N, 3, L) token ids") from e
     if t.ndim != 3 or t.shape[1] != 3:
-        raise DataError(f"{path}: {s}.text_bert has shape {t.shape}; expected (N, 3, L): ids, attention mask, segment ids")
+        raise DataError(
+            f"{path}: {s}.text_bert has shape {t.shape}; expected (N, 3, L): ids, attention mask, segment ids"
+        )
     check_rows(t, n, path, s, "text_bert")
     if not np.isfinite(t).all() or (t != np.round(t)).any() or (t < 0).any():
         raise DataError(f"{path}: {s}.text_bert has non-integer or negative values; expected token ids")

@@ -11,13 +11,23 @@ word-aligned time axis), so a mask can start with False and, where a real frame 
 zeros (e.g. a word without a GloVe vector), have False inside the sequence: models must use the
 mask itself, not `mask.sum()` as a prefix length.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..dataset import SPLITS, DataError, MSADataset, Split
-from ..safe_pickle import load_pickle
-from .mmsa import check_rows, float_array, id_strings, label_vector, nonzero_frames, pickle_splits, replace_neg_inf
+from sentangle.core.errors import DataError
+from sentangle.data.dataset import SPLITS, MSADataset, Split
+from sentangle.data.readers.mmsa import (
+    check_rows,
+    float_array,
+    id_strings,
+    label_vector,
+    nonzero_frames,
+    pickle_splits,
+    replace_neg_inf,
+)
+from sentangle.data.safe_pickle import load_pickle
 
 
 def read_mult_pickle(path: str | Path, name: str = "mult", trusted: bool = False, data=None) -> MSADataset:
@@ -29,11 +39,15 @@ def read_mult_pickle(path: str | Path, name: str = "mult", trusted: bool = False
     splits, neg_inf = {}, {}
     for s, d in raw.items():
         if "labels" not in d:
-            raise DataError(f"{path}: split {s!r} has no 'labels'; found keys {sorted(map(str, d))}, expected (N, 1, 1)")
+            raise DataError(
+                f"{path}: split {s!r} has no 'labels'; found keys {sorted(map(str, d))}, expected (N, 1, 1)"
+            )
         labels = label_vector(d["labels"], path, s, "labels")
         n = len(labels)
         if "id" not in d:
-            raise DataError(f"{path}: split {s!r} has no 'id'; found keys {sorted(map(str, d))}, expected (N, 3) or (N,)")
+            raise DataError(
+                f"{path}: split {s!r} has no 'id'; found keys {sorted(map(str, d))}, expected (N, 3) or (N,)"
+            )
         ids = id_strings(d["id"], n, path, s)
         features, masks = {}, {}
         neg_inf[s] = 0
@@ -47,9 +61,15 @@ def read_mult_pickle(path: str | Path, name: str = "mult", trusted: bool = False
                 neg_inf[s] = replace_neg_inf(x, path, s)
             features[m] = x
         if not features:
-            raise DataError(f"{path}: split {s!r} has no modality; expected at least one of 'text', 'audio', "
-                            f"'vision', found keys {sorted(map(str, d))}")
+            raise DataError(
+                f"{path}: split {s!r} has no modality; expected at least one of 'text', 'audio', "
+                f"'vision', found keys {sorted(map(str, d))}"
+            )
         splits[s] = Split(features=features, masks=masks, labels=labels, ids=ids)
-    ds = MSADataset(name=name, splits=splits, source=str(path),
-                    info={"format": "mult", "padding": "left", "replaced_neg_inf": neg_inf})
+    ds = MSADataset(
+        name=name,
+        splits=splits,
+        source=str(path),
+        info={"format": "mult", "padding": "left", "replaced_neg_inf": neg_inf},
+    )
     return ds.validate(required=SPLITS)

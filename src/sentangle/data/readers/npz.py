@@ -4,6 +4,7 @@ Layout: 'id' (N,), 'label' (N,), a split column (N,) with values train/valid/tes
 array per modality. Each utterance vector becomes a sequence of one frame, so the same models
 run on it as on frame-level data.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -11,14 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import ConfigError
-from ..batch import MODALITIES
-from ..dataset import SPLITS, DataError, MSADataset, Split
-from .mmsa import float_array, id_strings, label_vector
+from sentangle.core.errors import ConfigError, DataError
+from sentangle.data.batch import MODALITIES
+from sentangle.data.dataset import SPLITS, MSADataset, Split
+from sentangle.data.readers.mmsa import float_array, id_strings, label_vector
 
 
-def read_npz_utterances(path: str | Path, modalities=("text", "audio"), split_key: str = "split",
-                        name: str = "npz") -> MSADataset:
+def read_npz_utterances(
+    path: str | Path, modalities=("text", "audio"), split_key: str = "split", name: str = "npz"
+) -> MSADataset:
     """Read an utterance-feature .npz, using the file's own split column (never re-splitting)."""
     path = Path(path)
     unknown = [m for m in modalities if m not in MODALITIES]
@@ -39,7 +41,9 @@ def read_npz_utterances(path: str | Path, modalities=("text", "audio"), split_ke
                 try:
                     arrays[k] = z[k]
                 except ValueError as e:  # object arrays need pickle, which is refused
-                    raise DataError(f"{path}: key {k!r} is an object array ({e}); expected plain numbers/strings") from e
+                    raise DataError(
+                        f"{path}: key {k!r} is an object array ({e}); expected plain numbers/strings"
+                    ) from e
     except DataError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
@@ -70,7 +74,14 @@ def read_npz_utterances(path: str | Path, modalities=("text", "audio"), split_ke
             labels=labels[idx],
             ids=[ids[i] for i in idx],
         )
-    ds = MSADataset(name=name, splits=splits, source=str(path),
-                    info={"format": "npz_utterances", "split_key": split_key,
-                          "split_sizes": {s: len(sp) for s, sp in splits.items()}})
+    ds = MSADataset(
+        name=name,
+        splits=splits,
+        source=str(path),
+        info={
+            "format": "npz_utterances",
+            "split_key": split_key,
+            "split_sizes": {s: len(sp) for s, sp in splits.items()},
+        },
+    )
     return ds.validate(required=SPLITS)

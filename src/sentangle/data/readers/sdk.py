@@ -7,6 +7,7 @@ is one labelled segment (opinion utterance) of the video, in the video's segment
 video v is the segment the SDK calls "v[i]" (0-based). For CMU-MOSI, label.csv's 1-based clip_id k
 is row k - 1 (checked on the real files in tests/test_sdk.py).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -15,12 +16,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..batch import MODALITIES
-from ..dataset import SPLITS, DataError, MSADataset, Split
+from sentangle.core.errors import DataError
+from sentangle.data.batch import MODALITIES
+from sentangle.data.dataset import SPLITS, MSADataset, Split
 
-OVERLAP_RULE = ("a feature frame belongs to a segment when their open intervals intersect: "
-                "frame_start < segment_end and frame_end > segment_start (frames that only touch a "
-                "segment's boundary are left out, so back-to-back segments never share a frame)")
+OVERLAP_RULE = (
+    "a feature frame belongs to a segment when their open intervals intersect: "
+    "frame_start < segment_end and frame_end > segment_start (frames that only touch a "
+    "segment's boundary are left out, so back-to-back segments never share a frame)"
+)
 
 
 def read_csd(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -60,13 +64,17 @@ def _read_csd(path: Path, neg_inf_to_zero: bool) -> tuple[dict[str, tuple[np.nda
             if feats.ndim != 2:
                 raise DataError(f"{where}: 'features' has shape {feats.shape}; expected (n, d)")
             if intervals.shape != (feats.shape[0], 2):
-                raise DataError(f"{where}: 'intervals' has shape {intervals.shape} but 'features' has "
-                                f"{feats.shape[0]} rows; expected ({feats.shape[0]}, 2)")
+                raise DataError(
+                    f"{where}: 'intervals' has shape {intervals.shape} but 'features' has "
+                    f"{feats.shape[0]} rows; expected ({feats.shape[0]}, 2)"
+                )
             if dim is not None and feats.shape[1] != dim:
                 raise DataError(f"{where}: 'features' has {feats.shape[1]} columns, other videos have {dim}")
             dim = feats.shape[1]
             if not np.isfinite(intervals).all() or (intervals[:, 1] < intervals[:, 0]).any():
-                raise DataError(f"{where}: 'intervals' has non-finite values or end < start; expected (start, end) seconds")
+                raise DataError(
+                    f"{where}: 'intervals' has non-finite values or end < start; expected (start, end) seconds"
+                )
             if neg_inf_to_zero:
                 where_inf = np.isneginf(feats)
                 neg_inf += int(where_inf.sum())
@@ -78,9 +86,14 @@ def _read_csd(path: Path, neg_inf_to_zero: bool) -> tuple[dict[str, tuple[np.nda
     return out, neg_inf
 
 
-def read_sdk_dataset(label_csd: str | Path, features: dict[str, str | Path], folds: dict[str, list[str]],
-                     name: str = "sdk", max_len: dict[str, int] | None = None,
-                     label_column: int = 0) -> MSADataset:
+def read_sdk_dataset(
+    label_csd: str | Path,
+    features: dict[str, str | Path],
+    folds: dict[str, list[str]],
+    name: str = "sdk",
+    max_len: dict[str, int] | None = None,
+    label_column: int = 0,
+) -> MSADataset:
     """One sample per labelled segment of `label_csd`, with each modality's frames cut from `features`.
 
     `features` maps a modality ('text' / 'audio' / 'vision') to its .csd; `folds` maps a split to its
@@ -105,14 +118,18 @@ def read_sdk_dataset(label_csd: str | Path, features: dict[str, str | Path], fol
             raise DataError(f"folds: unknown split {s!r}; expected some of {list(SPLITS)}")
         for v in vids:
             if v not in labels:
-                raise DataError(f"{label_path}: video {v!r} of fold {s!r} is not in the label file; "
-                                f"expected every fold video among its {len(labels)} videos")
+                raise DataError(
+                    f"{label_path}: video {v!r} of fold {s!r} is not in the label file; "
+                    f"expected every fold video among its {len(labels)} videos"
+                )
             if v in owner:
                 raise DataError(f"folds: video {v!r} is in both {owner[v]!r} and {s!r}; a video must be in one split")
             owner[v] = s
     width = next(iter(labels.values()))[0].shape[1]
     if not 0 <= label_column < width:
-        raise DataError(f"{label_path}: label_column {label_column} out of range; the label features have {width} columns")
+        raise DataError(
+            f"{label_path}: label_column {label_column} out of range; the label features have {width} columns"
+        )
 
     sequences, neg_inf = {}, {}
     for m, p in features.items():
@@ -121,8 +138,11 @@ def read_sdk_dataset(label_csd: str | Path, features: dict[str, str | Path], fol
             warnings.warn(f"{p}: {m}: replaced {neg_inf[m]} -inf values with 0", stacklevel=2)
         missing = sorted(v for v in owner if v not in sequences[m])
         if missing:
-            warnings.warn(f"{p}: {len(missing)} fold videos have no {m} sequence (e.g. {missing[0]!r}); "
-                          "their segments get empty masks", stacklevel=2)
+            warnings.warn(
+                f"{p}: {len(missing)} fold videos have no {m} sequence (e.g. {missing[0]!r}); "
+                "their segments get empty masks",
+                stacklevel=2,
+            )
 
     # Cut every segment once, then pad all splits to one length per modality.
     cut: dict[str, dict[str, list]] = {s: {"ids": [], "labels": [], **{m: [] for m in features}} for s in folds}
@@ -157,11 +177,17 @@ def read_sdk_dataset(label_csd: str | Path, features: dict[str, str | Path], fol
         y = np.concatenate(cut[s]["labels"]).astype(np.float32) if cut[s]["labels"] else np.zeros(0, np.float32)
         splits[s] = Split(features=feats, masks=masks, labels=y, ids=cut[s]["ids"])
 
-    info = {"format": "cmu_sdk", "label_file": str(label_path),
-            "feature_files": {m: str(p) for m, p in features.items()},
-            "overlap_rule": OVERLAP_RULE, "padded_length": lengths,
-            "segments_without_frames": empty, "truncated_segments": truncated,
-            "replaced_neg_inf": neg_inf, "label_videos_in_no_fold": len(set(labels) - set(owner))}
+    info = {
+        "format": "cmu_sdk",
+        "label_file": str(label_path),
+        "feature_files": {m: str(p) for m, p in features.items()},
+        "overlap_rule": OVERLAP_RULE,
+        "padded_length": lengths,
+        "segments_without_frames": empty,
+        "truncated_segments": truncated,
+        "replaced_neg_inf": neg_inf,
+        "label_videos_in_no_fold": len(set(labels) - set(owner)),
+    }
     ds = MSADataset(name=name, splits=splits, source=str(label_path), info=info)
     return ds.validate(required=tuple(s for s in SPLITS if s in folds) or ("train",))
 

@@ -22,6 +22,7 @@ Text is the raw punchline (optionally after its last `max_context` context sente
 project's text encoder (`text='sentence'`), or the word-aligned GloVe vectors of
 word_embedding_list.pkl (`text='glove'`). The fold 'dev' becomes the split 'valid'.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -30,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import ConfigError
-from ..dataset import DataError, MSADataset, Split
-from ..safe_pickle import load_pickle
-from ..text import DEFAULT_ENCODER, resolve_encoder, text_encoder_spec, text_inputs
+from sentangle.core.errors import ConfigError, DataError
+from sentangle.data.dataset import MSADataset, Split
+from sentangle.data.safe_pickle import load_pickle
+from sentangle.data.text import DEFAULT_ENCODER, resolve_encoder, text_encoder_spec, text_inputs
 
 CLASS_NAMES = ["not_humor", "humor"]
 FOLDS = {"train": "train", "dev": "valid", "test": "test"}
@@ -60,7 +61,9 @@ def read_urfunny_folds(folder, trusted: bool = False) -> dict[str, tuple[list, n
         raise DataError(f"{path}: top level is a {type(folds).__name__}; expected a dict with keys {list(FOLDS)}")
     missing = [k for k in FOLDS if k not in folds]
     if missing:
-        raise DataError(f"{path}: missing fold(s) {missing}; found keys {sorted(map(str, folds))}, expected {list(FOLDS)}")
+        raise DataError(
+            f"{path}: missing fold(s) {missing}; found keys {sorted(map(str, folds))}, expected {list(FOLDS)}"
+        )
     label_path = folder / FILES["labels"]
     labels = load_pickle(label_path, trusted=trusted)
     if not isinstance(labels, Mapping):
@@ -77,10 +80,14 @@ def read_urfunny_folds(folder, trusted: bool = False) -> dict[str, tuple[list, n
         y = np.empty(len(ids), dtype=np.int64)
         for i, sid in enumerate(ids):
             if sid in seen:
-                raise DataError(f"{path}: id {sid!r} is in fold {fold!r} and in fold {seen[sid]!r}; expected disjoint folds")
+                raise DataError(
+                    f"{path}: id {sid!r} is in fold {fold!r} and in fold {seen[sid]!r}; expected disjoint folds"
+                )
             seen[sid] = fold
             if sid not in labels:
-                raise DataError(f"{label_path}: no label for id {sid!r} of fold {fold!r}; expected every fold id labelled")
+                raise DataError(
+                    f"{label_path}: no label for id {sid!r} of fold {fold!r}; expected every fold id labelled"
+                )
             value = labels[sid]
             try:
                 v = float(value)
@@ -129,7 +136,9 @@ def _frames(value, path: Path, sid, key: str, dim: int | None) -> np.ndarray:
 
 def _context_list(value, path: Path, sid, key: str) -> list:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence | np.ndarray):
-        raise DataError(f"{path}: id {sid!r} {key} is a {type(value).__name__}; expected a list with one entry per context sentence")
+        raise DataError(
+            f"{path}: id {sid!r} {key} is a {type(value).__name__}; expected a list with one entry per context sentence"
+        )
     return list(value)
 
 
@@ -150,7 +159,9 @@ def _indexes(value, path: Path, sid, key: str, size: int) -> np.ndarray:
         raise DataError(f"{path}: id {sid!r} {key} is not a list of word indexes") from None
     bad = idx[(idx < 0) | (idx >= size)]
     if bad.size:
-        raise DataError(f"{path}: id {sid!r} {key} has index {int(bad[0])}; expected indexes into a word list of {size}")
+        raise DataError(
+            f"{path}: id {sid!r} {key} has index {int(bad[0])}; expected indexes into a word list of {size}"
+        )
     return idx
 
 
@@ -159,8 +170,8 @@ def _pad(seqs: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
     x = np.zeros((len(seqs), t, dim), np.float32)
     mask = np.zeros((len(seqs), t), bool)
     for i, s in enumerate(seqs):
-        x[i, :len(s)] = s
-        mask[i, :len(s)] = True
+        x[i, : len(s)] = s
+        mask[i, : len(s)] = True
     return x, mask
 
 
@@ -169,16 +180,17 @@ def _available(folder: Path, text: str) -> tuple[dict[str, list[str]], dict[str,
     """Which files each modality would read, and which it lacks (every alternative)."""
     have = lambda k: (folder / FILES[k]).is_file()  # noqa: E731
     sources, missing = {}, {}
-    sentence = (["language"] if have("language") else
-                ["indexes", "words"] if have("indexes") and have("words") else None)
+    sentence = ["language"] if have("language") else ["indexes", "words"] if have("indexes") and have("words") else None
     glove_idx = "language" if have("language") else "indexes"
     glove = [glove_idx, "vectors"] if have(glove_idx) and have("vectors") else None
     pick = {"sentence": sentence, "glove": glove, "auto": sentence or glove}[text]
     if pick:
         sources["text"] = pick
     else:
-        alternatives = {"sentence": [["language"], ["indexes", "words"]],
-                        "glove": [["language", "vectors"], ["indexes", "vectors"]]}
+        alternatives = {
+            "sentence": [["language"], ["indexes", "words"]],
+            "glove": [["language", "vectors"], ["indexes", "vectors"]],
+        }
         options = alternatives["sentence"] + alternatives["glove"] if text == "auto" else alternatives[text]
         missing["text"] = [" + ".join(FILES[k] for k in opt) for opt in options]
     for m in ("audio", "vision"):
@@ -189,10 +201,20 @@ def _available(folder: Path, text: str) -> tuple[dict[str, list[str]], dict[str,
     return sources, missing
 
 
-def read_urfunny(folder, name: str = "urfunny", modalities: Sequence[str] | None = None, text: str = "auto",
-                 context: bool = False, max_context: int = 5, max_frames: int | None = None,
-                 encoder: str = DEFAULT_ENCODER, max_length: int = 64, finetune_text: bool | int = False,
-                 cache_dir=None, trusted: bool = False) -> MSADataset:
+def read_urfunny(
+    folder,
+    name: str = "urfunny",
+    modalities: Sequence[str] | None = None,
+    text: str = "auto",
+    context: bool = False,
+    max_context: int = 5,
+    max_frames: int | None = None,
+    encoder: str = DEFAULT_ENCODER,
+    max_length: int = 64,
+    finetune_text: bool | int = False,
+    cache_dir=None,
+    trusted: bool = False,
+) -> MSADataset:
     """Read UR-FUNNY as a binary classification dataset (class 0 not_humor, 1 humor).
 
     `modalities`: None reads every modality whose files exist (warning about the rest; an error
@@ -216,17 +238,27 @@ def read_urfunny(folder, name: str = "urfunny", modalities: Sequence[str] | None
     if lacking and (modalities is not None or len(lacking) == len(wanted)):
         detail = "; ".join(f"{m} needs {' or '.join(opts)}" for m, opts in lacking.items())
         present = sorted(p.name for p in folder.iterdir() if p.is_file())
-        raise DataError(f"{folder}: UR-FUNNY files missing: {detail}. The folder holds {present}. "
-                        "data_folds.pkl and humor_label_sdk.pkl give only ids and labels; the text and "
-                        "feature pickles come from the UR-FUNNY release (see ROC-HCI/UR-FUNNY).")
+        raise DataError(
+            f"{folder}: UR-FUNNY files missing: {detail}. The folder holds {present}. "
+            "data_folds.pkl and humor_label_sdk.pkl give only ids and labels; the text and "
+            "feature pickles come from the UR-FUNNY release (see ROC-HCI/UR-FUNNY)."
+        )
     if lacking:
-        warnings.warn(f"{folder}: reading UR-FUNNY without {sorted(lacking)}: "
-                      + "; ".join(f"{m} needs {' or '.join(opts)}" for m, opts in lacking.items()), stacklevel=2)
+        warnings.warn(
+            f"{folder}: reading UR-FUNNY without {sorted(lacking)}: "
+            + "; ".join(f"{m} needs {' or '.join(opts)}" for m, opts in lacking.items()),
+            stacklevel=2,
+        )
     use = [m for m in wanted if m in sources]
 
     order = [(split, sid) for split, (ids, _) in folds.items() for sid in ids]
-    info = {"format": "urfunny", "context": context, "max_context": max_context if context else 0,
-            "files": {m: [FILES[k] for k in sources[m]] for m in use}, "nonfinite_set_to_0": {}}
+    info = {
+        "format": "urfunny",
+        "context": context,
+        "max_context": max_context if context else 0,
+        "files": {m: [FILES[k] for k in sources[m]] for m in use},
+        "nonfinite_set_to_0": {},
+    }
     if lacking:
         info["missing_files"] = {m: opts for m, opts in lacking.items()}
     feats, masks = {}, {}
@@ -264,7 +296,9 @@ def read_urfunny(folder, name: str = "urfunny", modalities: Sequence[str] | None
                 feats["text"], masks["text"] = text_feats, text_masks
             info.update(text_encoder=resolve_encoder(encoder), max_length=max_length, finetune_text=finetune_text)
         else:
-            feats["text"], masks["text"] = _glove(folder, sources["text"], order, context, max_context, max_frames, trusted)
+            feats["text"], masks["text"] = _glove(
+                folder, sources["text"], order, context, max_context, max_frames, trusted
+            )
 
     if info.get("text") == "glove" and len(masks) > 1:
         # The release's modalities are word-aligned; the RTIL/SATI loader drops samples where they
@@ -277,13 +311,22 @@ def read_urfunny(folder, name: str = "urfunny", modalities: Sequence[str] | None
         splits[split] = Split(
             features={m: feats[m][sl] for m in ("text", "audio", "vision") if m in feats},
             masks={m: masks[m][sl] for m in ("text", "audio", "vision") if m in masks},
-            labels=labels, ids=[str(i) for i in ids],
+            labels=labels,
+            ids=[str(i) for i in ids],
             texts=None if texts is None else texts[sl],
-            tokens=None if tokens is None else {k: v[sl] for k, v in tokens.items()})
+            tokens=None if tokens is None else {k: v[sl] for k, v in tokens.items()},
+        )
         start += len(ids)
-    ds = MSADataset(name=name, splits=splits, task="classification", class_names=list(CLASS_NAMES),
-                    label_range=None, source=str(folder), info=info,
-                    text_encoder=text_encoder_spec(encoder, finetune_text) if info.get("text") == "sentence" else None)
+    ds = MSADataset(
+        name=name,
+        splits=splits,
+        task="classification",
+        class_names=list(CLASS_NAMES),
+        label_range=None,
+        source=str(folder),
+        info=info,
+        text_encoder=text_encoder_spec(encoder, finetune_text) if info.get("text") == "sentence" else None,
+    )
     return ds.validate(required=("train", "valid", "test"))
 
 
@@ -297,7 +340,9 @@ def _sentences(folder: Path, files: list[str], order, context: bool, max_context
             if not (context and max_context):
                 return [punch]
             ctx = _context_list(_record(data, path, sid, "context_sentences"), path, sid, "context_sentences")
-            return [_sentence(c, path, sid, f"context_sentences[{j}]") for j, c in enumerate(ctx)][-max_context:] + [punch]
+            return [_sentence(c, path, sid, f"context_sentences[{j}]") for j, c in enumerate(ctx)][-max_context:] + [
+                punch
+            ]
     else:
         path = folder / FILES["indexes"]
         data = _load_dict(path, trusted)
@@ -314,8 +359,13 @@ def _sentences(folder: Path, files: list[str], order, context: bool, max_context
             punch = as_text(_record(data, path, sid, "punchline_embedding_indexes"), sid, "punchline_embedding_indexes")
             if not (context and max_context):
                 return [punch]
-            ctx = _context_list(_record(data, path, sid, "context_embedding_indexes"), path, sid, "context_embedding_indexes")
-            return [as_text(c, sid, f"context_embedding_indexes[{j}]") for j, c in enumerate(ctx)][-max_context:] + [punch]
+            ctx = _context_list(
+                _record(data, path, sid, "context_embedding_indexes"), path, sid, "context_embedding_indexes"
+            )
+            return [as_text(c, sid, f"context_embedding_indexes[{j}]") for j, c in enumerate(ctx)][-max_context:] + [
+                punch
+            ]
+
     return [" ".join(p for p in parts(sid) if p) for _, sid in order]
 
 
@@ -331,12 +381,23 @@ def _glove(folder: Path, files: list[str], order, context: bool, max_context: in
         raise DataError(f"{vec_path}: has shape {vectors.shape}; expected (words, dim) word vectors")
     seqs = []
     for _, sid in order:
-        idx = _indexes(_record(data, path, sid, "punchline_embedding_indexes"), path, sid,
-                       "punchline_embedding_indexes", len(vectors))
+        idx = _indexes(
+            _record(data, path, sid, "punchline_embedding_indexes"),
+            path,
+            sid,
+            "punchline_embedding_indexes",
+            len(vectors),
+        )
         if context and max_context:
-            ctx = _context_list(_record(data, path, sid, "context_embedding_indexes"), path, sid, "context_embedding_indexes")
-            idx = np.concatenate([_indexes(c, path, sid, f"context_embedding_indexes[{j}]", len(vectors))
-                                  for j, c in enumerate(ctx)][-max_context:] + [idx])
+            ctx = _context_list(
+                _record(data, path, sid, "context_embedding_indexes"), path, sid, "context_embedding_indexes"
+            )
+            idx = np.concatenate(
+                [_indexes(c, path, sid, f"context_embedding_indexes[{j}]", len(vectors)) for j, c in enumerate(ctx)][
+                    -max_context:
+                ]
+                + [idx]
+            )
         idx = idx[-max_frames:] if max_frames else idx
         seqs.append(vectors[idx])
     return _pad(seqs, vectors.shape[1])

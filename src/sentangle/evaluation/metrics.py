@@ -17,6 +17,7 @@ Decisions that the published code leaves open, made here once:
 * sklearn is called with ``zero_division=0``. That is the value sklearn's default ("warn") also
   returns, so numbers match the published code, minus the warning spam on degenerate batches.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,6 +48,7 @@ _ACC_CLIP = {"acc7": 3.0, "acc5": 2.0, "acc3": 1.0}
 
 
 # ---- input handling ---------------------------------------------------------------------------
+
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
     # Duck-typed so this module does not need torch for numpy callers.
@@ -89,6 +91,7 @@ def _check_pair(pred: np.ndarray, label: np.ndarray) -> None:
 
 
 # ---- regression -------------------------------------------------------------------------------
+
 
 def _pearson(p: np.ndarray, y: np.ndarray) -> float:
     if p.shape[0] < 2 or p.min() == p.max() or y.min() == y.max():
@@ -152,14 +155,17 @@ def regression_metrics(pred: Any, label: Any) -> dict[str, float]:
 
 # ---- classification ---------------------------------------------------------------------------
 
+
 def _class_ids(arr: np.ndarray, name: str) -> np.ndarray:
     # Float class ids are accepted only when integral, so a (N,) vector of binary probabilities
     # or a single-logit head is refused instead of being truncated into nonsense.
     _check_finite(arr, name)
     if arr.dtype.kind == "f":
         if not np.array_equal(arr, np.round(arr)):
-            raise ValueError(f"{name}: expected integer class ids, got non-integral floats "
-                             "(pass (N, C) logits, or threshold a single-logit output yourself)")
+            raise ValueError(
+                f"{name}: expected integer class ids, got non-integral floats "
+                "(pass (N, C) logits, or threshold a single-logit output yourself)"
+            )
     ids = arr.astype(np.int64)
     if ids.size and ids.min() < 0:
         raise ValueError(f"{name}: class ids must be >= 0, found {int(ids.min())}")
@@ -181,8 +187,9 @@ def classification_metrics(logits_or_pred: Any, label: Any, num_classes: int | N
     class has weight 0).
     """
     scores = _to_numpy(logits_or_pred, "logits_or_pred")
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
-                                    or num_classes < 1):
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1
+    ):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if scores.ndim == 2 and scores.shape[1] > 1:
         if num_classes is not None and scores.shape[1] != num_classes:
@@ -202,8 +209,7 @@ def classification_metrics(logits_or_pred: Any, label: Any, num_classes: int | N
                 raise ValueError(f"{name}: class id {int(arr.max())} out of range for num_classes={num_classes}")
         labels = list(range(num_classes))
 
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y, pred, labels=labels, average="macro", zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(y, pred, labels=labels, average="macro", zero_division=0)
     return {
         "accuracy": float(accuracy_score(y, pred)),
         "f1_macro": float(f1),
@@ -214,6 +220,7 @@ def classification_metrics(logits_or_pred: Any, label: Any, num_classes: int | N
 
 
 # ---- dispatch ---------------------------------------------------------------------------------
+
 
 def compute_metrics(task: str, pred: Any, label: Any, num_classes: int | None = None) -> dict[str, float]:
     """`regression_metrics` or `classification_metrics` by task name.

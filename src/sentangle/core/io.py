@@ -1,4 +1,5 @@
 """Files are written whole or not at all: temp file in the same folder, then an atomic rename."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,13 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+
+from sentangle.core.version import __version__
 
 
 def _umask() -> int:
@@ -46,6 +50,7 @@ def write_text(path: str | Path, text: str) -> Path:
     def w(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+
     return atomic_write(path, w)
 
 
@@ -77,14 +82,18 @@ def _nan_to_none(o: Any):
 def versions() -> dict[str, str]:
     import torch
 
-    from .. import __version__
-
     # str(): torch.__version__ is a str subclass that weights-only checkpoint loading refuses.
-    out = {"sentangle": __version__, "python": sys.version.split()[0], "torch": str(torch.__version__),
-           "numpy": str(np.__version__), "platform": platform.platform()}
+    out = {
+        "sentangle": __version__,
+        "python": sys.version.split()[0],
+        "torch": str(torch.__version__),
+        "numpy": str(np.__version__),
+        "platform": platform.platform(),
+    }
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
         if commit.returncode == 0:
             out["git_commit"] = commit.stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -14,6 +14,7 @@ trial retried after its worker died resumes the seeds that finished) and reports
 of the validation selection score: never a test number. Optuna's RDB storage (sqlite for one
 machine, PostgreSQL/MySQL for several) lets any number of workers share one study.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,9 +27,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, RunConfig, TrainConfig, dump_yaml
-from ..utils.io import write_text
-from .distributed import is_main
+from sentangle.config import RunConfig, TrainConfig, dump_yaml, from_dict, make_config, parse_override, yaml_value
+from sentangle.core.errors import SweepError, TrainingError
+from sentangle.core.io import write_text
+from sentangle.core.registry import DATASETS, MODELS
+from sentangle.data.named import load_dataset
+from sentangle.data.synthetic import make_synthetic
+from sentangle.runs.folder import comparable_config
+from sentangle.runs.runner import dataset_from_config, run
+from sentangle.training.distributed import is_main
+from sentangle.training.trainer import selection
 
 KINDS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}, "categorical": {"choices"}}
 SECTIONS = ("model", "dataset", "train")
@@ -36,20 +44,19 @@ SECTIONS = ("model", "dataset", "train")
 HEARTBEAT, GRACE = 60, 180
 
 
-class SweepError(ConfigError):
-    pass
-
-
 def import_optuna():
     try:
         import optuna
     except ImportError:
-        raise SweepError("sentangle sweep needs Optuna, an optional dependency: pip install 'sentangle[sweep]' "
-                         "(or pip install 'optuna>=3')") from None
+        raise SweepError(
+            "sentangle sweep needs Optuna, an optional dependency: pip install 'sentangle[sweep]' "
+            "(or pip install 'optuna>=3')"
+        ) from None
     return optuna
 
 
 # ---- the space file -------------------------------------------------------------------------------
+
 
 def read_space(path: str | Path) -> dict[str, dict]:
     """Read and check a space file's distributions: {dotted key: {"type": ..., ...}}."""
@@ -63,8 +70,10 @@ def read_space(path: str | Path) -> dict[str, dict]:
     except yaml.YAMLError as e:
         raise SweepError(f"space file {path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict) or not raw:
-        raise SweepError(f"space file {path}: expected a mapping of dotted config keys to distributions, "
-                         "e.g. 'train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}'")
+        raise SweepError(
+            f"space file {path}: expected a mapping of dotted config keys to distributions, "
+            "e.g. 'train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}'"
+        )
     return {str(key): _distribution(path, str(key), spec) for key, spec in raw.items()}
 
 
@@ -73,7 +82,9 @@ def _distribution(path: Path, key: str, spec: Any) -> dict:
     if isinstance(spec, list):
         spec = {"type": "categorical", "choices": spec}
     if not isinstance(spec, dict) or spec.get("type") not in KINDS:
-        raise SweepError(f"{where}: expected a mapping with type float, int or categorical (or a list of choices), got {spec!r}")
+        raise SweepError(
+            f"{where}: expected a mapping with type float, int or categorical (or a list of choices), got {spec!r}"
+        )
     kind = spec["type"]
     extra = set(spec) - KINDS[kind] - {"type"}
     if extra:
@@ -94,7 +105,9 @@ def _distribution(path: Path, key: str, spec: Any) -> dict:
             except ValueError:
                 pass
         if not isinstance(v, number) or isinstance(v, bool):
-            raise SweepError(f"{where}: {kind} needs a numeric '{bound}' ({'an integer' if kind == 'int' else 'a number'}), got {spec.get(bound)!r}")
+            raise SweepError(
+                f"{where}: {kind} needs a numeric '{bound}' ({'an integer' if kind == 'int' else 'a number'}), got {spec.get(bound)!r}"
+            )
         spec = {**spec, bound: v}
     if not spec["low"] < spec["high"]:
         raise SweepError(f"{where}: needs low < high, got low={spec['low']}, high={spec['high']}")
@@ -113,15 +126,15 @@ def _distribution(path: Path, key: str, spec: Any) -> dict:
 def check_keys(path: str | Path, space: dict[str, dict], cfg: RunConfig) -> None:
     """Every key must name a setting of this model, dataset or trainer (unknown ones would only fail
     at the first trial, or not at all)."""
-    from ..data.named import load_dataset
-    from ..registry import DATASETS, MODELS
 
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in space:
         parts = key.split(".")
         where = f"space file {path}: {key}"
         if len(parts) < 2 or parts[0] not in SECTIONS:
-            raise SweepError(f"{where}: expected a dotted key under {', '.join(SECTIONS)} (e.g. train.lr, model.hidden)")
+            raise SweepError(
+                f"{where}: expected a dotted key under {', '.join(SECTIONS)} (e.g. train.lr, model.hidden)"
+            )
         section, name = parts[0], parts[1]
         if section == "train":
             known = train_keys
@@ -134,8 +147,10 @@ def check_keys(path: str | Path, space: dict[str, dict], cfg: RunConfig) -> None
             if known is None:  # a feature file: its reader checks its options when loading
                 continue
         if name not in known:
-            raise SweepError(f"{where}: {cfg.model['name'] if section == 'model' else section} has no setting {name!r}; "
-                             f"known: {', '.join(sorted(known))}")
+            raise SweepError(
+                f"{where}: {cfg.model['name'] if section == 'model' else section} has no setting {name!r}; "
+                f"known: {', '.join(sorted(known))}"
+            )
         if section == "train" and len(parts) > 2 and name != "aux_weights":
             raise SweepError(f"{where}: train.{name} is not a section")
     if any(k.startswith("train.select_") for k in space):
@@ -143,8 +158,11 @@ def check_keys(path: str | Path, space: dict[str, dict], cfg: RunConfig) -> None
 
 
 def _options(fn) -> set[str]:
-    return {k for k, p in inspect.signature(fn).parameters.items()
-            if k != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return {
+        k
+        for k, p in inspect.signature(fn).parameters.items()
+        if k != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
 
 
 def _dataset_options(name: str, datasets, load_dataset) -> set[str] | None:
@@ -152,8 +170,6 @@ def _dataset_options(name: str, datasets, load_dataset) -> set[str] | None:
         return None
     reader = datasets.get(name)
     if name == "synthetic":  # it passes its options on to make_synthetic
-        from ..data.synthetic import make_synthetic
-
         reader = make_synthetic
     return (_options(load_dataset) | _options(reader)) - {"name", "return_factors"}
 
@@ -170,18 +186,29 @@ def suggest(trial, key: str, spec: dict) -> Any:
 
 # ---- the study ------------------------------------------------------------------------------------
 
-def sweep(model: str | None, dataset: str | None, space_file: str | Path, trials: int, storage: str | None = None,
-          study: str | None = None, config: str | None = None, seeds=1, out: str = "runs/sweeps",
-          data_root: str | None = None, overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
-          sampler_seed: int | None = None) -> dict:
+
+def sweep(
+    model: str | None,
+    dataset: str | None,
+    space_file: str | Path,
+    trials: int,
+    storage: str | None = None,
+    study: str | None = None,
+    config: str | None = None,
+    seeds=1,
+    out: str = "runs/sweeps",
+    data_root: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    progress: bool = True,
+    sampler_seed: int | None = None,
+) -> dict:
     """Run `trials` more trials of a (possibly shared) study; write best.yaml and the trials table."""
-    from ..api import yaml_value, make_config
-    from .runs import dataset_from_config, run
-    from .trainer import TrainingError, selection
 
     if not is_main():
-        raise SweepError("sentangle sweep runs one trial at a time per process; for more throughput start "
-                         "several sweep workers on the same --storage instead of torchrun")
+        raise SweepError(
+            "sentangle sweep runs one trial at a time per process; for more throughput start "
+            "several sweep workers on the same --storage instead of torchrun"
+        )
     optuna = import_optuna()
     if trials < 1:
         raise SweepError(f"--trials must be at least 1, got {trials}")
@@ -204,15 +231,23 @@ def sweep(model: str | None, dataset: str | None, space_file: str | Path, trials
     # A trial whose worker died is failed after the grace period and retried with the same values
     # (into the same run folder, so its finished seeds are reused). Optuna 4.9 renamed the hook.
     retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", optuna.storages.RetryFailedTrialCallback)
-    hook = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback"
-            in inspect.signature(optuna.storages.RDBStorage).parameters else "failed_trial_callback")
+    hook = (
+        "heartbeat_stale_trial_callback"
+        if "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
+        else "failed_trial_callback"
+    )
     with warnings.catch_warnings():  # heartbeats and retries are "experimental" in every Optuna since 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
-                                         **{hook: retry(max_retry=2)})
-    st = optuna.create_study(storage=rdb, study_name=study, load_if_exists=True,
-                             direction="minimize" if direction == "min" else "maximize",
-                             sampler=optuna.samplers.TPESampler(seed=sampler_seed))
+        rdb = optuna.storages.RDBStorage(
+            storage, heartbeat_interval=HEARTBEAT, grace_period=GRACE, **{hook: retry(max_retry=2)}
+        )
+    st = optuna.create_study(
+        storage=rdb,
+        study_name=study,
+        load_if_exists=True,
+        direction="minimize" if direction == "min" else "maximize",
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+    )
     _check_identity(st, identity, storage)
 
     def objective(trial) -> float:
@@ -223,16 +258,27 @@ def sweep(model: str | None, dataset: str | None, space_file: str | Path, trials
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             number = retry.retried_trial_number(frozen)
         number = trial.number if number is None else number
-        cfg = make_config(model, dataset, config, seeds, str(folder), f"trial_{number:04d}", data_root,
-                          [*overrides, *(f"{k}={yaml_value(v)}" for k, v in values.items())])
+        cfg = make_config(
+            model,
+            dataset,
+            config,
+            seeds,
+            str(folder),
+            f"trial_{number:04d}",
+            data_root,
+            [*overrides, *(f"{k}={yaml_value(v)}" for k, v in values.items())],
+        )
         cfg.train.progress = progress
         trial.set_user_attr("run_folder", str(Path(cfg.out) / cfg.run_name))
         summary = run(cfg, dataset=shared)
         scores = [summary["per_seed"][s][cfg.train.select_split][metric] for s in summary["per_seed"]]
         trial.set_user_attr("seed_scores", scores)
         score = float(sum(scores) / len(scores))
-        print(f"trial {trial.number}: {cfg.train.select_split} {metric} {score:.4f}  "
-              f"{' '.join(f'{k}={v}' for k, v in values.items())}  -> {cfg.out}/{cfg.run_name}", file=sys.stderr)
+        print(
+            f"trial {trial.number}: {cfg.train.select_split} {metric} {score:.4f}  "
+            f"{' '.join(f'{k}={v}' for k, v in values.items())}  -> {cfg.out}/{cfg.run_name}",
+            file=sys.stderr,
+        )
         return score
 
     # A trial that diverges (NaN loss at a large learning rate) fails on its own; config errors stop the sweep.
@@ -245,8 +291,6 @@ def _identity(base: RunConfig, space: dict, metric: str) -> dict:
     config (less machine-specific settings: data folder, device, threads, display), the seeds, the
     objective and the space."""
     import json
-
-    from .runs import comparable_config
 
     cfg = comparable_config(base.to_dict())
     cfg["dataset"].pop("root", None)
@@ -264,9 +308,11 @@ def _check_identity(st, identity: dict, storage: str) -> None:
     elif have != identity:
         diff = [k for k in identity if have.get(k) != identity[k]]
         shown = {k: have.get(k) for k in diff if k in ("seeds", "metric")}
-        raise SweepError(f"study {st.study_name!r} in {storage} was created with a different {', '.join(diff)}"
-                         f"{f' {shown}' if shown else ''} than this sweep; its trials would not be comparable, "
-                         "so pass another --study (or the same settings)")
+        raise SweepError(
+            f"study {st.study_name!r} in {storage} was created with a different {', '.join(diff)}"
+            f"{f' {shown}' if shown else ''} than this sweep; its trials would not be comparable, "
+            "so pass another --study (or the same settings)"
+        )
 
 
 def write_results(st, folder: Path, base: RunConfig, space: dict, metric: str) -> dict:
@@ -276,36 +322,52 @@ def write_results(st, folder: Path, base: RunConfig, space: dict, metric: str) -
 
     done = [t for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE]
     keys = list(space)
-    full = [[t.number, t.state.name.lower(), t.value, *(t.params.get(k) for k in keys), t.user_attrs.get("run_folder", "")]
-            for t in st.trials]
+    full = [
+        [t.number, t.state.name.lower(), t.value, *(t.params.get(k) for k in keys), t.user_attrs.get("run_folder", "")]
+        for t in st.trials
+    ]
     header = ["trial", "state", f"{base.train.select_split} {metric}", *keys, "run folder"]
     buf = io.StringIO()
     csv.writer(buf).writerows([header, *([("" if v is None else v) for v in row] for row in full)])  # full precision
     rows = [[_cell(v) for v in row] for row in full]
     write_text(folder / "trials.csv", buf.getvalue())
     best = st.best_trial if done else None
-    md = [f"# Sweep {st.study_name}", "",
-          f"`{base.model['name']}` on `{base.dataset['name']}`: {len(st.trials)} trials ({len(done)} complete), "
-          f"objective {base.train.select_split} {metric} ({st.direction.name.lower()}), mean over seeds {base.seeds}.",
-          "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md = [
+        f"# Sweep {st.study_name}",
+        "",
+        f"`{base.model['name']}` on `{base.dataset['name']}`: {len(st.trials)} trials ({len(done)} complete), "
+        f"objective {base.train.select_split} {metric} ({st.direction.name.lower()}), mean over seeds {base.seeds}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for t, row in zip(st.trials, rows):
         cells = [str(c) for c in row]
         if best is not None and t.number == best.number:
             cells = [f"**{c}**" if c else c for c in cells]
         md.append("| " + " | ".join(cells) + " |")
-    result = {"study": st.study_name, "trials": len(st.trials), "complete": len(done), "csv": str(folder / "trials.csv"),
-              "markdown": str(folder / "trials.md"), "best": None, "table": "\n".join(md[4:])}
+    result = {
+        "study": st.study_name,
+        "trials": len(st.trials),
+        "complete": len(done),
+        "csv": str(folder / "trials.csv"),
+        "markdown": str(folder / "trials.md"),
+        "best": None,
+        "table": "\n".join(md[4:]),
+    }
     if best is not None:
-        from ..api import yaml_value
-
         cfg = best_config(base, best.params)
-        head = (f"# Best of sweep {st.study_name}: trial {best.number}, {base.train.select_split} {metric} "
-                f"{best.value:.6g}\n# {', '.join(f'{k}={yaml_value(v)}' for k, v in best.params.items())}\n"
-                "# Train it over the protocol's seeds: sentangle train -c best.yaml\n")
+        head = (
+            f"# Best of sweep {st.study_name}: trial {best.number}, {base.train.select_split} {metric} "
+            f"{best.value:.6g}\n# {', '.join(f'{k}={yaml_value(v)}' for k, v in best.params.items())}\n"
+            "# Train it over the protocol's seeds: sentangle train -c best.yaml\n"
+        )
         write_text(folder / "best.yaml", head + dump_yaml(cfg))
         md += ["", f"Best: trial {best.number}; config `best.yaml` (`sentangle train -c {folder / 'best.yaml'}`)."]
-        result.update(best={"number": best.number, "value": best.value, "params": best.params},
-                      best_yaml=str(folder / "best.yaml"))
+        result.update(
+            best={"number": best.number, "value": best.value, "params": best.params},
+            best_yaml=str(folder / "best.yaml"),
+        )
     write_text(folder / "trials.md", "\n".join(md) + "\n")
     return result
 
@@ -313,8 +375,6 @@ def write_results(st, folder: Path, base: RunConfig, space: dict, metric: str) -
 def best_config(base: RunConfig, params: dict) -> dict:
     """The resolved base config with `params` applied, less seeds, out and name, so that
     `sentangle train -c best.yaml` trains it over the standard seeds into runs/<model>-<dataset>."""
-    from ..api import yaml_value
-    from ..config import from_dict, parse_override
 
     d = base.to_dict()
     for key, value in params.items():

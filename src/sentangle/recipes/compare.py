@@ -12,6 +12,7 @@ interrupted comparison resumes where it stopped. It then writes
 `name` defaults to the dataset name. `overrides` (dotted `key=value`) apply to every model; a model
 given as a dict ({"name": "mult", "max_len": 50}) carries its own options.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,9 +20,13 @@ import io
 import json
 from pathlib import Path
 
-from ..config import ConfigError
-from ..report.tables import aggregate, metric_order, results_table
-from ..utils.io import write_text
+from sentangle.config import make_config
+from sentangle.core.errors import ConfigError
+from sentangle.core.io import write_text
+from sentangle.models import list_models
+from sentangle.models.base import check_model_options
+from sentangle.report.tables import aggregate, metric_order, results_table
+from sentangle.runs.runner import run
 
 SPLITS_SHOWN = ("test", "valid")
 
@@ -64,8 +69,11 @@ def csv_table(results: dict[str, dict], task: str, facts: dict[str, dict]) -> st
     metrics = metric_order(task, {m for r in results.values() for s in r["splits"].values() for m in s})
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["model", "split", "seeds"] + [f"{m}_{k}" for m in metrics for k in ("mean", "std")]
-               + ["parameters", "train_seconds_mean"])
+    w.writerow(
+        ["model", "split", "seeds"]
+        + [f"{m}_{k}" for m in metrics for k in ("mean", "std")]
+        + ["parameters", "train_seconds_mean"]
+    )
     for model, res in results.items():
         f = facts.get(model, {})
         params = f.get("parameters") or [float("nan")]
@@ -75,20 +83,28 @@ def csv_table(results: dict[str, dict], task: str, facts: dict[str, dict]) -> st
             if stats is None:
                 continue
             n = next(iter(stats.values()))["n"]
-            w.writerow([model, split, n]
-                       + [f"{stats[m][k]:.6f}" if m in stats else "" for m in metrics for k in ("mean", "std")]
-                       + [params[0], f"{aggregate(secs)['mean']:.2f}" if secs else ""])
+            w.writerow(
+                [model, split, n]
+                + [f"{stats[m][k]:.6f}" if m in stats else "" for m in metrics for k in ("mean", "std")]
+                + [params[0], f"{aggregate(secs)['mean']:.2f}" if secs else ""]
+            )
     return buf.getvalue()
 
 
-def compare(models: list[str | dict], dataset: str, seeds: int | str | list[int] = 5, out: str = "runs/compare",
-            name: str | None = None, data_root: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+def compare(
+    models: list[str | dict],
+    dataset: str,
+    seeds: int | str | list[int] = 5,
+    out: str = "runs/compare",
+    name: str | None = None,
+    data_root: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> dict:
     """Train each model on `dataset` over `seeds` and write one comparison table (see module doc).
 
     Returns {"folder", "markdown", "csv": paths; "table": the Markdown text; "results": model ->
     the summary `sentangle.train` returned (splits -> metric -> {mean, std, n}, folder, ...)}.
     """
-    from ..api import train  # late: the API imports the training package
 
     if not models:
         raise ConfigError("compare: give at least one model")
@@ -96,9 +112,6 @@ def compare(models: list[str | dict], dataset: str, seeds: int | str | list[int]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"compare: model(s) {dupes} given twice; their run folders would collide")
-    from ..api import make_config
-    from ..models import list_models  # registers every model
-    from ..models.base import check_model_options
 
     list_models()
     for model, label in zip(models, names):  # a typo in the last model must not surface after the others trained
@@ -108,16 +121,28 @@ def compare(models: list[str | dict], dataset: str, seeds: int | str | list[int]
     results: dict[str, dict] = {}
     facts: dict[str, dict] = {}
     for model, label in zip(models, names):
-        res = train(model, dataset, seeds=seeds, out=out, name=f"{label}-{name}", data_root=data_root,
-                    overrides=list(overrides))
+        res = run(
+            make_config(
+                model,
+                dataset,
+                seeds=seeds,
+                out=out,
+                name=f"{label}-{name}",
+                data_root=data_root,
+                overrides=list(overrides),
+            )
+        )
         results[label] = res
         facts[label] = seed_facts(res["folder"], res["per_seed"])
     task = next(iter(results.values()))["task"]
     folder = Path(out) / name
-    parts = [f"# {name}: {len(results)} models on `{dataset}`\n",
-             f"Mean ± sample std over seeds; every model trained by the same trainer and selected on the "
-             f"validation split; run folders `{out}/<model>-{name}/`. Best mean per column in bold."
-             + (f" Overrides: `{' '.join(overrides)}`." if overrides else "") + "\n"]
+    parts = [
+        f"# {name}: {len(results)} models on `{dataset}`\n",
+        f"Mean ± sample std over seeds; every model trained by the same trainer and selected on the "
+        f"validation split; run folders `{out}/<model>-{name}/`. Best mean per column in bold."
+        + (f" Overrides: `{' '.join(overrides)}`." if overrides else "")
+        + "\n",
+    ]
     for split in SPLITS_SHOWN:
         rows = {m: r["splits"][split] for m, r in results.items() if split in r["splits"]}
         if rows:

@@ -1,13 +1,11 @@
 """Name -> constructor tables for models and datasets (timm-style decorators)."""
+
 from __future__ import annotations
 
 import difflib
-from typing import Callable
+from collections.abc import Callable
 
-
-class UnknownNameError(KeyError):
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return str(self.args[0])
+from sentangle.core.errors import UnknownNameError
 
 
 class Registry:
@@ -21,13 +19,16 @@ class Registry:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._items[name] = fn
             return fn
+
         return deco
 
     def get(self, name: str) -> Callable:
         if name not in self._items:
             close = difflib.get_close_matches(name, self._items, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UnknownNameError(f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(sorted(self._items))}")
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(sorted(self._items))}"
+            )
         return self._items[name]
 
     def names(self) -> list[str]:

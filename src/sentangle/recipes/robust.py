@@ -1,6 +1,6 @@
 """Robustness of trained runs: every seed's checkpoint on a corrupted test split.
 
-    from sentangle.evaluation.robust import robust
+    from sentangle.recipes.robust import robust
     res = robust(["runs/tsda-synthetic", "runs/lf_dnn-synthetic"], out="runs/robust", seed=0)
 
 For each run folder every `seed_<s>/checkpoint.pt` is reloaded with the dataset of its config (same
@@ -19,6 +19,7 @@ What cannot apply is skipped with the reason (token ids cannot take Gaussian noi
 sample cannot be shuffled). Writes `<run>/robust.json` (mean and sample std over seeds per condition
 and metric), and `robust.md` plus PNG curves under `out`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,15 +31,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import from_dict, read_yaml
-from ..data.dataset import MSADataset, Split, feature_stats
-from ..report.tables import aggregate, fmt
-from ..training.metrics import METRIC_DIRECTIONS
-from ..utils.io import write_json, write_text
-from .perturb import drop_frames, feature_scale, gaussian_noise, generator_for, shuffle_frames
+from sentangle.config import from_dict, read_yaml
+from sentangle.core.errors import CheckpointError
+from sentangle.core.io import write_json, write_text
+from sentangle.data.dataset import MSADataset, Split, feature_stats
+from sentangle.evaluation.metrics import METRIC_DIRECTIONS, compute_metrics
+from sentangle.evaluation.perturb import drop_frames, feature_scale, gaussian_noise, generator_for, shuffle_frames
+from sentangle.report.plots import robust_curves
+from sentangle.report.tables import aggregate, fmt
+from sentangle.runs.checkpoint import load_checkpoint
+from sentangle.runs.runner import dataset_from_config
+from sentangle.training.trainer import predict
 
-__all__ = ["robust", "robust_conditions", "perturb_split", "load_run", "robust_table", "main_metric",
-           "NOISE_LEVELS", "DROP_RATES", "run_labels"]
+__all__ = [
+    "robust",
+    "robust_conditions",
+    "perturb_split",
+    "load_run",
+    "robust_table",
+    "main_metric",
+    "NOISE_LEVELS",
+    "DROP_RATES",
+    "run_labels",
+]
 
 NOISE_LEVELS = (0.25, 0.5, 1.0, 2.0)  # 0 is the clean row
 DROP_RATES = (0.1, 0.3, 0.5, 0.7)
@@ -54,8 +69,9 @@ def _label(kind: str, modality: str | None, level: float | None) -> str:
     return name if level is None else f"{name}@{level:g}"
 
 
-def robust_conditions(ds: MSADataset, noise_levels=NOISE_LEVELS, drop_rates=DROP_RATES,
-                      split: str = "test") -> tuple[list[dict], list[dict]]:
+def robust_conditions(
+    ds: MSADataset, noise_levels=NOISE_LEVELS, drop_rates=DROP_RATES, split: str = "test"
+) -> tuple[list[dict], list[dict]]:
     """The conditions that apply to `ds` and the ones skipped, each skip with its reason.
 
     A condition is {"name", "family", "kind", "modality", "level"}; `family` groups the levels of
@@ -70,20 +86,37 @@ def robust_conditions(ds: MSADataset, noise_levels=NOISE_LEVELS, drop_rates=DROP
         if m not in sp.features:
             skipped.append({"name": family, "reason": TOKEN_TEXT})
             continue
-        conds += [{"name": _label("noise", m, s), "family": family, "kind": "noise", "modality": m, "level": float(s)}
-                  for s in noise_levels if s > 0]
+        conds += [
+            {"name": _label("noise", m, s), "family": family, "kind": "noise", "modality": m, "level": float(s)}
+            for s in noise_levels
+            if s > 0
+        ]
     for m in ds.modalities:
         if len(ds.modalities) == 1:
             skipped.append({"name": f"missing:{m}", "reason": "the only modality: nothing would be left to read"})
         else:
             conds.append({"name": f"missing:{m}", "family": "missing", "kind": "missing", "modality": m, "level": None})
     if seq:
-        conds += [{"name": _label("frame_drop", None, r), "family": "frame_drop", "kind": "frame_drop",
-                   "modality": None, "modalities": seq, "level": float(r)} for r in drop_rates if r > 0]
+        conds += [
+            {
+                "name": _label("frame_drop", None, r),
+                "family": "frame_drop",
+                "kind": "frame_drop",
+                "modality": None,
+                "modalities": seq,
+                "level": float(r),
+            }
+            for r in drop_rates
+            if r > 0
+        ]
         for m in ds.modalities:  # frame drop covers the sequence modalities only; say which are left out
             if m not in seq:
-                skipped.append({"name": f"frame_drop:{m}", "reason": TOKEN_TEXT if m not in sp.features
-                                else "one frame per sample: no frame to drop"})
+                skipped.append(
+                    {
+                        "name": f"frame_drop:{m}",
+                        "reason": TOKEN_TEXT if m not in sp.features else "one frame per sample: no frame to drop",
+                    }
+                )
     else:
         skipped.append({"name": "frame_drop", "reason": "no modality has more than one frame per sample"})
     for m in ds.modalities:
@@ -108,8 +141,9 @@ def perturb_split(sp: Split, cond: dict, seed: int, scales: dict[str, np.ndarray
     if kind == "noise":
         if scales is None or m not in scales:
             raise ValueError(f"noise on {m!r} needs its train std in `scales`")
-        x = gaussian_noise(_t(feats[m]), _t(masks[m]), cond["level"], torch.as_tensor(scales[m]),
-                           generator_for(seed, f"noise:{m}"))
+        x = gaussian_noise(
+            _t(feats[m]), _t(masks[m]), cond["level"], torch.as_tensor(scales[m]), generator_for(seed, f"noise:{m}")
+        )
         feats[m] = x.numpy()
     elif kind == "missing":
         feats.pop(m, None)
@@ -135,8 +169,10 @@ def as_seen(sp: Split) -> Split:
     if not sp.transforms:
         return sp
     whole = sp.subset(np.arange(len(sp)))
-    feats = {m: whole.transforms[m].apply(x, whole.masks[m])[0] if m in whole.transforms else x
-             for m, x in whole.features.items()}
+    feats = {
+        m: whole.transforms[m].apply(x, whole.masks[m])[0] if m in whole.transforms else x
+        for m, x in whole.features.items()
+    }
     return dataclasses.replace(whole, features=feats, transforms={})
 
 
@@ -145,17 +181,20 @@ def train_scales(ds: MSADataset) -> dict[str, np.ndarray]:
     if not tr.transforms:
         return {m: feature_scale(_t(x), _t(tr.masks[m])).numpy() for m, x in tr.features.items()}
     # Memory-mapped training data can be larger than memory: the chunked statistics of the normalised values.
-    return {m: feature_stats(x, tr.masks[m], tr.transforms.get(m), ddof=1)[1].astype(np.float32)
-            for m, x in tr.features.items()}
+    return {
+        m: feature_stats(x, tr.masks[m], tr.transforms.get(m), ddof=1)[1].astype(np.float32)
+        for m, x in tr.features.items()
+    }
 
 
 def load_run(folder: str | Path) -> dict:
     """Config, task and the finished seeds' checkpoint paths of a run folder (clear errors if none)."""
-    from ..training.runs import CheckpointError
 
     folder = Path(folder)
     if not (folder / "config.yaml").is_file():
-        raise CheckpointError(f"{folder}: not a run folder (no config.yaml); expected the folder `sentangle train` wrote")
+        raise CheckpointError(
+            f"{folder}: not a run folder (no config.yaml); expected the folder `sentangle train` wrote"
+        )
     cfg = from_dict(read_yaml(folder / "config.yaml"))
     ckpts = sorted(folder.glob("seed_*/checkpoint.pt"))
     if not ckpts:
@@ -168,13 +207,18 @@ def run_labels(folders: list[Path]) -> list[str]:
     return [f"{f.parent.name}/{f.name}" if names.count(f.name) > 1 else f.name for f in folders]
 
 
-def robust(run_folders, out: str | Path | None = None, seed: int = 0, noise_levels=NOISE_LEVELS,
-           drop_rates=DROP_RATES, data_root: str | None = None, batch_size: int = 256, plots: bool = True) -> dict:
+def robust(
+    run_folders,
+    out: str | Path | None = None,
+    seed: int = 0,
+    noise_levels=NOISE_LEVELS,
+    drop_rates=DROP_RATES,
+    data_root: str | None = None,
+    batch_size: int = 256,
+    plots: bool = True,
+) -> dict:
     """Evaluate every run's seeds under every condition (module doc); write the files; return
     {"results": label -> robust.json content, "table": Markdown, "markdown", "plots": paths}."""
-    from ..training.runs import dataset_from_config, load_checkpoint
-    from ..training.trainer import predict
-    from ..training.metrics import compute_metrics
 
     runs = [load_run(f) for f in run_folders]
     if not runs:
@@ -185,10 +229,12 @@ def robust(run_folders, out: str | Path | None = None, seed: int = 0, noise_leve
     for i, r in enumerate(runs):
         groups.setdefault(json.dumps(r["cfg"].dataset, sort_keys=True, default=str), []).append(i)
     results: dict[str, dict] = {}
-    for key, members in groups.items():
+    for _key, members in groups.items():
         ds = dataset_from_config(runs[members[0]]["cfg"], data_root)
         if "test" not in ds.splits:
-            raise ValueError(f"{runs[members[0]]['folder']}: dataset {ds.name!r} has no test split; it has {sorted(ds.splits)}")
+            raise ValueError(
+                f"{runs[members[0]]['folder']}: dataset {ds.name!r} has no test split; it has {sorted(ds.splits)}"
+            )
         conds, skipped = robust_conditions(ds, noise_levels, drop_rates)
         scales = train_scales(ds)
         models = {i: [load_checkpoint(p) for p in runs[i]["checkpoints"]] for i in members}
@@ -206,27 +252,47 @@ def robust(run_folders, out: str | Path | None = None, seed: int = 0, noise_leve
             for c in conds:
                 seeds = per[i][c["name"]]
                 metric_names = next(iter(seeds.values()))
-                rows.append({**c, "metrics": {k: aggregate([v[k] for v in seeds.values()]) for k in metric_names},
-                             "per_seed": {str(s): v for s, v in seeds.items()}})
-            res = {"run": labels[i], "folder": str(runs[i]["folder"]), "model": cfg.model["name"],
-                   "dataset": cfg.dataset["name"], "task": ds.task, "split": "test",
-                   "seeds": sorted(int(p["seed"]) for _, _, p in models[i]), "perturbation_seed": seed,
-                   "main_metric": main_metric(ds.task), "noise_unit": "per-column std of the real train frames",
-                   "std": "sample (ddof=1) over seeds", "conditions": rows, "skipped": skipped,
-                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                rows.append(
+                    {
+                        **c,
+                        "metrics": {k: aggregate([v[k] for v in seeds.values()]) for k in metric_names},
+                        "per_seed": {str(s): v for s, v in seeds.items()},
+                    }
+                )
+            res = {
+                "run": labels[i],
+                "folder": str(runs[i]["folder"]),
+                "model": cfg.model["name"],
+                "dataset": cfg.dataset["name"],
+                "task": ds.task,
+                "split": "test",
+                "seeds": sorted(int(p["seed"]) for _, _, p in models[i]),
+                "perturbation_seed": seed,
+                "main_metric": main_metric(ds.task),
+                "noise_unit": "per-column std of the real train frames",
+                "std": "sample (ddof=1) over seeds",
+                "conditions": rows,
+                "skipped": skipped,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
             write_json(runs[i]["folder"] / "robust.json", res)
             results[labels[i]] = res
     results = {lab: results[lab] for lab in labels}  # input order
-    out = Path(out) if out is not None else (runs[0]["folder"] if len(runs) == 1 else runs[0]["folder"].parent / "robust")
+    out = (
+        Path(out) if out is not None else (runs[0]["folder"] if len(runs) == 1 else runs[0]["folder"].parent / "robust")
+    )
     table = robust_table(results)
     md = write_text(out / "robust.md", "# Robustness on the test split\n\n" + table + "\n")
     pngs = []
     if plots:
-        from ..report.plots import robust_curves
-
         pngs = robust_curves(results, out)
-    return {"results": results, "table": table, "markdown": str(md), "plots": [str(p) for p in pngs],
-            "folder": str(out)}
+    return {
+        "results": results,
+        "table": table,
+        "markdown": str(md),
+        "plots": [str(p) for p in pngs],
+        "folder": str(out),
+    }
 
 
 def robust_table(results: dict[str, dict], metric: str | None = None) -> str:
@@ -237,10 +303,14 @@ def robust_table(results: dict[str, dict], metric: str | None = None) -> str:
     better = min if METRIC_DIRECTIONS.get(metric, "max") == "min" else max
     names = list(dict.fromkeys(c["name"] for r in results.values() for c in r["conditions"]))
     by = {lab: {c["name"]: c["metrics"].get(metric) for c in r["conditions"]} for lab, r in results.items()}
-    lines = [f"Test {metric} (mean ± sample std over seeds; in brackets the change from clean; best per row in bold; "
-             f"noise sigma in units of the modality's train std). Perturbation seed "
-             f"{first['perturbation_seed']}.", "",
-             "| condition | " + " | ".join(f"`{lab}`" for lab in results) + " |", "|---" * (len(results) + 1) + "|"]
+    lines = [
+        f"Test {metric} (mean ± sample std over seeds; in brackets the change from clean; best per row in bold; "
+        f"noise sigma in units of the modality's train std). Perturbation seed "
+        f"{first['perturbation_seed']}.",
+        "",
+        "| condition | " + " | ".join(f"`{lab}`" for lab in results) + " |",
+        "|---" * (len(results) + 1) + "|",
+    ]
     for name in names:
         stats = {lab: by[lab].get(name) for lab in results}
         means = [s["mean"] for s in stats.values() if s is not None and not math.isnan(s["mean"])]
@@ -262,6 +332,8 @@ def robust_table(results: dict[str, dict], metric: str | None = None) -> str:
             skips.setdefault((s["name"], s["reason"]), []).append(lab)
     if skips:
         lines += ["", "Skipped (does not apply):"]
-        lines += [f"- `{n}`: {why}" + (f" ({', '.join(labs)})" if len(results) > 1 and len(labs) < len(results) else "")
-                  for (n, why), labs in skips.items()]
+        lines += [
+            f"- `{n}`: {why}" + (f" ({', '.join(labs)})" if len(results) > 1 and len(labs) < len(results) else "")
+            for (n, why), labs in skips.items()
+        ]
     return "\n".join(lines)

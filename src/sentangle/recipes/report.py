@@ -1,19 +1,20 @@
 """`sentangle report`: trained run folders -> tables, CSV and figures in one folder.
 
-    from sentangle.report.report import report
+    from sentangle.recipes.report import report
     res = report(["runs/tsda-synthetic", "runs/dbr-synthetic"], out="runs/report")
 
 writes into `out`:
 
     report.md                  test and valid tables (mean ± sample std over seeds, best per column in
                                bold in the metric's direction), branch diagnostics, gates, robustness
-    report.csv                 the same numbers, one row per run and split (training.compare's format)
+    report.csv                 the same numbers, one row per run and split (recipes.compare's format)
     pred_<run>.png             predicted vs true on test (regression), or the confusion matrix with
                                class names (classification), every seed's predictions pooled
     gates_<run>.png            distributions of the gates / branch weights in ModelOutput.extras
                                (reloads the checkpoints and the dataset; skipped, saying why, if it cannot)
     robust_*.png               robustness curves, when the run folders hold robust.json (`sentangle robust`)
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,10 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..training.compare import SPLITS_SHOWN, seed_facts, csv_table
-from ..utils.io import write_text
-from . import plots
-from .tables import aggregate, results_table
+from sentangle.core.errors import CheckpointError, ConfigError, DataError
+from sentangle.core.io import write_text
+from sentangle.recipes.compare import SPLITS_SHOWN, csv_table, seed_facts
+from sentangle.recipes.robust import robust_table, run_labels
+from sentangle.report import plots
+from sentangle.report.diagnose import gate_values, shown_keys
+from sentangle.report.tables import aggregate, results_table
+from sentangle.runs.checkpoint import load_checkpoint
+from sentangle.runs.runner import dataset_from_config
 
 __all__ = ["report", "read_predictions", "read_run"]
 
@@ -35,8 +41,6 @@ def read_run(folder: str | Path) -> dict:
     folder = Path(folder)
     path = folder / "summary.json"
     if not path.is_file():
-        from ..training.runs import CheckpointError
-
         raise CheckpointError(f"{folder}: no summary.json; expected a run folder that `sentangle train` finished")
     summary = json.loads(path.read_text())
     summary["folder"] = str(folder)
@@ -47,7 +51,7 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | No
     """(prediction, label, class names) from a predictions CSV; class indices for classification."""
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-        names = [c[len("logit_"):] for c in (rows[0] if rows else {}) if c.startswith("logit_")]
+        names = [c[len("logit_") :] for c in (rows[0] if rows else {}) if c.startswith("logit_")]
     if not names:
         return (np.array([float(r["prediction"]) for r in rows]), np.array([float(r["label"]) for r in rows]), None)
     index = {n: i for i, n in enumerate(names)}
@@ -59,7 +63,9 @@ def _safe(label: str) -> str:
 
 
 def _prediction_plot(label: str, summary: dict, out: Path, split: str = "test") -> Path | None:
-    seeds = [s for s in summary["seeds"] if (Path(summary["folder"]) / f"seed_{s}" / f"predictions_{split}.csv").is_file()]
+    seeds = [
+        s for s in summary["seeds"] if (Path(summary["folder"]) / f"seed_{s}" / f"predictions_{split}.csv").is_file()
+    ]
     if not seeds:
         return None
     data = {s: read_predictions(Path(summary["folder"]) / f"seed_{s}" / f"predictions_{split}.csv") for s in seeds}
@@ -68,17 +74,14 @@ def _prediction_plot(label: str, summary: dict, out: Path, split: str = "test") 
         fig = plots.prediction_scatter({s: d[0] for s, d in data.items()}, {s: d[1] for s, d in data.items()}, title)
     else:
         names = next(iter(data.values()))[2]
-        fig = plots.confusion_matrix(np.concatenate([d[0] for d in data.values()]),
-                                     np.concatenate([d[1] for d in data.values()]), names, title)
+        fig = plots.confusion_matrix(
+            np.concatenate([d[0] for d in data.values()]), np.concatenate([d[1] for d in data.values()]), names, title
+        )
     return plots.save(fig, out / f"pred_{_safe(label)}.png")
 
 
 def _gates(label: str, summary: dict, out: Path, data_root, cache: dict) -> tuple[Path | None, str]:
     """Gate distributions of every seed pooled; returns (PNG or None, a Markdown note or table)."""
-    from ..config import ConfigError
-    from ..data.dataset import DataError
-    from ..training.runs import CheckpointError, dataset_from_config, load_checkpoint
-    from .diagnose import gate_values
 
     folder = Path(summary["folder"])
     ckpts = sorted(folder.glob("seed_*/checkpoint.pt"))
@@ -101,13 +104,16 @@ def _gates(label: str, summary: dict, out: Path, data_root, cache: dict) -> tupl
     if not groups:
         return None, "the model returns no gates or branch weights"
     pooled = {g: {c: np.concatenate(v) for c, v in cols.items()} for g, cols in groups.items()}
-    png = plots.save(plots.distributions(pooled, f"{label}: test, {len(ckpts)} seeds pooled"),
-                     out / f"gates_{_safe(label)}.png")
+    png = plots.save(
+        plots.distributions(pooled, f"{label}: test, {len(ckpts)} seeds pooled"), out / f"gates_{_safe(label)}.png"
+    )
     lines = ["| extra | column | mean | std over samples | 5% | 95% |", "|---|---|---|---|---|---|"]
     for g, cols in pooled.items():
         for c, v in cols.items():
-            lines.append(f"| `{g}` | {c} | {v.mean():.3f} | {v.std():.3f} | {np.quantile(v, 0.05):.3f} | "
-                         f"{np.quantile(v, 0.95):.3f} |")
+            lines.append(
+                f"| `{g}` | {c} | {v.mean():.3f} | {v.std():.3f} | {np.quantile(v, 0.05):.3f} | "
+                f"{np.quantile(v, 0.95):.3f} |"
+            )
     return png, "\n".join(lines)
 
 
@@ -117,7 +123,6 @@ def _diagnostics_table(runs: dict[str, dict], split: str = "test") -> str | None
     diags = {lab: s["diagnostics"] for lab, s in runs.items() if s.get("diagnostics")}
     if not diags:
         return None
-    from .diagnose import shown_keys
 
     prefix = f"{split}."
     keys = list(dict.fromkeys(k for d in diags.values() for k in shown_keys(d, split)))
@@ -128,15 +133,17 @@ def _diagnostics_table(runs: dict[str, dict], split: str = "test") -> str | None
         cells = []
         for d in diags.values():
             v = d.get(k)
-            cells.append("n/a" if v is None or v["mean"] is None or math.isnan(v["mean"])
-                         else f"{v['mean']:.3f} ± {v['std']:.3f}")
-        lines.append(f"| {k[len(prefix):]} | " + " | ".join(cells) + " |")
+            cells.append(
+                "n/a"
+                if v is None or v["mean"] is None or math.isnan(v["mean"])
+                else f"{v['mean']:.3f} ± {v['std']:.3f}"
+            )
+        lines.append(f"| {k[len(prefix) :]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def report(run_folders, out: str | Path | None = None, data_root: str | None = None, gates: bool = True) -> dict:
     """Write the report (module doc); returns {"folder", "markdown", "csv", "table", "plots"}."""
-    from ..evaluation.robust import run_labels, robust_table
 
     folders = [Path(f) for f in run_folders]
     if not folders:
@@ -145,21 +152,33 @@ def report(run_folders, out: str | Path | None = None, data_root: str | None = N
     runs = {lab: read_run(f) for lab, f in zip(labels, folders)}
     tasks = {s["task"] for s in runs.values()}
     if len(tasks) > 1:
-        raise ValueError(f"report: runs mix tasks {sorted(tasks)}; report regression and classification runs separately")
+        raise ValueError(
+            f"report: runs mix tasks {sorted(tasks)}; report regression and classification runs separately"
+        )
     task = tasks.pop()
-    out = Path(out) if out is not None else (folders[0] / "report" if len(folders) == 1 else folders[0].parent / "report")
+    out = (
+        Path(out) if out is not None else (folders[0] / "report" if len(folders) == 1 else folders[0].parent / "report")
+    )
     facts = {lab: seed_facts(s["folder"], s["seeds"]) for lab, s in runs.items()}
-    extra = {"model": {lab: f"`{s['model']}`" for lab, s in runs.items()},
-             "params": {lab: f"{int(f['parameters'][0]):,}" if f["parameters"] else "n/a" for lab, f in facts.items()},
-             "s / seed": {lab: f"{aggregate(f['train_seconds'])['mean']:.0f}" if f["train_seconds"] else "n/a"
-                          for lab, f in facts.items()}}
+    extra = {
+        "model": {lab: f"`{s['model']}`" for lab, s in runs.items()},
+        "params": {lab: f"{int(f['parameters'][0]):,}" if f["parameters"] else "n/a" for lab, f in facts.items()},
+        "s / seed": {
+            lab: f"{aggregate(f['train_seconds'])['mean']:.0f}" if f["train_seconds"] else "n/a"
+            for lab, f in facts.items()
+        },
+    }
     datasets = sorted({str(s["dataset"]) for s in runs.values()})
-    parts = [f"# Report: {len(runs)} run(s) on {', '.join(f'`{d}`' for d in datasets)}\n",
-             "Mean ± sample std over seeds; best mean per column in bold (lower MAE, higher everything else).\n"]
+    parts = [
+        f"# Report: {len(runs)} run(s) on {', '.join(f'`{d}`' for d in datasets)}\n",
+        "Mean ± sample std over seeds; best mean per column in bold (lower MAE, higher everything else).\n",
+    ]
     for split in SPLITS_SHOWN:
         rows = {lab: s["splits"][split] for lab, s in runs.items() if split in s["splits"]}
         if rows:
-            parts.append(f"## {split}\n\n" + results_table(rows, task, extra if split == "test" else None, label="run") + "\n")
+            parts.append(
+                f"## {split}\n\n" + results_table(rows, task, extra if split == "test" else None, label="run") + "\n"
+            )
     table = "\n".join(parts)
     csv_path = write_text(out / "report.csv", csv_table(runs, task, facts))
     pngs = []
@@ -180,13 +199,26 @@ def report(run_folders, out: str | Path | None = None, data_root: str | None = N
             parts.append(f"### `{lab}`\n\n" + note + (f"\n\n![{lab} gates]({png.name})" if png else "") + "\n")
             if png:
                 pngs.append(png)
-    robust = {lab: json.loads((Path(s["folder"]) / "robust.json").read_text()) for lab, s in runs.items()
-              if (Path(s["folder"]) / "robust.json").is_file()}
+    robust = {
+        lab: json.loads((Path(s["folder"]) / "robust.json").read_text())
+        for lab, s in runs.items()
+        if (Path(s["folder"]) / "robust.json").is_file()
+    }
     if robust:
         curves = plots.robust_curves(robust, out)
         pngs += curves
-        parts.append("\n## Robustness (from robust.json)\n\n" + robust_table(robust) + "\n\n"
-                     + "\n".join(f"![{p.stem}]({p.name})" for p in curves) + "\n")
+        parts.append(
+            "\n## Robustness (from robust.json)\n\n"
+            + robust_table(robust)
+            + "\n\n"
+            + "\n".join(f"![{p.stem}]({p.name})" for p in curves)
+            + "\n"
+        )
     md = write_text(out / "report.md", "\n".join(parts) + "\n")
-    return {"folder": str(out), "markdown": str(md), "csv": str(csv_path), "table": table,
-            "plots": [str(p) for p in pngs]}
+    return {
+        "folder": str(out),
+        "markdown": str(md),
+        "csv": str(csv_path),
+        "table": table,
+        "plots": [str(p) for p in pngs],
+    }

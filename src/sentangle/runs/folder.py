@@ -1,0 +1,117 @@
+"""The run folder on disk: finished seeds, leftovers of killed writes, config and data checks,
+and the one-writer lock."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+from sentangle.config import from_dict, read_yaml
+from sentangle.data.dataset import MSADataset
+from sentangle.data.named import describe
+
+
+def finished(folder: Path) -> list[Path]:
+    """The metrics.json of every finished seed of a run folder (its presence marks the seed done)."""
+    return sorted(folder.glob("seed_*/metrics.json"))
+
+
+def finished_metrics(done: Path) -> dict | None:
+    """The metrics of a finished seed, or None when it has to be (re)trained."""
+    if not done.exists():
+        return None
+    try:
+        return json.loads(done.read_text(encoding="utf-8"))["metrics"]
+    except (OSError, ValueError, KeyError, TypeError) as e:  # written by hand or by a broken disk
+        warnings.warn(f"{done} cannot be read ({type(e).__name__}: {e}); training that seed again", stacklevel=2)
+        return None
+
+
+def prepare_folder(folder: Path, resolved: dict) -> None:
+    """Before writing config.yaml: drop leftovers of killed writes, and when the config changed
+    (--overwrite, or nothing had finished) forget the old results, so a later resume can never mix
+    seeds of two configs into one summary."""
+    for tmp in [*folder.glob(".*.tmp"), *folder.glob("seed_*/.*.tmp")]:
+        tmp.unlink(missing_ok=True)
+    old = folder / "config.yaml"
+    if old.exists() and comparable_config(read_yaml(old)) != comparable_config(resolved):
+        for path in [*finished(folder), folder / "summary.json", folder / "summary.md"]:
+            path.unlink(missing_ok=True)
+
+
+def _data_fingerprint(description: dict) -> dict:
+    """What a run's numbers depend on in `describe(ds)`: sizes, shapes, label statistics (not the
+    path the data was found under)."""
+    keep = {k: description.get(k) for k in ("task", "modalities", "input_dims", "classes", "splits")}
+    return json.loads(json.dumps(keep, default=str))
+
+
+def check_same_data(folder: Path, ds: MSADataset) -> None:
+    """Finished seeds are only reused on the data they were trained on: a feature file regenerated
+    under the same name would otherwise mix old and new results in one summary."""
+    old = folder / "dataset.json"
+    if not old.exists() or not finished(folder):
+        return
+    before, now = _data_fingerprint(json.loads(old.read_text(encoding="utf-8"))), _data_fingerprint(describe(ds))
+    if before != now:
+        diff = sorted(k for k in now if before.get(k) != now[k])
+        raise FileExistsError(
+            f"{folder}: the data differ from those its finished seeds were trained on "
+            f"(dataset.json: {', '.join(diff)}); pass --overwrite or another --name"
+        )
+
+
+def comparable_config(config: dict) -> dict:
+    """What decides a run's results: the config with defaults filled in (settings added in later
+    versions count as their defaults), less the seed list and display-only settings."""
+    d = from_dict(config).to_dict()
+    d.pop("seeds")
+    for k in ("progress", "threads"):
+        d["train"].pop(k)
+    return d
+
+
+def differences(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """Dotted keys whose values differ between two nested config dicts (absent keys as None)."""
+    out = []
+    for k in sorted(set(a) | set(b), key=str):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += differences(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append((f"{prefix}{k}", x, y))
+    return out
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path):
+    """One writer per run folder: a second process on the same folder stops at once instead of
+    training the same seeds and interleaving its files with the first one's."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform (Windows): unguarded
+        yield
+        return
+    lock = folder.parent / f".{folder.name}.lock"  # beside the folder: the folder's files stay the run's
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise FileExistsError(
+                f"{folder} is being written by another process ({f.read().strip() or 'pid unknown'}); "
+                "wait for it to finish or use another --name"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # gone after a normal end; a killed holder leaves it unlocked
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,229 @@
+"""Multi-seed runs and the run folder.
+
+    runs/<name>/config.yaml        the resolved config (re-run it with --config)
+    runs/<name>/environment.json   versions, git commit, platform
+    runs/<name>/dataset.json       what was loaded (sizes, shapes, normalisation report)
+    runs/<name>/seed_<s>/          metrics.json (per split + history), checkpoint.pt, predictions_<split>.csv
+    runs/<name>/summary.json|md    mean and std over seeds, per split
+
+A seed whose metrics.json exists (for the same config) is not trained again, so an interrupted
+multi-seed run picks up where it stopped. Each seed records a hash of every source file that
+trained it (`code_fingerprint`) and of their code without comments and docstrings (`code_structure`);
+reusing a seed trained by other code is allowed (a resume after an upgrade) but warned about, naming
+the files that differ; `stale_seeds` lists such seeds for reports. An edit of comments or
+docstrings alone leaves seeds current.
+    runs/<name>/replays.json       seeds trained again after a code change, and whether their metrics
+                                   came out identical (then the other seeds of that code still count)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from sentangle.config import RunConfig, dump_yaml, read_yaml
+from sentangle.core.io import versions, write_json, write_text
+from sentangle.data.dataset import MSADataset
+from sentangle.data.named import describe, load_dataset
+from sentangle.data.synthetic import oracle_table
+from sentangle.models.base import MSAModel, create_model
+from sentangle.report.diagnose import diagnostics_markdown, summarize_run_diagnostics, write_seed_diagnostics
+from sentangle.report.tables import aggregate, split_table
+from sentangle.runs.checkpoint import save_checkpoint
+from sentangle.runs.folder import (
+    check_same_data,
+    comparable_config,
+    differences,
+    finished,
+    finished_metrics,
+    folder_lock,
+    prepare_folder,
+)
+from sentangle.runs.provenance import code_fingerprint, code_structure, stale_seeds
+from sentangle.runs.sanity import NO_GAIN_MARGIN, constant_predictions, no_better_than_constant
+from sentangle.training.distributed import setup as distributed_setup
+from sentangle.training.trainer import fit, predict, set_seed
+
+
+def dataset_from_config(cfg: RunConfig, root=None) -> MSADataset:
+    args = {k: v for k, v in cfg.dataset.items() if k != "name"}
+    if root is not None:
+        args["root"] = root
+    return load_dataset(cfg.dataset["name"], **args)
+
+
+def model_for(cfg: RunConfig, ds: MSADataset) -> MSAModel:
+    args = {k: v for k, v in cfg.model.items() if k != "name"}
+    return create_model(cfg.model["name"], ds.input_dims, ds.output_dim, ds.text_encoder, **args)
+
+
+def write_predictions(path: Path, ds: MSADataset, pred: np.ndarray, label: np.ndarray, ids: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    if ds.task == "regression":
+        w.writerow(["id", "prediction", "label"])
+        w.writerows((i, f"{p:.6f}", f"{y:.6f}") for i, p, y in zip(ids, pred, label))
+    else:
+        names = ds.class_names or []
+        w.writerow(["id", "prediction", "label"] + [f"logit_{c}" for c in names])
+        w.writerows(
+            [i, names[int(np.argmax(p))], names[int(y)]] + [f"{v:.5f}" for v in p] for i, p, y in zip(ids, pred, label)
+        )
+    write_text(path, buf.getvalue())
+
+
+def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:
+    splits = next(iter(per_seed.values()))
+    return {s: {m: aggregate([per_seed[seed][s][m] for seed in per_seed]) for m in splits[s]} for s in splits}
+
+
+def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = None) -> dict:
+    """Train `cfg.model` on `cfg.dataset` once per seed; write the run folder; return the summary."""
+    folder = Path(cfg.out) / cfg.run_name
+    resolved = cfg.to_dict()
+    # Under torchrun (training/distributed.py) rank 0 alone reads and writes the run folder and
+    # tells the other ranks what it found, so they also work on a node without a shared disk.
+    ddp = distributed_setup(cfg.train.device)
+
+    def check_folder() -> None:
+        if (folder / "config.yaml").exists() and not overwrite and finished(folder):
+            old, new = comparable_config(read_yaml(folder / "config.yaml")), comparable_config(resolved)
+            if old != new:
+                diff = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in differences(old, new)[:5])
+                raise FileExistsError(
+                    f"{folder} holds a run with a different config ({diff}); pass --overwrite or another --name"
+                )
+
+    ddp.on_main(check_folder)
+    ds = dataset or dataset_from_config(cfg)
+    code = code_fingerprint(
+        type(model_for(cfg, ds))
+    )  # a bad model name or option fails here, before anything is written
+    if not overwrite:
+        ddp.on_main(lambda: check_same_data(folder, ds))
+        stale = ddp.on_main(lambda: stale_seeds(folder, code, cfg.seeds))
+        if stale:
+            warnings.warn(
+                f"{folder}: reusing {len(stale)} finished seed(s) trained by other code than this "
+                f"checkout's (source files that differ: {stale}); pass --overwrite to retrain them",
+                stacklevel=2,
+            )
+    with contextlib.ExitStack() as stack:
+        # rank 0 holds the lock; on_main stops every rank if it cannot (no rank waits on a dead one)
+        ddp.on_main(lambda: stack.enter_context(folder_lock(folder)))
+        return _train_and_write(cfg, ds, folder, resolved, code, overwrite, ddp)
+
+
+def _train_and_write(
+    cfg: RunConfig, ds: MSADataset, folder: Path, resolved: dict, code: dict, overwrite: bool, ddp
+) -> dict:
+    if ddp.main:
+        prepare_folder(folder, resolved)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / "config.yaml", dump_yaml(resolved))
+        write_json(folder / "environment.json", versions())
+        write_json(folder / "dataset.json", {**describe(ds), "info": ds.info})
+    per_seed: dict[int, dict] = {}
+    for seed in cfg.seeds:
+        seed_dir = folder / f"seed_{seed}"
+        done = seed_dir / "metrics.json"
+        kept = ddp.on_main(lambda: None if overwrite else finished_metrics(done))
+        if kept is not None:
+            per_seed[seed] = kept
+            continue
+        set_seed(seed)  # initialisation belongs to the seed too
+        model = model_for(cfg, ds)
+        result = fit(model, ds, cfg.train, seed, desc=f"{cfg.model['name']} seed {seed}")
+        per_seed[seed] = result.metrics
+        if not ddp.main:
+            continue
+        outputs = {}
+        for split in ds.splits:
+            pred, label, ids = predict(model, ds, split, cfg.train.eval_batch_size, cfg.train.device)
+            write_predictions(seed_dir / f"predictions_{split}.csv", ds, pred, label, ids)
+            outputs[split] = pred, label
+        constant = [s for s, (pred, label) in outputs.items() if constant_predictions(pred, label, ds.task)]
+        train_label = outputs["train"][1] if "train" in outputs else None
+        no_gain = [
+            s
+            for s, (pred, label) in outputs.items()
+            if s not in constant
+            and train_label is not None
+            and no_better_than_constant(pred, label, train_label, ds.task)
+        ]
+        if constant:
+            warnings.warn(
+                f"{seed_dir}: the selected model gives (nearly) the same prediction for every sample of "
+                f"{', '.join(constant)}: it has collapsed to a constant predictor, and its metrics are "
+                "those of a constant; look at the loss history in metrics.json",
+                stacklevel=2,
+            )
+        if no_gain:
+            warnings.warn(
+                f"{seed_dir}: on {', '.join(no_gain)} the selected model's error is above "
+                f"{100 * NO_GAIN_MARGIN:.0f}% of that of the "
+                "best constant predictor fitted on the training labels: it has learned (almost) nothing; "
+                "look at the loss history in metrics.json",
+                stacklevel=2,
+            )
+        save_checkpoint(seed_dir / "checkpoint.pt", model, cfg, ds, seed)
+        write_seed_diagnostics(seed_dir, cfg.model["name"], model, ds)  # report/diagnose.py: opt-in per model
+        # metrics.json last: its presence marks the seed as finished for resuming.
+        write_json(
+            done,
+            {
+                "seed": seed,
+                "code": code,
+                "code_structure": code_structure(code),
+                "best_epoch": result.best_epoch,
+                "select_metric": result.select_metric,
+                "select_split": cfg.train.select_split,
+                "best_score": result.best_score,
+                "constant_predictions": constant,
+                "no_better_than_constant": no_gain,
+                "train_seconds": round(result.seconds, 2),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "metrics": result.metrics,
+                "history": result.history,
+            },
+        )
+    summary = summarize(per_seed)
+    if not ddp.main:
+        ddp.barrier()  # return when rank 0 has written the summary
+        return {"folder": str(folder), "task": ds.task, "splits": summary, "per_seed": per_seed, "references": None}
+    diagnostics = summarize_run_diagnostics(folder, per_seed)  # over the seeds that wrote diagnostics.json
+    write_json(
+        folder / "summary.json",
+        {
+            "model": cfg.model["name"],
+            "dataset": cfg.dataset["name"],
+            "task": ds.task,
+            "seeds": list(per_seed),
+            "std": "sample (ddof=1)",
+            "splits": summary,
+            "per_seed": per_seed,
+            **({"diagnostics": diagnostics} if diagnostics else {}),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
+    md = (
+        f"# {cfg.run_name}\n\nModel `{cfg.model['name']}` on `{cfg.dataset['name']}`, seeds {list(per_seed)}; "
+        f"selected on {cfg.train.select_split} ({cfg.train.select_metric}); mean ± sample std over seeds.\n\n"
+        + split_table(summary, ds.task)
+        + "\n"
+    )
+    references = None
+    if "oracle" in ds.info:  # the synthetic benchmark knows what is achievable
+        references = oracle_table(ds)
+        md += "\nReference predictors on the same test split:\n\n" + references + "\n"
+    if diagnostics:
+        md += "\nBranch / gate diagnostics (seed_<s>/diagnostics.json):\n\n" + diagnostics_markdown(diagnostics) + "\n"
+    write_text(folder / "summary.md", md)
+    ddp.barrier()
+    return {"folder": str(folder), "task": ds.task, "splits": summary, "per_seed": per_seed, "references": references}

@@ -1,0 +1,126 @@
+"""The package's layers (docs/ARCHITECTURE.md): no import cycle between packages, counting every
+import statement, function-level ones included; import-linter's contract holds and catches a breach."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "sentangle"
+
+
+def _unit(module: str) -> str | None:
+    """The package (or top-level module) of `module` below sentangle: sentangle.data.text -> data."""
+    parts = module.split(".")
+    if parts[0] != "sentangle" or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+def import_graph(root: Path = SRC) -> dict[str, set[str]]:
+    """{unit: units it imports}, from every import statement of every module (at any depth)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent).with_suffix("").parts
+        if rel == ("sentangle", "__init__"):
+            continue  # the facade re-exports the API; nothing inside the package imports it
+        package = list(rel[:-1])
+        here = _unit(".".join(rel if rel[-1] != "__init__" else rel[:-1]))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            for t in targets:
+                unit = _unit(t)
+                real = unit and ((root / unit).is_dir() or (root / f"{unit}.py").exists())
+                if real and here and unit != here:
+                    graph.setdefault(here, set()).add(unit)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m) :] + [m]
+            if m not in state and (c := visit(m)):
+                return c
+        state[n] = 2
+        stack.pop()
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (c := visit(n)):
+            return c
+    return None
+
+
+def test_cycle_finder_finds_a_cycle_and_passes_a_dag():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycle_between_packages_counting_function_level_imports():
+    graph = import_graph()
+    assert {"core", "data", "models", "training", "runs", "recipes", "cli"} <= set(graph) | {"core"}
+    assert find_cycle(graph) is None, f"import cycle between packages: {' -> '.join(find_cycle(graph))}"
+
+
+def test_the_graph_sees_an_import_placed_inside_a_function(tmp_path):
+    pkg = tmp_path / "sentangle"
+    for sub in ("data", "report"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "report" / "tables.py").write_text("from sentangle.data import x\n")
+    (pkg / "data" / "x.py").write_text("def f():\n    from sentangle.report import tables\n")
+    graph = import_graph(pkg)
+    assert graph == {"report": {"data"}, "data": {"report"}}
+    assert find_cycle(graph) is not None
+
+
+def _lint_imports(cwd: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("lint-imports") or pytest.skip("lint-imports (import-linter) is not installed")
+    return subprocess.run([exe], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_layers_contract_holds_and_a_data_module_importing_report_breaks_it(tmp_path):
+    root = SRC.parents[1]
+    ok = _lint_imports(root)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # the same tree with one upward import added to a data module
+    copy = tmp_path / "repo"
+    shutil.copytree(root / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(root / "pyproject.toml", copy / "pyproject.toml")
+    target = copy / "src" / "sentangle" / "data" / "batch.py"
+    target.write_text(target.read_text(encoding="utf-8") + "\nimport sentangle.report  # noqa\n", encoding="utf-8")
+    env_path = f"{copy / 'src'}"
+    exe = shutil.which("lint-imports")
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {env_path!r}); "
+            "from importlinter.cli import lint_imports_command; lint_imports_command()",
+        ],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert exe and bad.returncode != 0
+    assert "sentangle.data.batch -> sentangle.report" in bad.stdout, bad.stdout + bad.stderr
