@@ -66,3 +66,29 @@ def test_packaged_run_configs_apply(pair):
     for section, values in yaml.safe_load(path.read_text()).items():
         for k, v in values.items():
             assert cfg[section][k] == v, (section, k)
+
+
+def test_old_text_options_read_as_the_model_setting():
+    import copy
+
+    from sentangle.config import build_config, from_dict
+    from sentangle.runs.folder import comparable_config
+
+    with pytest.warns(FutureWarning, match=r"dataset.finetune_text deprecated.*model.text_encoder.finetune"):
+        old = build_config("text_only", "mosi", None, ["dataset.finetune_text=true"])
+    new = build_config("text_only", "mosi", None, ["model.text_encoder.finetune=all"])
+    assert (
+        old.model["text_encoder"]
+        == new.model["text_encoder"]
+        == {"name": "minilm", "finetune": "all", "max_length": 64}
+    )
+    assert "finetune_text" not in old.dataset
+    # a stored config of an older version (dataset options, no model.text_encoder) is the same run
+    current = build_config("text_only", "mosi").to_dict()
+    stored = copy.deepcopy(current)
+    del stored["model"]["text_encoder"]
+    stored["dataset"].update(encoder="minilm", max_length=64, finetune_text=False)
+    assert from_dict(stored).model["text_encoder"] == {"name": "minilm", "max_length": 64, "finetune": 0}
+    assert comparable_config(stored) == comparable_config(current)
+    stored["dataset"]["finetune_text"] = 4
+    assert comparable_config(stored) != comparable_config(current)

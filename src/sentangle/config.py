@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,11 +178,43 @@ def build_config(
             if not isinstance(node, dict):
                 raise ConfigError(f"override {text!r}: {k!r} is not a section")
         node[keys[-1]] = value
+    old = [k for k in OLD_TEXT_OPTIONS if k in (raw.get("dataset") or {})]
+    if old:
+        warnings.warn(
+            f"dataset.{', dataset.'.join(old)} deprecated: the text encoder is a model setting now; write "
+            "model.text_encoder: {name: minilm, finetune: 0 | K | all, max_length: 64} "
+            f"(read as model.text_encoder.{', model.text_encoder.'.join(OLD_TEXT_OPTIONS[k] for k in old)})",
+            FutureWarning,
+            stacklevel=2,
+        )
     return from_dict(raw)
+
+
+# Text encoder options that configs before model.text_encoder gave under `dataset` (run folders
+# and checkpoints keep them): their name in model.text_encoder.
+OLD_TEXT_OPTIONS = {"encoder": "name", "max_length": "max_length", "finetune_text": "finetune"}
+
+
+def _move_text_options(raw: dict) -> None:
+    dataset = raw.get("dataset")
+    if not isinstance(dataset, dict) or not any(k in dataset for k in OLD_TEXT_OPTIONS):
+        return
+    model = raw.setdefault("model", RunConfig().model)
+    if not isinstance(model, dict):
+        return  # from_dict names the broken section
+    setting = dict(model["text_encoder"]) if isinstance(model.get("text_encoder"), dict) else {}
+    for old, new in OLD_TEXT_OPTIONS.items():
+        if old in dataset:
+            value = dataset.pop(old)
+            if old == "finetune_text" and isinstance(value, bool):
+                value = "all" if value else 0
+            setting[new] = value
+    model["text_encoder"] = setting
 
 
 def from_dict(raw: dict) -> RunConfig:
     raw = copy.deepcopy(raw)
+    _move_text_options(raw)
     train = raw.pop("train", {}) or {}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = set(train) - names

@@ -155,7 +155,11 @@ class MSADataset:
     class_names: list[str] | None = None
     label_range: tuple[float, float] | None = (-3.0, 3.0)
     source: str = ""
-    text_encoder: str | dict | None = None  # set when text feeds an in-model encoder (text.text_encoder_spec)
+    # The encoder whose tokens (or top-layer inputs) the text is, when text feeds an in-model encoder;
+    # readers of pre-tokenized files set it, text.prepare_text sets it from the model's setting.
+    text_encoder: str | None = None
+    # Raw texts not yet encoded: each split's positions in the reader's order (text.prepare_text)
+    text_order: dict[str, np.ndarray] | None = None
     info: dict = field(default_factory=dict)
 
     # ---- what the model needs to know -------------------------------------------------------
@@ -207,7 +211,7 @@ class MSADataset:
             raise DataError(f"{where}: {s}.labels has shape {sp.labels.shape}; expected (N,)")
         if len(sp.ids) != n:
             raise DataError(f"{where}: {s}.ids has {len(sp.ids)} entries but there are {n} labels")
-        if not sp.features and sp.tokens is None:
+        if not sp.features and sp.tokens is None and sp.texts is None:
             raise DataError(f"{where}: split {s!r} has no modality; expected at least one of {MODALITIES}")
         for m, x in sp.features.items():
             if m not in MODALITIES:

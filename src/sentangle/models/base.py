@@ -11,6 +11,7 @@ from torch import nn
 from sentangle.core.errors import ConfigError
 from sentangle.core.registry import MODELS
 from sentangle.data.batch import MODALITIES, Batch
+from sentangle.data.text import text_setting
 from sentangle.models.text_encoder import TextEncoder
 
 
@@ -37,9 +38,12 @@ class MSAModel(nn.Module):
     def __init__(self, input_dims: dict[str, int], output_dim: int = 1, text_encoder: str | dict | None = None):
         super().__init__()
         dims = dict(input_dims)
+        # model.text_encoder (data.text.text_setting): finetune 0 reads the frozen features the
+        # dataset carries, so the model owns an encoder only when it fine-tunes one
+        self.text_setting = None if text_encoder is None else text_setting(text_encoder)
         self.text_encoder = None
-        if text_encoder is not None:
-            self.text_encoder = TextEncoder(text_encoder)
+        if self.text_setting is not None and self.text_setting["finetune"] != 0:
+            self.text_encoder = TextEncoder(self.text_setting)
             dims["text"] = self.text_encoder.hidden_size
         self.input_dims = {m: dims[m] for m in MODALITIES if m in dims}
         if not self.input_dims:
@@ -61,6 +65,11 @@ class MSAModel(nn.Module):
                 feats[m] = ref.new_zeros(ref.shape[0], 1, self.input_dims[m])
                 masks[m] = torch.zeros(ref.shape[0], 1, dtype=torch.bool, device=ref.device)
         return feats, masks
+
+    def text_encoder_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the fine-tuned pretrained encoder: the trainer gives them their own,
+        much smaller learning rate (train.text_lr)."""
+        return [] if self.text_encoder is None else list(self.text_encoder.parameters())
 
     def head_output(self, y: torch.Tensor) -> torch.Tensor:
         return y.squeeze(-1) if self.output_dim == 1 else y

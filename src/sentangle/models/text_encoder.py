@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import torch
 
-from sentangle.data.text import DEFAULT_ENCODER, _load_model, resolve_encoder
+from sentangle.data.text import ALL_LAYERS, DEFAULT_ENCODER, _load_model, resolve_encoder, text_setting
 
 
 class TextEncoder(torch.nn.Module):
     """A pretrained transformer trained together with the model (the fine-tuning path).
 
-    `spec` is a dataset's `text_encoder` (see text_encoder_spec). With "top_layers": k only the top
-    k layers are kept, and they read the cached hidden states below them: the lower layers' forward
-    and backward passes, most of fine-tuning's cost on a CPU, are skipped.
+    `setting` is a model's `text_encoder` (see data.text.text_setting) with finetune "all" or K.
+    With K only the top K layers are kept, and they read the cached hidden states below them: the
+    lower layers' forward and backward passes, most of fine-tuning's cost on a CPU, are skipped.
     """
 
-    def __init__(self, spec: str | dict = DEFAULT_ENCODER):
+    def __init__(self, setting: dict | str = DEFAULT_ENCODER):
         super().__init__()
-        spec = dict(spec) if isinstance(spec, dict) else {"name": spec}
-        self.name = resolve_encoder(spec["name"])
-        self.top_layers = spec.get("top_layers")
-        model = _load_model(self.name)
+        setting = text_setting(setting)
+        if setting["finetune"] == 0:
+            raise ValueError("TextEncoder is the fine-tuning path; finetune=0 reads frozen features instead")
+        self.setting = setting
+        self.name = setting["name"]  # as given; resolved only to load the weights
+        self.top_layers = None if setting["finetune"] == ALL_LAYERS else setting["finetune"]
+        model = _load_model(resolve_encoder(self.name))
         self.hidden_size = int(model.config.hidden_size)
         if self.top_layers is None:
             self.model = model
@@ -29,7 +32,7 @@ class TextEncoder(torch.nn.Module):
         if not isinstance(layers, torch.nn.ModuleList):
             raise ValueError(
                 f"text encoder {self.name}: fine-tuning only the top layers needs a BERT-style "
-                "encoder (model.encoder.layer); use finetune_text: true"
+                "encoder (model.encoder.layer); use model.text_encoder.finetune: all"
             )
         if not 0 < self.top_layers <= len(layers):
             raise ValueError(f"text encoder {self.name} has {len(layers)} layers; top_layers={self.top_layers}")

@@ -32,7 +32,7 @@ from sentangle.report import plots
 from sentangle.report.diagnose import gate_values, shown_keys
 from sentangle.report.tables import aggregate, results_table
 from sentangle.runs.checkpoint import load_checkpoint
-from sentangle.runs.runner import dataset_from_config
+from sentangle.runs.runner import dataset_from_config, dataset_key
 
 __all__ = ["report", "read_predictions", "read_run"]
 
@@ -89,7 +89,7 @@ def _gates(label: str, summary: dict, out: Path, data_root, cache: dict) -> tupl
         return None, "no checkpoints"
     try:
         model, cfg, _ = load_checkpoint(ckpts[0])
-        key = json.dumps(cfg.dataset, sort_keys=True, default=str)
+        key = dataset_key(cfg)
         if key not in cache:
             cache[key] = dataset_from_config(cfg, data_root)
         ds = cache[key]

@@ -23,7 +23,6 @@ and metric), and `robust.md` plus PNG curves under `out`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from sentangle.evaluation.perturb import drop_frames, feature_scale, gaussian_no
 from sentangle.report.plots import robust_curves
 from sentangle.report.tables import aggregate, fmt
 from sentangle.runs.checkpoint import load_checkpoint
-from sentangle.runs.runner import dataset_from_config
+from sentangle.runs.runner import dataset_from_config, dataset_key
 from sentangle.training.trainer import predict
 
 __all__ = [
@@ -227,7 +226,7 @@ def robust(
     # Runs on the same dataset config share one loaded dataset and so the same corrupted splits.
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(runs):
-        groups.setdefault(json.dumps(r["cfg"].dataset, sort_keys=True, default=str), []).append(i)
+        groups.setdefault(dataset_key(r["cfg"]), []).append(i)
     results: dict[str, dict] = {}
     for _key, members in groups.items():
         ds = dataset_from_config(runs[members[0]]["cfg"], data_root)

@@ -15,6 +15,7 @@ from sentangle.core.errors import CheckpointError
 from sentangle.core.io import atomic_write, versions
 from sentangle.core.registry import MODELS
 from sentangle.data.dataset import MSADataset
+from sentangle.data.text import ALL_LAYERS, encoder_name, resolve_encoder, text_setting
 from sentangle.models.base import MSAModel, create_model
 
 
@@ -30,11 +31,44 @@ def save_checkpoint(path: Path, model: MSAModel, cfg: RunConfig, ds: MSADataset,
             "output_dim": ds.output_dim,
             "task": ds.task,
             "class_names": ds.class_names,
-            "text_encoder": ds.text_encoder,
+            "text_encoder": _built_with(model),
         },
     }
     payload["sha256"] = checkpoint_digest(payload)
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _built_with(model: MSAModel) -> str | dict | None:
+    """The fine-tuned encoder in the form older versions read (a name for every layer, name and
+    top_layers for the top ones), the name as the config gives it: never a resolved machine path."""
+    setting = model.text_setting
+    if setting is None or setting["finetune"] == 0:
+        return None
+    if setting["finetune"] == ALL_LAYERS:
+        return setting["name"]
+    return {"name": setting["name"], "top_layers": setting["finetune"]}
+
+
+def _text_setting(path: Path, cfg: RunConfig, data: dict) -> dict | None:
+    """The model's text encoder setting. Checkpoints of older versions name the encoder they
+    fine-tuned by its resolved path only: the offline MiniLM package's folder reads as "minilm"
+    wherever it is installed now, another folder must still exist."""
+    given, built = cfg.model.get("text_encoder"), data.get("text_encoder")
+    if built is None:
+        return None  # no encoder inside the model: frozen features, or no text
+    setting = text_setting(built, f"checkpoint {path}: data.text_encoder")
+    setting["name"] = encoder_name(setting["name"])
+    if given is not None:  # its name and max_length as the user gave them
+        setting = {**text_setting(given, f"checkpoint {path}: model.text_encoder"), "finetune": setting["finetune"]}
+    try:
+        resolve_encoder(setting["name"])
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"checkpoint {path} fine-tunes the text encoder in folder {setting['name']}, which does not exist "
+            "here; copy that encoder folder (its config, tokenizer and weights) to this path, or install the "
+            "package it came from"
+        ) from None
+    return setting
 
 
 def _digest_matches(payload: dict) -> bool:
@@ -84,9 +118,10 @@ def load_checkpoint(path: str | Path) -> tuple[MSAModel, RunConfig, dict]:
         )
     cfg = from_dict(payload["config"])
     data = payload["data"]
-    args = {k: v for k, v in cfg.model.items() if k != "name"}
+    args = {k: v for k, v in cfg.model.items() if k not in ("name", "text_encoder")}
     args = {**{k: v for k, v in MODELS.get(cfg.model["name"]).options_added.items() if k not in args}, **args}
-    model = create_model(cfg.model["name"], data["input_dims"], data["output_dim"], data["text_encoder"], **args)
+    text = _text_setting(path, cfg, data)
+    model = create_model(cfg.model["name"], data["input_dims"], data["output_dim"], text, **args)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as e:

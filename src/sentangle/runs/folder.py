@@ -12,6 +12,7 @@ from pathlib import Path
 from sentangle.config import from_dict, read_yaml
 from sentangle.data.dataset import MSADataset
 from sentangle.data.named import describe
+from sentangle.data.text import text_setting
 
 
 def finished(folder: Path) -> list[Path]:
@@ -69,6 +70,8 @@ def comparable_config(config: dict) -> dict:
     versions count as their defaults), less the seed list and display-only settings."""
     d = from_dict(config).to_dict()
     d.pop("seeds")
+    # absent, partly given or spelt the old way (dataset.finetune_text): the same encoder setting
+    d["model"]["text_encoder"] = text_setting(d["model"].get("text_encoder"))
     for k in ("progress", "threads"):
         d["train"].pop(k)
     return d

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import time
 import warnings
 from pathlib import Path
@@ -32,6 +33,7 @@ from sentangle.core.io import versions, write_json, write_text
 from sentangle.data.dataset import MSADataset
 from sentangle.data.named import describe, load_dataset
 from sentangle.data.synthetic import oracle_table
+from sentangle.data.text import ALL_LAYERS, text_setting
 from sentangle.models.base import MSAModel, create_model
 from sentangle.report.diagnose import diagnostics_markdown, summarize_run_diagnostics, write_seed_diagnostics
 from sentangle.report.tables import aggregate, split_table
@@ -52,15 +54,33 @@ from sentangle.training.trainer import fit, predict, set_seed
 
 
 def dataset_from_config(cfg: RunConfig, root=None) -> MSADataset:
+    """The dataset of `cfg`, its raw texts encoded as the model's text encoder setting needs them."""
     args = {k: v for k, v in cfg.dataset.items() if k != "name"}
     if root is not None:
         args["root"] = root
-    return load_dataset(cfg.dataset["name"], **args)
+    return load_dataset(cfg.dataset["name"], text_encoder=cfg.model.get("text_encoder"), **args)
+
+
+def dataset_key(cfg: RunConfig) -> str:
+    """Equal for configs that load the same dataset (the text encoder setting included)."""
+    return json.dumps([cfg.dataset, text_setting(cfg.model.get("text_encoder"))], sort_keys=True, default=str)
+
+
+def model_text_setting(cfg: RunConfig, ds: MSADataset) -> dict | None:
+    """model.text_encoder; for data read as tokens of a named encoder (an MMSA pickle's BERT
+    tokens) with no setting given, that encoder fine-tuned, as its tokens require."""
+    given = cfg.model.get("text_encoder")
+    if "text" not in ds.modalities:
+        return None  # nothing for an encoder to read
+    tokens = any(sp.tokens is not None for sp in ds.splits.values())
+    if given is None and tokens and ds.text_encoder:
+        return {"name": ds.text_encoder, "finetune": ALL_LAYERS}
+    return given
 
 
 def model_for(cfg: RunConfig, ds: MSADataset) -> MSAModel:
-    args = {k: v for k, v in cfg.model.items() if k != "name"}
-    return create_model(cfg.model["name"], ds.input_dims, ds.output_dim, ds.text_encoder, **args)
+    args = {k: v for k, v in cfg.model.items() if k not in ("name", "text_encoder")}
+    return create_model(cfg.model["name"], ds.input_dims, ds.output_dim, model_text_setting(cfg, ds), **args)
 
 
 def write_predictions(path: Path, ds: MSADataset, pred: np.ndarray, label: np.ndarray, ids: list[str]) -> None:

@@ -59,10 +59,11 @@ def selection(cfg: TrainConfig, task: str) -> tuple[str, str]:
 
 def make_optimizer(model: MSAModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     # A pretrained text encoder needs a much smaller step than freshly initialised layers.
+    declared = {id(p) for p in model.text_encoder_parameters()}
     enc, rest = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
-            (enc if name.startswith("text_encoder.") else rest).append(p)
+            (enc if id(p) in declared else rest).append(p)
     groups = [{"params": rest, "lr": cfg.lr}]
     if enc:
         groups.append({"params": enc, "lr": cfg.text_lr})

@@ -16,7 +16,7 @@ import numpy as np
 
 from sentangle.core.errors import DataError
 from sentangle.data.dataset import SPLITS, MSADataset
-from sentangle.data.text import DEFAULT_ENCODER, resolve_encoder, text_encoder_spec, text_splits
+from sentangle.data.text import text_order, text_splits
 
 COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 # Older MMSA-style files call the validation split "dev".
@@ -55,10 +55,6 @@ def _split_names(splits: Sequence[str] | None, path: Path) -> tuple[str, ...] | 
 def read_label_csv(
     path,
     name: str,
-    encoder: str = DEFAULT_ENCODER,
-    max_length: int = 64,
-    finetune_text: bool | int = False,
-    cache_dir=None,
     splits: Sequence[str] | None = None,
 ) -> MSADataset:
     """Read an MMSA label.csv into a text-only regression dataset with the splits the file holds.
@@ -128,24 +124,12 @@ def read_label_csv(
 
     dataset = MSADataset(
         name=name,
-        splits=text_splits(
-            modes,
-            texts,
-            np.asarray(labels, dtype=np.float32),
-            ids,
-            encoder=encoder,
-            max_length=max_length,
-            finetune_text=finetune_text,
-            cache_dir=cache_dir,
-        ),
+        splits=text_splits(modes, texts, np.asarray(labels, dtype=np.float32), ids),
         task="regression",
         label_range=LABEL_RANGE,
         source=str(path),
-        text_encoder=text_encoder_spec(encoder, finetune_text),
+        text_order=text_order(modes),
         info={
-            "text_encoder": resolve_encoder(encoder),
-            "max_length": max_length,
-            "finetune_text": finetune_text,
             "rows": {s: modes.count(s) for s in SPLITS if s in modes},
         },
     )

@@ -18,7 +18,7 @@ import numpy as np
 from sentangle.core.errors import ConfigError, DataError
 from sentangle.data.dataset import MSADataset
 from sentangle.data.readers.labelcsv import read_text_file
-from sentangle.data.text import DEFAULT_ENCODER, resolve_encoder, text_encoder_spec, text_splits
+from sentangle.data.text import text_order, text_splits
 
 EXPRESS_EMOTIONS_OR_ATTITUDES = (
     "Complain",
@@ -76,10 +76,6 @@ def read_mintrec(
     folder,
     name: str = "mintrec",
     labels: str = "intent20",
-    encoder: str = DEFAULT_ENCODER,
-    max_length: int = 64,
-    finetune_text: bool | int = False,
-    cache_dir=None,
 ) -> MSADataset:
     """Read MIntRec's text splits as a classification dataset.
 
@@ -115,26 +111,12 @@ def read_mintrec(
         )
     dataset = MSADataset(
         name=name,
-        splits=text_splits(
-            split_of,
-            texts,
-            np.asarray(targets, dtype=np.int64),
-            ids,
-            encoder=encoder,
-            max_length=max_length,
-            finetune_text=finetune_text,
-            cache_dir=cache_dir,
-        ),
+        splits=text_splits(split_of, texts, np.asarray(targets, dtype=np.int64), ids),
         task="classification",
         class_names=list(INTENTS if labels == "intent20" else COARSE),
         label_range=None,
         source=str(folder),
-        text_encoder=text_encoder_spec(encoder, finetune_text),
-        info={
-            "text_encoder": resolve_encoder(encoder),
-            "max_length": max_length,
-            "finetune_text": finetune_text,
-            "labels": labels,
-        },
+        text_order=text_order(split_of),
+        info={"labels": labels},
     )
     return dataset.validate(required=("train", "valid"))

@@ -34,7 +34,6 @@ import numpy as np
 from sentangle.core.errors import ConfigError, DataError
 from sentangle.data.dataset import MSADataset, Split
 from sentangle.data.safe_pickle import load_pickle
-from sentangle.data.text import DEFAULT_ENCODER, resolve_encoder, text_encoder_spec, text_inputs
 
 CLASS_NAMES = ["not_humor", "humor"]
 FOLDS = {"train": "train", "dev": "valid", "test": "test"}
@@ -209,10 +208,6 @@ def read_urfunny(
     context: bool = False,
     max_context: int = 5,
     max_frames: int | None = None,
-    encoder: str = DEFAULT_ENCODER,
-    max_length: int = 64,
-    finetune_text: bool | int = False,
-    cache_dir=None,
     trusted: bool = False,
 ) -> MSADataset:
     """Read UR-FUNNY as a binary classification dataset (class 0 not_humor, 1 humor).
@@ -262,7 +257,7 @@ def read_urfunny(
     if lacking:
         info["missing_files"] = {m: opts for m, opts in lacking.items()}
     feats, masks = {}, {}
-    texts, tokens = None, None
+    texts = None
 
     for m in ("audio", "vision"):
         if m not in use:
@@ -290,11 +285,8 @@ def read_urfunny(
         kind = "glove" if "vectors" in sources["text"] else "sentence"
         info["text"] = kind
         if kind == "sentence":
+            # raw sentences; text.prepare_text encodes them for the model's text encoder setting
             texts = _sentences(folder, sources["text"], order, context, max_context, trusted)
-            tokens, text_feats, text_masks = text_inputs(texts, encoder, max_length, finetune_text, cache_dir)
-            if tokens is None:
-                feats["text"], masks["text"] = text_feats, text_masks
-            info.update(text_encoder=resolve_encoder(encoder), max_length=max_length, finetune_text=finetune_text)
         else:
             feats["text"], masks["text"] = _glove(
                 folder, sources["text"], order, context, max_context, max_frames, trusted
@@ -314,7 +306,6 @@ def read_urfunny(
             labels=labels,
             ids=[str(i) for i in ids],
             texts=None if texts is None else texts[sl],
-            tokens=None if tokens is None else {k: v[sl] for k, v in tokens.items()},
         )
         start += len(ids)
     ds = MSADataset(
@@ -325,7 +316,6 @@ def read_urfunny(
         label_range=None,
         source=str(folder),
         info=info,
-        text_encoder=text_encoder_spec(encoder, finetune_text) if info.get("text") == "sentence" else None,
     )
     return ds.validate(required=("train", "valid", "test"))
 
