@@ -184,7 +184,7 @@ def main() -> None:
 
     # ---- 2. MIntRec ------------------------------------------------------------------------------
     if not args.skip_mintrec:
-        ds_args = {"name": "mintrec", "finetune_text": True}
+        ds_args = {"name": "mintrec"}  # configs/runs/{dbr,text_only}-mintrec.yaml fine-tune every encoder layer
         dm = record(
             sentangle.train("dbr", ds_args, seeds=SEEDS, out=args.out, name="dbr-mintrec", data_root=args.data_root)
         )

@@ -39,5 +39,9 @@ class SweepError(ConfigError):
     """A sweep space or study that cannot be used."""
 
 
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named (a text encoder folder, an input file) that does not exist."""
+
+
 class OutputError(UserError, OSError):
     """An output path that cannot be written (read-only, a device or symlink, a full disk)."""

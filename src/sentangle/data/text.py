@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sentangle.core.errors import ConfigError
+from sentangle.core.errors import ConfigError, MissingFileError
 from sentangle.data.dataset import SPLITS, MSADataset, Split
 
 DEFAULT_ENCODER = "minilm"
@@ -53,7 +53,10 @@ def resolve_encoder(name_or_path: str = DEFAULT_ENCODER) -> str:
         return str(path.resolve())
     # Hub names look like "org/name"; something that can only be a path is a typo, not a download.
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
-        raise FileNotFoundError(f"text encoder folder {name_or_path!r} does not exist")
+        raise MissingFileError(
+            f"model.text_encoder.name: the text encoder folder {name_or_path!r} does not exist; expected 'minilm', "
+            "a local Hugging Face model folder or a hub id such as 'org/name'"
+        )
     return name_or_path
 
 
