@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -34,7 +36,14 @@ def save_checkpoint(path: Path, model: MSAModel, cfg: RunConfig, ds: MSADataset,
         },
     }
     payload["sha256"] = checkpoint_digest(payload)
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: _save(payload, tmp))
+
+
+def _save(payload: dict, tmp: str) -> None:
+    # Through a Python file: torch.save to a path reports a full disk as RuntimeError("unexpected
+    # pos ..."), through a file object as the OSError (ENOSPC) that atomic_write explains.
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def _digest_matches(payload: dict) -> bool:
@@ -57,16 +66,33 @@ def checkpoint_digest(payload: dict) -> str:
     return h.hexdigest()
 
 
-def load_checkpoint(path: str | Path) -> tuple[MSAModel, RunConfig, dict]:
-    """Rebuild the model of a checkpoint. Loads tensors and plain data only (no code runs)."""
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def load_checkpoint(path: str | Path, allow_unverified: bool = False) -> tuple[MSAModel, RunConfig, dict]:
+    """Rebuild the model of a checkpoint. Loads tensors and plain data only (no code runs).
+
+    A checkpoint without its SHA-256 digest (written before the digest existed, or stripped of it)
+    is refused unless `allow_unverified=True` (`--allow-unverified`): nothing else tells a flipped
+    byte inside its weights from the trained ones."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file; expected a checkpoint.pt written by sentangle")
     try:
         with warnings.catch_warnings():  # a foreign pickle also draws a protocol warning: one error is enough
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
+        if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
+            # The pickle names a function or class to import and call: code, which is never run here.
+            found = _GLOBAL.search(str(e))
+            raise CheckpointError(
+                f"checkpoint {path} contains code ({found.group(1) if found else 'a Python object'}), not only "
+                "tensors and plain data: it must not be loaded and was not. sentangle checkpoints hold no "
+                "code; this file was not written by sentangle or was tampered with"
+            ) from None
         raise CheckpointError(
             f"checkpoint {path} is corrupt, truncated or not a sentangle checkpoint "
             f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})"
@@ -76,8 +102,14 @@ def load_checkpoint(path: str | Path) -> tuple[MSAModel, RunConfig, dict]:
     missing = [k for k in ("state_dict", "config", "data") if not isinstance(payload.get(k), dict)]
     if missing:
         raise CheckpointError(f"checkpoint {path}: no {missing} entries; expected a state_dict, config and data dicts")
-    # Checkpoints written before the digest existed carry none; every later one is verified.
-    if "sha256" in payload and not _digest_matches(payload):
+    if "sha256" not in payload:
+        if not allow_unverified:
+            raise CheckpointError(
+                f"checkpoint {path} has no SHA-256 digest, so its weights cannot be verified; expected a "
+                "checkpoint written by sentangle >= the digest (retrain), or pass --allow-unverified "
+                "(allow_unverified=True) to load it anyway"
+            )
+    elif not _digest_matches(payload):
         raise CheckpointError(
             f"checkpoint {path} is corrupt: its weights/config do not match the SHA-256 stored "
             "in it (flipped or overwritten bytes); retrain or restore the file"
