@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import pickletools
 import re
 import warnings
 from pathlib import Path
@@ -67,6 +68,35 @@ def checkpoint_digest(payload: dict) -> str:
 
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+_SAFE_IMPORTS = ("torch.", "collections.OrderedDict")  # what a legacy (non-zip) torch file imports
+
+
+def _pickled_import(path: Path) -> str | None:
+    """The first function or class a plain (non-zip) pickle would import, if any: torch's
+    weights-only loader may stop at an unsupported opcode before it reaches the import."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if data[:2] == b"PK":  # a torch zip: torch's own message names the import
+        return None
+    strings: list[str] = []
+    found = None
+    try:  # only a whole, well-formed pickle counts: text files can look like opcodes for a while
+        for op, arg, _ in pickletools.genops(data):
+            name = None
+            if op.name in ("GLOBAL", "INST"):
+                name = str(arg).replace(" ", ".")
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                name = ".".join(strings[-2:])
+            elif isinstance(arg, str):
+                strings.append(arg)
+            if found is None and name and _DOTTED.fullmatch(name) and not name.startswith(_SAFE_IMPORTS):
+                found = name
+    except Exception:  # truncated or not a pickle
+        return None
+    return found
 
 
 def load_checkpoint(path: str | Path, allow_unverified: bool = False) -> tuple[MSAModel, RunConfig, dict]:
@@ -85,17 +115,18 @@ def load_checkpoint(path: str | Path, allow_unverified: bool = False) -> tuple[M
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
-        if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
-            # The pickle names a function or class to import and call: code, which is never run here.
-            found = _GLOBAL.search(str(e))
+        found = _GLOBAL.search(str(e)) if isinstance(e, pickle.UnpicklingError) else None
+        code = found.group(1) if found else _pickled_import(path)
+        if code:  # the pickle names a function or class to import and call: code, never run here
             raise CheckpointError(
-                f"checkpoint {path} contains code ({found.group(1) if found else 'a Python object'}), not only "
+                f"checkpoint {path} contains code ({code}), not only "
                 "tensors and plain data: it must not be loaded and was not. sentangle checkpoints hold no "
                 "code; this file was not written by sentangle or was tampered with"
             ) from None
+        first = (str(e).splitlines() or [""])[0][:200]
+        why = type(e).__name__ if "weights_only" in first else f"{type(e).__name__}: {first}"  # not torch's advice
         raise CheckpointError(
-            f"checkpoint {path} is corrupt, truncated or not a sentangle checkpoint "
-            f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})"
+            f"checkpoint {path} is corrupt, truncated or not a sentangle checkpoint ({why})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != "sentangle-checkpoint-1":
         raise CheckpointError(f"checkpoint {path}: missing 'format: sentangle-checkpoint-1'; not written by sentangle")
