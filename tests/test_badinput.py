@@ -841,7 +841,7 @@ OUT_CASES = [
     ),
     OutCase(
         "convert_out_is_a_file",
-        lambda t, r: ["data", "convert", "synthetic", _file(t), "--overwrite", SMALL],
+        lambda t, r: ["data", "convert", "synthetic", _file(t), SMALL, "--overwrite"],
         ["{tmp}/afile is a file; expected a folder"],
     ),
     OutCase(
@@ -966,15 +966,17 @@ def test_real_read_only_folder(trained, capsys):
 @pytest.mark.parametrize(
     "argv,expected",
     [
-        (["train", "-m", "dbr", "model.hidden=63", *QUICK, SMALL], "hidden=63 must be divisible by heads=4"),
-        (["train", "--seeds", "0x10", *QUICK], "--seeds='0x10'"),
+        (["train", "-m", "dbr", *QUICK, SMALL, "model.hidden=63"], "hidden=63 must be divisible by heads=4"),
+        (["train", "--no-progress", "--seeds", "0x10"], "--seeds='0x10'"),
         (["predict", "/nonexistent.pt", "-o", "/dev/stdout"], "/dev/stdout is a symbolic link"),
     ],
     ids=["model_option", "seeds_hex", "dev_stdout"],
 )
 def test_real_entry_point_has_no_traceback(argv, expected, tmp_path):
+    # this checkout's package, whatever an installed copy points at
+    start = f"import sys; sys.path.insert(0, {str(Path(cli.__file__).parents[1])!r}); import sentangle.cli as c; sys.exit(c.main())"
     proc = subprocess.run(
-        [sys.executable, "-m", "sentangle.cli", *argv],
+        [sys.executable, "-c", start, *argv],
         capture_output=True,
         text=True,
         timeout=300,

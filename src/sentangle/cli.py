@@ -345,7 +345,7 @@ def cmd_predict(args) -> int:
         write_predictions(Path(args.output), ds, pred, label, ids)
         print(f"wrote {len(ids)} predictions to {args.output}", file=sys.stderr)
     else:
-        sys.stdout.write(predictions_csv(ds, pred, label, ids))
+        sys.stdout.write(predictions_csv(ds, pred, label, ids).replace("\r\n", "\n"))  # text lines, as before
     return 0
 
 
