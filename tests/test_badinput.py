@@ -16,22 +16,29 @@ broken checkpoints in test_checkpoints.py; this corpus checks the whole path fro
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from sentangle import cli
 from sentangle.core.errors import ConfigError, DataError, UnknownNameError
+from sentangle.runs import checkpoint as checkpoint_module
 
 CORPUS = Path(__file__).parent / "badinput"
 SIZES = {"train": 5, "valid": 3, "test": 4}
 QUICK = ["--seeds", "1", "--no-progress", "train.epochs=1"]
+SMALL = "dataset.scale=0.05"
 
 
 # ---- the real formats ------------------------------------------------------------------------
@@ -513,6 +520,76 @@ CASES = [
         UnknownNameError,
         ["unknown model 'tfnn'", "Did you mean 'tfn'?"],
     ),
+    # model options the constructor rejects: ConfigError like every other option, not a traceback
+    *[
+        Case(
+            f"model_{model}_{opts[0].split('=')[0][6:]}",
+            command("train", "-m", model, *QUICK, SMALL, *opts),
+            ConfigError,
+            expected,
+        )
+        for model, opts, expected in [
+            ("dbr", ["model.hidden=63"], ["hidden=63 must be divisible by heads=4"]),
+            ("dbr", ["model.agpr_temperature=0"], ["agpr_temperature=0", "expected a positive number"]),
+            ("mult", ["model.dim=30", "model.heads=4"], ["mult: dim (30) must be divisible by heads (4)"]),
+            ("misa", ["model.hidden=63"], ["misa: hidden (63) must be divisible by fusion_heads (2)"]),
+            ("lmf", ["model.rank=0"], ["lmf: rank must be >= 1, got 0"]),
+            ("self_mm", ["model.label_update=batch"], ["label_update must be 'step' or 'epoch', got 'batch'"]),
+            ("rtil", ["model.anchor=smell"], ["anchor='smell'", "expected one of"]),
+            ("text_only", ["model.pooling=max"], ["pooling must be 'mean' or 'attention', got 'max'"]),
+        ]
+    ],
+    # train settings that used to run silently wrong (lr=-1: MAE 1e8; epochs=2.5: 2) or crash
+    *[
+        Case(f"train_{key}_{value}", command("train", *QUICK, SMALL, f"train.{key}={value}"), ConfigError, expected)
+        for key, value, expected in [
+            ("lr", "-1", ["train.lr must be a finite number > 0, got -1.0"]),
+            ("lr", "0", ["train.lr must be a finite number > 0, got 0.0"]),
+            ("text_lr", "0", ["train.text_lr must be a finite number > 0"]),
+            ("epochs", "2.5", ["train.epochs must be a whole number, got 2.5"]),
+            ("epochs", "0", ["train.epochs must be a finite number > 0, got 0"]),
+            ("batch_size", "0", ["train.batch_size must be a finite number > 0, got 0"]),
+            ("eval_batch_size", "-8", ["train.eval_batch_size must be a finite number > 0, got -8"]),
+            ("patience", "-1", ["train.patience must be a finite number >= 0, got -1"]),
+            ("weight_decay", ".nan", ["train.weight_decay must be a finite number >= 0, got nan"]),
+            ("progress", "maybe", ["train.progress must be true or false, got 'maybe'"]),
+        ]
+    ],
+    # --seeds: a count 1..5 or distinct positive seeds, named as the flag
+    *[
+        Case(
+            f"seeds_{name}",
+            command(cmd, *(["-m", "lf_dnn", "-d", "synthetic"] if cmd == "compare" else []), "--seeds", value),
+            ConfigError,
+            ["--seeds=", repr(value), "expected a count 1..5 or distinct positive integer seeds", *extra],
+        )
+        for cmd, name, value, extra in [
+            ("train", "abc", "abc", []),
+            ("train", "hex", "0x10", []),
+            ("train", "negative", "-3", []),
+            ("train", "zero", "0", []),
+            ("train", "repeated", "1111,1111", ["[1111] given twice"]),
+            ("train", "float", "2.5", []),
+            ("compare", "abc", "abc", []),
+        ]
+    ],
+    # modalities without frames: refused when the data are read, before a model can crash on them
+    Case(
+        "mmsa_audio_zero_frames",
+        mmsa(
+            lambda raw, tmp: [
+                raw[s].update(audio=raw[s]["audio"][:, :0], audio_lengths=0 * raw[s]["audio_lengths"]) for s in raw
+            ]
+        ),
+        DataError,
+        [PKL, "train.audio has 0 frames per sample", "(5, 0, 3)", "expected at least one frame"],
+    ),
+    Case(
+        "mmsa_vision_no_real_frame_in_split",
+        mmsa(_set("valid", "vision_lengths", lambda v: 0 * v)),
+        DataError,
+        [PKL, "valid.vision has no real frame in any sample", "expected at least one real frame"],
+    ),
     Case(
         "compare_model_twice",
         command("compare", "-m", "lf_dnn", "-m", "lf_dnn", "-d", "synthetic"),
@@ -594,3 +671,318 @@ def test_corpus_files_are_what_they_claim():
     with pytest.raises(UnicodeDecodeError):
         raw.decode("utf-8")
     assert raw.decode("latin-1").splitlines()[0] == LABEL_CSV[0]
+
+
+# ---- output paths, checkpoints and arguments of the other commands -----------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run (synthetic data, 1 epoch, 1 seed) shared by every case that needs a checkpoint."""
+    root = tmp_path_factory.mktemp("trained")
+    argv = ["train", "--out", str(root), "--name", "run", *QUICK, SMALL, "model.hidden=8", "model.fusion_hidden=8"]
+    assert cli.main(argv) == 0
+    run = root / "run"
+    return {"run": run, "ckpt": run / "seed_1111" / "checkpoint.pt"}
+
+
+def _full_disk(monkeypatch):
+    # every fsync of a written file reports what a full disk does
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _checkpoint_onto_dev_full(monkeypatch):
+    # the checkpoint's bytes really go to a full device: torch.save must report ENOSPC, not "unexpected pos"
+    save = checkpoint_module._save
+    monkeypatch.setattr(checkpoint_module, "_save", lambda payload, tmp: save(payload, "/dev/full"))
+
+
+def _read_only_folder(monkeypatch):
+    # root may write anywhere, so a read-only folder is simulated where files are created
+    def mkstemp(*a, **k):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def _without_digest(tmp: Path, ckpt: Path) -> Path:
+    payload = torch.load(ckpt, weights_only=True)
+    del payload["sha256"]
+    torch.save(payload, tmp / "old.pt")
+    return tmp / "old.pt"
+
+
+def _with_code(tmp: Path, ckpt: Path) -> Path:
+    torch.save({"format": "sentangle-checkpoint-1", "config": RunsCode(tmp / "code_ran")}, tmp / "evil.pt")
+    return tmp / "evil.pt"
+
+
+def _link(tmp: Path, target: str, name: str = "link") -> str:
+    (tmp / name).symlink_to(target)
+    return str(tmp / name)
+
+
+def _file(tmp: Path, name: str = "afile") -> str:
+    (tmp / name).write_text("keep me\n")
+    return str(tmp / name)
+
+
+@dataclass
+class OutCase:
+    id: str
+    make: Callable[[Path, dict], list[str]]  # (input folder, trained run) -> argv
+    expected: list[str]  # "{tmp}" stands for the input folder
+    patch: Callable | None = None  # monkeypatch -> None, applied for the command only
+
+
+OUT_CASES = [
+    # output paths
+    OutCase(
+        "train_out_is_a_file",
+        lambda t, r: ["train", "--out", _file(t), *QUICK],
+        ["{tmp}/afile is a file; expected a folder"],
+    ),
+    OutCase(
+        "train_out_is_a_device",
+        lambda t, r: ["train", "--out", "/dev/null", *QUICK],
+        ["/dev/null", "device or special file"],
+    ),
+    OutCase(
+        "train_out_link_to_a_file",
+        lambda t, r: ["train", "--out", _link(t, _file(t)), *QUICK],
+        ["{tmp}/link is a symbolic link", "links are not followed"],
+    ),
+    OutCase(
+        "train_out_under_a_file",
+        lambda t, r: ["train", "--out", _file(t) + "/runs", *QUICK],
+        ["{tmp}/afile is not a folder"],
+    ),
+    OutCase(
+        "train_out_read_only",
+        lambda t, r: ["train", "--out", str(t / "new" / "runs"), *QUICK, SMALL],
+        ["cannot write", "{tmp}/new/runs/lf_dnn-synthetic", "permission denied"],
+        _read_only_folder,
+    ),
+    OutCase(
+        "train_disk_full",
+        lambda t, r: ["train", "--out", str(t / "new" / "runs"), *QUICK, SMALL],
+        ["cannot write", "{tmp}/new/runs/lf_dnn-synthetic/config.yaml", "no space left on device"],
+        _full_disk,
+    ),
+    OutCase(
+        "train_checkpoint_disk_full",
+        lambda t, r: ["train", "--out", str(t / "runs"), *QUICK, SMALL, "model.hidden=8"],
+        ["cannot write", "{tmp}/runs/lf_dnn-synthetic/seed_1111/checkpoint.pt", "no space left on device"],
+        _checkpoint_onto_dev_full,
+    ),
+    OutCase(
+        "predict_o_is_a_directory",
+        lambda t, r: ["predict", str(r["ckpt"]), "-o", str(t)],
+        ["output {tmp} is a directory; expected a file path"],
+    ),
+    OutCase(
+        "predict_o_dev_stdout",
+        lambda t, r: ["predict", str(r["ckpt"]), "-o", "/dev/stdout"],
+        ["/dev/stdout is a symbolic link", "links are not followed"],
+    ),
+    OutCase(
+        "predict_o_symlink",
+        lambda t, r: ["predict", str(r["ckpt"]), "-o", _link(t, str(t / "elsewhere.csv"))],
+        ["{tmp}/link is a symbolic link"],
+    ),
+    OutCase(
+        "predict_o_dev_full",
+        lambda t, r: ["predict", str(r["ckpt"]), "-o", "/dev/full"],
+        ["/dev/full is a device or special file; expected a regular file"],
+    ),
+    OutCase(
+        "predict_o_under_a_file",
+        lambda t, r: ["predict", str(r["ckpt"]), "-o", _file(t) + "/p.csv"],
+        ["{tmp}/afile is not a folder"],
+    ),
+    OutCase(
+        "predict_disk_full",
+        lambda t, r: ["predict", str(r["ckpt"]), "-o", str(t / "new" / "p.csv")],
+        ["cannot write output {tmp}/new/p.csv: no space left on device"],
+        _full_disk,
+    ),
+    OutCase(
+        "predict_read_only",
+        lambda t, r: ["predict", str(r["ckpt"]), "-o", str(t / "p.csv")],
+        ["cannot write output {tmp}/p.csv: permission denied"],
+        _read_only_folder,
+    ),
+    OutCase(
+        "report_out_is_a_file",
+        lambda t, r: ["report", str(r["run"]), "--out", _file(t)],
+        ["{tmp}/afile is a file; expected a folder"],
+    ),
+    OutCase(
+        "report_disk_full",
+        lambda t, r: ["report", str(r["run"]), "--out", str(t / "rep"), "--no-gates"],
+        ["cannot write output {tmp}/rep/", "no space left on device"],
+        _full_disk,
+    ),
+    OutCase(
+        "robust_out_is_a_device",
+        lambda t, r: ["robust", str(r["run"]), "--out", "/dev/null"],
+        ["/dev/null is a device or special file; expected a regular folder"],
+    ),
+    OutCase(
+        "ablate_out_is_a_file",
+        lambda t, r: ["ablate", "-c", "ablate-tsda", "--out", _file(t)],
+        ["{tmp}/afile is a file; expected a folder"],
+    ),
+    OutCase(
+        "convert_out_is_a_symlink",
+        lambda t, r: ["data", "convert", "synthetic", _link(t, str(t / "target")), SMALL],
+        ["{tmp}/link is a symbolic link"],
+    ),
+    OutCase(
+        "convert_out_is_a_file",
+        lambda t, r: ["data", "convert", "synthetic", _file(t), SMALL, "--overwrite"],
+        ["{tmp}/afile is a file; expected a folder"],
+    ),
+    OutCase(
+        "convert_disk_full",
+        lambda t, r: ["data", "convert", "synthetic", str(t / "new" / "lazy"), SMALL],
+        ["cannot write output {tmp}/new/", "no space left on device"],
+        _full_disk,
+    ),
+    # checkpoints
+    OutCase(
+        "checkpoint_without_digest",
+        lambda t, r: ["eval", str(_without_digest(t, r["ckpt"]))],
+        ["{tmp}/old.pt has no SHA-256 digest", "--allow-unverified"],
+    ),
+    OutCase(
+        "checkpoint_with_code",
+        lambda t, r: ["predict", str(_with_code(t, r["ckpt"])), "-o", str(t / "p.csv")],
+        ["{tmp}/evil.pt contains code (posix.system)", "must not be loaded"],
+    ),
+    OutCase("checkpoint_is_a_folder", lambda t, r: ["eval", str(t)], ["checkpoint {tmp} is not a file"]),
+    OutCase(
+        "checkpoint_missing", lambda t, r: ["eval", str(t / "none.pt")], ["checkpoint {tmp}/none.pt does not exist"]
+    ),
+    # arguments of the other commands
+    OutCase(
+        "robust_negative_noise",
+        lambda t, r: ["robust", str(r["run"]), "--noise-levels", "-1", "--no-plots"],
+        ["--noise-levels takes a comma list of noise sigmas >= 0", "'-1'"],
+    ),
+    OutCase(
+        "robust_drop_rate_1",
+        lambda t, r: ["robust", str(r["run"]), "--drop-rates", "0.5,1", "--no-plots"],
+        ["--drop-rates takes a comma list of frame drop rates in [0, 1)", "'0.5,1'"],
+    ),
+    OutCase(
+        "robust_noise_not_numbers",
+        lambda t, r: ["robust", str(r["run"]), "--noise-levels", "low,high", "--no-plots"],
+        ["--noise-levels", "'low,high'"],
+    ),
+    OutCase(
+        "ablate_seeds_repeated",
+        lambda t, r: ["ablate", "-c", "ablate-tsda", "--seeds", "1112,1112", "--out", str(t / "abl")],
+        ["--seeds='1112,1112'", "given twice"],
+    ),
+]
+
+
+def _tree(root: Path) -> list[tuple[str, bytes | None]]:
+    return sorted(
+        (str(p.relative_to(root)), p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+        for p in root.rglob("*")
+    )
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("case", OUT_CASES, ids=[c.id for c in OUT_CASES])
+def test_bad_output_checkpoint_or_argument(case: OutCase, trained, tmp_path, capsys, monkeypatch):
+    tmp = tmp_path / "in"
+    tmp.mkdir()
+    argv = case.make(tmp, trained)
+    expected = [e.replace("{tmp}", str(tmp)) for e in case.expected]
+    before, run_before = _tree(tmp_path), _tree(trained["run"])
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        if case.patch:
+            case.patch(m)
+        assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err + out
+    error_lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(error_lines) == 1, err
+    for part in expected:
+        assert part in error_lines[0], (part, err)
+    assert "corrupt" not in err or "contains code" not in err
+    assert "weights_only" not in err
+    # nothing half-written: no temp file, no partial folder, no replaced link, input run untouched
+    assert _tree(tmp_path) == before
+    assert _tree(trained["run"]) == run_before
+    assert not (tmp / "code_ran").exists()
+
+
+def test_debug_flag_shows_the_traceback():
+    with pytest.raises(ConfigError, match="train.lr must be a finite number > 0"):
+        cli.main(["--debug", "train", *QUICK, SMALL, "train.lr=-1"])
+
+
+def test_predict_dash_is_standard_output(trained, capsys):
+    assert cli.main(["predict", str(trained["ckpt"]), "-o", "-"]) == 0
+    assert capsys.readouterr().out == (trained["run"] / "seed_1111" / "predictions_test.csv").read_text()
+    assert not Path("-").exists()
+
+
+def test_checkpoint_written_through_a_file_reports_a_full_disk(trained):
+    # the reason the checkpoint goes through a Python file: torch.save onto a path says "unexpected pos"
+    payload = torch.load(trained["ckpt"], weights_only=True)
+    with pytest.raises(OSError) as e:
+        checkpoint_module._save(payload, "/dev/full")
+    assert e.value.errno == errno.ENOSPC
+
+
+def test_unverified_checkpoint_loads_with_the_flag(trained, tmp_path, capsys):
+    old = _without_digest(tmp_path, trained["ckpt"])
+    assert cli.main(["predict", str(old), "--allow-unverified"]) == 0
+    assert capsys.readouterr().out == (trained["run"] / "seed_1111" / "predictions_test.csv").read_text()
+
+
+def test_real_read_only_folder(trained, capsys):
+    # /sys refuses new files even to root in most containers; skip where it does not
+    probe = Path("/sys/sentangle-probe")
+    try:
+        probe.touch()
+    except OSError:
+        pass
+    else:
+        probe.unlink()
+        pytest.skip("/sys is writable here")
+    assert cli.main(["predict", str(trained["ckpt"]), "-o", str(probe)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: cannot write output {probe}: " in err and "Traceback" not in err and not probe.exists()
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["train", "-m", "dbr", *QUICK, SMALL, "model.hidden=63"], "hidden=63 must be divisible by heads=4"),
+        (["train", "--no-progress", "--seeds", "0x10"], "--seeds='0x10'"),
+        (["predict", "/nonexistent.pt", "-o", "/dev/stdout"], "/dev/stdout is a symbolic link"),
+    ],
+    ids=["model_option", "seeds_hex", "dev_stdout"],
+)
+def test_real_entry_point_has_no_traceback(argv, expected, tmp_path):
+    # this checkout's package, whatever an installed copy points at
+    start = f"import sys; sys.path.insert(0, {str(Path(cli.__file__).parents[1])!r}); import sentangle.cli as c; sys.exit(c.main())"
+    proc = subprocess.run(
+        [sys.executable, "-c", start, *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "error: " in proc.stderr and expected in proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 
 from sentangle.config import make_config, parse_seeds
-from sentangle.core.errors import CheckpointError, ConfigError, DataError, TrainingError, UnknownNameError
-from sentangle.core.io import versions
+from sentangle.core.errors import ConfigError, DataError, UserError
+from sentangle.core.io import check_output, versions
 from sentangle.core.registry import DATASETS, MODELS
 from sentangle.data.convert import convert
 from sentangle.data.named import describe, list_datasets, load_dataset
@@ -23,7 +24,7 @@ from sentangle.recipes.robust import robust
 from sentangle.recipes.sweep import sweep
 from sentangle.report.tables import aggregate, split_table
 from sentangle.runs.checkpoint import load_checkpoint
-from sentangle.runs.runner import dataset_from_config, run, write_predictions
+from sentangle.runs.runner import dataset_from_config, predictions_csv, run, write_predictions
 from sentangle.training.distributed import is_main
 from sentangle.training.trainer import evaluate, predict
 
@@ -41,6 +42,14 @@ def _add_data_root(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_allow_unverified(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="load a checkpoint that has no SHA-256 digest (written before it existed); its weights are not checked",
+    )
+
+
 # No abbreviated options: `predict CKPT --data f.npz` would otherwise be taken as --data-root.
 _Parser = functools.partial(argparse.ArgumentParser, allow_abbrev=False)
 
@@ -52,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="store_true", help="print versions and exit")
+    parser.add_argument(
+        "--debug", action="store_true", help="on a user error, show the traceback instead of one 'error:' line"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser(
@@ -110,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(same config, so the same normalisation) and print metrics.",
     )
     p.add_argument("checkpoint")
+    _add_allow_unverified(p)
     p.add_argument("--split", action="append", help="split(s) to evaluate (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_data_root(p)
@@ -123,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("data", nargs="?", help="dataset name or feature file (default: the checkpoint's dataset)")
     p.add_argument("--split", default="test", help="split to predict (default test)")
-    p.add_argument("--output", "-o", help="CSV file to write (default: stdout)")
+    p.add_argument("--output", "-o", help="CSV file to write; - or none: standard output")
+    _add_allow_unverified(p)
     p.add_argument("--trust-pickle", action="store_true", help="allow arbitrary classes in a pickle you trust")
     _add_data_root(p)
 
@@ -243,13 +257,18 @@ def _print_summary(summary: dict) -> None:
     print(f"\nrun folder: {summary['folder']}")
 
 
+def _seeds(args):
+    """--seeds checked here, so that the message names the flag (YAML would read 0x10 as 16)."""
+    return None if args.seeds is None else parse_seeds(args.seeds, "--seeds")
+
+
 def cmd_train(args) -> int:
 
     cfg = make_config(
         args.model,
         args.dataset,
         args.config,
-        args.seeds,
+        _seeds(args),
         args.out,
         args.name,
         args.data_root,
@@ -270,7 +289,7 @@ def cmd_train(args) -> int:
 def cmd_compare(args) -> int:
 
     models = [m for arg in args.model for m in arg.split(",") if m]  # -m a -m b or -m a,b
-    res = compare(models, args.dataset, parse_seeds(args.seeds), args.out, args.name, args.data_root, args.overrides)
+    res = compare(models, args.dataset, _seeds(args), args.out, args.name, args.data_root, args.overrides)
     print(res["table"])
     print(f"\nwrote {res['markdown']} and {res['csv']}")
     return 0
@@ -278,7 +297,7 @@ def cmd_compare(args) -> int:
 
 def _checkpoint_data(args, data_name=None):
 
-    model, cfg, payload = load_checkpoint(args.checkpoint)
+    model, cfg, payload = load_checkpoint(args.checkpoint, allow_unverified=args.allow_unverified)
     if data_name:
         pickled = Path(data_name).suffix.lower() in (".pkl", ".pickle")  # the only files with a trust option
         trust = {"trusted": getattr(args, "trust_pickle", False)} if pickled else {}
@@ -320,18 +339,16 @@ def cmd_eval(args) -> int:
 
 def cmd_predict(args) -> int:
 
+    to_file = args.output not in (None, "-")
+    if to_file:
+        check_output(args.output)  # before the checkpoint and data are loaded
     model, cfg, ds = _checkpoint_data(args, args.data)
     pred, label, ids = predict(model, ds, args.split)
-    if args.output:
+    if to_file:
         write_predictions(Path(args.output), ds, pred, label, ids)
         print(f"wrote {len(ids)} predictions to {args.output}", file=sys.stderr)
     else:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "p.csv"
-            write_predictions(path, ds, pred, label, ids)
-            sys.stdout.write(path.read_text())
+        sys.stdout.write(predictions_csv(ds, pred, label, ids).replace("\r\n", "\n"))  # text lines, as before
     return 0
 
 
@@ -373,21 +390,25 @@ def cmd_models(args) -> int:
     return 0
 
 
-def _floats(text: str, flag: str) -> tuple[float, ...]:
+def _floats(text: str, flag: str, low: float, high: float, what: str) -> tuple[float, ...]:
     try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
+        values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise SystemExit(f"error: {flag} takes a comma list of numbers, got {text!r}") from None
+        values = ()
+    if not values or not all(low <= v < high for v in values):
+        raise ConfigError(f"{flag} takes a comma list of {what}, got {text!r}")
+    return values
 
 
 def cmd_robust(args) -> int:
-
+    if args.out:
+        check_output(args.out, "folder")
     res = robust(
         args.runs,
         args.out,
         args.seed,
-        _floats(args.noise_levels, "--noise-levels"),
-        _floats(args.drop_rates, "--drop-rates"),
+        _floats(args.noise_levels, "--noise-levels", 0, math.inf, "noise sigmas >= 0 (e.g. 0.25,0.5,1)"),
+        _floats(args.drop_rates, "--drop-rates", 0, 1, "frame drop rates in [0, 1) (e.g. 0.1,0.5)"),
         args.data_root,
         plots=not args.no_plots,
     )
@@ -400,7 +421,8 @@ def cmd_robust(args) -> int:
 
 
 def cmd_report(args) -> int:
-
+    if args.out:
+        check_output(args.out, "folder")
     res = report(args.runs, args.out, data_root=args.data_root, gates=not args.no_gates)
     print(res["table"])
     print(f"\nwrote {res['markdown']}, {res['csv']} and {len(res['plots'])} PNGs")
@@ -408,10 +430,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-
+    if args.out:
+        check_output(args.out, "folder")
     res = ablate(
         args.config,
-        seeds=args.seeds,
+        seeds=_seeds(args),
         out=args.out,
         data_root=args.data_root,
         overrides=args.overrides,
@@ -432,7 +455,7 @@ def cmd_sweep(args) -> int:
         args.storage,
         args.study,
         args.config,
-        args.seeds,
+        _seeds(args),
         args.out,
         args.data_root,
         args.overrides,
@@ -470,7 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handler[args.command](args)
-    except (ConfigError, DataError, UnknownNameError, CheckpointError, TrainingError, FileExistsError) as e:
+    except (UserError, FileExistsError) as e:  # FileExistsError: "exists; pass --overwrite"
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -131,18 +132,31 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parsed
 
 
-def parse_seeds(value: Any) -> list[int]:
-    """`5` -> the first five standard seeds; `1111,1113` or a list -> those seeds."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, int):
-        if not 1 <= value <= len(SEEDS):
-            if value > 1000:
-                return [value]
-            raise ConfigError(f"seeds={value}: give a count 1..{len(SEEDS)} or explicit seeds like 1111,1112")
-        return list(SEEDS[:value])
+def parse_seeds(value: Any, name: str = "seeds") -> list[int]:
+    """`5` -> the first five standard seeds; `1111,1113` or a list -> those seeds.
+
+    `name` is what the message calls the setting (`--seeds` on the command line)."""
+    expected = f"expected a count 1..{len(SEEDS)} or distinct positive integer seeds like 1111,1112"
+    given = value
     if isinstance(value, str):
-        value = [int(v) for v in value.replace(" ", "").split(",") if v]
+        parts = [p.strip() for p in value.split(",")]
+        parts = parts[:-1] if len(parts) > 1 and not parts[-1] else parts  # "1111," is one seed
+        if not all(p.isascii() and p.isdigit() for p in parts):  # no 0x10, -3, 1e3, 1_000
+            raise ConfigError(f"{name}={given!r}: {expected}")
+        value = int(parts[0]) if len(parts) == 1 else [int(p) for p in parts]
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 1 <= value <= len(SEEDS):
+            return list(SEEDS[:value])
+        if value > 1000:  # one explicit seed
+            return [value]
+        raise ConfigError(f"{name}={given!r}: {expected}")
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{name}={given!r}: {expected}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ConfigError(f"{name}={given!r}: {expected}")
+    repeated = sorted({v for v in value if list(value).count(v) > 1})
+    if repeated:
+        raise ConfigError(f"{name}={given!r}: seed(s) {repeated} given twice; {expected}")
     return [int(v) for v in value]
 
 
@@ -212,6 +226,43 @@ def _move_text_options(raw: dict) -> None:
     model["text_encoder"] = setting
 
 
+# train settings that must be above (">") or at least (">=") a bound; the value is a finite number
+_RANGES = {
+    "epochs": (">", 0),
+    "batch_size": (">", 0),
+    "eval_batch_size": (">", 0),
+    "lr": (">", 0),
+    "text_lr": (">", 0),
+    "weight_decay": (">=", 0),
+    "grad_clip": (">=", 0),
+    "grad_clip_value": (">=", 0),
+    "patience": (">=", 0),
+    "select_from_epoch": (">=", 1),
+    "lr_decay_trials": (">=", 0),
+    "lr_decay": (">", 0),
+    "threads": (">=", 0),
+}
+
+
+def _check_ranges(train: dict) -> None:
+    for k, (op, bound) in _RANGES.items():
+        if k not in train:
+            continue
+        v = train[k]
+        ok = math.isfinite(v) and (v > bound if op == ">" else v >= bound)
+        if not ok:
+            raise ConfigError(f"train.{k} must be a finite number {op} {bound}, got {v!r}")
+    if "lr_decay" in train and not train["lr_decay"] <= 1:
+        raise ConfigError(
+            f"train.lr_decay multiplies the learning rates: expected a number in (0, 1], got {train['lr_decay']!r}"
+        )
+    aux = train.get("aux_weights", {})
+    if not isinstance(aux, dict) or not all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in aux.values()
+    ):
+        raise ConfigError(f"train.aux_weights must map loss names to finite numbers >= 0, got {aux!r}")
+
+
 def from_dict(raw: dict) -> RunConfig:
     raw = copy.deepcopy(raw)
     _move_text_options(raw)
@@ -225,10 +276,20 @@ def from_dict(raw: dict) -> RunConfig:
         raise ConfigError(f"unknown top-level config keys {sorted(unknown)}")
     types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     for k, v in train.items():
-        if types[k] in ("int", "float") and isinstance(v, (int, float)) and not isinstance(v, bool):
-            train[k] = int(v) if types[k] == "int" else float(v)
-        elif types[k] in ("int", "float"):
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if types[k] == "int" and number and float(v).is_integer():
+            train[k] = int(v)
+        elif types[k] == "int":  # 2.5 epochs is a mistake to report, not to round
+            raise ConfigError(f"train.{k} must be a whole number, got {v!r}")
+        elif types[k] == "float" and number:
+            train[k] = float(v)
+        elif types[k] == "float":
             raise ConfigError(f"train.{k} must be a number, got {v!r}")
+        elif types[k] == "bool" and not isinstance(v, bool):
+            raise ConfigError(f"train.{k} must be true or false, got {v!r}")
+        elif types[k] == "str" and not isinstance(v, str):
+            raise ConfigError(f"train.{k} must be a string, got {v!r}")
+    _check_ranges(train)
     cfg = RunConfig(train=TrainConfig(**train), **raw)
     cfg.seeds = parse_seeds(cfg.seeds)
     if cfg.train.scheduler not in ("none", "cosine", "plateau", "linear"):
@@ -285,10 +346,10 @@ def make_config(
         dataset, sections["dataset"] = dataset.get("name"), {k: v for k, v in dataset.items() if k != "name"}
     for section, values in sections.items():
         if not isinstance(values, dict):
-            raise TypeError(f"{section}= must be a dict of settings, got {type(values).__name__}")
+            raise ConfigError(f"{section}= must be a dict of settings, got {type(values).__name__}")
         extra += _flatten(f"{section}.", values)
     if seeds is not None:
-        extra.append(f"seeds={yaml_value(seeds)}")
+        extra.append(f"seeds={yaml_value(parse_seeds(seeds))}")
     if out is not None:
         extra.append(f"out={out}")
     if name is not None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from sentangle.core.errors import OutputError
 from sentangle.core.version import __version__
 
 
@@ -26,22 +29,119 @@ def _umask() -> int:
 _MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp makes 0600)
 
 
+def _reason(e: OSError) -> str:
+    # "no space left on device", "permission denied", ... (strerror, in the style of the messages)
+    text = e.strerror or (os.strerror(e.errno) if e.errno else str(e))
+    return text[:1].lower() + text[1:]
+
+
+@contextlib.contextmanager
+def output_errors(path: str | Path, what: str = "output"):
+    """Turn an OSError while writing `path` (a full disk, a read-only folder ...) into one
+    OutputError naming the path and the reason."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, OutputError) or e.errno is None:  # ours (FileExistsError "pass --overwrite" ...)
+            raise
+        raise OutputError(f"cannot write {what} {path}: {_reason(e)}") from None
+
+
+def _first_existing(path: Path) -> Path:
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output(path: str | Path, kind: str = "file") -> Path:
+    """Refuse, before any work, an output path that cannot be written as a `kind` ("file" or
+    "folder"): a symlink or device given as the output (writes never follow or replace those), a
+    folder where a file is expected or the reverse, a parent that is a file, a folder we may not write."""
+    path = Path(path)
+    # A link to a folder given as an output folder is written into (runs/ -> /scratch/runs is
+    # common) and never replaced; any other link given as output is refused.
+    if path.is_symlink() and not (kind == "folder" and path.is_dir()):
+        raise OutputError(
+            f"output {path} is a symbolic link; expected a path to a new or regular {kind} (links are not followed)"
+        )
+    if path.exists():
+        if kind == "file" and path.is_dir():
+            raise OutputError(f"output {path} is a directory; expected a file path")
+        if kind == "folder" and path.is_file():
+            raise OutputError(f"output {path} is a file; expected a folder")
+        if not (path.is_file() or path.is_dir()):
+            raise OutputError(f"output {path} is a device or special file; expected a regular {kind}")
+    base = _first_existing(path.parent)
+    if not base.is_dir():
+        raise OutputError(f"cannot write output {path}: {base} is not a folder (expected a folder there)")
+    # (root passes os.access everywhere; the write itself is then checked by output_errors)
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write output {path}: folder {base} is not writable (permission denied)")
+    return path
+
+
+def make_folder(folder: str | Path) -> Path:
+    """mkdir -p with the errors of an output folder."""
+    folder = Path(folder)
+    check_output(folder, "folder")
+    with output_errors(folder, "folder"):
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _missing_top(path: Path) -> Path | None:
+    """The outermost folder of `path` (itself included) that does not exist yet."""
+    top = None
+    while not os.path.lexists(path) and path != path.parent:
+        top, path = path, path.parent
+    return top
+
+
+@contextlib.contextmanager
+def new_output(folder: str | Path, keep: Callable[[], bool] = lambda: False):
+    """Check `folder` as an output folder; if the block then fails to write (OutputError), remove
+    the folders it created, unless `keep()` says that what was written is worth keeping."""
+    folder = check_output(folder, "folder")
+    top = _missing_top(folder)
+    try:
+        yield folder
+    except OutputError:
+        if top is not None and not keep():
+            shutil.rmtree(top, ignore_errors=True)
+        raise
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """`write(tmp)` fills a temp file beside `path`, which then replaces `path` in one rename, after
-    its bytes reached the disk: a crash leaves the old file or the new one, never a torn one."""
+    its bytes reached the disk: a crash leaves the old file or the new one, never a torn one.
+    Any OSError (a full disk, a read-only folder) becomes an OutputError naming `path`, and leaves
+    neither the temp file nor the folders this call created."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    check_output(path)
+    new_dirs = []
+    parent = path.parent
+    while not os.path.lexists(parent) and parent != parent.parent:
+        new_dirs.append(parent)
+        parent = parent.parent
+    tmp = None
     try:
-        write(tmp)
-        os.chmod(tmp, _MODE)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with output_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            write(tmp)
+            os.chmod(tmp, _MODE)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            if path.is_symlink():  # appeared since the check: never replace a link
+                raise OutputError(f"output {path} is a symbolic link; expected a path to a new or regular file")
+            os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        for d in new_dirs:  # innermost first; a folder something else wrote into stays
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise
     return path
 

@@ -184,6 +184,9 @@ class MSADataset:
 
     # ---- checks -------------------------------------------------------------------------------
     def validate(self, required: tuple[str, ...] = ("train", "valid")) -> MSADataset:
+        """Check every split (DataError naming the source, split and field). A sample with no real
+        frame of a modality is allowed: the modality counts as missing for it (masked out); a
+        modality with 0 frames, or no real frame in a whole split, is refused."""
         where = self.source or self.name
         if self.task not in ("regression", "classification"):
             raise DataError(f"{where}: task must be 'regression' or 'classification', got {self.task!r}")
@@ -222,6 +225,18 @@ class MSADataset:
             if mask is None or mask.shape != x.shape[:2] or mask.dtype != bool:
                 got = None if mask is None else (mask.shape, mask.dtype)
                 raise DataError(f"{where}: {s}.{m} mask is {got}; expected bool {x.shape[:2]}")
+            # A sample without a real frame of a modality is that modality missing for it (the
+            # models mask it out); a split where no sample has one would train on nothing.
+            if x.shape[1] == 0:
+                raise DataError(
+                    f"{where}: {s}.{m} has 0 frames per sample (shape {x.shape}); expected at least one "
+                    "frame (T >= 1), or leave the modality out"
+                )
+            if not any(np.asarray(mask[rows]).any() for rows in row_chunks(mask)):
+                raise DataError(
+                    f"{where}: {s}.{m} has no real frame in any sample (lengths/mask all 0); expected at "
+                    "least one real frame in the split, or leave the modality out"
+                )
             count, first = 0, None
             for rows in row_chunks(x):
                 bad = ~np.isfinite(np.asarray(x[rows]))

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from sentangle.core.errors import DataError
-from sentangle.core.io import _jsonable, write_json
+from sentangle.core.io import _jsonable, new_output, output_errors, write_json
 from sentangle.data.batch import MODALITIES
 from sentangle.data.dataset import MSADataset, Split, row_chunks
 
@@ -169,29 +169,30 @@ class LazyWriter:
 
 def save_lazy(ds: MSADataset, folder: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write `ds` (as read, before normalisation) as a lazy feature folder; returns the folder."""
-    w = LazyWriter(
-        folder,
-        ds.name,
-        ds.task,
-        ds.class_names,
-        ds.label_range,
-        ds.source,
-        ds.text_encoder,
-        json.loads(json.dumps(ds.info, default=_jsonable)),
-        overwrite,
-    )
-    try:
-        for s, sp in ds.splits.items():
-            tokens = {k: (v.shape[1], v.dtype) for k, v in (sp.tokens or {}).items()}
-            w.add_split(s, len(sp), {m: x.shape[1:] for m, x in sp.features.items()}, sp.labels.dtype, tokens)
-            # chunks of the largest modality's rows keep the temporaries bounded
-            big = max(sp.features.values(), key=lambda x: x[0].nbytes, default=sp.labels[:, None])
-            for rows in row_chunks(big):
-                w.write(s, rows.start, sp.subset(np.arange(rows.start, rows.stop)))
-    except BaseException:
-        w.abort()
-        raise
-    return w.close()
+    with new_output(folder), output_errors(folder, "folder"):
+        w = LazyWriter(
+            folder,
+            ds.name,
+            ds.task,
+            ds.class_names,
+            ds.label_range,
+            ds.source,
+            ds.text_encoder,
+            json.loads(json.dumps(ds.info, default=_jsonable)),
+            overwrite,
+        )
+        try:
+            for s, sp in ds.splits.items():
+                tokens = {k: (v.shape[1], v.dtype) for k, v in (sp.tokens or {}).items()}
+                w.add_split(s, len(sp), {m: x.shape[1:] for m, x in sp.features.items()}, sp.labels.dtype, tokens)
+                # chunks of the largest modality's rows keep the temporaries bounded
+                big = max(sp.features.values(), key=lambda x: x[0].nbytes, default=sp.labels[:, None])
+                for rows in row_chunks(big):
+                    w.write(s, rows.start, sp.subset(np.arange(rows.start, rows.stop)))
+        except BaseException:
+            w.abort()
+            raise
+        return w.close()
 
 
 def read_lazy(folder: str | os.PathLike) -> MSADataset:

@@ -47,7 +47,7 @@ class MSAModel(nn.Module):
             dims["text"] = self.text_encoder.hidden_size
         self.input_dims = {m: dims[m] for m in MODALITIES if m in dims}
         if not self.input_dims:
-            raise ValueError(f"{type(self).__name__}: no modality to read; expected some of {MODALITIES}")
+            raise ConfigError(f"{type(self).__name__}: no modality to read; expected some of {MODALITIES}")
         self.modalities = tuple(self.input_dims)
         self.output_dim = output_dim
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sentangle.core.errors import ConfigError
 from sentangle.core.registry import MODELS
 from sentangle.data.batch import Batch
 from sentangle.models import losses
@@ -113,9 +114,9 @@ class TemporalStructuralFactorization(nn.Module):
     ):
         super().__init__()
         if groups < 1 or dim % groups:
-            raise ValueError(f"tsf_groups={groups}: must be a positive divisor of hidden={dim}")
+            raise ConfigError(f"tsf_groups={groups}: must be a positive divisor of hidden={dim}")
         if queries < 1:
-            raise ValueError(f"tsf_queries={queries}: expected at least 1")
+            raise ConfigError(f"tsf_queries={queries}: expected at least 1")
         self.groups = groups
         self.temporal = SequenceEncoder(dim, dim, layers, heads, dropout)
         self.queries = nn.Parameter(torch.randn(queries, dim) * 0.02)
@@ -179,9 +180,9 @@ class AnchorGuidedPrivateRouting(nn.Module):
     ):
         super().__init__()
         if anchors < 1:
-            raise ValueError(f"agpr_anchors={anchors}: expected at least 1")
+            raise ConfigError(f"agpr_anchors={anchors}: expected at least 1")
         if temperature <= 0:
-            raise ValueError(f"agpr_temperature={temperature}: expected a positive number")
+            raise ConfigError(f"agpr_temperature={temperature}: expected a positive number")
         self.temperature = temperature
         self.norm = nn.LayerNorm(dim)
         self.anchors = nn.ParameterDict({m: nn.Parameter(torch.randn(anchors, dim)) for m in modalities})
@@ -290,13 +291,13 @@ class DBR(MSAModel):
     ):
         super().__init__(input_dims, output_dim, text_encoder)
         if code_activation not in ACTIVATIONS:
-            raise ValueError(f"code_activation={code_activation!r}; expected one of {sorted(ACTIVATIONS)}")
+            raise ConfigError(f"code_activation={code_activation!r}; expected one of {sorted(ACTIVATIONS)}")
         if tsf_redundancy not in REDUNDANCY:
-            raise ValueError(f"tsf_redundancy={tsf_redundancy!r}; expected one of {sorted(REDUNDANCY)}")
+            raise ConfigError(f"tsf_redundancy={tsf_redundancy!r}; expected one of {sorted(REDUNDANCY)}")
         if hidden % heads:
-            raise ValueError(f"hidden={hidden} must be divisible by heads={heads}")
+            raise ConfigError(f"hidden={hidden} must be divisible by heads={heads}")
         if max_frames < 0:
-            raise ValueError(f"max_frames={max_frames}: expected 0 (no cap) or a positive number of frames")
+            raise ConfigError(f"max_frames={max_frames}: expected 0 (no cap) or a positive number of frames")
         self.max_frames = max_frames
         self.similarity, self.difference, self.cmd_moments = similarity, difference, cmd_moments
         mods = self.modalities

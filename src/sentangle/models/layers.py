@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from sentangle.core.errors import DataError
+
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over time of (B, T, D) counting only real frames; a sample with none gives zeros."""
@@ -52,8 +54,9 @@ class PositionalEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] > self.pe.shape[0]:
-            raise ValueError(
-                f"sequence of {x.shape[1]} frames is longer than the positional table ({self.pe.shape[0]})"
+            raise DataError(
+                f"a batch has sequences of {x.shape[1]} frames; the positional table holds at most "
+                f"{self.pe.shape[0]} frames: expected sequences no longer than that"
             )
         return x + self.pe[: x.shape[1]]
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sentangle.core.errors import ConfigError
 from sentangle.core.registry import MODELS
 from sentangle.data.batch import Batch
 from sentangle.models.base import ModelOutput, MSAModel
@@ -50,7 +51,7 @@ class LMF(MSAModel):
     ):
         super().__init__(input_dims, output_dim, text_encoder)
         if rank < 1:
-            raise ValueError(f"lmf: rank must be >= 1, got {rank}")
+            raise ConfigError(f"lmf: rank must be >= 1, got {rank}")
         hidden = {"text": text_hidden, "audio": audio_hidden, "vision": vision_hidden}
         dropouts = {"text": text_dropout, "audio": audio_dropout, "vision": vision_dropout}
         self.subnets = PreFusionSubnets(self.input_dims, hidden, text_out, dropouts)

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sentangle.core.errors import ConfigError
 from sentangle.core.registry import MODELS
 from sentangle.data.batch import Batch
 from sentangle.models.base import ModelOutput, MSAModel
@@ -82,7 +83,7 @@ class MISA(MSAModel):
     ):
         super().__init__(input_dims, output_dim, text_encoder)
         if hidden % fusion_heads:
-            raise ValueError(f"misa: hidden ({hidden}) must be divisible by fusion_heads ({fusion_heads})")
+            raise ConfigError(f"misa: hidden ({hidden}) must be divisible by fusion_heads ({fusion_heads})")
         self.cmd_moments = cmd_moments
         self.use_similarity, self.use_difference = similarity, difference
         # the LSTM width is each modality's input size unless given (MISA's hidden_sizes = input sizes)

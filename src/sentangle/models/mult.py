@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sentangle.core.errors import ConfigError
 from sentangle.core.registry import MODELS
 from sentangle.data.batch import Batch
 from sentangle.models.base import ModelOutput, MSAModel
@@ -101,14 +102,14 @@ class MulT(MSAModel):
         kernels = {**DEFAULT_KERNELS, **(kernel_sizes or {})}
         drops = {**DEFAULT_ATTN_DROPOUT, **(attn_dropout or {})}
         if dim % heads:
-            raise ValueError(f"mult: dim ({dim}) must be divisible by heads ({heads})")
+            raise ConfigError(f"mult: dim ({dim}) must be divisible by heads ({heads})")
         bad = {m: k for m, k in kernels.items() if k < 1 or k % 2 == 0}
         if bad:
-            raise ValueError(f'mult: kernel_sizes must be odd and >= 1 ("same" padding keeps the masks), got {bad}')
+            raise ConfigError(f'mult: kernel_sizes must be odd and >= 1 ("same" padding keeps the masks), got {bad}')
         if isinstance(max_len, dict):
             unknown = set(max_len) - set(DEFAULT_KERNELS)
             if unknown:
-                raise ValueError(
+                raise ConfigError(
                     f"mult: max_len names unknown modalities {sorted(unknown)}; expected some of {list(DEFAULT_KERNELS)}"
                 )
         self.max_len = {m: (max_len.get(m, 0) if isinstance(max_len, dict) else max_len) for m in self.input_dims}

@@ -46,6 +46,7 @@ import math
 import torch
 from torch import nn
 
+from sentangle.core.errors import ConfigError
 from sentangle.core.registry import MODELS
 from sentangle.data.batch import MODALITIES, Batch
 from sentangle.models import losses
@@ -72,7 +73,7 @@ MODALITY_CLASS = {m: i for i, m in enumerate(MODALITIES)}  # the discriminator's
 
 def _choice(name: str, value, allowed) -> None:
     if value not in allowed:
-        raise ValueError(f"{name}={value!r}; expected one of {list(allowed)}")
+        raise ConfigError(f"{name}={value!r}; expected one of {list(allowed)}")
 
 
 def _temporal_plan(spec, modalities: tuple[str, ...], preset: str, paper: bool) -> dict[str, str]:
@@ -85,13 +86,13 @@ def _temporal_plan(spec, modalities: tuple[str, ...], preset: str, paper: bool) 
     elif isinstance(spec, dict):
         unknown = set(spec) - set(MODALITIES)
         if unknown:
-            raise ValueError(f"temporal names modalities {sorted(unknown)}; expected keys from {list(MODALITIES)}")
+            raise ConfigError(f"temporal names modalities {sorted(unknown)}; expected keys from {list(MODALITIES)}")
         for m, kind in spec.items():
             _choice(f"temporal[{m!r}]", kind, TEMPORAL_KINDS)
         # A modality this dataset lacks is skipped: one config serves every modality subset.
         plan = {m: spec.get(m, "none") for m in modalities}
     else:
-        raise ValueError(f"temporal={spec!r}; expected one of {list(TEMPORAL_KINDS)} or a dict modality -> kind")
+        raise ConfigError(f"temporal={spec!r}; expected one of {list(TEMPORAL_KINDS)} or a dict modality -> kind")
     return {m: k for m, k in plan.items() if k != "none"}
 
 
@@ -166,16 +167,16 @@ class RTIL(MSAModel):
         _choice("margin_type", self.margin_type, MARGINS)
         _choice("recon_target", self.recon_target, RECON_TARGETS)
         if anchor not in MODALITIES:
-            raise ValueError(f"anchor={anchor!r}; expected one of {list(MODALITIES)}")
+            raise ConfigError(f"anchor={anchor!r}; expected one of {list(MODALITIES)}")
         if max_frames < 0 or encoder_layers < 0 or fusion_layers < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"max_frames, encoder_layers and fusion_layers must be >= 0; got "
                 f"{max_frames}, {encoder_layers}, {fusion_layers}"
             )
         if self.reverse_ramp < 0:
-            raise ValueError(f"reverse_ramp must be >= 0 epochs; got {self.reverse_ramp}")
+            raise ConfigError(f"reverse_ramp must be >= 0 epochs; got {self.reverse_ramp}")
         if tv_order < 1 or cmd_moments < 1:
-            raise ValueError(f"tv_order and cmd_moments must be >= 1; got {tv_order}, {cmd_moments}")
+            raise ConfigError(f"tv_order and cmd_moments must be >= 1; got {tv_order}, {cmd_moments}")
         mods, d = self.modalities, hidden
         self.hidden, self.max_frames = hidden, max_frames
         self.margin_s, self.margin_m, self.cmd_moments, self.tv_order = margin_s, margin_m, cmd_moments, tv_order
@@ -286,7 +287,7 @@ class RTIL(MSAModel):
                 if self.paper_faithful
                 else "gate_pooling='frame' or use_masks=false"
             )
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__}: {why} needs word-aligned input (one length for every "
                 f"modality), but this batch has lengths {lengths}. Use aligned features "
                 "(e.g. dataset.aligned=true, an MMSA aligned_50.pkl) or the default settings, "

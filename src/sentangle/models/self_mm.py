@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sentangle.core.errors import ConfigError
 from sentangle.core.registry import MODELS
 from sentangle.data.batch import Batch
 from sentangle.models.base import ModelOutput, MSAModel
@@ -220,11 +221,11 @@ class SelfMM(MSAModel):
     ):
         super().__init__(input_dims, output_dim, text_encoder)
         if text_pooling not in ("auto", "first", "mean"):
-            raise ValueError(f"self_mm: text_pooling must be 'auto', 'first' or 'mean', got {text_pooling!r}")
+            raise ConfigError(f"self_mm: text_pooling must be 'auto', 'first' or 'mean', got {text_pooling!r}")
         if label_update not in ("step", "epoch"):
-            raise ValueError(f"self_mm: label_update must be 'step' or 'epoch', got {label_update!r}")
+            raise ConfigError(f"self_mm: label_update must be 'step' or 'epoch', got {label_update!r}")
         if H <= 0:
-            raise ValueError(f"self_mm: H (the bound of generated labels) must be > 0, got {H}")
+            raise ConfigError(f"self_mm: H (the bound of generated labels) must be > 0, got {H}")
         self.text_pooling = (
             ("first" if text_encoder is not None else "mean") if text_pooling == "auto" else text_pooling
         )

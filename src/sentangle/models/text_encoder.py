@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from sentangle.core.errors import ConfigError
 from sentangle.data.text import ALL_LAYERS, DEFAULT_ENCODER, _load_model, resolve_encoder, text_setting
 
 
@@ -30,12 +31,12 @@ class TextEncoder(torch.nn.Module):
             return
         layers = getattr(getattr(model, "encoder", None), "layer", None)
         if not isinstance(layers, torch.nn.ModuleList):
-            raise ValueError(
+            raise ConfigError(
                 f"text encoder {self.name}: fine-tuning only the top layers needs a BERT-style "
                 "encoder (model.encoder.layer); use model.text_encoder.finetune: all"
             )
         if not 0 < self.top_layers <= len(layers):
-            raise ValueError(f"text encoder {self.name} has {len(layers)} layers; top_layers={self.top_layers}")
+            raise ConfigError(f"text encoder {self.name} has {len(layers)} layers; top_layers={self.top_layers}")
         self.layers = torch.nn.ModuleList(list(layers)[-self.top_layers :])
 
     def read(self, batch) -> tuple[torch.Tensor, torch.Tensor] | None:

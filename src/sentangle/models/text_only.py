@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sentangle.core.errors import ConfigError
 from sentangle.core.registry import MODELS
 from sentangle.data.batch import Batch
 from sentangle.models.base import ModelOutput, MSAModel
@@ -30,9 +31,9 @@ class TextOnly(MSAModel):
     ):
         super().__init__(input_dims, output_dim, text_encoder)
         if "text" not in self.input_dims:
-            raise ValueError("text_only needs a text modality; the dataset has " + ", ".join(self.modalities))
+            raise ConfigError("text_only needs a text modality; the dataset has " + ", ".join(self.modalities))
         if pooling not in ("mean", "attention"):
-            raise ValueError(f"pooling must be 'mean' or 'attention', got {pooling!r}")
+            raise ConfigError(f"pooling must be 'mean' or 'attention', got {pooling!r}")
         self.pooling = pooling
         self.encoder = SequenceEncoder(self.input_dims["text"], hidden, layers, heads, dropout)
         self.score = nn.Linear(hidden, 1) if pooling == "attention" else None

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import pickletools
+import re
 import warnings
 from pathlib import Path
 
@@ -35,7 +38,14 @@ def save_checkpoint(path: Path, model: MSAModel, cfg: RunConfig, ds: MSADataset,
         },
     }
     payload["sha256"] = checkpoint_digest(payload)
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: _save(payload, tmp))
+
+
+def _save(payload: dict, tmp: str) -> None:
+    # Through a Python file: torch.save to a path reports a full disk as RuntimeError("unexpected
+    # pos ..."), through a file object as the OSError (ENOSPC) that atomic_write explains.
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def _built_with(model: MSAModel) -> str | dict | None:
@@ -91,27 +101,80 @@ def checkpoint_digest(payload: dict) -> str:
     return h.hexdigest()
 
 
-def load_checkpoint(path: str | Path) -> tuple[MSAModel, RunConfig, dict]:
-    """Rebuild the model of a checkpoint. Loads tensors and plain data only (no code runs)."""
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+_SAFE_IMPORTS = ("torch.", "collections.OrderedDict")  # what a legacy (non-zip) torch file imports
+
+
+def _pickled_import(path: Path) -> str | None:
+    """The first function or class a plain (non-zip) pickle would import, if any: torch's
+    weights-only loader may stop at an unsupported opcode before it reaches the import."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if data[:2] == b"PK":  # a torch zip: torch's own message names the import
+        return None
+    strings: list[str] = []
+    found = None
+    try:  # only a whole, well-formed pickle counts: text files can look like opcodes for a while
+        for op, arg, _ in pickletools.genops(data):
+            name = None
+            if op.name in ("GLOBAL", "INST"):
+                name = str(arg).replace(" ", ".")
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                name = ".".join(strings[-2:])
+            elif isinstance(arg, str):
+                strings.append(arg)
+            if found is None and name and _DOTTED.fullmatch(name) and not name.startswith(_SAFE_IMPORTS):
+                found = name
+    except Exception:  # truncated or not a pickle
+        return None
+    return found
+
+
+def load_checkpoint(path: str | Path, allow_unverified: bool = False) -> tuple[MSAModel, RunConfig, dict]:
+    """Rebuild the model of a checkpoint. Loads tensors and plain data only (no code runs).
+
+    A checkpoint without its SHA-256 digest (written before the digest existed, or stripped of it)
+    is refused unless `allow_unverified=True` (`--allow-unverified`): nothing else tells a flipped
+    byte inside its weights from the trained ones."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file; expected a checkpoint.pt written by sentangle")
     try:
         with warnings.catch_warnings():  # a foreign pickle also draws a protocol warning: one error is enough
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
+        found = _GLOBAL.search(str(e)) if isinstance(e, pickle.UnpicklingError) else None
+        code = found.group(1) if found else _pickled_import(path)
+        if code:  # the pickle names a function or class to import and call: code, never run here
+            raise CheckpointError(
+                f"checkpoint {path} contains code ({code}), not only "
+                "tensors and plain data: it must not be loaded and was not. sentangle checkpoints hold no "
+                "code; this file was not written by sentangle or was tampered with"
+            ) from None
+        first = (str(e).splitlines() or [""])[0][:200]
+        why = type(e).__name__ if "weights_only" in first else f"{type(e).__name__}: {first}"  # not torch's advice
         raise CheckpointError(
-            f"checkpoint {path} is corrupt, truncated or not a sentangle checkpoint "
-            f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})"
+            f"checkpoint {path} is corrupt, truncated or not a sentangle checkpoint ({why})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != "sentangle-checkpoint-1":
         raise CheckpointError(f"checkpoint {path}: missing 'format: sentangle-checkpoint-1'; not written by sentangle")
     missing = [k for k in ("state_dict", "config", "data") if not isinstance(payload.get(k), dict)]
     if missing:
         raise CheckpointError(f"checkpoint {path}: no {missing} entries; expected a state_dict, config and data dicts")
-    # Checkpoints written before the digest existed carry none; every later one is verified.
-    if "sha256" in payload and not _digest_matches(payload):
+    if "sha256" not in payload:
+        if not allow_unverified:
+            raise CheckpointError(
+                f"checkpoint {path} has no SHA-256 digest, so its weights cannot be verified; expected a "
+                "checkpoint written by sentangle >= the digest (retrain), or pass --allow-unverified "
+                "(allow_unverified=True) to load it anyway"
+            )
+    elif not _digest_matches(payload):
         raise CheckpointError(
             f"checkpoint {path} is corrupt: its weights/config do not match the SHA-256 stored "
             "in it (flipped or overwritten bytes); retrain or restore the file"

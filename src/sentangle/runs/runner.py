@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from sentangle.config import RunConfig, dump_yaml, read_yaml
-from sentangle.core.io import versions, write_json, write_text
+from sentangle.core.io import check_output, new_output, output_errors, versions, write_json, write_text
 from sentangle.data.dataset import MSADataset
 from sentangle.data.named import describe, load_dataset
 from sentangle.data.synthetic import oracle_table
@@ -84,6 +84,10 @@ def model_for(cfg: RunConfig, ds: MSADataset) -> MSAModel:
 
 
 def write_predictions(path: Path, ds: MSADataset, pred: np.ndarray, label: np.ndarray, ids: list[str]) -> None:
+    write_text(path, predictions_csv(ds, pred, label, ids))
+
+
+def predictions_csv(ds: MSADataset, pred: np.ndarray, label: np.ndarray, ids: list[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     if ds.task == "regression":
@@ -95,7 +99,7 @@ def write_predictions(path: Path, ds: MSADataset, pred: np.ndarray, label: np.nd
         w.writerows(
             [i, names[int(np.argmax(p))], names[int(y)]] + [f"{v:.5f}" for v in p] for i, p, y in zip(ids, pred, label)
         )
-    write_text(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:
@@ -106,6 +110,8 @@ def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dic
 def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = None) -> dict:
     """Train `cfg.model` on `cfg.dataset` once per seed; write the run folder; return the summary."""
     folder = Path(cfg.out) / cfg.run_name
+    for path in (cfg.out, folder):  # an unwritable output fails now, not after training
+        check_output(path, "folder")
     resolved = cfg.to_dict()
     # Under torchrun (training/distributed.py) rank 0 alone reads and writes the run folder and
     # tells the other ranks what it found, so they also work on a node without a shared disk.
@@ -134,10 +140,12 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
                 f"checkout's (source files that differ: {stale}); pass --overwrite to retrain them",
                 stacklevel=2,
             )
-    with contextlib.ExitStack() as stack:
-        # rank 0 holds the lock; on_main stops every rank if it cannot (no rank waits on a dead one)
-        ddp.on_main(lambda: stack.enter_context(folder_lock(folder)))
-        return _train_and_write(cfg, ds, folder, resolved, code, overwrite, ddp)
+    # A write that fails (a full disk ...) removes the folders this run created, unless a seed finished.
+    with new_output(folder, keep=lambda: bool(finished(folder))), output_errors(folder, "run folder"):
+        with contextlib.ExitStack() as stack:
+            # rank 0 holds the lock; on_main stops every rank if it cannot (no rank waits on a dead one)
+            ddp.on_main(lambda: stack.enter_context(folder_lock(folder)))
+            return _train_and_write(cfg, ds, folder, resolved, code, overwrite, ddp)
 
 
 def _train_and_write(
