@@ -16,6 +16,7 @@ import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ def _load_tokenizer(path: str):
     return tok
 
 
-def _load_model(path: str) -> torch.nn.Module:
+def _load_model(path: str) -> Any:  # a transformers model, whose class depends on the checkpoint
     """A fresh model each call: fine-tuning must not share weights with frozen feature extraction."""
     return _transformers().AutoModel.from_pretrained(path, local_files_only=_is_local(path))
 
@@ -276,7 +277,7 @@ def text_inputs(texts: list[str], encoder: str, max_length: int, finetune_text, 
     k = top_layers(finetune_text)
     if k is None:
         return tokenize(texts, encoder, max_length), None, None
-    layers = "last"
+    layers: str | int = "last"
     if k:
         n = _num_layers(resolve_encoder(encoder))
         if k > n:
@@ -294,7 +295,7 @@ def text_splits(
     *,
     encoder: str,
     max_length: int,
-    finetune_text: bool,
+    finetune_text: bool | int,
     cache_dir=None,
 ) -> dict[str, Split]:
     """Splits whose only modality is text, shared by the text readers.
@@ -303,10 +304,10 @@ def text_splits(
     split named in `split_of`. Fine-tuning every layer keeps tokens instead of features.
     """
     tokens, feats, masks = text_inputs(texts, encoder, max_length, finetune_text, cache_dir)
-    split_of = np.asarray(split_of)
+    split_names = np.asarray(split_of)
     out = {}
     for s in SPLITS:
-        idx = np.flatnonzero(split_of == s)
+        idx = np.flatnonzero(split_names == s)
         if idx.size == 0:
             continue
         out[s] = Split(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ __all__ = [
     "shown_keys",
 ]
 
-DIAGNOSTICS = Registry("diagnostics")
+DIAGNOSTICS: Registry[Callable[..., dict | None]] = Registry("diagnostics")
 
 
 def diagnose(model_name: str, model, dataset) -> dict | None:

@@ -85,7 +85,9 @@ def load_checkpoint(path: str | Path) -> tuple[MSAModel, RunConfig, dict]:
     cfg = from_dict(payload["config"])
     data = payload["data"]
     args = {k: v for k, v in cfg.model.items() if k != "name"}
-    args = {**{k: v for k, v in MODELS.get(cfg.model["name"]).options_added.items() if k not in args}, **args}
+    model_class = MODELS.get(cfg.model["name"])
+    assert issubclass(model_class, MSAModel)  # every registered model is one
+    args = {**{k: v for k, v in model_class.options_added.items() if k not in args}, **args}
     model = create_model(cfg.model["name"], data["input_dims"], data["output_dim"], data["text_encoder"], **args)
     try:
         model.load_state_dict(payload["state_dict"])
