@@ -39,5 +39,7 @@ class SweepError(ConfigError):
     """A sweep space or study that cannot be used."""
 
 
+# Nothing raises it yet; it stays as the user-error form of a failed write, for the writers of
+# core/io.py, so that the CLI reports such paths like every other user error.
 class OutputError(UserError, OSError):
     """An output path that cannot be written (read-only, a device or symlink, a full disk)."""
