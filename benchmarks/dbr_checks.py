@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 # benchmarks/common.py, beside this script
-from common import epoch_seconds as mean_epoch_seconds  # noqa: E402
+from common import epoch_seconds as mean_epoch_seconds
 from common import record, time_line
 
 import sentangle

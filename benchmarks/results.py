@@ -209,7 +209,7 @@ class Planner:
                 try:
                     model_for(build_config(m, "synthetic"), ds)(batch)
                     ok.append(m)
-                except Exception:  # noqa: BLE001  (any failure means: not a text-only model)
+                except Exception:
                     pass
             self._text_capable = ok
         return self._text_capable
@@ -353,7 +353,7 @@ def missing_data(sec: dict, root: str | None) -> str | None:
     for rel in sec.get("needs") or []:
         try:
             find_file(root, rel, sec["id"])
-        except Exception as e:  # noqa: BLE001  (DataError: says where it looked)
+        except Exception as e:
             return str(e)
     return None
 
@@ -443,7 +443,7 @@ def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
     def attempt(job: Job, fn) -> None:
         try:
             fn()
-        except Exception as e:  # noqa: BLE001  (one broken run must not cost the hours of the others)
+        except Exception as e:
             failures.append(f"{job.label}: {type(e).__name__}: {e}")
             tqdm.write(f"FAILED {job.label}:\n{traceback.format_exc()}")
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 # benchmarks/common.py, beside these scripts
-from common import epoch_seconds, foundation_reference, seed_values, time_line, train_or_reuse  # noqa: E402
+from common import epoch_seconds, foundation_reference, seed_values, time_line, train_or_reuse
 
 import sentangle
 from sentangle.core.io import versions, write_text

@@ -71,12 +71,33 @@ def test_real_frame_lstm_matches_an_lstm_run_on_each_sample_alone(bidirectional)
     assert torch.all(final[2] == 0) and not out_mask[2].any()
 
 
+def test_real_frame_lstm_trains_the_weights_of_its_lstm_like_each_sample_run_alone():
+    # The layers run on the weights of `enc.lstm`: their gradients must reach those parameters and
+    # equal the ones of an nn.LSTM run on each sample's real frames alone.
+    torch.manual_seed(0)
+    enc = RealFrameLSTM(3, 4, layers=2, bidirectional=True).train()
+    x = torch.randn(3, 6, 3)
+    mask = torch.tensor([[1, 0, 1, 1, 0, 0], [1] * 6, [0] * 6], dtype=torch.bool)
+    out, _, final = enc(x, mask)
+    (out.pow(2).sum() + final.sum()).backward()
+    got = {n: p.grad.clone() for n, p in enc.lstm.named_parameters()}
+    enc.zero_grad()
+    total = torch.zeros(())
+    for i in range(2):  # the sample without real frames contributes nothing
+        alone, (h, _) = enc.lstm(x[i, mask[i]].unsqueeze(0))
+        total = total + alone.pow(2).sum() + h[-2:].sum()
+    total.backward()
+    assert set(got) == {n for n, _ in enc.lstm.named_parameters()}
+    for n, p in enc.lstm.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, msg=n)
+
+
 # ---- TFN ---------------------------------------------------------------------------------------
 def test_tensor_fusion_is_the_outer_product_of_codes_with_a_one_appended():
     rng = np.random.default_rng(0)
     t, a, v = rng.normal(size=(2, 3)), rng.normal(size=(2, 2)), rng.normal(size=(2, 4))
     got = tensor_fusion([torch.tensor(t), torch.tensor(a), torch.tensor(v)]).numpy()
-    one = lambda h: np.append(h, 1.0)  # noqa: E731
+    one = lambda h: np.append(h, 1.0)
     for i in range(2):
         want = np.multiply.outer(np.multiply.outer(one(t[i]), one(a[i])), one(v[i])).ravel()
         np.testing.assert_allclose(got[i], want, rtol=1e-12)

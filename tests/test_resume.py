@@ -406,7 +406,7 @@ def test_no_better_than_constant_against_hand_worked_errors():
     assert not no_better_than_constant(label.copy(), label, train, "regression")
     # Classification: the train majority class is 1; on [0, 1, 2, 2] it errs 3 of 4, the bar is 0.675.
     train_c, label_c = np.array([1, 1, 0, 2]), np.array([0, 1, 2, 2])
-    one_hot = lambda classes: np.eye(3)[classes]  # noqa: E731
+    one_hot = lambda classes: np.eye(3)[classes]
     assert no_better_than_constant(one_hot([2, 0, 1, 1]), label_c, train_c, "classification")  # error 1.0
     assert not no_better_than_constant(one_hot([0, 1, 1, 2]), label_c, train_c, "classification")  # error 0.25
     assert not no_better_than_constant(

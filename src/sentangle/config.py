@@ -341,9 +341,11 @@ def make_config(
     """
     extra = list(overrides)
     if isinstance(model, dict):
-        model, sections["model"] = model.get("name"), {k: v for k, v in model.items() if k != "name"}
+        sections["model"] = {k: v for k, v in model.items() if k != "name"}
+        model = model.get("name")
     if isinstance(dataset, dict):
-        dataset, sections["dataset"] = dataset.get("name"), {k: v for k, v in dataset.items() if k != "name"}
+        sections["dataset"] = {k: v for k, v in dataset.items() if k != "name"}
+        dataset = dataset.get("name")
     for section, values in sections.items():
         if not isinstance(values, dict):
             raise ConfigError(f"{section}= must be a dict of settings, got {type(values).__name__}")

@@ -36,7 +36,7 @@ def _reason(e: OSError) -> str:
 
 
 @contextlib.contextmanager
-def output_errors(path: str | Path, what: str = "output"):
+def output_errors(path: str | os.PathLike, what: str = "output"):
     """Turn an OSError while writing `path` (a full disk, a read-only folder ...) into one
     OutputError naming the path and the reason."""
     try:
@@ -53,7 +53,7 @@ def _first_existing(path: Path) -> Path:
     return path
 
 
-def check_output(path: str | Path, kind: str = "file") -> Path:
+def check_output(path: str | os.PathLike, kind: str = "file") -> Path:
     """Refuse, before any work, an output path that cannot be written as a `kind` ("file" or
     "folder"): a symlink or device given as the output (writes never follow or replace those), a
     folder where a file is expected or the reverse, a parent that is a file, a folder we may not write."""
@@ -80,7 +80,7 @@ def check_output(path: str | Path, kind: str = "file") -> Path:
     return path
 
 
-def make_folder(folder: str | Path) -> Path:
+def make_folder(folder: str | os.PathLike) -> Path:
     """mkdir -p with the errors of an output folder."""
     folder = Path(folder)
     check_output(folder, "folder")
@@ -98,7 +98,7 @@ def _missing_top(path: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def new_output(folder: str | Path, keep: Callable[[], bool] = lambda: False):
+def new_output(folder: str | os.PathLike, keep: Callable[[], bool] = lambda: False):
     """Check `folder` as an output folder; if the block then fails to write (OutputError), remove
     the folders it created, unless `keep()` says that what was written is worth keeping."""
     folder = check_output(folder, "folder")
@@ -111,7 +111,7 @@ def new_output(folder: str | Path, keep: Callable[[], bool] = lambda: False):
         raise
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """`write(tmp)` fills a temp file beside `path`, which then replaces `path` in one rename, after
     its bytes reached the disk: a crash leaves the old file or the new one, never a torn one.
     Any OSError (a full disk, a read-only folder) becomes an OutputError naming `path`, and leaves
@@ -146,7 +146,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     return path
 
 
-def write_text(path: str | Path, text: str) -> Path:
+def write_text(path: str | os.PathLike, text: str) -> Path:
     def w(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
@@ -164,7 +164,7 @@ def _jsonable(o: Any):
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
-def write_json(path: str | Path, data: Any) -> Path:
+def write_json(path: str | os.PathLike, data: Any) -> Path:
     # NaN is written as null: strict JSON readers (jq, browsers) reject the bare NaN token.
     return write_text(path, json.dumps(_nan_to_none(data), indent=2, default=_jsonable) + "\n")
 

@@ -245,6 +245,7 @@ class MSADataset:
                     count += int(bad.sum())
                     first = first if first is not None else rows.start + int(np.argwhere(bad.any(axis=(1, 2)))[0, 0])
             if count:
+                assert first is not None  # set with the first bad chunk
                 raise DataError(
                     f"{where}: {s}.{m} has {count} NaN/inf values (first in sample {sp.ids[first]!r}); "
                     "expected finite features"

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class LazyWriter:
         class_names: list[str] | None = None,
         label_range=(-3.0, 3.0),
         source: str = "",
-        text_encoder: str | None = None,
+        text_encoder: str | dict | None = None,
         info: dict | None = None,
         overwrite: bool = False,
     ):
@@ -74,7 +75,7 @@ class LazyWriter:
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         self.tmp.mkdir()
-        self.meta = {
+        self.meta: dict[str, Any] = {
             "format": FORMAT,
             "name": name,
             "task": task,
@@ -85,7 +86,7 @@ class LazyWriter:
             "info": info or {},
             "splits": {},
         }
-        self.arrays: dict[str, dict[str, np.ndarray]] = {}
+        self.arrays: dict[str, dict[str, np.memmap]] = {}
         self.ids: dict[str, list] = {}
         self.texts: dict[str, list] = {}
         self.filled: dict[str, int] = {}
@@ -103,7 +104,7 @@ class LazyWriter:
         if unknown:
             raise DataError(f"{self.folder}: unknown modalities {sorted(unknown)}; expected some of {MODALITIES}")
         (self.tmp / split).mkdir()
-        out = {}
+        out: dict[str, np.memmap] = {}
         for m, (t, d) in shapes.items():
             out[m] = np.lib.format.open_memmap(self.tmp / split / f"{m}.npy", "w+", np.float32, (n, t, d))
             out[f"{m}_mask"] = np.lib.format.open_memmap(self.tmp / split / f"{m}_mask.npy", "w+", bool, (n, t))

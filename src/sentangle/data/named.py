@@ -70,7 +70,9 @@ def synthetic(root=None, **kwargs) -> MSADataset:
     """The controllable synthetic benchmark (docs/synthetic.md); needs no files."""
 
     check_options("dataset 'synthetic'", make_synthetic, kwargs)
-    return make_synthetic(**kwargs)
+    ds = make_synthetic(**kwargs)
+    assert isinstance(ds, MSADataset)  # check_options refused return_factors
+    return ds
 
 
 @DATASETS.register("mosi")
@@ -253,7 +255,7 @@ def list_datasets() -> list[str]:
 
 def describe(ds: MSADataset) -> dict:
     """What `sentangle data info` prints: sizes, modalities, shapes, label statistics."""
-    out = {
+    out: dict = {
         "name": ds.name,
         "source": str(ds.source),
         "task": ds.task,
@@ -264,7 +266,7 @@ def describe(ds: MSADataset) -> dict:
     if ds.class_names:
         out["classes"] = list(ds.class_names)
     for s, sp in ds.splits.items():
-        info = {"samples": len(sp)}
+        info: dict = {"samples": len(sp)}
         for m, mask in sp.masks.items():
             lengths = mask.sum(1)
             info[m] = {"max_len": int(mask.shape[1]), "mean_len": round(float(lengths.mean()), 1)}

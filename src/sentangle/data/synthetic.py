@@ -257,7 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--aligned", action="store_true")
     ap.add_argument("--scale", type=float, default=1.0)
     args = ap.parse_args(argv)
-    print(oracle_table(make_synthetic(seed=args.seed, aligned=args.aligned, scale=args.scale)))
+    ds = make_synthetic(seed=args.seed, aligned=args.aligned, scale=args.scale)
+    assert isinstance(ds, MSADataset)  # without return_factors
+    print(oracle_table(ds))
 
 
 if __name__ == "__main__":

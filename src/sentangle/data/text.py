@@ -16,6 +16,7 @@ import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ def _load_tokenizer(path: str):
     return tok
 
 
-def _load_model(path: str) -> torch.nn.Module:
+def _load_model(path: str) -> Any:  # a transformers model, whose class depends on the checkpoint
     """A fresh model each call: fine-tuning must not share weights with frozen feature extraction."""
     return _transformers().AutoModel.from_pretrained(path, local_files_only=_is_local(path))
 
@@ -328,7 +329,7 @@ def text_inputs(texts: list[str], setting, cache_dir=None):
     name, k, max_length = setting["name"], setting["finetune"], setting["max_length"]
     if k == ALL_LAYERS:
         return tokenize(texts, name, max_length), None, None
-    layers = "last"
+    layers: str | int = "last"
     if k:
         n = _num_layers(resolve_encoder(name))
         if k > n:
@@ -361,7 +362,7 @@ def prepare_text(ds: MSADataset, setting=None, cache_dir=None) -> MSADataset:
         positions = {s: np.arange(starts[i], starts[i + 1]) for i, s in enumerate(names)}
     texts: list[str] = [""] * sum(sizes)
     for s in names:
-        for pos, t in zip(positions[s], ds.splits[s].texts):
+        for pos, t in zip(positions[s], ds.splits[s].texts or []):  # needs_text: every split has texts
             texts[int(pos)] = t
     tokens, feats, masks = text_inputs(texts, setting, cache_dir)
     for s in names:
@@ -380,10 +381,10 @@ def prepare_text(ds: MSADataset, setting=None, cache_dir=None) -> MSADataset:
 def text_splits(split_of: Sequence[str], texts: list[str], labels: np.ndarray, ids: list[str]) -> dict[str, Split]:
     """Splits of raw texts, shared by the text readers (prepare_text encodes them later); each
     sample goes to the split named in `split_of`."""
-    split_of = np.asarray(split_of)
+    split_names = np.asarray(split_of)
     out = {}
     for s in SPLITS:
-        idx = np.flatnonzero(split_of == s)
+        idx = np.flatnonzero(split_names == s)
         if idx.size == 0:
             continue
         out[s] = Split(
@@ -398,5 +399,5 @@ def text_splits(split_of: Sequence[str], texts: list[str], labels: np.ndarray, i
 
 def text_order(split_of: Sequence[str]) -> dict[str, np.ndarray]:
     """Each split's positions in the reader's order (see prepare_text)."""
-    split_of = np.asarray(split_of)
-    return {s: np.flatnonzero(split_of == s) for s in SPLITS if (split_of == s).any()}
+    split_names = np.asarray(split_of)
+    return {s: np.flatnonzero(split_names == s) for s in SPLITS if (split_names == s).any()}

@@ -69,6 +69,7 @@ class SharedPrivateDecoupling(nn.Module):
     def reconstruction(self, h_means, shared_means, private_means) -> torch.Tensor:
         # Utterance level, as MISA: frame-level targets would spend the codes on the positional
         # encodings. The target is detached: the loss should shape the codes, not shrink H.
+        assert self.decoder is not None  # called only with reconstruction
         errs = [
             F.mse_loss(self.decoder[m](s + p), h.detach())
             for m, h, s, p in zip(self.decoder, h_means, shared_means, private_means)
@@ -190,30 +191,31 @@ class AnchorGuidedPrivateRouting(nn.Module):
         self.borrow = self.gate = None
         if borrow and len(modalities) > 1:
             self.borrow = nn.ModuleDict({m: nn.Linear(dim, dim) for m in modalities})
-            self.gate = nn.ModuleDict({m: nn.Linear(2 * dim, dim) for m in modalities})
-            for lin in self.gate.values():
+            gates = {m: nn.Linear(2 * dim, dim) for m in modalities}
+            self.gate = nn.ModuleDict(gates)
+            for lin in gates.values():
                 nn.init.constant_(lin.bias, gate_bias)
 
     def forward(self, private: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], present: torch.Tensor):
         mods = list(private)
-        p, loads = [], []
+        codes, loads = [], []
         for m in mods:
             slots, load = route_to_anchors(self.norm(private[m]), masks[m], self.anchors[m], self.temperature)
-            p.append(self.readout[m](slots.flatten(1)))  # (B, D)
+            codes.append(self.readout[m](slots.flatten(1)))  # (B, D)
             loads.append(load)
-        p = torch.stack(p, 1)  # (B, M, D)
+        p = torch.stack(codes, 1)  # (B, M, D)
         out = {"load": torch.stack(loads, 1)}  # (B, M, K)
-        if self.gate is None:
+        if self.gate is None or self.borrow is None:  # made together
             return p, out
         w = present.to(p.dtype).unsqueeze(-1)  # (B, M, 1)
         total, count = (p * w).sum(1, keepdim=True), w.sum(1, keepdim=True)
         others = (total - p * w) / (count - w).clamp_min(1.0)  # mean over the other present modalities
-        q, gates = [], []
+        q, per_mod_gates = [], []
         for i, m in enumerate(mods):
             g = torch.sigmoid(self.gate[m](torch.cat([p[:, i], others[:, i]], -1)))  # (B, D)
             q.append(p[:, i] + g * self.borrow[m](others[:, i]))
-            gates.append(g)
-        gates = torch.stack(gates, 1)  # (B, M, D)
+            per_mod_gates.append(g)
+        gates = torch.stack(per_mod_gates, 1)  # (B, M, D)
         out["gate"] = gates.mean(-1)
         out["sparsity"] = gates.abs().mean()
         return torch.stack(q, 1), out

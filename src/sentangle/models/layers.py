@@ -43,6 +43,8 @@ class MLP(nn.Sequential):
 class PositionalEncoding(nn.Module):
     """Fixed sinusoidal positions; without them attention is blind to frame order."""
 
+    pe: torch.Tensor
+
     def __init__(self, dim: int, max_len: int = 4096):
         super().__init__()
         pos = torch.arange(max_len).unsqueeze(1)
@@ -177,24 +179,6 @@ def masked_downsample(x: torch.Tensor, mask: torch.Tensor, max_len: int) -> tupl
     return y, count > 0
 
 
-def pack_real_frames(x: torch.Tensor, mask: torch.Tensor) -> tuple[nn.utils.rnn.PackedSequence, torch.Tensor]:
-    """Pack each sample's real frames, in their order, for an RNN; padding and dropped frames are skipped.
-
-    A recurrent encoder that read padding would let the amount of padding change its final state.
-    Returns the packed sequence and the number of real frames per sample (B,). A sample with no real
-    frame is packed with its first (zero) frame so the RNN has something to read; callers use
-    `lengths > 0` to discard what it produced.
-    """
-    lengths = mask.sum(1)
-    # a stable sort of "is padding" moves the real frames to the front without reordering them
-    order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
-    compact = x.gather(1, order.unsqueeze(-1).expand_as(x))
-    packed = nn.utils.rnn.pack_padded_sequence(
-        compact, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
-    )
-    return packed, lengths
-
-
 class RealFrameLSTM(nn.Module):
     """An LSTM over the real frames of each sample (the recurrent subnetworks of TFN, LMF, MISA, Self-MM).
 
@@ -222,6 +206,14 @@ class RealFrameLSTM(nn.Module):
             dropout=dropout if layers > 1 else 0.0,
         )
         self.dirs = 2 if bidirectional else 1
+        # One-layer, one-direction LSTMs that forward runs with the weights of `self.lstm`
+        # (torch.func.functional_call), so the parameters and state dict stay those of one nn.LSTM.
+        # On the meta device they hold no memory and draw nothing from the random generator; in a
+        # tuple, nn.Module does not register them.
+        self._steps = tuple(
+            nn.LSTM(size, hidden, bias=self.lstm.bias, batch_first=True, device="meta")
+            for size in [d_in, hidden * self.dirs][:layers]
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b = x.shape[0]
@@ -239,20 +231,18 @@ class RealFrameLSTM(nn.Module):
         last = (lengths - 1).clamp_min(0)
         # reverse each sample's real frames in place: frame i <-> frame length-1-i (padding stays put)
         flip = torch.where(out_mask, last[:, None] - steps[None, :], steps[None, :])
-        weights = self.lstm._flat_weights
-        per_dir = len(weights) // (self.lstm.num_layers * self.dirs)
-        finals = []
+        finals: list[torch.Tensor] = []
         for layer in range(self.lstm.num_layers):
             if layer > 0 and self.lstm.dropout > 0:
                 h = nn.functional.dropout(h, self.lstm.dropout, self.training)
+            step = self._steps[min(layer, 1)].train(self.training)
             outs, finals = [], []
             for d in range(self.dirs):
-                k = (layer * self.dirs + d) * per_dir
+                suffix = f"_l{layer}" + ("_reverse" if d else "")
+                weights = {n: getattr(self.lstm, n.removesuffix("_l0") + suffix) for n, _ in step.named_parameters()}
                 seq = h if d == 0 else h[rows[:, None], flip]
                 zeros = h.new_zeros(1, b, self.lstm.hidden_size)
-                o, _, _ = torch._VF.lstm(
-                    seq, (zeros, zeros), weights[k : k + per_dir], self.lstm.bias, 1, 0.0, self.training, False, True
-                )
+                o, _ = torch.func.functional_call(step, weights, (seq, (zeros, zeros)))
                 finals.append(o[rows, last])
                 outs.append(o if d == 0 else o[rows[:, None], flip])
             h = torch.cat(outs, dim=-1) * out_mask.unsqueeze(-1).to(x.dtype)

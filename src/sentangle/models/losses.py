@@ -6,8 +6,18 @@ Every loss returns a scalar tensor and is non-negative.
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
+
+
+def total(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum of loss terms (at least one), typed as a tensor: the built-in sum starts from the
+    int 0, so its type admits an int. The numbers are the same, as 0 + x == x."""
+    return functools.reduce(operator.add, terms)
 
 
 # ---- distribution matching -------------------------------------------------------------------

@@ -45,7 +45,7 @@ from sentangle.core.registry import MODELS
 from sentangle.data.batch import Batch
 from sentangle.models.base import ModelOutput, MSAModel
 from sentangle.models.layers import RealFrameLSTM, key_padding_mask, masked_mean
-from sentangle.models.losses import cmd, orthogonality
+from sentangle.models.losses import cmd, orthogonality, total
 
 
 class SLSTM(nn.Module):
@@ -122,13 +122,13 @@ class MISA(MSAModel):
         aux: dict[str, torch.Tensor] = {}
         pairs = list(itertools.combinations(mods, 2))
         if self.use_similarity and pairs:
-            aux["similarity"] = sum(cmd(shared[a], shared[b], self.cmd_moments) for a, b in pairs) / len(pairs)
+            aux["similarity"] = total(cmd(shared[a], shared[b], self.cmd_moments) for a, b in pairs) / len(pairs)
         if self.use_difference:
-            aux["difference"] = sum(orthogonality(private[m], shared[m]) for m in mods) + sum(
+            aux["difference"] = total(orthogonality(private[m], shared[m]) for m in mods) + sum(
                 orthogonality(private[a], private[b]) for a, b in pairs
             )
         if self.recon is not None:
-            aux["reconstruction"] = sum(F.mse_loss(self.recon[m](private[m] + shared[m]), u[m]) for m in mods) / len(
+            aux["reconstruction"] = total(F.mse_loss(self.recon[m](private[m] + shared[m]), u[m]) for m in mods) / len(
                 mods
             )
 

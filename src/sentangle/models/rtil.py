@@ -265,9 +265,9 @@ class RTIL(MSAModel):
             aux["domain"] = self._domain_loss(pooled_shared, pooled_private)
         if self.use_cmd:
             pairs = list(itertools.combinations(self.modalities, 2))
-            aux["cmd"] = sum(losses.cmd(pooled_shared[a], pooled_shared[b], self.cmd_moments) for a, b in pairs) / len(
-                pairs
-            )
+            aux["cmd"] = losses.total(
+                losses.cmd(pooled_shared[a], pooled_shared[b], self.cmd_moments) for a, b in pairs
+            ) / len(pairs)
         if self.recon is not None:
             aux["recon"] = self._recon_loss(x, private, shared, masks)
         if self.temporal_plan:
@@ -301,7 +301,8 @@ class RTIL(MSAModel):
         margin_loss = losses.margin_softmax_loss if self.margin_type == "angular" else losses.cosine_margin_softmax_loss
         kinds = [pooled_shared] + ([pooled_private] if self.domain_on_private else [])
         coefficient = self.reversal_coefficient()
-        total = 0.0
+        assert self.discriminator is not None  # called only with a discriminator
+        per_kind = []
         for codes in kinds:
             terms = []
             for m, z in codes.items():
@@ -311,7 +312,8 @@ class RTIL(MSAModel):
                         self.discriminator(grad_reverse(z, coefficient)), centres, labels, self.margin_s, self.margin_m
                     )
                 )
-            total = total + sum(terms) / len(terms)
+            per_kind.append(losses.total(terms) / len(terms))
+        total = losses.total(per_kind)
         if self.center_decay:
             total = total + self.center_decay * centres.pow(2).sum()
         return total
@@ -336,6 +338,7 @@ class RTIL(MSAModel):
     def _recon_loss(self, x, private, shared, masks) -> torch.Tensor:
         """Rebuild the projected input from private + shared: per frame, or (the code) every frame
         from the time-mean code; the projected input is a fixed target unless recon_detach=False."""
+        assert self.recon is not None  # called only with reconstruction
         terms = []
         for m in self.modalities:
             code = private[m] + shared[m]
@@ -348,7 +351,7 @@ class RTIL(MSAModel):
             err = (self.recon[m](code) - target).pow(2).mean(-1)  # (B, T)
             w = masks[m].to(err.dtype)
             terms.append((err * w).sum() / w.sum().clamp_min(1.0))
-        return sum(terms) / len(terms)
+        return losses.total(terms) / len(terms)
 
     def _temporal_loss(self, private, shared, masks) -> torch.Tensor:
         terms = []
@@ -362,7 +365,7 @@ class RTIL(MSAModel):
                 # means the same for every D; summed over 2D sigmoid codes it swamps the task loss
                 # and the codes collapse to constants in time.
                 terms.append(losses.total_variation(z, mask, order=self.tv_order) / z.shape[-1])
-        return sum(terms) / len(terms)
+        return losses.total(terms) / len(terms)
 
     # ---- 5. fusion -----------------------------------------------------------------------------------
     def _gate(self, m: str, shared, pooled_shared) -> torch.Tensor:

@@ -87,7 +87,7 @@ class UnimodalLabels:
         self.ids: list[str] = []
         self.labels: dict[str, torch.Tensor] = {}  # name -> (capacity,)
         self.features: dict[str, torch.Tensor] = {}  # name -> (capacity, D)
-        self.stored: torch.Tensor | None = None  # (capacity,) bool: features written at least once
+        self.stored = torch.zeros(0, dtype=torch.bool)  # (capacity,) bool: features written at least once
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -107,7 +107,7 @@ class UnimodalLabels:
         return torch.tensor([self.row_of[i] for i in ids], device=y.device, dtype=torch.long)
 
     def _grow(self, n: int, device) -> None:
-        cap = 0 if self.stored is None else self.stored.shape[0]
+        cap = self.stored.shape[0]
         if n <= cap:
             return
         size = max(n, 2 * cap, 64)  # doubling: registering N ids costs O(N) copies in all
@@ -277,6 +277,7 @@ class SelfMM(MSAModel):
             return ModelOutput(self.head_output(y), aux, extras)
 
         store = self.label_store
+        assert store is not None  # made when self.generate
         rows = store.register(batch.ids, batch.labels)
         y_m = store.labels["fusion"][rows]
         for m, (_, p) in uni.items():
@@ -293,5 +294,5 @@ class SelfMM(MSAModel):
     def on_epoch_end(self, epoch: int) -> None:
         """Called by the trainer after epoch `epoch` (0-based); the per-epoch label update runs here."""
         self.epoch = epoch + 2
-        if self.generate and self.label_update == "epoch":
+        if self.label_store is not None and self.label_update == "epoch":  # made when self.generate
             self.label_store.update_all(self.epoch)

@@ -172,7 +172,7 @@ class Recouple(nn.Module):
         super().__init__()
         self.factors, self.fusion = factors, fusion
         self.proj = nn.ModuleDict({f: nn.Linear(dim, dim) for f in factors})
-        self.gate = None
+        self.gate: MLP | None = None
         if len(factors) == 2 and fusion == "gate":
             extra = 0 if head_dim is None else head_dim + 2  # |y^T - y^S| and two confidences
             self.gate = MLP([2 * dim + extra, dim, dim], dropout)
@@ -188,6 +188,7 @@ class Recouple(nn.Module):
             return torch.cat([pt, ps], dim=-1), p, None
         if self.fusion == "average":
             return 0.5 * (pt + ps), p, None
+        assert self.gate is not None  # made for fusion "gate" with two factors, the case left
         parts = [s["temporal"], s["spatial"]]
         if heads is not None:
             t, sp = heads["temporal"], heads["spatial"]
@@ -314,8 +315,9 @@ class TSDA(MSAModel):
             else None
         )
         head_dim = (output_dim if output_dim > 1 else 1) if aux_heads else None
-        self.recouple = nn.ModuleDict({m: Recouple(hidden, self.factors, fusion, head_dim, dropout) for m in use})
-        self.head = MLP([sum(r.out_dim for r in self.recouple.values()), hidden, output_dim], dropout)
+        recouple = {m: Recouple(hidden, self.factors, fusion, head_dim, dropout) for m in use}
+        self.recouple = nn.ModuleDict(recouple)
+        self.head = MLP([sum(r.out_dim for r in recouple.values()), hidden, output_dim], dropout)
 
     # ---- encoders --------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, mask: torch.Tensor, m: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -363,17 +365,20 @@ class TSDA(MSAModel):
         present = {m: masks[m].any(1) for m in self.use}  # samples that have modality m at all
         labels = batch.labels
 
-        codes, per_mod = [], {k: [] for k in ("cos", "hsic", "orth", "aux_temporal", "aux_spatial")}
+        codes = []
+        per_mod: dict[str, list[torch.Tensor]] = {k: [] for k in ("cos", "hsic", "orth", "aux_temporal", "aux_spatial")}
         for m in self.use:
             s, keep = summary[m], present[m]
             heads = None
             if self.aux_heads is not None:
-                heads = {f: self.aux_heads[m][f](s[f]) for f in self.factors}
+                heads_of_m = self.aux_heads[m]
+                assert isinstance(heads_of_m, nn.ModuleDict)  # one FactorHead per factor
+                heads = {f: heads_of_m[f](s[f]) for f in self.factors}
                 for f in self.factors:
                     extras[f"y_{f}_{m}"] = heads[f]["prediction"]
                     # Labels that do not fit the head (float labels for a C-way output in a shape
                     # check) give no aux loss; the trainer's task loss reports a real mismatch.
-                    if keep.any() and (labels.is_floating_point() != self.aux_heads[m][f].classify):
+                    if keep.any() and (labels.is_floating_point() != heads_of_m[f].classify):
                         kept = {k: v[keep] for k, v in heads[f].items()}
                         per_mod[f"aux_{f}"].append(FactorHead.loss(kept, labels[keep]))
             h, p, g = self.recouple[m](s, heads)  # 7. gated recouple
@@ -383,8 +388,8 @@ class TSDA(MSAModel):
             for f in self.factors:
                 extras[f"summary_{f}_{m}"] = s[f]
             # 6. Summary decorrelation and the orthogonality of the recoupled projections.
-            if keep.sum() >= 2:
-                st, ss = s.get("temporal"), s.get("spatial")
+            st, ss = s.get("temporal"), s.get("spatial")
+            if keep.sum() >= 2 and st is not None and ss is not None:  # the losses need both factors
                 if self.cos_loss:
                     per_mod["cos"].append(losses.cosine_squared(st[keep], ss[keep]))
                 if self.hsic_loss:
@@ -398,6 +403,7 @@ class TSDA(MSAModel):
         return ModelOutput(self.head_output(y), aux, extras)
 
     def _purity(self, aligned: dict) -> torch.Tensor:
+        assert self.discriminator is not None  # called only with purity != "none"
         terms = []
         for target, f in ((1.0, "temporal"), (0.0, "spatial")):
             z = torch.cat([aligned[(f, m)][0] for m in self.use], dim=1)  # (B, N_f, D)

@@ -161,7 +161,7 @@ def ablation_csv(results: dict[str, dict], reference: str, task: str, switches: 
     ref = results[reference]["per_seed"]
     for v in [reference] + [x for x in results if x != reference]:
         for split, stats in results[v]["splits"].items():
-            deltas = {m: _paired_delta(results[v]["per_seed"], ref, split, m) for m in metrics}
+            deltas = {m: _paired_delta(results[v]["per_seed"], ref, split, m) or {} for m in metrics}
             w.writerow(
                 [v, split, next(iter(stats.values()))["n"], switches.get(v, "")]
                 + [f"{stats[m][k]:.6f}" if m in stats else "" for m in metrics for k in ("mean", "std")]

@@ -39,7 +39,7 @@ def _model_name(model: str | dict) -> str:
     return model
 
 
-def seed_facts(folder: str, seeds) -> dict[str, dict]:
+def seed_facts(folder: str, seeds) -> dict[str, list[float]]:
     """Parameter count and training time per seed, from the run folder's metrics.json files."""
     params, seconds, epochs = [], [], []
     for seed in seeds:
@@ -54,7 +54,7 @@ def seed_facts(folder: str, seeds) -> dict[str, dict]:
 
 def markdown_table(rows: dict[str, dict[str, dict]], task: str, facts: dict[str, dict] | None = None) -> str:
     """rows: model -> metric -> {mean, std, n}. The best mean of each metric column is in bold."""
-    extra = None
+    extra: dict[str, dict] | None = None
     if facts:
         extra = {"params": {}, "s / seed": {}}
         for model in rows:

@@ -74,6 +74,7 @@ def _prediction_plot(label: str, summary: dict, out: Path, split: str = "test") 
         fig = plots.prediction_scatter({s: d[0] for s, d in data.items()}, {s: d[1] for s, d in data.items()}, title)
     else:
         names = next(iter(data.values()))[2]
+        assert names is not None  # the predictions of a classifier name their classes
         fig = plots.confusion_matrix(
             np.concatenate([d[0] for d in data.values()]), np.concatenate([d[1] for d in data.values()]), names, title
         )

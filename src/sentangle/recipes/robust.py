@@ -77,7 +77,7 @@ def robust_conditions(
     one perturbation into a curve (its level 0 is the clean condition).
     """
     sp = ds.splits[split]
-    conds = [{"name": "clean", "family": "clean", "kind": "clean", "modality": None, "level": None}]
+    conds: list[dict] = [{"name": "clean", "family": "clean", "kind": "clean", "modality": None, "level": None}]
     skipped = []
     seq = [m for m in sp.features if int(sp.masks[m].sum(1).max()) > 1]
     for m in ds.modalities:
@@ -135,7 +135,7 @@ def _t(a: np.ndarray) -> torch.Tensor:
 def perturb_split(sp: Split, cond: dict, seed: int, scales: dict[str, np.ndarray] | None = None) -> Split:
     """A new Split with `cond` applied (the input is not modified). `scales`: per-modality (d,) train
     std for noise. Generators depend on (seed, family, modality) only, not on the level."""
-    kind, m = cond["kind"], cond.get("modality")
+    kind, m = cond["kind"], cond.get("modality") or ""  # "": a condition on every modality
     feats, masks, tokens = dict(sp.features), dict(sp.masks), sp.tokens
     if kind == "noise":
         if scales is None or m not in scales:
@@ -237,7 +237,7 @@ def robust(
         conds, skipped = robust_conditions(ds, noise_levels, drop_rates)
         scales = train_scales(ds)
         models = {i: [load_checkpoint(p) for p in runs[i]["checkpoints"]] for i in members}
-        per = {i: {c["name"]: {} for c in conds} for i in members}
+        per: dict[int, dict[str, dict[int, dict[str, float]]]] = {i: {c["name"]: {} for c in conds} for i in members}
         clean = as_seen(ds.splits["test"])
         for c in conds:
             view = dataclasses.replace(ds, splits={**ds.splits, "test": perturb_split(clean, c, seed, scales)})
@@ -325,7 +325,7 @@ def robust_table(results: dict[str, dict], metric: str | None = None) -> str:
                 text += f" ({d:+.3f})" if metric in ("mae", "corr") else f" ({100 * d:+.2f})"
             cells.append(f"**{text}**" if len(results) > 1 and s["mean"] == best else text)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    skips = {}
+    skips: dict[tuple[str, str], list[str]] = {}
     for lab, r in results.items():
         for s in r["skipped"]:
             skips.setdefault((s["name"], s["reason"]), []).append(lab)

@@ -143,9 +143,10 @@ def check_keys(path: str | Path, space: dict[str, dict], cfg: RunConfig) -> None
         elif name == "name":
             raise SweepError(f"{where}: the dataset itself is not a hyperparameter; run one sweep per dataset")
         else:
-            known = _dataset_options(cfg.dataset["name"], DATASETS, load_dataset)
-            if known is None:  # a feature file: its reader checks its options when loading
+            options = _dataset_options(cfg.dataset["name"], DATASETS, load_dataset)
+            if options is None:  # a feature file: its reader checks its options when loading
                 continue
+            known = options
         if name not in known:
             raise SweepError(
                 f"{where}: {cfg.model['name'] if section == 'model' else section} has no setting {name!r}; "

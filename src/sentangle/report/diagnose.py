@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ __all__ = [
     "shown_keys",
 ]
 
-DIAGNOSTICS = Registry("diagnostics")
+DIAGNOSTICS: Registry[Callable[..., dict | None]] = Registry("diagnostics")
 
 
 def diagnose(model_name: str, model, dataset) -> dict | None:
@@ -56,7 +57,7 @@ def write_seed_diagnostics(seed_dir: str | Path, model_name: str, model, dataset
     (Path(seed_dir) / "diagnostics.json").unlink(missing_ok=True)  # never a stale file from an older config
     try:
         diag = diagnose(model_name, model, dataset)
-    except Exception as e:  # noqa: BLE001  (any bug in an analysis must not cost a trained seed)
+    except Exception as e:
         warnings.warn(
             f"{seed_dir}: diagnostics of {model_name!r} failed ({type(e).__name__}: {e}); "
             "no diagnostics.json for this seed",

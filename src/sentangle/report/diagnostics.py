@@ -49,7 +49,8 @@ def linear_cka(x, y) -> float:
 
 
 def _collect(model, dataset, split: str, batch_size: int, device: str):
-    preds, labels, extras = [], [], {}
+    preds, labels = [], []
+    extras: dict[str, list[torch.Tensor]] = {}
     model.eval()
     with torch.no_grad():
         for batch in dataset.batches(split, batch_size):
@@ -63,7 +64,7 @@ def _collect(model, dataset, split: str, batch_size: int, device: str):
     return torch.cat(preds), torch.cat(labels), {k: torch.cat(v) for k, v in extras.items()}
 
 
-def _redundancy(s: torch.Tensor, p: torch.Tensor, max_samples: int) -> dict[str, float]:
+def _redundancy(s: torch.Tensor, p: torch.Tensor, max_samples: int) -> dict[str, float | None]:
     k = min(len(s), max_samples)  # HSIC is O(N^2) in memory; the first rows of a split suffice
     return {"linear_cka": _finite(linear_cka(s, p)), "hsic": _finite(float(hsic(s[:k], p[:k])))}
 

@@ -72,10 +72,10 @@ def robust_curves(results: dict[str, dict], out: str | Path, metric: str | None 
         width = 0.8 / len(results)
         for k, (lab, r) in enumerate(results.items()):
             by = {c["name"]: c["metrics"][metric] for c in r["conditions"]}
-            y = [by[n]["mean"] * scale if n in by else np.nan for n in single]
-            e = [by[n]["std"] * scale if n in by else 0 for n in single]
+            means = [by[n]["mean"] * scale if n in by else np.nan for n in single]
+            stds = [by[n]["std"] * scale if n in by else 0 for n in single]
             # points, not bars: a bar from 0 hides differences of a few hundredths
-            ax.errorbar(np.arange(len(single)) + k * width, y, yerr=e, fmt="o", capsize=3, label=lab)
+            ax.errorbar(np.arange(len(single)) + k * width, means, yerr=stds, fmt="o", capsize=3, label=lab)
         ax.axvline(0.9 - width / 2, color="grey", lw=0.5)  # clean | perturbed
         ax.set_xticks(np.arange(len(single)) + 0.4 - width / 2, single, rotation=30, ha="right")
         ax.set_ylabel(f"test {metric}" + (" (%)" if scale != 1 else ""))

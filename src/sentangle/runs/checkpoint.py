@@ -182,7 +182,9 @@ def load_checkpoint(path: str | Path, allow_unverified: bool = False) -> tuple[M
     cfg = from_dict(payload["config"])
     data = payload["data"]
     args = {k: v for k, v in cfg.model.items() if k not in ("name", "text_encoder")}
-    args = {**{k: v for k, v in MODELS.get(cfg.model["name"]).options_added.items() if k not in args}, **args}
+    model_class = MODELS.get(cfg.model["name"])
+    assert issubclass(model_class, MSAModel)  # every registered model is one
+    args = {**{k: v for k, v in model_class.options_added.items() if k not in args}, **args}
     text = _text_setting(path, cfg, data)
     model = create_model(cfg.model["name"], data["input_dims"], data["output_dim"], text, **args)
     try:

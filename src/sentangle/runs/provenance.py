@@ -66,7 +66,7 @@ def code_fingerprint(model_class: type) -> dict[str, str]:
     package was imported. Config equality alone cannot tell that a seed was trained before a code
     change; this can, without git, and names the files that changed."""
     own = {
-        Path(inspect.getsourcefile(c)).resolve().relative_to(_PACKAGE).as_posix()
+        Path(inspect.getfile(c)).resolve().relative_to(_PACKAGE).as_posix()
         for c in model_class.__mro__
         if c.__module__.split(".")[0] == "sentangle"
     }
@@ -145,7 +145,8 @@ def vouched_codes(folder: Path, code: dict[str, str]) -> set[str]:
     replay from that version gave identical metrics, directly or through a chain of such replays."""
     entries = [e for e in _replays(folder) if e.get("identical") is True and e.get("old")]
     now = code_key(code)
-    keys, frontier = set(), {now}
+    keys: set[str] = set()
+    frontier = {now}
     while frontier:
         frontier = {e["old"] for e in entries if e.get("new") in frontier} - keys - {now}
         keys |= frontier

@@ -60,7 +60,8 @@ def selection(cfg: TrainConfig, task: str) -> tuple[str, str]:
 def make_optimizer(model: MSAModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     # A pretrained text encoder needs a much smaller step than freshly initialised layers.
     declared = {id(p) for p in model.text_encoder_parameters()}
-    enc, rest = [], []
+    enc: list[torch.nn.Parameter] = []
+    rest: list[torch.nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (enc if id(p) in declared else rest).append(p)
@@ -79,7 +80,7 @@ def warmup_linear(total: int, warmup: float):
 
 @torch.no_grad()
 def predict(
-    model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 256, device: str = "cpu"
+    model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 256, device: str | torch.device = "cpu"
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Predictions (N,) or logits (N, C), labels and ids of one split, in dataset order."""
     model.eval()
@@ -93,7 +94,7 @@ def predict(
 
 
 def evaluate(
-    model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 256, device: str = "cpu"
+    model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 256, device: str | torch.device = "cpu"
 ) -> dict[str, float]:
     pred, label, _ = predict(model, dataset, split, batch_size, device)
     return compute_metrics(dataset.task, pred, label, dataset.num_classes)
@@ -121,12 +122,12 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
     metric, direction = selection(cfg, dataset.task)
     better = (lambda a, b: a < b) if direction == "min" else (lambda a, b: a > b)
     opt = make_optimizer(model, cfg)
-    sched = None
+    sched: torch.optim.lr_scheduler.LRScheduler | None = None
     if cfg.scheduler == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     elif cfg.scheduler == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode=direction, factor=0.5, patience=max(cfg.patience // 3, 1)
+            opt, mode="min" if direction == "min" else "max", factor=0.5, patience=max(cfg.patience // 3, 1)
         )
     weights = {**model.default_aux_weights, **cfg.aux_weights}
     n_train = len(dataset.splits["train"])
@@ -231,7 +232,8 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
         if stale >= cfg.patience:
             if trials < cfg.lr_decay_trials:
                 trials, stale = trials + 1, 0
-                model.load_state_dict(best_state)
+                if best_state is not None:  # None while every score so far was unusable (NaN)
+                    model.load_state_dict(best_state)
                 for group in opt.param_groups:
                     group["lr"] *= cfg.lr_decay
                 continue

@@ -157,7 +157,7 @@ def read_sdk_dataset(
     dims = {m: next(iter(seqs.values()))[0].shape[1] for m, seqs in sequences.items()}
     lengths = {m: max([1] + [len(x) for s in folds for x in cut[s][m]]) for m in features}
     lengths.update({m: int(t) for m, t in max_len.items() if m in features})
-    empty = {m: {} for m in features}
+    empty: dict[str, dict[str, int]] = {m: {} for m in features}
     truncated = {m: 0 for m in features}
     splits = {}
     for s in folds:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -247,7 +248,7 @@ def read_urfunny(
     use = [m for m in wanted if m in sources]
 
     order = [(split, sid) for split, (ids, _) in folds.items() for sid in ids]
-    info = {
+    info: dict[str, Any] = {
         "format": "urfunny",
         "context": context,
         "max_context": max_context if context else 0,
@@ -256,7 +257,8 @@ def read_urfunny(
     }
     if lacking:
         info["missing_files"] = {m: opts for m, opts in lacking.items()}
-    feats, masks = {}, {}
+    feats: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
     texts = None
 
     for m in ("audio", "vision"):
@@ -273,7 +275,7 @@ def read_urfunny(
                 parts = [_frames(c, path, sid, f"context_features[{j}]", dim) for j, c in enumerate(ctx)]
                 x = np.concatenate(parts[-max_context:] + [x], axis=0)
             seqs.append(x[-max_frames:] if max_frames else x)
-        stacked, masks[m] = _pad(seqs, dim)
+        stacked, masks[m] = _pad(seqs, dim or 0)  # dim is None only without samples
         bad = ~np.isfinite(stacked)
         info["nonfinite_set_to_0"][m] = int(bad.sum())
         if bad.any():
