@@ -585,10 +585,10 @@ CASES = [
         [PKL, "train.audio has 0 frames per sample", "(5, 0, 3)", "expected at least one frame"],
     ),
     Case(
-        "mmsa_vision_no_real_frame_in_split",
-        mmsa(_set("valid", "vision_lengths", lambda v: 0 * v)),
+        "mmsa_vision_no_real_frame_in_train",
+        mmsa(_set("train", "vision_lengths", lambda v: 0 * v)),
         DataError,
-        [PKL, "valid.vision has no real frame in any sample", "expected at least one real frame"],
+        [PKL, "train.vision has no real frame in any sample", "expected at least one real frame"],
     ),
     Case(
         "compare_model_twice",

@@ -148,12 +148,12 @@ def report(run_folders, out: str | Path | None = None, data_root: str | None = N
 
     folders = [Path(f) for f in run_folders]
     if not folders:
-        raise ValueError("report: give at least one run folder")
+        raise ConfigError("report: give at least one run folder")
     labels = run_labels(folders)
     runs = {lab: read_run(f) for lab, f in zip(labels, folders)}
     tasks = {s["task"] for s in runs.values()}
     if len(tasks) > 1:
-        raise ValueError(
+        raise ConfigError(
             f"report: runs mix tasks {sorted(tasks)}; report regression and classification runs separately"
         )
     task = tasks.pop()

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from sentangle.config import from_dict, read_yaml
-from sentangle.core.errors import CheckpointError
+from sentangle.core.errors import CheckpointError, ConfigError, DataError
 from sentangle.core.io import write_json, write_text
 from sentangle.data.dataset import MSADataset, Split, feature_stats
 from sentangle.evaluation.metrics import METRIC_DIRECTIONS, compute_metrics
@@ -221,7 +221,7 @@ def robust(
 
     runs = [load_run(f) for f in run_folders]
     if not runs:
-        raise ValueError("robust: give at least one run folder")
+        raise ConfigError("robust: give at least one run folder")
     labels = run_labels([r["folder"] for r in runs])
     # Runs on the same dataset config share one loaded dataset and so the same corrupted splits.
     groups: dict[str, list[int]] = {}
@@ -231,7 +231,7 @@ def robust(
     for _key, members in groups.items():
         ds = dataset_from_config(runs[members[0]]["cfg"], data_root)
         if "test" not in ds.splits:
-            raise ValueError(
+            raise DataError(
                 f"{runs[members[0]]['folder']}: dataset {ds.name!r} has no test split; it has {sorted(ds.splits)}"
             )
         conds, skipped = robust_conditions(ds, noise_levels, drop_rates)

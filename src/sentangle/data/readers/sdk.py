@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from sentangle.core.errors import DataError
+from sentangle.core.errors import ConfigError, DataError
 from sentangle.data.batch import MODALITIES
 from sentangle.data.dataset import SPLITS, MSADataset, Split
 
@@ -108,10 +108,10 @@ def read_sdk_dataset(
     labels = read_csd(label_path)
     max_len = dict(max_len or {})
     if any(int(t) < 1 for t in max_len.values()):
-        raise ValueError(f"max_len values must be at least 1, got {max_len}")
+        raise ConfigError(f"max_len values must be at least 1, got {max_len}")
     unknown = [m for m in features if m not in MODALITIES]
     if unknown:
-        raise ValueError(f"unknown modalities {unknown}; expected some of {MODALITIES}")
+        raise ConfigError(f"unknown modalities {unknown}; expected some of {MODALITIES}")
     owner: dict[str, str] = {}
     for s, vids in folds.items():
         if s not in SPLITS:
