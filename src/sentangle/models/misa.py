@@ -73,7 +73,7 @@ class MISA(MSAModel):
         text_encoder=None,
         hidden: int = 128,
         dropout: float = 0.2,
-        rnn_hidden: int | None = None,
+        rnn_hidden: int | None = None,  # None: each modality's LSTM is as wide as its input (MISA)
         cmd_moments: int = 5,
         fusion_heads: int = 2,
         similarity: bool = True,

@@ -199,6 +199,7 @@ class SelfMM(MSAModel):
         input_dims,
         output_dim=1,
         text_encoder=None,
+        # auto: the first token with an in-model (fine-tuned) encoder, the mean of frozen token features
         text_pooling: str = "auto",
         audio_lstm_hidden: int = 16,
         vision_lstm_hidden: int = 32,
@@ -214,7 +215,7 @@ class SelfMM(MSAModel):
         post_vision_dropout: float = 0.0,
         unimodal_heads: bool = True,
         label_generation: bool = True,
-        label_update: str = "step",
+        label_update: str = "step",  # step: per batch, from epoch 2 (Self-MM); epoch: all samples after each epoch
         H: float = 3.0,
         exclude_zero: bool = True,
     ):

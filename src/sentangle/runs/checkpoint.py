@@ -13,9 +13,8 @@ import torch
 from sentangle.config import RunConfig, from_dict
 from sentangle.core.errors import CheckpointError
 from sentangle.core.io import atomic_write, versions
-from sentangle.core.registry import MODELS
 from sentangle.data.dataset import MSADataset
-from sentangle.models.base import MSAModel, create_model
+from sentangle.models.base import MSAModel, create_model, model_options
 
 
 def save_checkpoint(path: Path, model: MSAModel, cfg: RunConfig, ds: MSADataset, seed: int) -> None:
@@ -84,8 +83,9 @@ def load_checkpoint(path: str | Path) -> tuple[MSAModel, RunConfig, dict]:
         )
     cfg = from_dict(payload["config"])
     data = payload["data"]
-    args = {k: v for k, v in cfg.model.items() if k != "name"}
-    args = {**{k: v for k, v in MODELS.get(cfg.model["name"]).options_added.items() if k not in args}, **args}
+    # a checkpoint saved before an option existed gets the value that reproduces it (options_added)
+    args = model_options(cfg.model["name"], cfg.model, saved=True)
+    args.pop("name")
     model = create_model(cfg.model["name"], data["input_dims"], data["output_dim"], data["text_encoder"], **args)
     try:
         model.load_state_dict(payload["state_dict"])

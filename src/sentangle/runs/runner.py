@@ -32,7 +32,7 @@ from sentangle.core.io import versions, write_json, write_text
 from sentangle.data.dataset import MSADataset
 from sentangle.data.named import describe, load_dataset
 from sentangle.data.synthetic import oracle_table
-from sentangle.models.base import MSAModel, create_model
+from sentangle.models.base import MSAModel, check_model_options, create_model
 from sentangle.report.diagnose import diagnostics_markdown, summarize_run_diagnostics, write_seed_diagnostics
 from sentangle.report.tables import aggregate, split_table
 from sentangle.runs.checkpoint import save_checkpoint
@@ -44,6 +44,7 @@ from sentangle.runs.folder import (
     finished_metrics,
     folder_lock,
     prepare_folder,
+    resolved_config,
 )
 from sentangle.runs.provenance import code_fingerprint, code_structure, stale_seeds
 from sentangle.runs.sanity import NO_GAIN_MARGIN, constant_predictions, no_better_than_constant
@@ -85,6 +86,8 @@ def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dic
 
 def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = None) -> dict:
     """Train `cfg.model` on `cfg.dataset` once per seed; write the run folder; return the summary."""
+    check_model_options(cfg.model["name"], cfg.model)
+    cfg = resolved_config(cfg)
     folder = Path(cfg.out) / cfg.run_name
     resolved = cfg.to_dict()
     # Under torchrun (training/distributed.py) rank 0 alone reads and writes the run folder and
