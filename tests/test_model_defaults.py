@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from sentangle.config import CONFIG_DIR, make_config
+import sentangle
+from sentangle.config import CONFIG_DIR, make_config, read_yaml
 from sentangle.core.errors import ConfigError, SweepError
 from sentangle.core.registry import MODELS, check_options
 from sentangle.models import create_model, list_models
@@ -125,3 +126,15 @@ def test_sweep_dataset_keys_use_the_same_check(tmp_path: Path):
         check_keys(path, read_space(path), make_config("lf_dnn", "synthetic"))
     path.write_text("dataset.scale: [0.1, 0.2]\ndataset.holdout_valid: [true, false]\n")
     check_keys(path, read_space(path), make_config("lf_dnn", "synthetic"))
+
+
+def test_run_folder_config_lists_every_model_option_and_stays_the_same_config(tmp_path):
+    tiny = {"name": "synthetic", "n_train": 24, "n_valid": 8, "n_test": 8, "lengths": 4, "dims": 4}
+    settings = {"out": str(tmp_path), "seeds": 1, "train": {"epochs": 1, "progress": False}}
+    res = sentangle.train({"name": "mult", "dim": 4, "heads": 2, "layers": 1}, tiny, **settings)
+    written = read_yaml(Path(res["folder"]) / "config.yaml")
+    params = inspect.signature(MODELS.get("mult")).parameters
+    assert set(written["model"]) == {"name"} | set(params) - {"input_dims", "output_dim", "text_encoder"}
+    assert written["model"]["max_len"] == {"audio": 50, "vision": 50} and written["model"]["dim"] == 4
+    again = make_config({"name": "mult", "dim": 4, "heads": 2, "layers": 1}, tiny, **settings)
+    assert comparable_config(written) == comparable_config(resolved_config(again).to_dict())

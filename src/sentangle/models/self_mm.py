@@ -39,9 +39,9 @@ learning), which is also what `label_generation: false` does for regression (L1 
 Defaults: MMSA config_regression.json, "self_mm" / "mosi": LSTM hidden 16 (audio) / 32 (vision),
 audio_out 16, video_out 32, post_fusion_dim 128, post_text/audio/video dims 32 / 16 / 32,
 dropouts 0.0 / 0.1 / 0.1 / 0.0, H = 3.0, excludeZero, batch 16, learning_rate_other 1e-3 and
-weight decay 1e-3 (configs/models/self_mm.yaml). The one trainer has one learning rate for
-non-encoder parameters, so MMSA's 5e-3 for the audio/vision subnets and its gradient
-accumulation (update_epochs 4) have no counterpart.
+weight decay 1e-3 (the training recipe in configs/models/self_mm.yaml). The one trainer has one
+learning rate for non-encoder parameters, so MMSA's 5e-3 for the audio/vision subnets and its
+gradient accumulation (update_epochs 4) have no counterpart.
 """
 
 from __future__ import annotations
