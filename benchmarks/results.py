@@ -46,8 +46,8 @@ from tqdm import tqdm
 from sentangle.config import RunConfig, build_config, make_config, parse_seeds, read_yaml, yaml_value
 from sentangle.core.errors import ConfigError
 from sentangle.core.io import exit_with_parent, versions, write_text
-from sentangle.core.registry import DATASETS, MODELS
-from sentangle.data.named import check_options, find_file
+from sentangle.core.registry import DATASETS, MODELS, check_options
+from sentangle.data.named import READER_ARGUMENTS, find_file
 from sentangle.evaluation.metrics import METRIC_DIRECTIONS
 from sentangle.models import list_models
 from sentangle.models.base import check_model_options
@@ -56,7 +56,7 @@ from sentangle.recipes.compare import csv_table, markdown_table, seed_facts
 from sentangle.recipes.robust import robust, robust_table
 from sentangle.report import plots
 from sentangle.report.tables import LABELS, RAW_SCALE, aggregate, beyond_noise, fmt, interval_text
-from sentangle.runs.folder import comparable_config, finished
+from sentangle.runs.folder import comparable_config, finished, resolved_config
 from sentangle.runs.provenance import (
     REPLACED,
     code_fingerprint,
@@ -344,7 +344,7 @@ def _check_dataset_options(cfg: RunConfig, where: str) -> None:
     name = cfg.dataset["name"]
     kwargs = {k: v for k, v in cfg.dataset.items() if k != "name" and k not in LOAD_OPTIONS}
     try:
-        check_options(f"{where}: dataset {name!r}", DATASETS.get(name), kwargs)
+        check_options(DATASETS.get(name), kwargs, f"{where}: dataset {name!r}", skip=READER_ARGUMENTS)
     except KeyError as e:
         raise PlanError(f"{where}: {e}") from None
 
@@ -370,7 +370,7 @@ def status(cfg: RunConfig) -> tuple[list[int], bool]:
     conflict = False
     if done and stored.is_file():
         try:
-            conflict = comparable_config(read_yaml(stored)) != comparable_config(cfg.to_dict())
+            conflict = comparable_config(read_yaml(stored)) != comparable_config(resolved_config(cfg).to_dict())
         except (ConfigError, TypeError, KeyError):
             conflict = True
     return done, conflict

@@ -38,7 +38,7 @@ from sentangle.data.dataset import Split
 from sentangle.report.tables import aggregate, beyond_noise, fmt, split_table
 from sentangle.training.trainer import evaluate
 
-# The model settings are those of configs/models/rtil.yaml / irg_svr.yaml (D=64, 32-frame cap: the
+# The model settings are the defaults of models/rtil.py (D=64, 32-frame cap: the
 # CPU defaults). Training is cut to at most 12 epochs with early stopping after 4 epochs without
 # validation gain, for CPU time; the doc says so and reports the measured seconds per epoch.
 SYNTH_TRAIN = {"epochs": 12, "patience": 4, "progress": False}

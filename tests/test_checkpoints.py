@@ -70,7 +70,8 @@ def test_predict_in_a_fresh_process(trained, tmp_path):
 
 def test_checkpoint_carries_config_versions_and_digest(trained):
     model, cfg, payload = load_checkpoint(trained["seed_dir"] / "checkpoint.pt")
-    assert cfg.model == {"name": "lf_dnn", "hidden": 8, "fusion_hidden": 8, "dropout": 0.2}
+    # every option of the model, the ones left at their default included (modalities)
+    assert cfg.model == {"name": "lf_dnn", "hidden": 8, "fusion_hidden": 8, "dropout": 0.2, "modalities": None}
     assert {"torch", "numpy", "sentangle"} <= set(payload["versions"])
     assert payload["sha256"] == checkpoint_digest(payload)
     torch.load(trained["seed_dir"] / "checkpoint.pt", weights_only=True)  # plain data and tensors only

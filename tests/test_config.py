@@ -2,13 +2,21 @@ import pytest
 
 from sentangle.config import build_config, parse_override, parse_seeds
 from sentangle.core.errors import ConfigError
+from sentangle.runs.folder import resolved_config
 
 
 def test_layers_and_overrides(tmp_path):
     user = tmp_path / "run.yaml"
     user.write_text("model:\n  name: lf_dnn\n  hidden: 32\ntrain:\n  epochs: 3\n  aux_weights: {x: 0.5}\n")
     cfg = build_config(config_file=str(user), overrides=["train.lr=3e-4", "model.dropout=0.0", "seeds=2"])
-    assert cfg.model == {"name": "lf_dnn", "hidden": 32, "fusion_hidden": 128, "dropout": 0.0}
+    # the model's defaults (fusion_hidden, modalities) come from its constructor, filled in for the run
+    assert resolved_config(cfg).model == {
+        "name": "lf_dnn",
+        "hidden": 32,
+        "fusion_hidden": 128,
+        "dropout": 0.0,
+        "modalities": None,
+    }
     assert cfg.train.epochs == 3 and cfg.train.lr == pytest.approx(3e-4)
     assert cfg.train.batch_size == 64  # from configs/datasets/synthetic.yaml
     assert cfg.train.aux_weights == {"x": 0.5}

@@ -11,6 +11,7 @@ from sentangle import create_model
 from sentangle.config import CONFIG_DIR, TrainConfig, build_config
 from sentangle.data.synthetic import make_synthetic
 from sentangle.models.tsda import TSDA, FactorConsistentAlignment, FactorHead, factor_attention_mask, first_difference
+from sentangle.runs.folder import resolved_config
 from sentangle.training.trainer import evaluate, fit
 
 SMALL = dict(hidden=32, heads=4, max_tokens=8)
@@ -344,15 +345,18 @@ def test_classification_output_and_aux_losses():
 
 
 # ---- configs ------------------------------------------------------------------------------------
-def test_model_yaml_lists_every_option_with_its_default():
-    cfg = yaml.safe_load((CONFIG_DIR / "models" / "tsda.yaml").read_text())["model"]
+def test_resolved_config_lists_every_option_with_its_default():
+    # the constructor is the one source of the defaults; the run's config writes each one out
+    assert "model" not in yaml.safe_load((CONFIG_DIR / "models" / "tsda.yaml").read_text())
+    cfg = resolved_config(build_config("tsda", "mosi")).model
     params = {
         k: p.default
         for k, p in inspect.signature(TSDA.__init__).parameters.items()
         if k not in ("self", "input_dims", "output_dim", "text_encoder")
     }
-    assert set(cfg) - {"name"} == set(params)
-    assert {k: v for k, v in cfg.items() if k != "name"} == params
+    # besides every constructor option, the text encoder that configs/datasets/mosi.yaml names
+    assert set(cfg) - {"name", "text_encoder"} == set(params)
+    assert {k: v for k, v in cfg.items() if k not in ("name", "text_encoder")} == params
 
 
 @pytest.mark.parametrize(

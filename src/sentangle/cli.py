@@ -16,6 +16,7 @@ from sentangle.data.convert import convert
 from sentangle.data.named import describe, list_datasets, load_dataset
 from sentangle.data.text import describe_setting
 from sentangle.models import list_models
+from sentangle.models.base import model_defaults
 from sentangle.recipes.ablate import ablate
 from sentangle.recipes.compare import compare
 from sentangle.recipes.report import report
@@ -383,11 +384,7 @@ def cmd_models(args) -> int:
     for name in list_models():
         cls = MODELS.get(name)
         doc = (inspect.getmodule(cls).__doc__ or "").strip().splitlines()[0]
-        params = [
-            f"{k}={v.default!r}"
-            for k, v in inspect.signature(cls.__init__).parameters.items()
-            if k not in ("self", "input_dims", "output_dim", "text_encoder")
-        ]
+        params = [f"{k}={v!r}" for k, v in model_defaults(name).items()]
         print(f"{name}: {doc}\n    options: {', '.join(params)}")
     return 0
 

@@ -6,15 +6,14 @@ Real data resolves under a data root: the `root` argument, else $SENTANGLE_DATA_
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from sentangle.core.errors import ConfigError, DataError
-from sentangle.core.registry import DATASETS
+from sentangle.core.errors import DataError
+from sentangle.core.registry import DATASETS, check_options
 from sentangle.data.dataset import MSADataset, Split
 from sentangle.data.lazy import is_lazy_folder, read_lazy
 from sentangle.data.readers.labelcsv import read_label_csv
@@ -49,27 +48,15 @@ def find_file(root, relative: str, dataset: str) -> Path:
     )
 
 
-def check_options(what: str, fn, kwargs: dict, allowed=None) -> None:
-    """A misspelt option must fail, naming the valid ones, not vanish or end in a TypeError traceback."""
-    if allowed is None:
-        params = inspect.signature(fn).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return  # it passes them on and checks them there
-        allowed = [
-            k
-            for k, p in params.items()
-            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and k not in ("root", "data", "return_factors")
-        ]
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{what} has no option(s) {unknown}; its options are: {', '.join(allowed) or 'none'}")
+# Reader arguments the loader supplies itself, not options of a config.
+READER_ARGUMENTS = ("root", "data", "return_factors")
 
 
 @DATASETS.register("synthetic")
 def synthetic(root=None, **kwargs) -> MSADataset:
     """The controllable synthetic benchmark (docs/synthetic.md); needs no files."""
 
-    check_options("dataset 'synthetic'", make_synthetic, kwargs)
+    check_options(make_synthetic, kwargs, "dataset 'synthetic'", skip=READER_ARGUMENTS)
     ds = make_synthetic(**kwargs)
     assert isinstance(ds, MSADataset)  # check_options refused return_factors
     return ds
@@ -156,7 +143,7 @@ def _from_file(path: Path, **kwargs) -> MSADataset:
     """A feature file given by path: the format is told by its suffix and its keys."""
     suffix = path.suffix.lower()
     if suffix in FILE_OPTIONS:
-        check_options(f"feature file {path} ({suffix})", None, kwargs, FILE_OPTIONS[suffix])
+        check_options(None, kwargs, f"feature file {path} ({suffix})", valid=FILE_OPTIONS[suffix])
     if suffix in (".pkl", ".pickle"):
         trusted = kwargs.get("trusted", False)
         data = load_pickle(path, trusted=trusted)
@@ -236,7 +223,7 @@ def load_dataset(
         ds = _from_file(path, **kwargs)
     else:
         make = DATASETS.get(name)
-        check_options(f"dataset {name!r}", make, kwargs)
+        check_options(make, kwargs, f"dataset {name!r}", skip=READER_ARGUMENTS)
         ds = make(root=root, **kwargs)
     prepare_text(ds, setting, cache_dir)
     if holdout_valid:

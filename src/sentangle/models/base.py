@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from sentangle.core.errors import ConfigError
-from sentangle.core.registry import MODELS
+from sentangle.core.registry import MODELS, check_options
 from sentangle.data.batch import MODALITIES, Batch
 from sentangle.data.text import text_setting
 from sentangle.models.text_encoder import TextEncoder
@@ -80,20 +82,51 @@ def create_model(
 ) -> MSAModel:
     """Build a registered model by name; unknown keyword arguments get a clear error."""
     check_model_options(name, kwargs)
-    return MODELS.get(name)(input_dims=input_dims, output_dim=output_dim, text_encoder=text_encoder, **kwargs)
+    options = model_options(name, kwargs)
+    options.pop("name")
+    return MODELS.get(name)(input_dims=input_dims, output_dim=output_dim, text_encoder=text_encoder, **options)
+
+
+# ---- model options: the constructor's signature is their one source of defaults -------------------
+
+# Constructor arguments that the data decides, not the config.
+DATA_ARGUMENTS = ("input_dims", "output_dim", "text_encoder")
+
+
+def model_defaults(name: str) -> dict[str, object]:
+    """Every option of model `name` with its default, in signature order."""
+    params = inspect.signature(MODELS.get(name)).parameters
+    return {k: copy.deepcopy(p.default) for k, p in params.items() if k not in DATA_ARGUMENTS}
+
+
+def model_options(name: str, options: dict, saved: bool = False) -> dict[str, object]:
+    """{"name": name, every option}: `options` over the constructor's defaults.
+
+    A mapping given for an option whose default is a mapping updates it key by key (model.max_len.audio=10
+    keeps mult's vision cap), as the YAML layers did. `saved`: the options come from a config
+    written earlier (a run folder, a checkpoint); an option it lacks that is in the model's
+    `options_added` takes the value that reproduces it, not today's default. Names the model does
+    not take are kept (check_model_options reports them; a comparison sees them differ).
+    """
+    given = {k: v for k, v in options.items() if k != "name"}
+    if saved:
+        given = {**{k: v for k, v in MODELS.get(name).options_added.items() if k not in given}, **given}
+    out: dict[str, Any] = {"name": name, **model_defaults(name)}
+    for k, v in copy.deepcopy(given).items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def check_model_options(name: str, options, where: str = "") -> None:
     """ConfigError naming the options `name` does not take (and those it does); used before a long
     job starts, so that a typo in its last model does not surface after hours of the others."""
-    params = inspect.signature(MODELS.get(name).__init__).parameters
-    unknown = [k for k in options if k != "name" and k not in params]
-    if unknown:
-        valid = [p for p in params if p not in ("self", "input_dims", "output_dim", "text_encoder")]
-        raise ConfigError(
-            f"{where + ': ' if where else ''}model {name!r} has no option(s) {unknown}; "
-            f"its options are: {', '.join(valid)}"
-        )
+    # text_encoder is every model's setting (MSAModel reads it; data.text.text_setting checks it)
+    check_options(
+        MODELS.get(name),
+        [k for k in options if k not in ("name", "text_encoder")],
+        f"{where + ': ' if where else ''}model {name!r}",
+        skip=DATA_ARGUMENTS,
+    )
 
 
 def list_models() -> list[str]:

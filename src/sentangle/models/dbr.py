@@ -258,6 +258,8 @@ class DBR(MSAModel):
     `branch_head(shared, private)` recomputes the prediction from the two summaries.
     """
 
+    # Override with train.aux_weights.<name>=w, naming only losses the configuration produces (no
+    # "sim" with one modality, no "tsf_redundancy" with tsf off).
     default_aux_weights = {"sim": 1.0, "diff": 0.3, "recon": 0.5, "tsf_redundancy": 0.1, "agpr_sparsity": 0.01}
     options_added = {"encoder_norm": False}
 
@@ -266,30 +268,36 @@ class DBR(MSAModel):
         input_dims,
         output_dim=1,
         text_encoder=None,
+        # Every component has a switch; switched off it falls back to its plain version (tsf ->
+        # time-mean of the shared codes, agpr -> time-mean of the private codes, brf -> concatenation).
         hidden: int = 128,
         heads: int = 4,
         dropout: float = 0.1,
-        encoder_layers: int = 1,
-        encoder_positions: bool = True,
-        encoder_norm: bool = True,
-        max_frames: int = 50,
-        code_activation: str = "sigmoid",
-        similarity: bool = True,
-        difference: bool = True,
-        reconstruction: bool = True,
+        encoder_layers: int = 1,  # Transformer layers per modality before decoupling (0: projection only)
+        encoder_positions: bool = True,  # sinusoidal positions in those encoders (a pretrained text encoder has its own)
+        encoder_norm: bool = True,  # LayerNorm after the encoders' last (pre-norm) layer keeps their output scale bounded
+        max_frames: int = 50,  # cap long audio/vision with windowed masked means; 0 = no cap
+        code_activation: str = "sigmoid",  # shared/private code activation (MISA's)
+        # 1. decoupling losses (MISA-style)
+        similarity: bool = True,  # CMD between the modalities' shared codes -> aux loss "sim"
+        difference: bool = True,  # orthogonality shared/private and private/private -> "diff"
+        reconstruction: bool = True,  # decoders from shared + private -> "recon"
         cmd_moments: int = 5,
+        # 2. Temporal-Structural Factorization (shared branch)
         tsf: bool = True,
-        tsf_layers: int = 1,
-        tsf_queries: int = 4,
-        tsf_groups: int = 4,
-        tsf_redundancy: str = "hsic",
+        tsf_layers: int = 1,  # Transformer layers of the temporal path
+        tsf_queries: int = 4,  # learned pooling queries of the temporal path
+        tsf_groups: int = 4,  # feature groups per modality = structural nodes per modality
+        tsf_redundancy: str = "hsic",  # hsic | cos2 -> aux loss "tsf_redundancy"
+        # 3. Anchor-Guided Private Routing (private branch)
         agpr: bool = True,
         agpr_anchors: int = 4,
         agpr_temperature: float = 1.0,
-        agpr_borrow: bool = True,
-        agpr_gate_bias: float = -2.0,
+        agpr_borrow: bool = True,  # gated cross-modal borrowing -> aux loss "agpr_sparsity" (L1 on the gates)
+        agpr_gate_bias: float = -2.0,  # gates start nearly closed (sigmoid(-2) = 0.12)
+        # 4. Bidirectional Rebalancing Fusion
         brf: bool = True,
-        head_hidden: int | None = None,
+        head_hidden: int | None = None,  # None: same as hidden
     ):
         super().__init__(input_dims, output_dim, text_encoder)
         if code_activation not in ACTIVATIONS:

@@ -27,8 +27,8 @@ the fusion sequence but they are hidden as keys, so the others do not attend to 
 
 Defaults: MMSA config_regression.json, "misa" / "mosi" with use_cmd_sim: H = 128, dropout 0.2,
 sim_weight 0.3, diff_weight 0.1, recon_weight 1.0, lr 1e-4, batch 16, gradient value clip 0.8,
-weight decay 0 (configs/models/misa.yaml). MISA's task loss is MSE; here the task loss is the
-trainer's, the same for every model (L1 unless train.loss says otherwise). The adversarial
+weight decay 0 (the training recipe in configs/models/misa.yaml). MISA's task loss is MSE; here
+the task loss is the trainer's, the same for every model (L1 unless train.loss says otherwise). The adversarial
 similarity alternative (use_cmd_sim: false) is not built.
 """
 
@@ -74,7 +74,7 @@ class MISA(MSAModel):
         text_encoder=None,
         hidden: int = 128,
         dropout: float = 0.2,
-        rnn_hidden: int | None = None,
+        rnn_hidden: int | None = None,  # None: each modality's LSTM is as wide as its input (MISA)
         cmd_moments: int = 5,
         fusion_heads: int = 2,
         similarity: bool = True,

@@ -21,9 +21,10 @@ Pieces and deviations, on purpose:
   last position of fixed-length, padded data).
 - `max_len > 0` averages real frames in windows (layers.masked_downsample) so at most `max_len`
   remain before the projection: attention over 375 audio / 500 vision frames costs T^2 on a CPU.
-  0 keeps every frame (MulT). A dict sets it per modality ({audio: 50, vision: 50}, the YAML
-  default since docs/PERFORMANCE.md: full-length MulT took about 35-60 min per synthetic epoch on 2
-  CPU cores, windowed about 1 min; `model.max_len=0` restores MulT's full-length attention).
+  0 keeps every frame (MulT). A dict sets it per modality; the default (not MMSA's) caps audio and
+  vision at 50 frames and leaves text untouched: full-length unaligned MulT (375 audio x 500 vision
+  frames) took about 35-60 min per synthetic epoch on 2 CPU cores, windowed about 1 min
+  (docs/PERFORMANCE.md); `model.max_len=0` restores MulT's full-length attention.
 
 Absent modalities: with one modality there is no crossmodal block; its embedded sequence goes
 straight to the self-attention stack (MulT's "unimodal" path). A modality missing at test time (no
@@ -34,7 +35,8 @@ Defaults: MMSA config_regression.json, "mult" / "mosi": d = 50 with 10 heads, 4 
 self-attention stacks get max(4, 3) layers as MulT's get_network does), kernel 5 for all
 modalities, attention dropout 0.3 (text targets and self-attention) / 0.2 (audio) / 0.0 (vision),
 embedding dropout 0.2, text input dropout 0.5, output dropout 0.5, lr 2e-3, batch 16, gradient
-value clip 0.6, plateau scheduler (configs/models/mult.yaml). MMSA's gradient accumulation
+value clip 0.6, plateau scheduler (the training recipe: configs/models/mult.yaml; MMSA's MulT
+trainer passes no weight decay to Adam). MMSA's gradient accumulation
 (update_epochs 8) has no counterpart in the one trainer.
 """
 
@@ -52,8 +54,10 @@ from sentangle.data.batch import Batch
 from sentangle.models.base import ModelOutput, MSAModel
 from sentangle.models.layers import CrossAttention, PositionalEncoding, masked_downsample
 
+# Per-modality defaults; a dict given for one of these options updates them key by key.
 DEFAULT_KERNELS = {"text": 5, "audio": 5, "vision": 5}
-DEFAULT_ATTN_DROPOUT = {"text": 0.3, "audio": 0.2, "vision": 0.0}
+DEFAULT_ATTN_DROPOUT = {"text": 0.3, "audio": 0.2, "vision": 0.0}  # text's also serves the self-attention stacks
+DEFAULT_MAX_LEN = {"audio": 50, "vision": 50}  # a modality left out keeps every frame
 
 
 class AttentionStack(nn.Module):
@@ -90,13 +94,13 @@ class MulT(MSAModel):
         dim: int = 50,
         heads: int = 10,
         layers: int = 4,
-        kernel_sizes: dict[str, int] | None = None,
-        attn_dropout: dict[str, float] | None = None,
-        memory_layers: int | None = None,
+        kernel_sizes: dict[str, int] | None = DEFAULT_KERNELS,  # temporal Conv1d projection
+        attn_dropout: dict[str, float] | None = DEFAULT_ATTN_DROPOUT,
+        memory_layers: int | None = None,  # None: max(layers, 3), as MulT
         embed_dropout: float = 0.2,
         text_dropout: float = 0.5,
         output_dropout: float = 0.5,
-        max_len: int | dict[str, int] = 0,
+        max_len: int | dict[str, int] = DEFAULT_MAX_LEN,  # see the module docstring
     ):
         super().__init__(input_dims, output_dim, text_encoder)
         kernels = {**DEFAULT_KERNELS, **(kernel_sizes or {})}

@@ -39,9 +39,9 @@ learning), which is also what `label_generation: false` does for regression (L1 
 Defaults: MMSA config_regression.json, "self_mm" / "mosi": LSTM hidden 16 (audio) / 32 (vision),
 audio_out 16, video_out 32, post_fusion_dim 128, post_text/audio/video dims 32 / 16 / 32,
 dropouts 0.0 / 0.1 / 0.1 / 0.0, H = 3.0, excludeZero, batch 16, learning_rate_other 1e-3 and
-weight decay 1e-3 (configs/models/self_mm.yaml). The one trainer has one learning rate for
-non-encoder parameters, so MMSA's 5e-3 for the audio/vision subnets and its gradient
-accumulation (update_epochs 4) have no counterpart.
+weight decay 1e-3 (the training recipe in configs/models/self_mm.yaml). The one trainer has one
+learning rate for non-encoder parameters, so MMSA's 5e-3 for the audio/vision subnets and its
+gradient accumulation (update_epochs 4) have no counterpart.
 """
 
 from __future__ import annotations
@@ -200,6 +200,7 @@ class SelfMM(MSAModel):
         input_dims,
         output_dim=1,
         text_encoder=None,
+        # auto: the first token with an in-model (fine-tuned) encoder, the mean of frozen token features
         text_pooling: str = "auto",
         audio_lstm_hidden: int = 16,
         vision_lstm_hidden: int = 32,
@@ -215,7 +216,7 @@ class SelfMM(MSAModel):
         post_vision_dropout: float = 0.0,
         unimodal_heads: bool = True,
         label_generation: bool = True,
-        label_update: str = "step",
+        label_update: str = "step",  # step: per batch, from epoch 2 (Self-MM); epoch: all samples after each epoch
         H: float = 3.0,
         exclude_zero: bool = True,
     ):

@@ -17,8 +17,9 @@ modalities, all cross terms with m vanish.
 
 Defaults: MMSA config_regression.json, "tfn" / "mosi" (hidden_dims [128, 32, 128] for text, audio,
 vision; text_out 32; post_fusion_dim 64; dropouts 0.3 / 0.3 / 0.3 / 0.5; lr 1e-3, batch 32,
-early stop 8) in configs/models/tfn.yaml. MMSA's text subnetwork silently drops its dropout for a
-one-layer LSTM; here the configured text dropout is applied to the LSTM's final state.
+early stop 8; the training recipe in configs/models/tfn.yaml). MMSA's text subnetwork silently drops
+its dropout for a one-layer LSTM; here the configured text dropout is applied to the LSTM's final
+state.
 """
 
 from __future__ import annotations

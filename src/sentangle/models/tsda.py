@@ -220,28 +220,28 @@ class TSDA(MSAModel):
         input_dims,
         output_dim=1,
         text_encoder=None,
-        hidden: int = 128,
+        hidden: int = 128,  # D
         heads: int = 4,
         dropout: float = 0.1,
-        modalities: list[str] | None = None,
-        temporal: bool = True,
-        spatial: bool = True,
-        decouple: bool = True,
+        modalities: list[str] | None = None,  # None: every modality of the data; e.g. [text, audio] removes vision
+        temporal: bool = True,  # temporal branch (False: the "w/o temporal" ablation)
+        spatial: bool = True,  # spatial branch
+        decouple: bool = True,  # False: one mixed encoder per modality ("w/o decoupling")
         temporal_layers: int = 1,
-        temporal_input: str = "both",
-        max_tokens: int = 32,
-        queries: int = 4,
+        temporal_input: str = "both",  # frames | diff (first differences) | both (frames and their differences)
+        max_tokens: int = 32,  # temporal tokens per modality after window averaging (0 = every frame)
+        queries: int = 4,  # K spatial queries per modality
         spatial_layers: int = 1,
-        spatial_max_frames: int = 0,
-        fcca: str = "factor",
+        spatial_max_frames: int = 0,  # window-average frames before the spatial queries read them (0 = every frame)
+        fcca: str = "factor",  # factor (block-diagonal factor mask) | full (plain attention) | none
         fcca_layers: int = 1,
-        purity: str = "supervised",
-        purity_alpha: float = 1.0,
-        cos_loss: bool = True,
-        hsic_loss: bool = True,
-        orth_loss: bool = True,
-        aux_heads: bool = True,
-        fusion: str = "gate",
+        purity: str = "supervised",  # supervised | adversarial (gradient reversal) | none
+        purity_alpha: float = 1.0,  # gradient-reversal strength of the adversarial variant
+        cos_loss: bool = True,  # cos^2 between each modality's temporal and spatial summaries
+        hsic_loss: bool = True,  # HSIC between them
+        orth_loss: bool = True,  # orthogonality between P_T(s^T) and P_S(s^S)
+        aux_heads: bool = True,  # per-factor prediction heads (losses; agreement and confidence feed the gate)
+        fusion: str = "gate",  # gate | concat | average
     ):
         super().__init__(input_dims, output_dim, text_encoder)
         for option, value, allowed in (

@@ -18,7 +18,6 @@ machine, PostgreSQL/MySQL for several) lets any number of workers share one stud
 from __future__ import annotations
 
 import csv
-import dataclasses
 import inspect
 import io
 import math
@@ -30,10 +29,11 @@ from typing import Any
 from sentangle.config import RunConfig, TrainConfig, dump_yaml, from_dict, make_config, parse_override, yaml_value
 from sentangle.core.errors import SweepError, TrainingError
 from sentangle.core.io import write_text
-from sentangle.core.registry import DATASETS, MODELS
-from sentangle.data.named import load_dataset
+from sentangle.core.registry import DATASETS, MODELS, check_options, signature_options
+from sentangle.data.named import READER_ARGUMENTS, load_dataset
 from sentangle.data.synthetic import make_synthetic
-from sentangle.runs.folder import comparable_config
+from sentangle.models.base import DATA_ARGUMENTS
+from sentangle.runs.folder import comparable_config, resolved_config
 from sentangle.runs.runner import dataset_from_config, run
 from sentangle.training.distributed import is_main
 from sentangle.training.trainer import selection
@@ -123,11 +123,14 @@ def _distribution(path: Path, key: str, spec: Any) -> dict:
     return out
 
 
+# A sweep names one setting per key; its message names the key and the section's settings.
+SETTING_ERROR = "{what} has no setting {names}; known: {valid}{hint}"
+
+
 def check_keys(path: str | Path, space: dict[str, dict], cfg: RunConfig) -> None:
     """Every key must name a setting of this model, dataset or trainer (unknown ones would only fail
     at the first trial, or not at all)."""
 
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in space:
         parts = key.split(".")
         where = f"space file {path}: {key}"
@@ -136,43 +139,28 @@ def check_keys(path: str | Path, space: dict[str, dict], cfg: RunConfig) -> None
                 f"{where}: expected a dotted key under {', '.join(SECTIONS)} (e.g. train.lr, model.hidden)"
             )
         section, name = parts[0], parts[1]
-        if section == "train":
-            known = train_keys
-        elif section == "model":
-            known = _options(MODELS.get(cfg.model["name"]).__init__) - {"input_dims", "output_dim", "text_encoder"}
-        elif name == "name":
+        if section == "dataset" and name == "name":
             raise SweepError(f"{where}: the dataset itself is not a hyperparameter; run one sweep per dataset")
-        else:
-            options = _dataset_options(cfg.dataset["name"], DATASETS, load_dataset)
-            if options is None:  # a feature file: its reader checks its options when loading
-                continue
-            known = options
-        if name not in known:
-            raise SweepError(
-                f"{where}: {cfg.model['name'] if section == 'model' else section} has no setting {name!r}; "
-                f"known: {', '.join(sorted(known))}"
-            )
+        if section == "dataset" and Path(str(cfg.dataset["name"])).suffix:
+            continue  # a feature file: its reader checks its options when loading
+        owner, fn, skip = {
+            "train": ("train", TrainConfig, ()),
+            "model": (cfg.model["name"], MODELS.get(cfg.model["name"]), DATA_ARGUMENTS),
+            "dataset": ("dataset", None, ()),
+        }[section]
+        valid = _dataset_options(cfg.dataset["name"]) if section == "dataset" else None
+        check_options(fn, [name], f"{where}: {owner}", skip=skip, valid=valid, error=SweepError, message=SETTING_ERROR)
         if section == "train" and len(parts) > 2 and name != "aux_weights":
             raise SweepError(f"{where}: train.{name} is not a section")
     if any(k.startswith("train.select_") for k in space):
         raise SweepError(f"space file {path}: the selection metric/split defines the objective; it cannot be swept")
 
 
-def _options(fn) -> set[str]:
-    return {
-        k
-        for k, p in inspect.signature(fn).parameters.items()
-        if k != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-    }
-
-
-def _dataset_options(name: str, datasets, load_dataset) -> set[str] | None:
-    if Path(str(name)).suffix:
-        return None
-    reader = datasets.get(name)
-    if name == "synthetic":  # it passes its options on to make_synthetic
-        reader = make_synthetic
-    return (_options(load_dataset) | _options(reader)) - {"name", "return_factors"}
+def _dataset_options(name: str) -> list[str]:
+    """What `load_dataset` takes for a registered dataset: its own options and its reader's."""
+    reader = make_synthetic if name == "synthetic" else DATASETS.get(name)  # synthetic passes its options on
+    own = signature_options(load_dataset, ("name",))
+    return own + [k for k in signature_options(reader, READER_ARGUMENTS) if k not in own]
 
 
 def suggest(trial, key: str, spec: dict) -> Any:
@@ -293,7 +281,7 @@ def _identity(base: RunConfig, space: dict, metric: str) -> dict:
     objective and the space."""
     import json
 
-    cfg = comparable_config(base.to_dict())
+    cfg = comparable_config(resolved_config(base).to_dict())
     cfg["dataset"].pop("root", None)
     cfg["train"].pop("device", None)
     for k in ("out", "name"):

@@ -16,10 +16,9 @@ import torch
 from sentangle.config import RunConfig, from_dict
 from sentangle.core.errors import CheckpointError
 from sentangle.core.io import atomic_write, versions
-from sentangle.core.registry import MODELS
 from sentangle.data.dataset import MSADataset
 from sentangle.data.text import ALL_LAYERS, encoder_name, resolve_encoder, text_setting
-from sentangle.models.base import MSAModel, create_model
+from sentangle.models.base import MSAModel, create_model, model_options
 
 
 def save_checkpoint(path: Path, model: MSAModel, cfg: RunConfig, ds: MSADataset, seed: int) -> None:
@@ -181,10 +180,10 @@ def load_checkpoint(path: str | Path, allow_unverified: bool = False) -> tuple[M
         )
     cfg = from_dict(payload["config"])
     data = payload["data"]
-    args = {k: v for k, v in cfg.model.items() if k not in ("name", "text_encoder")}
-    model_class = MODELS.get(cfg.model["name"])
-    assert issubclass(model_class, MSAModel)  # every registered model is one
-    args = {**{k: v for k, v in model_class.options_added.items() if k not in args}, **args}
+    # a checkpoint saved before an option existed gets the value that reproduces it (options_added)
+    args = model_options(cfg.model["name"], cfg.model, saved=True)
+    args.pop("name")
+    args.pop("text_encoder", None)
     text = _text_setting(path, cfg, data)
     model = create_model(cfg.model["name"], data["input_dims"], data["output_dim"], text, **args)
     try:

@@ -4,15 +4,17 @@ and the one-writer lock."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import warnings
 from pathlib import Path
 
-from sentangle.config import from_dict, read_yaml
+from sentangle.config import RunConfig, from_dict, read_yaml
 from sentangle.data.dataset import MSADataset
 from sentangle.data.named import describe
 from sentangle.data.text import text_setting
+from sentangle.models.base import model_options
 
 
 def finished(folder: Path) -> list[Path]:
@@ -65,10 +67,22 @@ def check_same_data(folder: Path, ds: MSADataset) -> None:
         )
 
 
+def resolved_config(cfg: RunConfig) -> RunConfig:
+    """`cfg` with every option of its model written out, from the model's constructor defaults:
+    what config.yaml and checkpoints record, so they say which model was built."""
+    return dataclasses.replace(cfg, model=model_options(cfg.model["name"], cfg.model))
+
+
 def comparable_config(config: dict) -> dict:
     """What decides a run's results: the config with defaults filled in (settings added in later
-    versions count as their defaults), less the seed list and display-only settings."""
+    versions count as their defaults, or as the model's `options_added` values where those differ),
+    less the seed list and display-only settings.
+
+    `config` is a config as written to a run folder, or one passed through `resolved_config`
+    first: a model option it lacks is taken to predate that option.
+    """
     d = from_dict(config).to_dict()
+    d["model"] = model_options(d["model"]["name"], d["model"], saved=True)
     d.pop("seeds")
     # absent, partly given or spelt the old way (dataset.finetune_text): the same encoder setting
     d["model"]["text_encoder"] = text_setting(d["model"].get("text_encoder"))

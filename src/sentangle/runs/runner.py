@@ -34,7 +34,7 @@ from sentangle.data.dataset import MSADataset
 from sentangle.data.named import describe, load_dataset
 from sentangle.data.synthetic import oracle_table
 from sentangle.data.text import ALL_LAYERS, text_setting
-from sentangle.models.base import MSAModel, create_model
+from sentangle.models.base import MSAModel, check_model_options, create_model
 from sentangle.report.diagnose import diagnostics_markdown, summarize_run_diagnostics, write_seed_diagnostics
 from sentangle.report.tables import aggregate, split_table
 from sentangle.runs.checkpoint import save_checkpoint
@@ -46,6 +46,7 @@ from sentangle.runs.folder import (
     finished_metrics,
     folder_lock,
     prepare_folder,
+    resolved_config,
 )
 from sentangle.runs.provenance import code_fingerprint, code_structure, stale_seeds
 from sentangle.runs.sanity import NO_GAIN_MARGIN, constant_predictions, no_better_than_constant
@@ -109,6 +110,8 @@ def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dic
 
 def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = None) -> dict:
     """Train `cfg.model` on `cfg.dataset` once per seed; write the run folder; return the summary."""
+    check_model_options(cfg.model["name"], cfg.model)
+    cfg = resolved_config(cfg)
     folder = Path(cfg.out) / cfg.run_name
     for path in (cfg.out, folder):  # an unwritable output fails now, not after training
         check_output(path, "folder")
