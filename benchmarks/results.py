@@ -1077,7 +1077,7 @@ def skip_groups(jobs: list[Job], skip: list[str], groups: dict) -> list[Job]:
 
 
 def print_plan(jobs: list[Job], skipped: dict[str, str]) -> None:
-    total = finished = seeds_left = 0
+    total = finished = seeds_left = reused = 0
     for j in jobs:
         if j.kind == "robust":
             again = len(robust_retrains(j))
@@ -1095,12 +1095,21 @@ def print_plan(jobs: list[Job], skipped: dict[str, str]) -> None:
         seeds_left += len(j.cfg.seeds) - len(done)
         ds = j.dataset
         flag = "  CONFLICT: the folder holds another config" if conflict else ""
+        stale = 0 if conflict else len(stale_seeds(j.folder, code_fingerprint(MODELS.get(j.cfg.model["name"])), done))
+        reused += stale
         print(
-            f"{j.section:<11} {j.label:<42} [{ds}] {' '.join(j.shown) or '-'}  seeds {len(done)}/{len(j.cfg.seeds)}{flag}"
+            f"{j.section:<11} {j.label:<42} [{ds}] {' '.join(j.shown) or '-'}  seeds {len(done)}/{len(j.cfg.seeds)}"
+            + (f" ({stale} by other code)" if stale else "")
+            + flag
         )
     for sec, why in skipped.items():
         print(f"{sec:<11} DATA MISSING: {why}")
     print(f"\n{total} runs planned, {finished} finished, {seeds_left} seeds to train")
+    if reused:
+        print(
+            f"{reused} finished seed(s) were trained by other code than this checkout's: they are reused and "
+            "listed in the provenance section (--replay-stale checks them, --retrain-stale trains them again)"
+        )
 
 
 def render(
@@ -1271,7 +1280,8 @@ def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
         rows += [f"| {job.label} | {', '.join(sorted(seeds))} | {files} |" for files, seeds in by_files.items()]
     head = (
         "## Provenance\n\nEvery finished seed records a hash of each source file that trained it "
-        "(`sentangle.runs.provenance.code_fingerprint`: the model's files and the shared training and data code). "
+        "(`sentangle.runs.provenance.code_fingerprint`: the model's module, the training path and the data "
+        "loading, with every file of the package they import). "
     )
     if vouched:
         head += (
