@@ -66,7 +66,7 @@ def test_predict_in_a_fresh_process(trained, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "wrote 10 predictions" in proc.stderr
-    assert out.read_text() == predictions_csv(trained["seed_dir"], "test")
+    assert out.read_bytes().decode("utf-8") == predictions_csv(trained["seed_dir"], "test")
 
 
 def test_checkpoint_carries_config_versions_and_digest(trained):

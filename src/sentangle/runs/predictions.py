@@ -75,7 +75,7 @@ def predictions_csv(seed_dir: Path, split: str) -> str | None:
     legacy = Path(seed_dir) / f"predictions_{split}.csv"
     stored = _stored(seed_dir, split)
     if stored is None:
-        return legacy.read_text(encoding="utf-8") if legacy.is_file() else None
+        return legacy.read_bytes().decode("utf-8") if legacy.is_file() else None
     pred, label, ids, names = stored
     return csv_text(pred, label, ids, names)
 
