@@ -15,7 +15,6 @@ Every number in the Markdown comes from those run folders.
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from sentangle.core.io import versions, write_text
 from sentangle.report.diagnostics import branch_diagnostics, summarize_diagnostics
 from sentangle.report.tables import fmt, split_table
 from sentangle.runs.checkpoint import load_checkpoint
+from sentangle.runs.predictions import read_seed_predictions
 from sentangle.runs.runner import dataset_from_config
 
 SEEDS = 3
@@ -94,27 +94,21 @@ def metric_without(s: dict, branch: str, metric: str) -> str:
 
 
 def per_class_f1(folders: dict[str, str]) -> str:
-    """Per-intent test F1 (mean over seeds) read back from the prediction CSVs (class names)."""
+    """Per-intent test F1 (mean over seeds) read back from the seeds' stored predictions (class names)."""
     from sklearn.metrics import f1_score
 
     table, names = {}, None
     for label, folder in folders.items():
         scores = []
         for d in seed_dirs(folder):
-            with open(d / "predictions_test.csv", newline="") as f:
-                rows = list(csv.DictReader(f))
+            read = read_seed_predictions(d, "test")
+            if read is None:
+                raise SystemExit(f"{d}: no test predictions (predictions.npz); train the run again to write them")
+            pred, true, classes = read
             if names is None:
-                names = [h[len("logit_") :] for h in rows[0] if h.startswith("logit_")]
-                support = {n: sum(r["label"] == n for r in rows) for n in names}
-            scores.append(
-                f1_score(
-                    [r["label"] for r in rows],
-                    [r["prediction"] for r in rows],
-                    labels=names,
-                    average=None,
-                    zero_division=0,
-                )
-            )
+                names = classes
+                support = {n: int(np.sum(true == i)) for i, n in enumerate(names)}
+            scores.append(f1_score(true, pred, labels=range(len(names)), average=None, zero_division=0))
         table[label] = np.mean(scores, axis=0)
     lines = [
         "| intent | test support | " + " | ".join(f"F1 {k}" for k in table) + " |",
@@ -217,7 +211,7 @@ def main() -> None:
             f"**Text-only (fine-tuned MiniLM, {args.text_seeds} seed(s))**\n\n"
             + split_table(to["splits"], "classification")
             + "\n\n"
-            "Per-intent test F1 (mean over seeds), read back from the runs' `predictions_test.csv` files, which "
+            "Per-intent test F1 (mean over seeds), read back from the runs' stored test predictions (`predictions.npz`), which "
             "name the classes:\n\n" + per_class_f1({"DBR": dm["folder"], "text-only": to["folder"]}) + "\n"
         )
         diag_named.append(("DBR MIntRec", diagnostics(dm["folder"])))

@@ -1077,7 +1077,7 @@ def skip_groups(jobs: list[Job], skip: list[str], groups: dict) -> list[Job]:
 
 
 def print_plan(jobs: list[Job], skipped: dict[str, str]) -> None:
-    total = finished = seeds_left = 0
+    total = finished = seeds_left = reused = 0
     for j in jobs:
         if j.kind == "robust":
             again = len(robust_retrains(j))
@@ -1095,12 +1095,21 @@ def print_plan(jobs: list[Job], skipped: dict[str, str]) -> None:
         seeds_left += len(j.cfg.seeds) - len(done)
         ds = j.dataset
         flag = "  CONFLICT: the folder holds another config" if conflict else ""
+        stale = 0 if conflict else len(stale_seeds(j.folder, code_fingerprint(MODELS.get(j.cfg.model["name"])), done))
+        reused += stale
         print(
-            f"{j.section:<11} {j.label:<42} [{ds}] {' '.join(j.shown) or '-'}  seeds {len(done)}/{len(j.cfg.seeds)}{flag}"
+            f"{j.section:<11} {j.label:<42} [{ds}] {' '.join(j.shown) or '-'}  seeds {len(done)}/{len(j.cfg.seeds)}"
+            + (f" ({stale} by other code)" if stale else "")
+            + flag
         )
     for sec, why in skipped.items():
         print(f"{sec:<11} DATA MISSING: {why}")
     print(f"\n{total} runs planned, {finished} finished, {seeds_left} seeds to train")
+    if reused:
+        print(
+            f"{reused} finished seed(s) were trained by other code than this checkout's: they are reused and "
+            "listed in the provenance section (--replay-stale checks them, --retrain-stale trains them again)"
+        )
 
 
 def render(
@@ -1251,7 +1260,8 @@ def collapse_section(all_jobs: dict[str, list[Job]]) -> str:
 def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
     """Run folders holding seeds that were trained by other code than this checkout's (run reuse
     goes by config, so after a model change such seeds would otherwise pass unnoticed)."""
-    rows, code, vouched = [], {}, 0
+    stale: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []  # (run, seeds, files that differ)
+    code, vouched = {}, 0
     for job in _train_jobs_once(all_jobs):
         name = job.cfg.model["name"]
         if name not in code:
@@ -1265,13 +1275,24 @@ def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
             if keys
             else 0
         )
-        by_files: dict[str, list[str]] = {}
+        by_files: dict[tuple[str, ...], list[str]] = {}
         for seed, files in stale_seeds(job.folder, code[name]).items():
-            by_files.setdefault(", ".join(files), []).append(seed)
-        rows += [f"| {job.label} | {', '.join(sorted(seeds))} | {files} |" for files, seeds in by_files.items()]
+            by_files.setdefault(tuple(files), []).append(seed)
+        stale += [(job.label, tuple(sorted(seeds)), files) for files, seeds in by_files.items()]
+    # After a change of shared code (a package restructure) every row would repeat the same long list
+    # of files: name those once, and group the runs that differ in nothing else.
+    common = set.intersection(*(set(f) for _, _, f in stale)) if len(stale) > 1 else set()
+    groups: dict[tuple, list[str]] = {}
+    for label, seeds, files in stale:
+        groups.setdefault((seeds, tuple(f for f in files if f not in common)), []).append(label)
+    rows = [
+        f"| {', '.join(labels)} | {', '.join(seeds)} | {', '.join(rest) or 'only those above'} |"
+        for (seeds, rest), labels in groups.items()
+    ]
     head = (
         "## Provenance\n\nEvery finished seed records a hash of each source file that trained it "
-        "(`sentangle.runs.provenance.code_fingerprint`: the model's files and the shared training and data code). "
+        "(`sentangle.runs.provenance.code_fingerprint`: the model's module, the training path and the data "
+        "loading, with every file of the package they import). "
     )
     if vouched:
         head += (
@@ -1281,10 +1302,17 @@ def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
         )
     if not rows:
         return head + "Every seed above was trained by this checkout's code.\n"
+    shared = (
+        f"For every one of them these files differ: {', '.join(sorted(common))}; the last column names the "
+        "other files. "
+        if common
+        else ""
+    )
     return (
-        head + f"{len(rows)} row(s) below name seeds trained by other code and the files that differ (`git log` "
-        "those files to judge; `python benchmarks/results.py --replay-stale` checks whether the change matters to them, "
-        "`--retrain-stale` trains them all again):\n\n| run | seeds | files that differ |\n|---|---|---|\n"
+        head + f"{sum(len(s) for _, s, _ in stale)} seed(s) in {len(stale)} run folder(s) were trained by other "
+        f"code; the {len(rows)} row(s) below name them and the files that differ. {shared}`git log` those files to "
+        "judge; `python benchmarks/results.py --replay-stale` checks whether the change matters to them, "
+        "`--retrain-stale` trains them all again.\n\n| run | seeds | files that differ |\n|---|---|---|\n"
         + "\n".join(rows)
         + "\n"
     )

@@ -34,6 +34,7 @@ import torch
 from sentangle import cli
 from sentangle.core.errors import ConfigError, DataError, UnknownNameError
 from sentangle.runs import checkpoint as checkpoint_module
+from sentangle.runs.predictions import predictions_csv as stored_csv
 
 CORPUS = Path(__file__).parent / "badinput"
 SIZES = {"train": 5, "valid": 3, "test": 4}
@@ -930,7 +931,7 @@ def test_debug_flag_shows_the_traceback():
 
 def test_predict_dash_is_standard_output(trained, capsys):
     assert cli.main(["predict", str(trained["ckpt"]), "-o", "-"]) == 0
-    assert capsys.readouterr().out == (trained["run"] / "seed_1111" / "predictions_test.csv").read_text()
+    assert capsys.readouterr().out == stored_csv(trained["run"] / "seed_1111", "test").replace("\r\n", "\n")
     assert not Path("-").exists()
 
 
@@ -945,7 +946,7 @@ def test_checkpoint_written_through_a_file_reports_a_full_disk(trained):
 def test_unverified_checkpoint_loads_with_the_flag(trained, tmp_path, capsys):
     old = _without_digest(tmp_path, trained["ckpt"])
     assert cli.main(["predict", str(old), "--allow-unverified"]) == 0
-    assert capsys.readouterr().out == (trained["run"] / "seed_1111" / "predictions_test.csv").read_text()
+    assert capsys.readouterr().out == stored_csv(trained["run"] / "seed_1111", "test").replace("\r\n", "\n")
 
 
 def test_real_read_only_folder(trained, capsys):

@@ -23,6 +23,7 @@ import sentangle
 from sentangle.cli import main
 from sentangle.core.errors import CheckpointError
 from sentangle.runs.checkpoint import checkpoint_digest, load_checkpoint
+from sentangle.runs.predictions import predictions_csv
 
 
 def write_npz(path: Path, n: int = 40, seed: int = 0) -> Path:
@@ -65,7 +66,7 @@ def test_predict_in_a_fresh_process(trained, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "wrote 10 predictions" in proc.stderr
-    assert out.read_text() == (trained["seed_dir"] / "predictions_test.csv").read_text()
+    assert out.read_bytes().decode("utf-8") == predictions_csv(trained["seed_dir"], "test")
 
 
 def test_checkpoint_carries_config_versions_and_digest(trained):

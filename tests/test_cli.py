@@ -1,12 +1,14 @@
 """The `sentangle` command end to end on a tiny synthetic dataset."""
 
 import csv
+import io
 import json
 
 import pytest
 
 import sentangle
 from sentangle.cli import main
+from sentangle.runs.predictions import predictions_csv
 
 TINY = [
     "dataset.scale=0.06",
@@ -20,6 +22,11 @@ TINY = [
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def seed_rows(seed_dir, split):
+    """A seed's stored predictions as the rows of the CSV that `sentangle predict` writes."""
+    return list(csv.DictReader(io.StringIO(predictions_csv(seed_dir, split))))
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +51,7 @@ def test_train_writes_a_complete_run_folder(run_dir, capsys):
         m = json.loads((d / "metrics.json").read_text())
         assert m["seed"] == seed and 1 <= m["best_epoch"] <= 3 and len(m["history"]) >= 1
         assert (d / "checkpoint.pt").stat().st_size > 0
-        rows = read_csv(d / "predictions_test.csv")
+        rows = seed_rows(d, "test")
         assert len(rows) == json.loads((run_dir / "dataset.json").read_text())["splits"]["test"]["samples"]
     assert "| test |" in (run_dir / "summary.md").read_text()
     env = json.loads((run_dir / "environment.json").read_text())
@@ -74,7 +81,7 @@ def test_eval_and_predict_reproduce_the_run(run_dir, capsys, tmp_path):
     assert got == pytest.approx(want)
     out = tmp_path / "p.csv"
     assert main(["predict", str(ckpt), "--output", str(out)]) == 0
-    assert read_csv(out) == read_csv(run_dir / "seed_1111" / "predictions_test.csv")
+    assert read_csv(out) == seed_rows(run_dir / "seed_1111", "test")
 
 
 def test_predict_on_data_lacking_a_modality_warns(run_dir, tmp_path):

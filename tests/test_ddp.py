@@ -1,6 +1,7 @@
 """Data-parallel training (torchrun, gloo, 2 CPU processes) matches one process with the same global batch."""
 
 import csv
+import io
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from sentangle.core.errors import TrainingError
 from sentangle.data.batch import Batch
 from sentangle.data.synthetic import make_synthetic
 from sentangle.models.base import create_model
+from sentangle.runs.predictions import predictions_csv
 from sentangle.training.distributed import Context, is_main, setup, unused_parameters
 
 # Self-MM as plain multi-task learning: auxiliary losses, an on_epoch_end hook, and with the vision
@@ -90,10 +92,8 @@ def test_torchrun_two_processes_match_one_process_and_write_once(tmp_path):
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=TOL, rtol=0, msg=k)
-    with open(ddp / RUN / "seed_1111/predictions_test.csv") as f:
-        pa = [float(r["prediction"]) for r in csv.DictReader(f)]
-    with open(one / RUN / "seed_1111/predictions_test.csv") as f:
-        pb = [float(r["prediction"]) for r in csv.DictReader(f)]
+    pa = [float(r["prediction"]) for r in csv.DictReader(io.StringIO(predictions_csv(ddp / RUN / "seed_1111", "test")))]
+    pb = [float(r["prediction"]) for r in csv.DictReader(io.StringIO(predictions_csv(one / RUN / "seed_1111", "test")))]
     assert pa == pytest.approx(pb, abs=TOL)
 
 

@@ -76,7 +76,9 @@ def test_resolved_config_keeps_given_values_and_updates_mapping_defaults():
     model = resolved_config(cfg).model
     assert model["dim"] == 20
     assert model["max_len"] == {"audio": 10, "vision": 50}  # vision keeps its cap, as the YAML layers did
-    built = model_for(cfg, SimpleNamespace(input_dims=DIMS, output_dim=1, text_encoder=None, modalities=tuple(DIMS), splits={}))
+    built = model_for(
+        cfg, SimpleNamespace(input_dims=DIMS, output_dim=1, text_encoder=None, modalities=tuple(DIMS), splits={})
+    )
     assert built.max_len == {"text": 0, "audio": 10, "vision": 50}
     assert inspect.signature(MODELS.get("mult")).parameters["max_len"].default == {"audio": 50, "vision": 50}
 

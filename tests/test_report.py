@@ -10,9 +10,10 @@ import pytest
 from sentangle.cli import main
 from sentangle.config import make_config
 from sentangle.data.dataset import MSADataset, Split
-from sentangle.recipes.report import read_predictions, report
+from sentangle.recipes.report import report
 from sentangle.report.diagnose import DIAGNOSTICS, diagnose, gate_values
 from sentangle.report.tables import results_table
+from sentangle.runs.predictions import read_seed_predictions
 from sentangle.runs.runner import run
 
 TINY = [
@@ -151,7 +152,7 @@ def test_report_confusion_matrix_with_class_names(small_synthetic, tmp_path):
         overrides=["train.epochs=2", "model.hidden=16", "train.progress=false"],
     )
     run(cfg, dataset=three)
-    pred, label, names = read_predictions(tmp_path / "cls" / "seed_1111" / "predictions_test.csv")
+    pred, label, names = read_seed_predictions(tmp_path / "cls" / "seed_1111", "test")
     assert names == ["neg", "neu", "pos"] and set(label) <= {0, 1, 2} and len(pred) == len(three.splits["test"])
     res = report([tmp_path / "cls"], gates=False)
     is_png(tmp_path / "cls" / "report" / "pred_cls.png")

@@ -24,7 +24,7 @@ from sentangle.recipes.robust import robust
 from sentangle.recipes.sweep import sweep
 from sentangle.report.tables import aggregate, split_table
 from sentangle.runs.checkpoint import load_checkpoint
-from sentangle.runs.runner import dataset_from_config, predictions_csv, run, write_predictions
+from sentangle.runs.runner import dataset_from_config, run, split_csv, write_predictions
 from sentangle.training.distributed import is_main
 from sentangle.training.trainer import evaluate, predict
 
@@ -351,7 +351,7 @@ def cmd_predict(args) -> int:
         write_predictions(Path(args.output), ds, pred, label, ids)
         print(f"wrote {len(ids)} predictions to {args.output}", file=sys.stderr)
     else:
-        sys.stdout.write(predictions_csv(ds, pred, label, ids).replace("\r\n", "\n"))  # text lines, as before
+        sys.stdout.write(split_csv(ds, pred, label, ids).replace("\r\n", "\n"))  # text lines, as before
     return 0
 
 

@@ -9,7 +9,8 @@ writes into `out`:
                                bold in the metric's direction), branch diagnostics, gates, robustness
     report.csv                 the same numbers, one row per run and split (recipes.compare's format)
     pred_<run>.png             predicted vs true on test (regression), or the confusion matrix with
-                               class names (classification), every seed's predictions pooled
+                               class names (classification), every seed's predictions pooled (from
+                               seed_<s>/predictions.npz; a note instead where no seed has them)
     gates_<run>.png            distributions of the gates / branch weights in ModelOutput.extras
                                (reloads the checkpoints and the dataset; skipped, saying why, if it cannot)
     robust_*.png               robustness curves, when the run folders hold robust.json (`sentangle robust`)
@@ -17,7 +18,6 @@ writes into `out`:
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -32,6 +32,8 @@ from sentangle.report import plots
 from sentangle.report.diagnose import gate_values, shown_keys
 from sentangle.report.tables import aggregate, results_table
 from sentangle.runs.checkpoint import load_checkpoint
+from sentangle.runs.predictions import FILE as PREDICTIONS
+from sentangle.runs.predictions import read_csv_predictions, read_seed_predictions
 from sentangle.runs.runner import dataset_from_config, dataset_key
 
 __all__ = ["report", "read_predictions", "read_run"]
@@ -49,26 +51,24 @@ def read_run(folder: str | Path) -> dict:
 
 def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     """(prediction, label, class names) from a predictions CSV; class indices for classification."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-        names = [c[len("logit_") :] for c in (rows[0] if rows else {}) if c.startswith("logit_")]
-    if not names:
-        return (np.array([float(r["prediction"]) for r in rows]), np.array([float(r["label"]) for r in rows]), None)
-    index = {n: i for i, n in enumerate(names)}
-    return (np.array([index[r["prediction"]] for r in rows]), np.array([index[r["label"]] for r in rows]), names)
+    return read_csv_predictions(path)
 
 
 def _safe(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
 
 
-def _prediction_plot(label: str, summary: dict, out: Path, split: str = "test") -> Path | None:
-    seeds = [
-        s for s in summary["seeds"] if (Path(summary["folder"]) / f"seed_{s}" / f"predictions_{split}.csv").is_file()
-    ]
-    if not seeds:
-        return None
-    data = {s: read_predictions(Path(summary["folder"]) / f"seed_{s}" / f"predictions_{split}.csv") for s in seeds}
+def _prediction_plot(label: str, summary: dict, out: Path, split: str = "test") -> Path | str:
+    """The plot's PNG, or why there is none: the results store in git keeps no predictions."""
+    folder = Path(summary["folder"])
+    read = {s: read_seed_predictions(folder / f"seed_{s}", split) for s in summary["seeds"]}
+    data = {s: d for s, d in read.items() if d is not None}
+    if not data:
+        return (
+            f"`{label}`: no seed folder holds {split} predictions (seed_<s>/{PREDICTIONS} or "
+            f"predictions_{split}.csv); a run folder from git has none, training its seeds again writes them"
+        )
+    seeds = list(data)
     title = f"{label}: {split}, seeds {seeds}"
     if summary["task"] == "regression":
         fig = plots.prediction_scatter({s: d[0] for s, d in data.items()}, {s: d[1] for s, d in data.items()}, title)
@@ -186,7 +186,9 @@ def report(run_folders, out: str | Path | None = None, data_root: str | None = N
     parts.append("## Predictions (test)\n")
     for lab, s in runs.items():
         p = _prediction_plot(lab, s, out)
-        if p is not None:
+        if isinstance(p, str):
+            parts.append(p + "\n")
+        else:
             pngs.append(p)
             parts.append(f"![{lab}]({p.name})")
     diag = _diagnostics_table(runs)

@@ -18,15 +18,10 @@ import numpy as np
 from sentangle.core.io import write_json
 from sentangle.runs.folder import finished
 
-# Besides the model's own module(s): what every model's numbers depend on.
-SHARED_SOURCES = (
-    "models/base.py",
-    "models/layers.py",
-    "models/losses.py",
-    "training/trainer.py",
-    "evaluation/metrics.py",
-    "models/text_encoder.py",
-)  # and every file under data/
+# Where every run's numbers come from besides the model's module(s): the training loop, the ranks
+# of a distributed run, the config dataclasses (defaults), and the loading of named datasets
+# (readers, text encoding). Their imports inside sentangle, followed transitively, complete the set.
+TRAINING_PATH = ("training/trainer.py", "training/distributed.py", "config.py", "data/named.py")
 
 
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -52,25 +47,89 @@ def _short_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def read_sources(package: Path) -> dict[str, bytes]:
+    """{file relative to `package`, as posix: bytes} for every Python file of the package."""
+    return {f.relative_to(package).as_posix(): f.read_bytes() for f in sorted(Path(package).rglob("*.py"))}
+
+
+def _module_file(module: str, texts: dict[str, bytes]) -> str | None:
+    """The file (a key of `texts`) of a dotted module name inside the package, or None."""
+    parts = module.split(".")
+    if parts[0] != _PACKAGE.name:
+        return None
+    stem = "/".join(parts[1:])
+    for name in (f"{stem}.py", f"{stem}/__init__.py" if stem else "__init__.py"):
+        if name in texts:
+            return name
+    return None
+
+
+def _imports(name: str, texts: dict[str, bytes]) -> set[str]:
+    """The package files that `name`'s import statements name, wherever they stand (a function-level
+    import counts as much as one at the top). Only the named module itself is followed, not the
+    __init__ of the packages above it: those re-export (sentangle/__init__.py imports the whole API),
+    and counting them would make every seed depend on every file."""
+    package = name.split("/")[:-1]  # where a relative import starts
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(texts[name], filename=name)):
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                up = package[: len(package) - node.level + 1]
+                base = ".".join([_PACKAGE.name, *up, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            # `from a import b` imports a, and a.b too when b is a module rather than a name in a
+            modules = [base, *(f"{base}.{a.name}" for a in node.names)]
+        else:
+            continue
+        found |= {f for f in (_module_file(m, texts) for m in modules) if f is not None}
+    return found
+
+
+def import_closure(roots, texts: dict[str, bytes]) -> set[str]:
+    """The files of `roots` and every package file they import, directly or through others."""
+    seen, todo = set(), [r for r in roots if r in texts]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_imports(name, texts) - seen)
+    return seen
+
+
 # Read once, when this module is imported (with the rest of the package): a process keeps the code
 # it loaded, so files edited while it trains must not be credited to its seeds.
-_TEXTS = {f.relative_to(_PACKAGE).as_posix(): f.read_bytes() for f in sorted(_PACKAGE.rglob("*.py"))}
+_TEXTS = read_sources(_PACKAGE)
 
 
-_SOURCES = {f: _short_hash(b) for f, b in _TEXTS.items()}
+def model_files(model_class: type) -> set[str]:
+    """The package files that define `model_class` and its sentangle base classes."""
+    return {
+        Path(inspect.getfile(c)).resolve().relative_to(_PACKAGE).as_posix()
+        for c in model_class.__mro__
+        if c.__module__.split(".")[0] == _PACKAGE.name
+    }
+
+
+def fingerprint(roots, texts: dict[str, bytes]) -> dict[str, str]:
+    """{file: SHA-256 (16 hex digits)} over `import_closure(roots, texts)`."""
+    return {f: _short_hash(texts[f]) for f in sorted(import_closure(roots, texts))}
+
+
+@functools.cache
+def _fingerprint_of(roots: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    return tuple(fingerprint(roots, _TEXTS).items())
 
 
 def code_fingerprint(model_class: type) -> dict[str, str]:
-    """{source file: SHA-256 (16 hex digits)} for the files that define `model_class` (its
-    sentangle base classes included) and the shared training and data code, as they were when the
-    package was imported. Config equality alone cannot tell that a seed was trained before a code
-    change; this can, without git, and names the files that changed."""
-    own = {
-        Path(inspect.getfile(c)).resolve().relative_to(_PACKAGE).as_posix()
-        for c in model_class.__mro__
-        if c.__module__.split(".")[0] == "sentangle"
-    }
-    return {f: h for f, h in _SOURCES.items() if f in own or f in SHARED_SOURCES or f.startswith("data/")}
+    """{source file: SHA-256 (16 hex digits)} for the files that `model_class`'s module(s) (its
+    sentangle base classes included) and the training path (`TRAINING_PATH`) import, transitively,
+    as they were when the package was imported. Config equality alone cannot tell that a seed was
+    trained before a code change; this can, without git, and names the files that changed: a model
+    that borrows another's layers (LMF imports TFN's) depends on that file too."""
+    return dict(_fingerprint_of(frozenset(model_files(model_class)) | frozenset(TRAINING_PATH)))
 
 
 @functools.cache

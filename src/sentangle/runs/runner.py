@@ -3,7 +3,8 @@
     runs/<name>/config.yaml        the resolved config (re-run it with --config)
     runs/<name>/environment.json   versions, git commit, platform
     runs/<name>/dataset.json       what was loaded (sizes, shapes, normalisation report)
-    runs/<name>/seed_<s>/          metrics.json (per split + history), checkpoint.pt, predictions_<split>.csv
+    runs/<name>/seed_<s>/          metrics.json (per split + history), checkpoint.pt, predictions.npz
+                                   (every split; runs/predictions.py)
     runs/<name>/summary.json|md    mean and std over seeds, per split
 
 A seed whose metrics.json exists (for the same config) is not trained again, so an interrupted
@@ -19,8 +20,6 @@ docstrings alone leaves seeds current.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import time
 import warnings
@@ -48,6 +47,7 @@ from sentangle.runs.folder import (
     prepare_folder,
     resolved_config,
 )
+from sentangle.runs.predictions import csv_text, write_seed_predictions
 from sentangle.runs.provenance import code_fingerprint, code_structure, stale_seeds
 from sentangle.runs.sanity import NO_GAIN_MARGIN, constant_predictions, no_better_than_constant
 from sentangle.training.distributed import setup as distributed_setup
@@ -85,22 +85,13 @@ def model_for(cfg: RunConfig, ds: MSADataset) -> MSAModel:
 
 
 def write_predictions(path: Path, ds: MSADataset, pred: np.ndarray, label: np.ndarray, ids: list[str]) -> None:
-    write_text(path, predictions_csv(ds, pred, label, ids))
+    """One split's predictions as CSV (`sentangle predict`); a run folder keeps them in predictions.npz."""
+    write_text(path, split_csv(ds, pred, label, ids))
 
 
-def predictions_csv(ds: MSADataset, pred: np.ndarray, label: np.ndarray, ids: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    if ds.task == "regression":
-        w.writerow(["id", "prediction", "label"])
-        w.writerows((i, f"{p:.6f}", f"{y:.6f}") for i, p, y in zip(ids, pred, label))
-    else:
-        names = ds.class_names or []
-        w.writerow(["id", "prediction", "label"] + [f"logit_{c}" for c in names])
-        w.writerows(
-            [i, names[int(np.argmax(p))], names[int(y)]] + [f"{v:.5f}" for v in p] for i, p, y in zip(ids, pred, label)
-        )
-    return buf.getvalue()
+def split_csv(ds: MSADataset, pred: np.ndarray, label: np.ndarray, ids: list[str]) -> str:
+    """The CSV text `write_predictions` writes (for `sentangle predict -o -`)."""
+    return csv_text(pred, label, ids, (ds.class_names or []) if ds.task != "regression" else None)
 
 
 def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:
@@ -174,11 +165,12 @@ def _train_and_write(
         per_seed[seed] = result.metrics
         if not ddp.main:
             continue
-        outputs = {}
+        outputs, stored = {}, {}
         for split in ds.splits:
             pred, label, ids = predict(model, ds, split, cfg.train.eval_batch_size, cfg.train.device)
-            write_predictions(seed_dir / f"predictions_{split}.csv", ds, pred, label, ids)
+            stored[split] = pred, label, ids
             outputs[split] = pred, label
+        write_seed_predictions(seed_dir, stored, (ds.class_names or []) if ds.task != "regression" else None)
         constant = [s for s, (pred, label) in outputs.items() if constant_predictions(pred, label, ds.task)]
         train_label = outputs["train"][1] if "train" in outputs else None
         no_gain = [
