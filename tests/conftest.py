@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,3 +39,38 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # one folder across the session so the real corpus is encoded once.
     cache = tmp_path_factory.getbasetemp() / "sentangle-cache"
     monkeypatch.setenv("SENTANGLE_CACHE", str(cache))
+
+
+@pytest.fixture(autouse=True)
+def _seeded_global_state():
+    # Models built in a test draw their initial weights from the global generators; without a
+    # fixed start a test's outcome would depend on which tests ran before it.
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+def _garbage_padding(batch, max_len: int, modalities=None, scale: float = 50.0):
+    """Fill every padded frame of `batch` with large random values and append padded frames, as
+    many as keep the window of `max_len`-frame downsampling (layers.masked_downsample) unchanged,
+    so the real frames fall into the same windows (all modalities, or those named). Checks that
+    downsampling is really reached."""
+    gen = torch.Generator().manual_seed(1)
+    for m in modalities or list(batch.features):
+        x, mask = batch.features[m], batch.masks[m]
+        t = x.shape[1]
+        assert t > max_len, f"{m}: {t} frames never reach the {max_len}-frame downsampling"
+        assert (~mask).any(), f"{m}: no padded frame to fill"
+        stride = -(-t // max_len)
+        extra = max_len * stride - t  # more would widen the windows
+        x = torch.cat([x, torch.zeros(x.shape[0], extra, x.shape[2], dtype=x.dtype)], dim=1)
+        mask = torch.cat([mask, torch.zeros(mask.shape[0], extra, dtype=torch.bool)], dim=1)
+        noise = scale * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        batch.features[m] = torch.where(mask.unsqueeze(-1), x, noise)
+        batch.masks[m] = mask
+    return batch
+
+
+@pytest.fixture
+def garbage_padding():
+    return _garbage_padding

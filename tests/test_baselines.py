@@ -294,3 +294,18 @@ def test_compare_writes_one_table_and_reuses_finished_runs(tmp_path):
     with pytest.raises(ConfigError, match=r"compare: model 'lmf' has no option\(s\) \['fcca'\]"):
         compare(["tsda", "lmf"], "synthetic", out=str(tmp_path / "late"), overrides=[*over, "model.fcca=none"])
     assert not (tmp_path / "late").exists()
+
+
+def test_mult_downsampling_ignores_padding_frames(tiny, garbage_padding):
+    """Garbage in padded frames, and padded frames appended within the last window, leave MulT's
+    windowed predictions as they were: the windows average real frames only."""
+    max_len = 5  # below every modality's length (text 10, audio and vision 16): all are windowed
+    model = small("mult", tiny, max_len=max_len).eval()
+    batch = batch_of(tiny)
+    padded = garbage_padding(batch_of(tiny), max_len)
+    assert padded.features["audio"].shape[1] > batch.features["audio"].shape[1]
+    torch.testing.assert_close(model(batch).prediction, model(padded).prediction, rtol=1e-4, atol=1e-5)
+    # the check can fail: garbage in a real frame does change the prediction
+    spoiled = batch_of(tiny)
+    spoiled.features["audio"][spoiled.masks["audio"]] += 50.0
+    assert not torch.allclose(model(batch).prediction, model(spoiled).prediction, rtol=1e-4, atol=1e-5)

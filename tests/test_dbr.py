@@ -262,3 +262,15 @@ def test_run_diagnostics_and_summary(small_synthetic):
     s = summarize_diagnostics([r["test"], r["test"]])
     assert s["redundancy.linear_cka"]["mean"] == pytest.approx(r["test"]["redundancy"]["linear_cka"])
     assert s["redundancy.linear_cka"]["std"] == 0.0 and s["redundancy.linear_cka"]["n"] == 2
+
+
+def test_downsampled_frames_ignore_padding(small_synthetic, garbage_padding):
+    # 9 frames: below every modality's length (text 20, audio and vision 40)
+    model = create_model("dbr", small_synthetic.input_dims, 1, max_frames=9, **SMALL).eval()
+    batch = first_batch(small_synthetic)
+    padded = garbage_padding(first_batch(small_synthetic), 9)
+    assert padded.features["audio"].shape[1] == 45
+    out, out2 = model(batch), model(padded)
+    torch.testing.assert_close(out.prediction, out2.prediction, rtol=1e-4, atol=1e-5)
+    for k in out.aux_losses:
+        torch.testing.assert_close(out.aux_losses[k], out2.aux_losses[k], rtol=1e-4, atol=1e-5)
