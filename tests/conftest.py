@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -74,3 +75,28 @@ def _garbage_padding(batch, max_len: int, modalities=None, scale: float = 50.0):
 @pytest.fixture
 def garbage_padding():
     return _garbage_padding
+
+
+def _cmd_numpy(x, y, moments):
+    # Central Moment Discrepancy written out: norm of the mean gap plus norms of the central-moment gaps
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    cx, cy = x - x.mean(0), y - y.mean(0)
+    total = np.sqrt(((x.mean(0) - y.mean(0)) ** 2).sum())
+    for k in range(2, moments + 1):
+        total += np.sqrt((((cx**k).mean(0) - (cy**k).mean(0)) ** 2).sum())
+    return total
+
+
+def _orthogonality_numpy(x, y, eps=1e-6):
+    # MISA's difference loss: mean squared entry of X^T Y over centred, row-normalised codes
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x, y = x - x.mean(0), y - y.mean(0)
+    x = x / (np.sqrt((x**2).sum(1, keepdims=True)) + eps)
+    y = y / (np.sqrt((y**2).sum(1, keepdims=True)) + eps)
+    return ((x.T @ y) ** 2).mean()
+
+
+@pytest.fixture
+def numpy_losses():
+    """The shared auxiliary losses written out in numpy, as references independent of models/losses.py."""
+    return SimpleNamespace(cmd=_cmd_numpy, orthogonality=_orthogonality_numpy)

@@ -213,7 +213,7 @@ def test_baseline_learns_on_synthetic(name, tiny):
 
 
 # ---- MISA --------------------------------------------------------------------------------------
-def test_misa_losses_are_the_named_measures_of_its_codes(tiny):
+def test_misa_losses_are_the_named_measures_of_its_codes(tiny, numpy_losses):
     model = small("misa", tiny).eval()
     out = model(batch_of(tiny, 16))
     aux, ex = out.aux_losses, out.extras
@@ -226,6 +226,14 @@ def test_misa_losses_are_the_named_measures_of_its_codes(tiny):
     )
     torch.testing.assert_close(aux["similarity"], sim)
     torch.testing.assert_close(aux["difference"], diff)
+    # the same written out in numpy, so a fault shared by the model and models/losses.py shows
+    np_ex = {k: v.detach().numpy() for k, v in ex.items()}
+    want_sim = np.mean([numpy_losses.cmd(np_ex[f"shared_{a}"], np_ex[f"shared_{b}"], 5) for a, b in pairs])
+    want_diff = sum(numpy_losses.orthogonality(np_ex[f"private_{m}"], np_ex[f"shared_{m}"]) for m in mods) + sum(
+        numpy_losses.orthogonality(np_ex[f"private_{a}"], np_ex[f"private_{b}"]) for a, b in pairs
+    )
+    assert aux["similarity"].item() == pytest.approx(want_sim, rel=1e-4)
+    assert aux["difference"].item() == pytest.approx(want_diff, rel=1e-4)
 
 
 def test_misa_similarity_vanishes_when_the_shared_codes_agree(tiny):

@@ -77,7 +77,7 @@ def test_linear_cka_against_numpy_and_invariances():
         linear_cka(x, y[:5])
 
 
-def test_decoupling_losses_are_the_shared_losses():
+def test_decoupling_losses_are_the_shared_losses(numpy_losses):
     s = [torch.randn(8, 4) for _ in range(3)]
     p = [torch.randn(8, 4) for _ in range(3)]
     want = np.mean([L.cmd(s[i], s[j], 3).item() for i, j in ((0, 1), (0, 2), (1, 2))])
@@ -85,6 +85,16 @@ def test_decoupling_losses_are_the_shared_losses():
     terms = [L.orthogonality(a, b).item() for a, b in zip(s, p)]
     terms += [L.orthogonality(p[i], p[j]).item() for i, j in itertools.combinations(range(3), 2)]
     assert difference_loss(s, p).item() == pytest.approx(np.mean(terms), rel=1e-6)
+    # and against the formulas written out in numpy
+    sn, pn = [a.numpy() for a in s], [a.numpy() for a in p]
+    pairs = list(itertools.combinations(range(3), 2))
+    want_sim = np.mean([numpy_losses.cmd(sn[i], sn[j], 3) for i, j in pairs])
+    want_diff = np.mean(
+        [numpy_losses.orthogonality(a, b) for a, b in zip(sn, pn)]
+        + [numpy_losses.orthogonality(pn[i], pn[j]) for i, j in pairs]
+    )
+    assert similarity_loss(s, 3).item() == pytest.approx(want_sim, rel=1e-5)
+    assert difference_loss(s, p).item() == pytest.approx(want_diff, rel=1e-5)
 
 
 def test_structural_path_is_order_blind_and_temporal_path_is_not():
