@@ -80,7 +80,14 @@ def test_checkpoint_without_digest_still_loads(trained, tmp_path):
     payload = torch.load(trained["seed_dir"] / "checkpoint.pt", weights_only=True)
     del payload["sha256"]  # written before the digest existed
     torch.save(payload, tmp_path / "old.pt")
-    load_checkpoint(tmp_path / "old.pt")
+    model, cfg, loaded = load_checkpoint(tmp_path / "old.pt")
+    # the same model and config as the file with its digest: nothing is dropped or rebuilt differently
+    want_model, want_cfg, _ = load_checkpoint(trained["seed_dir"] / "checkpoint.pt")
+    assert cfg.to_dict() == want_cfg.to_dict() and loaded["seed"] == payload["seed"]
+    got, want = model.state_dict(), want_model.state_dict()
+    assert got.keys() == want.keys() == payload["state_dict"].keys()
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
 
 
 # ---- broken and hostile files ----------------------------------------------------------------
