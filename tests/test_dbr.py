@@ -243,6 +243,16 @@ def test_branch_diagnostics_contents(small_synthetic):
     assert set(d["gates"]["tsf_gate"]) == {"text", "audio", "vision"}
     assert d["prediction_share"]["shared"] + d["prediction_share"]["private"] == pytest.approx(1.0)
     assert set(d["metrics_without"]["shared"]) == set(d["metrics"])
+    # the branch weights' and gates' values, not only their range: means of the model's own extras
+    model.eval()
+    ex = {}
+    with torch.no_grad():
+        for batch in small_synthetic.batches("valid", 256):
+            for k, v in model(batch).extras.items():
+                ex.setdefault(k, []).append(v.double())
+    assert d["branch_weights"]["shared"] == pytest.approx(torch.cat(ex["branch_weights"])[:, 0].mean().item(), rel=1e-5)
+    for i, m in enumerate(("text", "audio", "vision")):
+        assert d["gates"]["tsf_gate"][m] == pytest.approx(torch.cat(ex["tsf_gate"])[:, i].mean().item(), rel=1e-5)
     # the same extras, gathered by hand: CKA of the summaries over the split
     model.eval()
     with torch.no_grad():
