@@ -497,6 +497,13 @@ GOOD = np.array([0.5, -1.0, 2.0])
             "pred: expected integer class ids, got non-integral floats "
             "(pass (N, C) logits, or threshold a single-logit output yourself)",
         ),
+        (lambda: classification_metrics([0, 1], np.array(["a", "b"])), "label: expected numbers"),
+        (lambda: classification_metrics([0, 1], np.zeros((2, 2, 2))), "label: expected shape (N,)"),
+        (lambda: classification_metrics([0, 1], np.array([np.nan, 1.0])), "label: 1 value(s) are NaN"),
+        (lambda: classification_metrics([0, 3], [0, 1], num_classes=2), "pred: class id 3 out of range"),
+        (lambda: classification_metrics([0, 1], [0, 3], num_classes=2), "label: class id 3 out of range"),
+        (lambda: regression_metrics([[1.0], [1.0, 2.0]], GOOD), "pred: cannot be read as an array"),
+        (lambda: regression_metrics([], []), "no samples: metrics of an empty split are undefined"),
     ],
 )
 def test_errors_name_the_argument(call, message):
