@@ -269,3 +269,14 @@ def test_cosine_squared_rows_and_small_vectors():
     assert L.cosine_squared(t(x), t(y)).item() == pytest.approx((cos**2).mean(), rel=1e-9)
     # tiny but parallel rows are still parallel: eps only guards a zero norm
     assert L.cosine_squared(t(1e-3 * x), t(2e-3 * x)).item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_temporal_jsd_without_mask_and_with_a_gap_in_time():
+    x = rng.normal(size=(2, 4, 3))
+    want = np.mean([_jsd_np(_softmax(x[b, i]), _softmax(x[b, i + 1])) for b in range(2) for i in range(3)])
+    assert L.temporal_jsd(t(x)).item() == pytest.approx(want, rel=1e-9)
+    # step 1 is padding in every sample: only the pair (2, 3) is left in the batch-mean form
+    mask = torch.tensor([[True, False, True, True]] * 2)
+    p = [np.mean([_softmax(x[b, i]) for b in range(2)], axis=0) for i in range(4)]
+    got = L.temporal_jsd(t(x), mask, batch_mean=True).item()
+    assert got == pytest.approx(_jsd_np(p[2], p[3]), rel=1e-9)
