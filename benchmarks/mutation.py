@@ -121,7 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all", action="store_true", help="every module in MODULES")
     ap.add_argument("--max-children", type=int, default=1, help="mutants tested in parallel (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch copies (mutmut show/results there)")
-    ap.add_argument("--out", type=Path, default=Path("mutation-results.json"), help="summary JSON")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "mutation-results.json",
+        help="summary JSON (default: in the temp folder, so no stray file lands in the checkout)",
+    )
     args = ap.parse_args(argv)
     keys = list(MODULES) if args.all else args.modules
     unknown = [k for k in keys if k not in MODULES]
