@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,3 +40,63 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # one folder across the session so the real corpus is encoded once.
     cache = tmp_path_factory.getbasetemp() / "sentangle-cache"
     monkeypatch.setenv("SENTANGLE_CACHE", str(cache))
+
+
+@pytest.fixture(autouse=True)
+def _seeded_global_state():
+    # Models built in a test draw their initial weights from the global generators; without a
+    # fixed start a test's outcome would depend on which tests ran before it.
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+def _garbage_padding(batch, max_len: int, modalities=None, scale: float = 50.0):
+    """Fill every padded frame of `batch` with large random values and append padded frames, as
+    many as keep the window of `max_len`-frame downsampling (layers.masked_downsample) unchanged,
+    so the real frames fall into the same windows (all modalities, or those named). Checks that
+    downsampling is really reached."""
+    gen = torch.Generator().manual_seed(1)
+    for m in modalities or list(batch.features):
+        x, mask = batch.features[m], batch.masks[m]
+        t = x.shape[1]
+        assert t > max_len, f"{m}: {t} frames never reach the {max_len}-frame downsampling"
+        assert (~mask).any(), f"{m}: no padded frame to fill"
+        stride = -(-t // max_len)
+        extra = max_len * stride - t  # more would widen the windows
+        x = torch.cat([x, torch.zeros(x.shape[0], extra, x.shape[2], dtype=x.dtype)], dim=1)
+        mask = torch.cat([mask, torch.zeros(mask.shape[0], extra, dtype=torch.bool)], dim=1)
+        noise = scale * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        batch.features[m] = torch.where(mask.unsqueeze(-1), x, noise)
+        batch.masks[m] = mask
+    return batch
+
+
+@pytest.fixture
+def garbage_padding():
+    return _garbage_padding
+
+
+def _cmd_numpy(x, y, moments):
+    # Central Moment Discrepancy written out: norm of the mean gap plus norms of the central-moment gaps
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    cx, cy = x - x.mean(0), y - y.mean(0)
+    total = np.sqrt(((x.mean(0) - y.mean(0)) ** 2).sum())
+    for k in range(2, moments + 1):
+        total += np.sqrt((((cx**k).mean(0) - (cy**k).mean(0)) ** 2).sum())
+    return total
+
+
+def _orthogonality_numpy(x, y, eps=1e-6):
+    # MISA's difference loss: mean squared entry of X^T Y over centred, row-normalised codes
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x, y = x - x.mean(0), y - y.mean(0)
+    x = x / (np.sqrt((x**2).sum(1, keepdims=True)) + eps)
+    y = y / (np.sqrt((y**2).sum(1, keepdims=True)) + eps)
+    return ((x.T @ y) ** 2).mean()
+
+
+@pytest.fixture
+def numpy_losses():
+    """The shared auxiliary losses written out in numpy, as references independent of models/losses.py."""
+    return SimpleNamespace(cmd=_cmd_numpy, orthogonality=_orthogonality_numpy)

@@ -234,7 +234,7 @@ def test_baseline_learns_on_synthetic(name, tiny):
 
 
 # ---- MISA --------------------------------------------------------------------------------------
-def test_misa_losses_are_the_named_measures_of_its_codes(tiny):
+def test_misa_losses_are_the_named_measures_of_its_codes(tiny, numpy_losses):
     model = small("misa", tiny).eval()
     out = model(batch_of(tiny, 16))
     aux, ex = out.aux_losses, out.extras
@@ -247,6 +247,14 @@ def test_misa_losses_are_the_named_measures_of_its_codes(tiny):
     )
     torch.testing.assert_close(aux["similarity"], sim)
     torch.testing.assert_close(aux["difference"], diff)
+    # the same written out in numpy, so a fault shared by the model and models/losses.py shows
+    np_ex = {k: v.detach().numpy() for k, v in ex.items()}
+    want_sim = np.mean([numpy_losses.cmd(np_ex[f"shared_{a}"], np_ex[f"shared_{b}"], 5) for a, b in pairs])
+    want_diff = sum(numpy_losses.orthogonality(np_ex[f"private_{m}"], np_ex[f"shared_{m}"]) for m in mods) + sum(
+        numpy_losses.orthogonality(np_ex[f"private_{a}"], np_ex[f"private_{b}"]) for a, b in pairs
+    )
+    assert aux["similarity"].item() == pytest.approx(want_sim, rel=1e-4)
+    assert aux["difference"].item() == pytest.approx(want_diff, rel=1e-4)
 
 
 def test_misa_similarity_vanishes_when_the_shared_codes_agree(tiny):
@@ -315,3 +323,18 @@ def test_compare_writes_one_table_and_reuses_finished_runs(tmp_path):
     with pytest.raises(ConfigError, match=r"compare: model 'lmf' has no option\(s\) \['fcca'\]"):
         compare(["tsda", "lmf"], "synthetic", out=str(tmp_path / "late"), overrides=[*over, "model.fcca=none"])
     assert not (tmp_path / "late").exists()
+
+
+def test_mult_downsampling_ignores_padding_frames(tiny, garbage_padding):
+    """Garbage in padded frames, and padded frames appended within the last window, leave MulT's
+    windowed predictions as they were: the windows average real frames only."""
+    max_len = 5  # below every modality's length (text 10, audio and vision 16): all are windowed
+    model = small("mult", tiny, max_len=max_len).eval()
+    batch = batch_of(tiny)
+    padded = garbage_padding(batch_of(tiny), max_len)
+    assert padded.features["audio"].shape[1] > batch.features["audio"].shape[1]
+    torch.testing.assert_close(model(batch).prediction, model(padded).prediction, rtol=1e-4, atol=1e-5)
+    # the check can fail: garbage in a real frame does change the prediction
+    spoiled = batch_of(tiny)
+    spoiled.features["audio"][spoiled.masks["audio"]] += 50.0
+    assert not torch.allclose(model(batch).prediction, model(spoiled).prediction, rtol=1e-4, atol=1e-5)

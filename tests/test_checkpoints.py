@@ -84,10 +84,17 @@ def test_checkpoint_without_digest_loads_only_when_allowed(trained, tmp_path, ca
     torch.save(payload, tmp_path / "old.pt")
     with pytest.raises(CheckpointError, match="has no SHA-256 digest.*--allow-unverified"):
         load_checkpoint(tmp_path / "old.pt")
-    load_checkpoint(tmp_path / "old.pt", allow_unverified=True)
     assert main(["eval", str(tmp_path / "old.pt"), "--json"]) == 2
     assert "has no SHA-256 digest" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "old.pt"), "--json", "--allow-unverified"]) == 0
+    model, cfg, loaded = load_checkpoint(tmp_path / "old.pt", allow_unverified=True)
+    # the same model and config as the file with its digest: nothing is dropped or rebuilt differently
+    want_model, want_cfg, _ = load_checkpoint(trained["seed_dir"] / "checkpoint.pt")
+    assert cfg.to_dict() == want_cfg.to_dict() and loaded["seed"] == payload["seed"]
+    got, want = model.state_dict(), want_model.state_dict()
+    assert got.keys() == want.keys() == payload["state_dict"].keys()
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
 
 
 # ---- broken and hostile files ----------------------------------------------------------------

@@ -4,6 +4,8 @@ import torch
 
 from sentangle.core.errors import DataError
 from sentangle.data import MSADataset, Split, collate, full_masks
+from sentangle.data import dataset as dataset_module
+from sentangle.data.dataset import feature_stats
 
 
 def make_split(n=6, t=5, d=3, seed=0, lengths=None):
@@ -181,3 +183,65 @@ def test_select_modalities():
     ds = make_ds()
     with pytest.raises(DataError, match="vision"):
         ds.select_modalities(["vision"])
+
+
+def small_chunks(monkeypatch, rows: int) -> list[slice]:
+    """Make every chunked pass over an (N, T, d) array use `rows` rows per chunk; returns the
+    slices handed out, so a test can check that several chunks were really merged."""
+    real = dataset_module.row_chunks
+    seen: list[slice] = []
+
+    def chunks(x, budget=None):
+        per_row = int(np.prod(x.shape[1:])) * x.itemsize
+        for s in real(x, budget=rows * per_row):
+            seen.append(s)
+            yield s
+
+    monkeypatch.setattr(dataset_module, "row_chunks", chunks)
+    return seen
+
+
+def drifting_frames(n=40, t=6, d=3, seed=0):
+    # Each row has its own offset, so chunk means differ and dropping the merge term shows.
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(n, t, d)) + np.arange(n)[:, None, None] * np.array([0.5, -2.0, 10.0])).astype(np.float32)
+    lengths = rng.integers(0, t + 1, n)
+    lengths[3:9] = 0  # a whole chunk without a real frame
+    mask = full_masks(x, lengths)
+    x[~mask] = 1e3  # padding values, which must not count
+    return x, mask
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+@pytest.mark.parametrize("rows", [1, 3, 7])
+def test_feature_stats_over_several_chunks_matches_one_numpy_pass(monkeypatch, tmp_path, rows, ddof):
+    x, mask = drifting_frames()
+    real = x[mask].astype(np.float64)
+    want_mean, want_std = real.mean(0), real.std(0, ddof=ddof)
+    seen = small_chunks(monkeypatch, rows)
+    mean, std = feature_stats(x, mask, ddof=ddof)
+    assert len(seen) == -(-len(x) // rows) > 1
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(std, want_std, rtol=1e-10)
+    # the same through a memory-mapped copy of the file
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    seen.clear()
+    mean_m, std_m = feature_stats(mapped, mask, ddof=ddof)
+    assert len(seen) > 1
+    np.testing.assert_allclose(mean_m, want_mean, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(std_m, want_std, rtol=1e-10)
+
+
+def test_normalize_over_several_chunks_standardises_the_real_train_frames(monkeypatch):
+    x, mask = drifting_frames(n=60, t=5, d=3, seed=1)
+    real = x[mask].astype(np.float64)
+    mu, sd = real.mean(0), real.std(0)
+    sp = Split({"audio": x.copy()}, {"audio": mask}, np.zeros(len(x), np.float32), [str(i) for i in range(len(x))])
+    ds = MSADataset("c", {"train": sp, "valid": make_split(seed=1)})
+    seen = small_chunks(monkeypatch, 4)
+    ds.normalize(("audio",), clip=1e9)
+    assert len(seen) > 2
+    z = ds.splits["train"].features["audio"]
+    np.testing.assert_allclose(z[mask], (real - mu) / sd, rtol=1e-4, atol=1e-4)
+    assert np.all(z[~mask] == 0)

@@ -77,7 +77,7 @@ def test_linear_cka_against_numpy_and_invariances():
         linear_cka(x, y[:5])
 
 
-def test_decoupling_losses_are_the_shared_losses():
+def test_decoupling_losses_are_the_shared_losses(numpy_losses):
     s = [torch.randn(8, 4) for _ in range(3)]
     p = [torch.randn(8, 4) for _ in range(3)]
     want = np.mean([L.cmd(s[i], s[j], 3).item() for i, j in ((0, 1), (0, 2), (1, 2))])
@@ -85,6 +85,16 @@ def test_decoupling_losses_are_the_shared_losses():
     terms = [L.orthogonality(a, b).item() for a, b in zip(s, p)]
     terms += [L.orthogonality(p[i], p[j]).item() for i, j in itertools.combinations(range(3), 2)]
     assert difference_loss(s, p).item() == pytest.approx(np.mean(terms), rel=1e-6)
+    # and against the formulas written out in numpy
+    sn, pn = [a.numpy() for a in s], [a.numpy() for a in p]
+    pairs = list(itertools.combinations(range(3), 2))
+    want_sim = np.mean([numpy_losses.cmd(sn[i], sn[j], 3) for i, j in pairs])
+    want_diff = np.mean(
+        [numpy_losses.orthogonality(a, b) for a, b in zip(sn, pn)]
+        + [numpy_losses.orthogonality(pn[i], pn[j]) for i, j in pairs]
+    )
+    assert similarity_loss(s, 3).item() == pytest.approx(want_sim, rel=1e-5)
+    assert difference_loss(s, p).item() == pytest.approx(want_diff, rel=1e-5)
 
 
 def test_structural_path_is_order_blind_and_temporal_path_is_not():
@@ -233,6 +243,16 @@ def test_branch_diagnostics_contents(small_synthetic):
     assert set(d["gates"]["tsf_gate"]) == {"text", "audio", "vision"}
     assert d["prediction_share"]["shared"] + d["prediction_share"]["private"] == pytest.approx(1.0)
     assert set(d["metrics_without"]["shared"]) == set(d["metrics"])
+    # the branch weights' and gates' values, not only their range: means of the model's own extras
+    model.eval()
+    ex = {}
+    with torch.no_grad():
+        for batch in small_synthetic.batches("valid", 256):
+            for k, v in model(batch).extras.items():
+                ex.setdefault(k, []).append(v.double())
+    assert d["branch_weights"]["shared"] == pytest.approx(torch.cat(ex["branch_weights"])[:, 0].mean().item(), rel=1e-5)
+    for i, m in enumerate(("text", "audio", "vision")):
+        assert d["gates"]["tsf_gate"][m] == pytest.approx(torch.cat(ex["tsf_gate"])[:, i].mean().item(), rel=1e-5)
     # the same extras, gathered by hand: CKA of the summaries over the split
     model.eval()
     with torch.no_grad():
@@ -262,3 +282,15 @@ def test_run_diagnostics_and_summary(small_synthetic):
     s = summarize_diagnostics([r["test"], r["test"]])
     assert s["redundancy.linear_cka"]["mean"] == pytest.approx(r["test"]["redundancy"]["linear_cka"])
     assert s["redundancy.linear_cka"]["std"] == 0.0 and s["redundancy.linear_cka"]["n"] == 2
+
+
+def test_downsampled_frames_ignore_padding(small_synthetic, garbage_padding):
+    # 9 frames: below every modality's length (text 20, audio and vision 40)
+    model = create_model("dbr", small_synthetic.input_dims, 1, max_frames=9, **SMALL).eval()
+    batch = first_batch(small_synthetic)
+    padded = garbage_padding(first_batch(small_synthetic), 9)
+    assert padded.features["audio"].shape[1] == 45
+    out, out2 = model(batch), model(padded)
+    torch.testing.assert_close(out.prediction, out2.prediction, rtol=1e-4, atol=1e-5)
+    for k in out.aux_losses:
+        torch.testing.assert_close(out.aux_losses[k], out2.aux_losses[k], rtol=1e-4, atol=1e-5)

@@ -193,3 +193,90 @@ def test_cross_attention_ignores_padded_keys():
     kv2 = kv.clone()
     kv2[0, 2:] = 99.0
     torch.testing.assert_close(a, ca(q, kv2, mask))
+
+
+# ---- found by mutation testing (docs/mutation.md) -------------------------------------------------
+def test_temporal_jsd_batch_mean_with_a_mask_against_loop():
+    x = rng.normal(size=(3, 5, 4))
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]], bool)
+    # per time step: the mean softmax over the samples whose frame is real there
+    p = [np.mean([_softmax(x[b, i]) for b in range(3) if mask[b, i]], axis=0) for i in range(4)]
+    want = np.mean([_jsd_np(p[i], p[i + 1]) for i in range(3)])  # step 4 has no real frame
+    got = L.temporal_jsd(t(x), torch.tensor(mask), batch_mean=True)
+    assert got.item() == pytest.approx(want, rel=1e-9)
+    # no real adjacent pair at all: a scalar zero, in every form
+    lone = torch.tensor([[True, False, False]] * 3)
+    for batch_mean in (False, True):
+        z = L.temporal_jsd(t(x[:, :3]), lone, batch_mean=batch_mean)
+        assert z.shape == () and z.item() == 0.0
+    one_frame = L.temporal_jsd(t(x[:, :1]))
+    assert one_frame.shape == () and one_frame.item() == 0.0
+
+
+def test_cosine_margin_softmax_loss_against_formula():
+    f, w, y = rng.normal(size=(4, 5)), rng.normal(size=(3, 5)), np.array([0, 2, 1, 2])
+    cos = (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=1, keepdims=True)).T
+    for s, m in ((30.0, 0.5), (8.0, 0.2)):
+        z = s * (cos - m * np.eye(3)[y])
+        logp = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+        want = -logp[np.arange(4), y].mean()
+        got = L.cosine_margin_softmax_loss(t(f), t(w), torch.tensor(y), s, m).item()
+        assert got == pytest.approx(want, rel=1e-9)
+    assert L.cosine_margin_softmax_loss(t(f), t(w), torch.tensor(y)).item() == pytest.approx(
+        L.cosine_margin_softmax_loss(t(f), t(w), torch.tensor(y), 30.0, 0.5).item()
+    )
+
+
+def test_additive_angular_margin_defaults_shapes_and_finite_gradients():
+    f, w, y = rng.normal(size=(4, 5)), rng.normal(size=(3, 5)), np.array([0, 2, 1, 2])  # B, C, D all differ
+    cos = (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=1, keepdims=True)).T
+    want = 30 * cos
+    want[np.arange(4), y] = 30 * np.cos(np.arccos(cos[np.arange(4), y]) + 0.5)
+    np.testing.assert_allclose(L.additive_angular_margin_logits(t(f), t(w), torch.tensor(y)).numpy(), want, rtol=1e-6)
+    # a feature on its class centre, or opposite to it: cos = +-1, where acos has an infinite slope
+    feats = torch.tensor(np.stack([w[0], -w[1]]), requires_grad=True)
+    L.margin_softmax_loss(feats, t(w), torch.tensor([0, 1])).backward()
+    assert torch.isfinite(feats.grad).all()
+
+
+def test_defaults_of_cmd_and_total_variation():
+    x, y = rng.normal(size=(7, 3)), rng.normal(1.0, 2.0, size=(9, 3))
+    assert L.cmd(t(x), t(y)).item() == pytest.approx(L.cmd(t(x), t(y), 5).item(), rel=1e-12)
+    assert L.cmd(t(x), t(y)).item() != pytest.approx(L.cmd(t(x), t(y), 6).item(), rel=1e-6)
+    seq = t(rng.normal(size=(2, 6, 3)))
+    second = (seq[:, 2:] - 2 * seq[:, 1:-1] + seq[:, :-2]).abs().sum(-1).mean()
+    assert L.total_variation(seq).item() == pytest.approx(second.item(), rel=1e-12)
+    for length in (1, 2):  # too short for a second difference: a scalar zero
+        z = L.total_variation(seq[:, :length], torch.ones(2, length, dtype=torch.bool))
+        assert z.shape == () and z.item() == 0.0
+    none_real = L.total_variation(seq, torch.tensor([[True, False, True, False, True, False]] * 2))
+    assert none_real.shape == () and none_real.item() == 0.0
+
+
+def test_hsic_small_batches_and_scale():
+    x, y = rng.normal(size=(2, 3)), rng.normal(size=(2, 4))
+    assert L.hsic(t(x), t(y)).item() == pytest.approx(_hsic_numpy(x, y), rel=1e-9)  # n = 2 is defined
+    z = L.hsic(t(x[:1]), t(y[:1]))
+    assert z.shape == () and z.item() == 0.0
+    # the median-distance bandwidth makes HSIC scale-free (down to the 1e-8 floor on the bandwidth)
+    x, y = rng.normal(size=(9, 3)), rng.normal(size=(9, 2))
+    assert L.hsic(t(1e-2 * x), t(1e-2 * y)).item() == pytest.approx(_hsic_numpy(x, y), rel=1e-6)
+
+
+def test_cosine_squared_rows_and_small_vectors():
+    x, y = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))
+    cos = (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
+    assert L.cosine_squared(t(x), t(y)).item() == pytest.approx((cos**2).mean(), rel=1e-9)
+    # tiny but parallel rows are still parallel: eps only guards a zero norm
+    assert L.cosine_squared(t(1e-3 * x), t(2e-3 * x)).item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_temporal_jsd_without_mask_and_with_a_gap_in_time():
+    x = rng.normal(size=(2, 4, 3))
+    want = np.mean([_jsd_np(_softmax(x[b, i]), _softmax(x[b, i + 1])) for b in range(2) for i in range(3)])
+    assert L.temporal_jsd(t(x)).item() == pytest.approx(want, rel=1e-9)
+    # step 1 is padding in every sample: only the pair (2, 3) is left in the batch-mean form
+    mask = torch.tensor([[True, False, True, True]] * 2)
+    p = [np.mean([_softmax(x[b, i]) for b in range(2)], axis=0) for i in range(4)]
+    got = L.temporal_jsd(t(x), mask, batch_mean=True).item()
+    assert got == pytest.approx(_jsd_np(p[2], p[3]), rel=1e-9)

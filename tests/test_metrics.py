@@ -472,3 +472,58 @@ def test_classification_matches_slow_loop_on_random_inputs():
         slow = _slow_classification(logits.argmax(1).tolist(), label.tolist(), num_classes)
         bad = {k: (fast[k], slow[k]) for k in CLASSIFICATION_KEYS if not _same(fast[k], slow[k])}
         assert not bad, f"trial {trial} (C={c}, n={n}, num_classes={num_classes}): {bad}"
+
+
+# ---- found by mutation testing (docs/mutation.md) -------------------------------------------------
+GOOD = np.array([0.5, -1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        # every error names the argument it is about, as given by the caller
+        (lambda: regression_metrics(np.array(["a", "b", "c"]), GOOD), "pred: expected numbers"),
+        (lambda: regression_metrics(np.zeros((3, 2)), GOOD), "pred: expected shape (N,) or (N, 1)"),
+        (lambda: regression_metrics(np.array([0.0, np.nan, 1.0]), GOOD), "pred: 1 value(s) are NaN"),
+        (lambda: regression_metrics(GOOD, np.array(["a", "b", "c"])), "label: expected numbers"),
+        (lambda: regression_metrics(GOOD, np.zeros((3, 2))), "label: expected shape (N,) or (N, 1)"),
+        (lambda: regression_metrics(GOOD, np.array([np.inf, 0.0, 1.0])), "label: 1 value(s) are NaN"),
+        (lambda: classification_metrics(np.array(["a", "b"]), [0, 1]), "logits_or_pred: expected numbers"),
+        (lambda: classification_metrics(np.zeros((2, 2, 2)), [0, 1]), "logits_or_pred: expected shape (N,)"),
+        (lambda: classification_metrics(np.array([[0.0, np.nan], [1.0, 0.0]]), [0, 1]), "logits: 1 value(s)"),
+        (lambda: classification_metrics(np.array([0.0, np.nan]), [0, 1]), "pred: 1 value(s) are NaN"),
+        (
+            lambda: classification_metrics(np.array([0.0, 0.7]), [0, 1]),
+            "pred: expected integer class ids, got non-integral floats "
+            "(pass (N, C) logits, or threshold a single-logit output yourself)",
+        ),
+        (lambda: classification_metrics([0, 1], np.array(["a", "b"])), "label: expected numbers"),
+        (lambda: classification_metrics([0, 1], np.zeros((2, 2, 2))), "label: expected shape (N,)"),
+        (lambda: classification_metrics([0, 1], np.array([np.nan, 1.0])), "label: 1 value(s) are NaN"),
+        (lambda: classification_metrics([0, 3], [0, 1], num_classes=2), "pred: class id 3 out of range"),
+        (lambda: classification_metrics([0, 1], [0, 3], num_classes=2), "label: class id 3 out of range"),
+        (lambda: regression_metrics([[1.0], [1.0, 2.0]], GOOD), "pred: cannot be read as an array"),
+        (lambda: regression_metrics([], []), "no samples: metrics of an empty split are undefined"),
+    ],
+)
+def test_errors_name_the_argument(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_corr_is_clipped_to_one_when_rounding_overshoots():
+    # a label proportional to the prediction: the dot-product formula gives 1.0000000000000002 here
+    p = np.array([3559.904207218547, 1707.6198772204157, -5941.0147463524245, 140.2784285336925, 1843.3272194309016])
+    y = np.array([705.0755353457686, 338.21162846372766, -1176.6788961027742, 27.783581337750405, 365.08985927830633])
+    p, y = np.append(p, 2706.840835721221), np.append(y, 536.1175863867172)
+    assert regression_metrics(p, y)["corr"] == 1.0
+    assert regression_metrics(-p, y)["corr"] == -1.0
+
+
+def test_one_class_is_a_valid_num_classes():
+    # "a positive integer": 1 is the boundary and is accepted
+    m = classification_metrics([0, 0, 0], [0, 0, 0], num_classes=1)
+    assert m["accuracy"] == 1.0 and m["f1_macro"] == 1.0
+    with pytest.raises(ValueError, match="num_classes must be a positive integer, got 0"):
+        classification_metrics([0, 0, 0], [0, 0, 0], num_classes=0)

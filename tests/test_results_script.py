@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +84,16 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     assert "| TSDA claim: TSDA's test MAE below LF-DNN's" in md
     row = next(line for line in md.splitlines() if line.startswith("| TSDA claim: TSDA's test MAE"))
     assert "**PASS**" in row or "**FAIL**" in row
+
+    def mean_test_mae(group, model):
+        runs = sorted((out / group / model).glob("seed_*/metrics.json"))
+        assert runs, (group, model)
+        return np.mean([json.loads(p.read_text())["metrics"]["test"]["mae"] for p in runs])
+
+    # the verdict itself, decided here from the runs' own metrics files
+    groups = ("synthetic-aligned", "synthetic-unaligned")
+    want = "PASS" if all(mean_test_mae(g, "tsda") < mean_test_mae(g, "lf_dnn") for g in groups) else "FAIL"
+    assert f"**{want}**" in row
     assert "**PENDING** | n/a | no finished run" in md  # mosi_utt: nothing trained there
     figs = doc.parent / "results"
     for name in ("synthetic-aligned.csv", "synthetic-unaligned.csv", "synthetic-aligned.png", "verdicts.csv"):
@@ -91,6 +102,7 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     assert header.startswith("model,split,seeds,mae_mean")
     stdout = capsys.readouterr().out
     assert "[PASS]" in stdout or "[FAIL]" in stdout
+    assert f"[{want}] TSDA claim: TSDA's test MAE below LF-DNN's" in stdout
     # the finished runs are reported as such and not trained again
     metrics = out / "synthetic-unaligned" / "tsda" / "seed_1111" / "metrics.json"
     before = metrics.stat().st_mtime_ns

@@ -460,3 +460,23 @@ def test_a_seed_that_learned_nothing_is_warned_about_and_recorded(tmp_path, monk
         assert main(["train", "--out", str(tmp_path), "--name", "n", "--seeds", "1", *TINY]) == 0
     record = json.loads((tmp_path / "n" / "seed_1111" / "metrics.json").read_text())
     assert record["constant_predictions"] == [] and record["no_better_than_constant"] == ["valid", "test"]
+
+
+@pytest.mark.parametrize(("old_epoch", "new_epoch", "identical"), [(3, 3, True), (3, 4, False)])
+def test_a_replay_is_identical_only_with_the_same_best_epoch(tmp_path, old_epoch, new_epoch, identical):
+    # Metrics that agree bit for bit but come from another selected epoch mean the training
+    # trajectory changed, so the old code's seeds cannot be vouched for.
+    from sentangle.runs.provenance import REPLACED, finish_replay
+
+    seed_dir = tmp_path / "r" / "seed_1111"
+    seed_dir.mkdir(parents=True)
+    metrics = {"valid": {"mae": 0.75, "corr": float("nan")}, "test": {"mae": 0.8125, "acc2_non0": 0.5}}
+    old = {"metrics": metrics, "best_epoch": old_epoch, "code": {"models/x.py": "a" * 16}}
+    new = {"metrics": metrics, "best_epoch": new_epoch, "code": {"models/x.py": "b" * 16}}
+    (seed_dir / REPLACED).write_text(json.dumps(old))
+    (seed_dir / "metrics.json").write_text(json.dumps(new))
+    entry = finish_replay(seed_dir)
+    assert entry["identical"] is identical
+    assert entry["best_epoch"] == [old_epoch, new_epoch]
+    assert entry["max_abs_diff"] == 0.0
+    assert json.loads((tmp_path / "r" / "replays.json").read_text())[-1]["identical"] is identical

@@ -287,3 +287,16 @@ def test_learns_on_small_synthetic(name, learnable):
     mae = evaluate(m, ds, "test")["mae"]
     mean_mae = float(np.abs(ds.splits["test"].labels - ds.splits["train"].labels.mean()).mean())
     assert mae < 0.8 * mean_mae, (mae, mean_mae)
+
+
+def test_downsampled_frames_ignore_padding(unaligned, garbage_padding):
+    # 7 frames: below audio (30) and vision (24), so both go through the windowed means
+    m = model(unaligned, max_frames=7).eval()
+    b = batch_of(unaligned)
+    padded = batch_of(unaligned)
+    garbage_padding(padded, 7, ("audio", "vision"))
+    assert padded.features["audio"].shape[1] == 35 and padded.features["vision"].shape[1] == 28
+    out, out2 = m(b), m(padded)
+    torch.testing.assert_close(out.prediction, out2.prediction)
+    for k in out.aux_losses:
+        torch.testing.assert_close(out.aux_losses[k], out2.aux_losses[k])

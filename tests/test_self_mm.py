@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -119,6 +120,7 @@ def test_step_update_regenerates_a_batch_from_its_features_from_epoch_two(tiny):
     model.on_epoch_end(0)  # the trainer's hook: epoch 2 begins
     assert model.epoch == 2
     pre = copy.deepcopy(store)
+    as_seen = copy.deepcopy(store)  # pre is updated below; this copy keeps the state the forward saw
     model(batch)
     rows = store.register(batch.ids, batch.labels)
     # the same rule, applied by hand to the features this forward stored and the centres before it
@@ -127,6 +129,26 @@ def test_step_update_regenerates_a_batch_from_its_features_from_epoch_two(tiny):
         torch.testing.assert_close(store.labels[m][rows], pre.labels[m][rows])
         assert not torch.equal(store.labels[m][rows], batch.labels)
     torch.testing.assert_close(store.labels["fusion"][rows], batch.labels)
+    # ULGM written out in numpy from the stores as they were before this forward: class centres of
+    # the stored features by label sign (0 excluded), relative distances, the averaged ratio and
+    # difference estimates clipped to [-3, 3], blended (n-1)/(n+1) old + 2/(n+1) new at n = 2
+    n_rows, r = len(as_seen), rows.numpy()
+
+    def delta(name, f):
+        lab, fs = as_seen.labels[name][:n_rows].numpy(), as_seen.features[name][:n_rows].double().numpy()
+        seen = as_seen.stored[:n_rows].numpy()
+        pos, neg = fs[seen & (lab > 0)].mean(0), fs[seen & (lab < 0)].mean(0)
+        d_p, d_n = np.linalg.norm(f - pos, axis=1), np.linalg.norm(f - neg, axis=1)
+        return (d_n - d_p) / d_p
+
+    new_feats = {name: store.features[name][r].double().numpy() for name in store.names}
+    y_m = batch.labels.double().numpy()
+    delta_f = delta("fusion", new_feats["fusion"])
+    for m in ("text", "audio", "vision"):
+        delta_s = delta(m, new_feats[m])
+        generated = np.clip(0.5 * delta_s / delta_f * y_m + 0.5 * (y_m + delta_s - delta_f), -3, 3)
+        want = 1 / 3 * as_seen.labels[m][r].double().numpy() + 2 / 3 * generated
+        np.testing.assert_allclose(store.labels[m][rows].numpy(), want, rtol=1e-4, atol=1e-5)
 
 
 def test_epoch_update_runs_in_the_hook_only(tiny):

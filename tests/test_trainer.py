@@ -144,6 +144,37 @@ def test_select_from_epoch_skips_early_epochs():
     assert len(res.history) >= 5  # patience only counts from epoch 4 on
 
 
+class Drifting(AuxModel):
+    """Gets worse every epoch: its output is shifted by a constant that grows after each epoch, so
+    the best validation epoch is the first one and any later choice is due to select_from_epoch."""
+
+    def __init__(self, input_dims):
+        super().__init__(input_dims)
+        self.register_buffer("shift", torch.zeros(()))
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        return ModelOutput(out.prediction + self.shift, aux_losses=out.aux_losses)
+
+    def on_epoch_end(self, epoch):
+        self.shift.fill_(2.0 * (epoch + 1))
+
+
+@pytest.mark.parametrize("start", [1, 4])
+def test_select_from_epoch_picks_the_best_eligible_epoch_of_the_history(start):
+    ds = linear_dataset()
+    torch.manual_seed(0)
+    # lr=0: the weights stay put and the validation score is a function of the shift alone
+    res = fit(Drifting(ds.input_dims), ds, cfg(epochs=8, lr=0.0, select_from_epoch=start, patience=2), seed=1)
+    valid = {h["epoch"]: h["valid_mae"] for h in res.history}
+    assert min(valid, key=valid.get) == 1  # the overall best is the first epoch...
+    eligible = {e: v for e, v in valid.items() if e >= start}
+    assert res.best_epoch == min(eligible, key=eligible.get) == start  # ...but only eligible ones count
+    assert res.best_score == valid[start]
+    # patience counts only eligible epochs: two stale ones after `start`, then the run stops
+    assert len(res.history) == start + 2
+
+
 def test_aux_weight_for_a_loss_absent_on_this_data_warns():
     ds = linear_dataset()
 

@@ -136,6 +136,12 @@ def test_gate_recouples_the_two_projections(small_synthetic):
         h, _, g2 = rc({"temporal": st, "spatial": ss}, heads)
         torch.testing.assert_close(g2, g)
         torch.testing.assert_close(h, want)
+        # the gate's value, not only its range: the logistic of the gate network applied to
+        # [s^T; s^S; |view^T - view^S|; c^T; c^S]
+        t_head, s_head = heads["temporal"], heads["spatial"]
+        parts = [st, ss, (t_head["view"] - s_head["view"]).abs(), t_head["confidence"], s_head["confidence"]]
+        z = rc.gate(torch.cat(parts, dim=-1)).detach().double().numpy()
+        np.testing.assert_allclose(g.detach().double().numpy(), 1 / (1 + np.exp(-z)), rtol=1e-5, atol=1e-6)
 
 
 def test_heads_in_the_gate_are_detached(small_synthetic):
