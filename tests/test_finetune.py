@@ -1,7 +1,6 @@
 """The text encoder fine-tuned inside a model, end to end: tokens in, checkpoint out, eval again."""
 
 import copy
-import csv
 import json
 import shutil
 
@@ -18,6 +17,7 @@ from sentangle.cli import main
 from sentangle.core.errors import CheckpointError
 from sentangle.data.text import resolve_encoder
 from sentangle.runs.checkpoint import checkpoint_digest
+from sentangle.runs.predictions import read_seed_predictions
 from sentangle.runs.runner import dataset_from_config
 from sentangle.training.trainer import predict
 
@@ -73,8 +73,8 @@ def test_finetuned_text_encoder_trains_and_round_trips(label_csv, tmp_path, caps
 
 
 def _test_predictions(seed_dir):
-    with open(seed_dir / "predictions_test.csv", encoding="utf-8") as f:
-        return [float(r["prediction"]) for r in csv.DictReader(f)]
+    pred, _, _ = read_seed_predictions(seed_dir, "test")  # the run's own predictions.npz
+    return [float(v) for v in pred]
 
 
 def test_checkpoint_names_the_encoder_and_loads_after_it_moved(label_csv, tmp_path, monkeypatch):
