@@ -29,20 +29,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # module key -> (source file, tests that exercise it, mutant name patterns or None for the whole file)
 MODULES: dict[str, tuple[str, list[str], list[str] | None]] = {
-    "metrics": ("src/sentangle/evaluation/metrics.py", ["tests/test_metrics.py"], None),
-    "losses": ("src/sentangle/models/losses.py", ["tests/test_losses.py"], None),
-    "layers": ("src/sentangle/models/layers.py", ["tests/test_layers.py"], None),
+    "metrics": ("src/sentangle/evaluation/metrics.py", ["tests/evaluation/test_metrics.py"], None),
+    "losses": ("src/sentangle/models/losses.py", ["tests/models/test_losses.py"], None),
+    "layers": ("src/sentangle/models/layers.py", ["tests/models/test_layers.py"], None),
     "normalisation": (
         "src/sentangle/data/dataset.py",
-        ["tests/test_dataset.py"],
+        ["tests/data/test_dataset.py"],
         ["sentangle.data.dataset.x_feature_stats*", "sentangle.data.dataset.x_row_chunks*", "*normalize*"],
     ),
     "selection": (
         "src/sentangle/training/trainer.py",
-        ["tests/test_trainer.py"],
+        ["tests/training/test_trainer.py"],
         ["sentangle.training.trainer.x_fit*", "sentangle.training.trainer.x_selection*"],
     ),
-    "resume": ("src/sentangle/runs/folder.py", ["tests/test_resume.py", "tests/test_checkpoints.py"], None),
+    "resume": ("src/sentangle/runs/folder.py", ["tests/runs/test_resume.py", "tests/runs/test_checkpoints.py"], None),
 }
 
 STATUS = {0: "survived", 1: "killed", 3: "killed", -24: "timeout", 24: "timeout", 33: "no tests", 34: "skipped"}

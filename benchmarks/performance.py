@@ -590,7 +590,7 @@ benchmarks/performance.py --worker MODEL:mosi_unaligned --threads 1 --batches 6`
 
 | model | change | train s / epoch before | after | inference utt/s before | after | can results change? |
 |---|---|---:|---:|---:|---:|---|
-| `misa` | `layers.RealFrameLSTM` without packed sequences | 82.9 | 9.2 | 362 | 513 | no: same outputs and gradients (tests/test_performance.py, test_baselines.py) |
+| `misa` | `layers.RealFrameLSTM` without packed sequences | 82.9 | 9.2 | 362 | 513 | no: same outputs and gradients (tests/benchmarks/test_performance.py, test_baselines.py) |
 | `self_mm` | the same | 27.6 | 2.3 | 873 | 1,311 | no |
 | `tfn` | the same (its LSTM reads only the 50 text frames) | 15.4 | 19.3 | 562 | 496 | no; the difference is noise |
 | `mult` | default `max_len: {audio: 50, vision: 50}` (was 0) | 2,241 (1 batch) | 97.7 | 3 | 63 | **yes**: audio/vision are window averages (below) |

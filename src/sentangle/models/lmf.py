@@ -7,7 +7,7 @@ modality-specific factors,
     W = sum_r w_r  W_t^(r) (x) W_a^(r) (x) W_v^(r),      W_m^(r): (d_m + 1, out)
 
 and never builds Z: the prediction is sum_r w_r prod_m ([h_m; 1] W_m^(r)) + b, which is linear in
-each modality's factors and costs sum_m d_m instead of prod_m d_m. (tests/test_baselines.py checks
+each modality's factors and costs sum_m d_m instead of prod_m d_m. (tests/models/test_baselines.py checks
 it against the full-rank tensor built from the factors.)
 
 The pre-fusion subnetworks are TFN's (LSTM for text, MLP on the time-average for audio/vision).

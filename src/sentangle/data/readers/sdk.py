@@ -5,7 +5,7 @@ A .csd file holds one top-level group named after the sequence ('Opinion Segment
 and 'intervals' (n, 2) = start, end in seconds) and a 'metadata' group. In a label file each row
 is one labelled segment (opinion utterance) of the video, in the video's segment order: row i of
 video v is the segment the SDK calls "v[i]" (0-based). For CMU-MOSI, label.csv's 1-based clip_id k
-is row k - 1 (checked on the real files in tests/test_sdk.py).
+is row k - 1 (checked on the real files in tests/data/test_sdk.py).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 from sentangle.core.errors import DataError
 from sentangle.data.readers.sdk import read_csd, read_sdk_dataset
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 MOSI_CSD = SHARED / "mosi" / "CMU_MOSI_Opinion_Labels.csd"
 MOSI_CSV = SHARED / "mosi" / "label.csv"
 

@@ -13,7 +13,7 @@ from sentangle.data.named import load_dataset
 from sentangle.models import create_model
 from sentangle.models.layers import RealFrameLSTM
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {
     "sizes": (12, 2, 6),
     "aligned": False,

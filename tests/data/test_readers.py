@@ -22,7 +22,7 @@ from sentangle.data.readers.mult import read_mult_pickle
 from sentangle.data.readers.npz import read_npz_utterances
 from sentangle.data.safe_pickle import load_pickle
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 SIZES = {"train": 5, "valid": 3, "test": 4}
 
 

@@ -271,5 +271,5 @@ def test_the_reference_table_in_the_docs_is_the_commands_output():
 
     from sentangle.data.synthetic import make_synthetic, oracle_table
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "synthetic.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "synthetic.md").read_text()
     assert oracle_table(make_synthetic()).strip() in doc
