@@ -7,11 +7,15 @@ The plan (results_plan.yaml) lists sections; each trains groups of models on one
 through `runs.runner.run` (what `sentangle.train` calls), one run folder per model under
 `<out>/<group>/<model>/`, plus robustness evaluations (`recipes.robust.robust`) and the packaged
 ablations (each variant a run folder under `<out>/ablations/<name>/<variant>/`, as `sentangle ablate`).
-Finished seeds are reused, so an interrupted run resumes. The doc is then written from the run folders
-alone (tables of recipes.compare / recipes.ablate / recipes.robust, CSVs and PNGs under
-docs/results/); the only typed-in numbers are the published references of results_references.yaml.
+Finished seeds are reused, so an interrupted run resumes. Git tracks one record per run folder,
+`<folder>.json` beside it (`runs.record`), not the folders: a run first unpacks the records into run
+folders (a fresh clone has none), and writes the records again after training. The doc is then
+written from the run folders alone (tables of recipes.compare / recipes.ablate / recipes.robust,
+CSVs and PNGs under docs/results/); the only typed-in numbers are the published references of
+results_references.yaml.
 
 --plan     print every run (section, model, dataset, overrides, seeds finished) and train nothing
+--write-records  write the record of every run folder of the plan and train nothing
 --only     train only these sections (the doc still shows whatever the other sections have finished)
 --workers  train N run folders at a time, each in its own process with one thread (N = cores)
 --retrain-stale  train again the seeds of the plan trained by code other than this checkout's
@@ -44,7 +48,7 @@ import yaml
 from tqdm import tqdm
 
 from sentangle.config import RunConfig, build_config, make_config, parse_seeds, read_yaml, yaml_value
-from sentangle.core.errors import ConfigError
+from sentangle.core.errors import ConfigError, DataError
 from sentangle.core.io import exit_with_parent, versions, write_text
 from sentangle.core.registry import DATASETS, MODELS, check_options
 from sentangle.data.named import READER_ARGUMENTS, find_file
@@ -67,6 +71,7 @@ from sentangle.runs.provenance import (
     start_replay,
     vouched_codes,
 )
+from sentangle.runs.record import load_record, record_path, save_record
 from sentangle.runs.runner import run, summarize
 from sentangle.runs.sanity import NO_GAIN_MARGIN
 
@@ -74,7 +79,7 @@ HERE = Path(__file__).resolve().parent
 PLAN_FILE = HERE / "results_plan.yaml"
 REFS_FILE = HERE / "results_references.yaml"
 DEFAULT_DOC = Path("docs/RESULTS.md")
-DEFAULT_OUT = "results"  # committed (see .gitignore) so that the plan can finish over several machines
+DEFAULT_OUT = "results"  # git tracks one record per run folder (<folder>.json), see .gitignore
 SECTION_KEYS = {
     "id",
     "title",
@@ -408,6 +413,28 @@ def load_result(cfg: RunConfig) -> dict | None:
         "diagnostics": diagnostics,
         "planned_seeds": len(cfg.seeds),
     }
+
+
+def _train_folders(jobs: list[Job]) -> list[Path]:
+    return list(dict.fromkeys(j.folder for j in jobs if j.kind == "train"))
+
+
+def unpack_records(jobs: list[Job]) -> None:
+    """Run folders from their records (`runs.record.load_record`): a fresh clone has only the records,
+    and a pull may bring seeds trained elsewhere."""
+    for folder in _train_folders(jobs):
+        seeds = load_record(folder)
+        if seeds is not None:
+            tqdm.write(
+                f"{folder}: unpacked from {record_path(folder)}" + (f", seeds {', '.join(seeds)}" if seeds else "")
+            )
+
+
+def write_records(jobs: list[Job]) -> None:
+    """The record of every run folder with a finished seed, beside the folder (written when it changed)."""
+    for folder in _train_folders(jobs):
+        if finished(folder) and save_record(folder):
+            tqdm.write(f"{folder}: record {record_path(folder)} written")
 
 
 def _finished_seeds(folder: Path) -> list[int]:
@@ -1328,7 +1355,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--out",
         default=None,
-        help="run folders (default results, tracked by git without checkpoints; --quick: runs/results-quick)",
+        help="run folders and their records (default results, where git tracks the records; --quick: "
+        "runs/results-quick)",
     )
     ap.add_argument("--seeds", type=int, default=5, help="at most this many of the seeds 1111..1115 per run")
     ap.add_argument("--only", nargs="+", default=None, metavar="SECTION")
@@ -1352,6 +1380,11 @@ def main(argv: list[str] | None = None) -> int:
         help="train this many run folders at a time (processes, one thread each; e.g. the number of cores)",
     )
     ap.add_argument("--plan", action="store_true", help="print the runs and what is finished; train nothing")
+    ap.add_argument(
+        "--write-records",
+        action="store_true",
+        help="write the record of every run folder of the plan (<folder>.json, what git tracks); train nothing",
+    )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument(
         "--doc", default=None, help="Markdown to write (default docs/RESULTS.md; --quick: <out>/RESULTS.md)"
@@ -1373,6 +1406,11 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise PlanError(f"--only: unknown section(s) {unknown}; sections: {', '.join(ids)}")
         planner = Planner(plan, out, args.seeds, args.quick, args.data_root)
+        every_job = build_jobs(plan, planner, ids, "plan")[0]  # the doc reads every section's folders
+        unpack_records(every_job)
+        if args.write_records:
+            write_records(every_job)
+            return 0
         jobs, skipped = build_jobs(plan, planner, args.only or ids, "plan" if args.plan else "run")
         jobs = skip_groups(jobs, args.skip, plan["_groups"])
         if args.plan:
@@ -1381,20 +1419,23 @@ def main(argv: list[str] | None = None) -> int:
         conflicts = [str(j.folder) for j in jobs if j.kind == "train" and status(j.cfg)[1]]
         if conflicts:
             raise PlanError(
-                "these run folders hold runs with other settings (delete them or use another --out): "
-                + ", ".join(conflicts)
+                "these run folders hold runs with other settings (delete them and their records "
+                "<folder>.json, or use another --out): " + ", ".join(conflicts)
             )
-    except (PlanError, ConfigError, KeyError) as e:  # KeyError: registry.UnknownNameError
+    except (PlanError, ConfigError, DataError, KeyError) as e:  # KeyError: registry.UnknownNameError
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.retrain_stale:
-        forget_stale_seeds(jobs)
-    if args.replay_stale:
-        start_replays(jobs)
-    retrain_for_robust(jobs)
-    failures = train_all(jobs, out, max(args.workers, 1))
-    if finish_replays(jobs):
-        failures += train_all(jobs, out, max(args.workers, 1))
+    try:
+        if args.retrain_stale:
+            forget_stale_seeds(jobs)
+        if args.replay_stale:
+            start_replays(jobs)
+        retrain_for_robust(jobs)
+        failures = train_all(jobs, out, max(args.workers, 1))
+        if finish_replays(jobs):
+            failures += train_all(jobs, out, max(args.workers, 1))
+    finally:  # what finished before an interruption is recorded too
+        write_records(jobs)
     rows = render(plan, planner, refs, Doc(doc_path), args, failures, skipped, start)
     print(f"\nwrote {doc_path}")
     for _, text, s, clear, detail in rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -109,6 +110,23 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     assert results.main(["--plan", "--quick", "--only", "synthetic", "--out", str(out)]) == 0
     assert "22 runs planned, 22 finished, 0 seeds to train" in capsys.readouterr().out
     assert metrics.stat().st_mtime_ns == before
+    # git keeps one record per run folder, beside it: from the records alone (a fresh clone) the run
+    # folders come back, and nothing is left to train
+    records = sorted(p.relative_to(out) for p in out.glob("**/*.json") if (p.with_suffix("") / "config.yaml").is_file())
+    assert len(records) == 22 and Path("synthetic-unaligned/tsda.json") in records
+    full = out.rename(tmp_path / "full")
+    for rec in records:
+        (out / rec).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(full / rec, out / rec)
+    assert results.main(["--plan", "--quick", "--only", "synthetic", "--out", str(out)]) == 0
+    assert "22 runs planned, 22 finished, 0 seeds to train" in capsys.readouterr().out
+    unpacked = json.loads(metrics.read_text())
+    assert (
+        "history" not in unpacked
+        and unpacked["metrics"] == json.loads((full / metrics.relative_to(out)).read_text())["metrics"]
+    )
+    shutil.rmtree(out)
+    full.rename(out)
     # a seed trained by other code is named in the doc's provenance section
     assert "Every seed above was trained by this checkout's code." in md
     record = json.loads(metrics.read_text())
