@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sentangle.core.errors import ConfigError
-from sentangle.recipes.verdicts import VERDICTS, VerdictContext, check_spec, judge, spec_groups
+from sentangle.recipes.verdicts import VERDICTS, VerdictContext, check_spec, judge, margin_within, spec_groups
 
 
 def _run(maes: list[float], seeds=(1, 2, 3), **others: list[float]) -> dict:
@@ -168,3 +168,15 @@ def test_spec_groups_lists_every_group_a_check_reads():
     assert spec_groups(_check("shortcut", group="sc", clean_group="clean")) == ["sc", "clean"]
     assert spec_groups(_check("beats_all", groups=["a", "b"])) == ["a", "b"]
     assert spec_groups(_check("ablation", ablation="x", variant="v")) == []
+
+
+def test_margin_within_reads_the_mean_and_its_interval():
+    # m + (-d, 0, d): sample std d, standard error d / sqrt(3), so ± 2 SE is ± 1.155 d
+    spread = [-0.01, 0.0, 0.01]
+    assert margin_within([-0.03 + x for x in spread]) == (True, "yes")
+    assert margin_within([0.03 + x for x in spread]) == (False, "yes")
+    assert margin_within([-0.01 + x for x in spread]) == (True, "no")
+    assert margin_within([0.01 + x for x in spread]) == (False, "no")
+    assert margin_within([0.0, 0.0, 0.0]) == (True, "no")  # at most 0: met; nothing clears itself
+    assert margin_within([0.5, 0.5, 0.5], at_most=0.6) == (True, "yes")
+    assert margin_within([-0.1]) == (True, "n/a") and margin_within([0.1]) == (False, "n/a")  # one seed

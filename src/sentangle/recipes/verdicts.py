@@ -16,7 +16,7 @@ and, for branch diagnostics, `diagnostics`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sentangle.core.errors import ConfigError, UnknownNameError
@@ -24,7 +24,16 @@ from sentangle.core.registry import Registry
 from sentangle.evaluation.metrics import METRIC_DIRECTIONS
 from sentangle.report.tables import LABELS, RAW_SCALE, aggregate, beyond_noise, interval_text
 
-__all__ = ["VERDICTS", "Verdict", "VerdictContext", "check_spec", "judge", "spec_groups", "verdict"]
+__all__ = [
+    "VERDICTS",
+    "Verdict",
+    "VerdictContext",
+    "check_spec",
+    "judge",
+    "margin_within",
+    "spec_groups",
+    "verdict",
+]
 
 Verdict = tuple[str, str, str]
 COMMON_KEYS = ("id", "kind", "text")
@@ -100,6 +109,15 @@ def judge(spec: dict, ctx: VerdictContext) -> Verdict:
     """The verdict of one check (its spec checked first)."""
     check_spec(spec)
     return VERDICTS.get(spec["kind"]).judge(spec, ctx)
+
+
+def margin_within(margins: Sequence[float], at_most: float = 0.0) -> tuple[bool, str]:
+    """A claim that asks a per-seed margin to be at most `at_most`: (met on the mean, as the checks are
+    worded; clear of seed noise: whether mean +- 2 standard errors lies wholly on the verdict's side,
+    'yes' / 'no', 'n/a' with one seed)."""
+    st = aggregate([float(m) - at_most for m in margins])
+    met = st["mean"] <= 0
+    return met, beyond_noise(st, "below" if met else "above")
 
 
 # ---- arithmetic shared by the kinds ----------------------------------------------------------------
