@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -37,3 +41,23 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # one folder across the session so the real corpus is encoded once.
     cache = tmp_path_factory.getbasetemp() / "sentangle-cache"
     monkeypatch.setenv("SENTANGLE_CACHE", str(cache))
+
+
+@pytest.fixture
+def beside_scripts():
+    """Run Python code in a fresh interpreter working in benchmarks/, where the scripts import each
+    other as they do when run, and return the JSON object it prints last: tests read the scripts'
+    functions without importing anything from benchmarks/ into the test process."""
+
+    def run(code: str) -> dict:
+        r = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            cwd=Path(__file__).resolve().parents[1] / "benchmarks",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert r.returncode == 0, r.stderr[-4000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    return run

@@ -7,33 +7,11 @@ imported into the test process."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import sentangle
 from sentangle.recipes.robust import noisy_copy
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _beside_scripts(code: str) -> dict:
-    """Run `code` in a fresh interpreter working in benchmarks/ (where the check scripts import their
-    neighbour common.py) and return the JSON object it prints last."""
-    r = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT / "benchmarks",
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert r.returncode == 0, r.stderr[-4000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +48,8 @@ def test_noisy_copy_touches_only_real_audio_vision_test_frames(ds):
     assert noisy_copy(ds, 0.0) is ds
 
 
-def test_criterion_margin_and_verdict():
-    got = _beside_scripts(
+def test_criterion_margin_and_verdict(beside_scripts):
+    got = beside_scripts(
         """
         import json
         import numpy as np
@@ -101,12 +79,12 @@ def test_criterion_margin_and_verdict():
     ]
 
 
-def test_full_seeds_confirm_the_picked_weight_with_more_seeds(tmp_path):
+def test_full_seeds_confirm_the_picked_weight_with_more_seeds(beside_scripts, tmp_path):
     """--full-seeds: the weight the validation split picks, and 'off', train on to more seeds and the
     criterion is read again on all of them; everything else keeps the first seeds (a folder holding more
     checkpoints than a result's seeds must not leak them into that result's noisy MAEs). Six: more
     than the five standard seeds a seed count can name."""
-    got = _beside_scripts(
+    got = beside_scripts(
         f"""
         import json
         import sentangle
@@ -147,13 +125,13 @@ def test_full_seeds_confirm_the_picked_weight_with_more_seeds(tmp_path):
     assert f"[{margin.mean() - 2 * se:+.3f}, {margin.mean() + 2 * se:+.3f}]" in confirmations[0]
 
 
-def test_time_line_sums_the_reported_seeds_only(tmp_path):
+def test_time_line_sums_the_reported_seeds_only(beside_scripts, tmp_path):
     """The check docs' closing line: recorded training time of the seeds a doc reports, not of every seed
     the folder holds (a folder may have more seeds than the doc reads), and each folder counted once."""
     for seed, seconds in ((1111, 60.0), (1112, 90.0), (1113, 600.0)):
         (tmp_path / "a" / f"seed_{seed}").mkdir(parents=True)
         (tmp_path / "a" / f"seed_{seed}" / "metrics.json").write_text(f'{{"train_seconds": {seconds}}}')
-    got = _beside_scripts(
+    got = beside_scripts(
         f"""
         import json
         import common
