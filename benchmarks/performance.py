@@ -109,32 +109,6 @@ def matmul_gflops(threads: int, n: int = 4096, reps: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def _loss(model, batch, task, weights, cfg):
-    from sentangle.training.trainer import task_loss
-
-    out = model(batch)
-    loss = task_loss(out.prediction, batch.labels, task, cfg.loss)
-    for name, value in out.aux_losses.items():
-        w = weights.get(name, 1.0)
-        if w:
-            loss = loss + w * value
-    return loss
-
-
-def _train_step(model, batch, task, weights, cfg, opt):
-    """The trainer's inner step (training/trainer.py fit), without its bookkeeping."""
-    import torch
-
-    loss = _loss(model, batch, task, weights, cfg)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.grad_clip_value > 0:
-        torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    opt.step()
-
-
 def measure_model(
     model_name: str, shape: str | dict, threads: int, batches: int, seconds: float, overrides: list[str] = ()
 ) -> dict:
@@ -145,7 +119,7 @@ def measure_model(
     import sentangle
     from sentangle.data.named import load_dataset
     from sentangle.runs.runner import model_for
-    from sentangle.training.trainer import make_optimizer, set_seed
+    from sentangle.training.trainer import make_optimizer, set_seed, train_step, training_loss
 
     _set_threads(threads)
     spec = SHAPES[shape] if isinstance(shape, str) else shape
@@ -185,7 +159,7 @@ def measure_model(
         # Forward with autograd on: the counter's module tracker fails under no_grad for models
         # that feed learned tensors (queries, anchors) into submodules (DBR, TSDA).
         with FlopCounterMode(display=False) as fc:
-            loss = _loss(model, first, ds.task, weights, tc)
+            loss, _ = training_loss(model(first), first.labels, ds.task, tc, weights)
         fwd = fc.get_total_flops() / len(first)
         with FlopCounterMode(display=False) as fc:
             loss.backward()
@@ -205,7 +179,7 @@ def measure_model(
         batch = next(batches_, None)
         if batch is None:
             break
-        _train_step(model, batch, ds.task, weights, tc, opt)
+        train_step(model, batch, opt, tc, weights, ds.task)  # fit's step, without its bookkeeping
         if i > 0:  # the first batch pays one-off allocations
             times.append(time.perf_counter() - start)
             sizes.append(len(batch))

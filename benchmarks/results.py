@@ -52,14 +52,14 @@ from sentangle.core.errors import ConfigError, DataError
 from sentangle.core.io import exit_with_parent, versions, write_text
 from sentangle.core.registry import DATASETS, MODELS, check_options
 from sentangle.data.named import READER_ARGUMENTS, find_file
-from sentangle.evaluation.metrics import METRIC_DIRECTIONS
 from sentangle.models import list_models
 from sentangle.models.base import check_model_options
 from sentangle.recipes.ablate import ablation_csv, ablation_table, load_ablation
 from sentangle.recipes.compare import csv_table, markdown_table, seed_facts
 from sentangle.recipes.robust import robust, robust_table
+from sentangle.recipes.verdicts import VerdictContext, check_spec, judge, spec_groups
 from sentangle.report import plots
-from sentangle.report.tables import LABELS, RAW_SCALE, aggregate, beyond_noise, fmt, interval_text
+from sentangle.report.tables import LABELS, RAW_SCALE, fmt
 from sentangle.runs.folder import comparable_config, finished, resolved_config
 from sentangle.runs.provenance import (
     REPLACED,
@@ -96,7 +96,6 @@ SECTION_KEYS = {
     "include",
 }
 GROUP_KEYS = {"id", "title", "dataset", "models", "overrides", "model_options", "model_overrides", "seeds", "note"}
-CHECK_KINDS = {"best_model", "beats_all", "shortcut", "pairwise", "ablation", "branch_share"}
 LOAD_OPTIONS = ("root", "modalities", "normalize", "holdout_valid")  # load_dataset's own, not the reader's
 
 
@@ -141,10 +140,9 @@ def read_plan(path: Path) -> dict:
             groups[g["id"]] = g
     for sec in plan["sections"]:
         refs = [(sec.get("robust") or {}).get("group"), (sec.get("analysis") or {}).get("clean_group")]
-        for c in sec.get("checks") or []:
-            if c.get("kind") not in CHECK_KINDS:
-                raise PlanError(f"plan file {path}: check {c.get('id')!r}: kind must be one of {sorted(CHECK_KINDS)}")
-            refs += list(c.get("groups") or []) + [c.get("group"), c.get("clean_group")]
+        for k, c in enumerate(sec.get("checks") or []):
+            check_spec(c, f"plan file {path}: section {sec['id']!r}, checks[{k}]")
+            refs += spec_groups(c)
         missing = sorted({r for r in refs if r and r not in groups})
         if missing:
             raise PlanError(
@@ -772,239 +770,6 @@ def ablations_section(sec: dict, planner: Planner, doc: Doc) -> tuple[str, dict]
     return "\n".join(parts), all_res
 
 
-# ---- verdicts ------------------------------------------------------------------------------------
-
-
-def _better(metric: str, a: float, b: float) -> bool:
-    return a < b if METRIC_DIRECTIONS.get(metric, "max") == "min" else a > b
-
-
-def _requirement(text: str) -> tuple[str, float]:
-    op, value = text.split()
-    if op not in ("<=", ">=", "<", ">"):
-        raise PlanError(f"requirement {text!r}: expected '<= 0.8' style")
-    return op, float(value)
-
-
-def _meets(value: float, req: str) -> bool:
-    op, v = _requirement(req)
-    return {"<=": value <= v, ">=": value >= v, "<": value < v, ">": value > v}[op]
-
-
-def _show(metric: str, value: float) -> str:
-    return f"{value:.3f}" if metric in RAW_SCALE else f"{100 * value:.2f}%"
-
-
-def _paired(a: dict, b: dict, value) -> dict | None:
-    """value(a's seed) - value(b's seed) over the seeds both finished, aggregated (same seed: same data
-    order and initialiser seed, so seed-to-seed variation common to both cancels)."""
-    common = sorted(s for s in a if s in b)
-    return aggregate([value(a[s]) - value(b[s]) for s in common]) if common else None
-
-
-def _clear(stats: list[dict | None], side: str, quantifier) -> str:
-    """'yes' / 'no' by `quantifier` (all / any) over the stats' beyond_noise on `side`; 'n/a' when none
-    has two seeds."""
-    marks = [beyond_noise(st, side) for st in stats if st is not None]
-    marks = [m for m in marks if m != "n/a"]
-    return ("yes" if quantifier(m == "yes" for m in marks) else "no") if marks else "n/a"
-
-
-def _flip(side: str) -> str:
-    return "below" if side == "above" else "above"
-
-
-def _claimed_side(metric: str) -> str:
-    """The side of 0 on which 'first minus second' lies when the first is better."""
-    return "below" if METRIC_DIRECTIONS.get(metric, "max") == "min" else "above"
-
-
-def _diff_text(metric: str, st: dict | None) -> str:
-    if st is None:
-        return "no seed in common"
-    return (
-        f"paired difference {st['mean'] * _scale(metric):+.{3 if metric in RAW_SCALE else 2}f}, ± 2 SE "
-        f"{interval_text(metric, st)} over {st['n']} seeds"
-    )
-
-
-def check(c: dict, ctx: dict) -> tuple[str, str, str]:
-    """(PASS | FAIL | PENDING, what was compared, clear of seed noise): computed from the run folders only.
-    The verdict compares means, as the checks are worded; the third value says whether the paired
-    difference behind it, mean +- 2 standard errors over seeds, lies wholly on the verdict's side of 0
-    ('yes' / 'no', 'n/a' with one seed or while pending)."""
-    res, proposed, baselines = ctx["results"], ctx["proposed"], ctx["baselines"]
-    kind = c["kind"]
-    need = c.get("min_seeds", 1)
-
-    def complete(group):
-        rs = res.get(group) or {}
-        return rs and all(r and len(r["per_seed"]) >= min(need, r["planned_seeds"]) for r in rs.values())
-
-    def mean(r, metric, split="test"):
-        return r["splits"][split][metric]["mean"]
-
-    def test_value(metric):
-        return lambda per_seed_metrics: per_seed_metrics["test"][metric]
-
-    if kind == "best_model":
-        rank = c.get("rank_by", "mae")
-        cands = [(g, m, r) for g in c["groups"] for m, r in (res.get(g) or {}).items() if r]
-        if not cands:
-            return "PENDING", "no finished run", "n/a"
-        pick = min if METRIC_DIRECTIONS.get(rank, "max") == "min" else max
-        g, m, r = pick(cands, key=lambda x: mean(x[2], rank))
-        n = len(r["per_seed"])
-        ok = {k: _meets(mean(r, k), req) for k, req in c["require"].items()}
-        # each requirement as "seed value minus threshold", on the side the requirement asks for
-        margins = {
-            k: (
-                aggregate([v["test"][k] - _requirement(req)[1] for v in r["per_seed"].values()]),
-                "below" if _requirement(req)[0].startswith("<") else "above",
-            )
-            for k, req in c["require"].items()
-        }
-        detail = f"best by test {LABELS.get(rank, rank)}: `{m}` ({g}, {n} seeds): " + ", ".join(
-            f"{LABELS.get(k, k)} {_show(k, mean(r, k))} (needs {_requirement(req)[0]} "
-            f"{_show(k, _requirement(req)[1])}; ± 2 SE of the mean "
-            f"{interval_text(k, aggregate([v['test'][k] for v in r['per_seed'].values()]), signed=False)})"
-            for k, req in c["require"].items()
-        )
-        if not all(complete(x) for x in c["groups"]) or n < need:
-            return "PENDING", detail + f"; not every run of {c['groups']} has {need} seeds yet", "n/a"
-        passed = all(ok.values())
-        # PASS: every requirement clears its threshold; FAIL: some failed requirement misses it beyond noise
-        marks = [
-            beyond_noise(st, side if passed else _flip(side))
-            for k, (st, side) in margins.items()
-            if passed or not ok[k]
-        ]
-        clear = "n/a" if n < 2 else "yes" if (all if passed else any)(m == "yes" for m in marks) else "no"
-        return ("PASS" if passed else "FAIL"), detail, clear
-    if kind == "beats_all":
-        metric, verdicts, details, diffs = c.get("metric", "mae"), [], [], []
-        for g in c["groups"]:
-            rs = {m: r for m, r in (res.get(g) or {}).items() if r}
-            base = {m: mean(r, metric) for m, r in rs.items() if m in baselines}
-            prop = {m: mean(r, metric) for m, r in rs.items() if m in proposed}
-            if not complete(g) or not base or not prop:
-                details.append(f"{g}: pending")
-                continue
-            best = min if METRIC_DIRECTIONS.get(metric) == "min" else max
-            best_b, best_p = best(base, key=base.get), best(prop, key=prop.get)
-            winners = [m for m, v in prop.items() if _better(metric, v, base[best_b])]
-            st = _paired(rs[best_p]["per_seed"], rs[best_b]["per_seed"], test_value(metric))
-            verdicts.append(bool(winners))
-            diffs.append(st)
-            details.append(
-                f"{g}: best baseline `{best_b}` {_show(metric, base[best_b])}; "
-                + (
-                    f"beaten by {', '.join(f'`{m}` {_show(metric, prop[m])}' for m in winners)}"
-                    if winners
-                    else f"best proposed `{best_p}` {_show(metric, prop[best_p])} does not beat it"
-                )
-                + f" (`{best_p}` minus `{best_b}`: {_diff_text(metric, st)})"
-            )
-        side = _claimed_side(metric)
-        if any(verdicts):
-            return "PASS", "; ".join(details), _clear([d for d, v in zip(diffs, verdicts) if v], side, any)
-        if verdicts and len(verdicts) == len(c["groups"]):
-            return "FAIL", "; ".join(details), _clear(diffs, _flip(side), all)
-        return "PENDING", "; ".join(details), "n/a"
-    if kind == "shortcut":
-        sc, cl = res.get(c["group"]) or {}, res.get(c["clean_group"]) or {}
-        harm = {m: mean(sc[m], "mae") - mean(cl[m], "mae") for m in sc if sc.get(m) and cl.get(m)}
-        base = {m: v for m, v in harm.items() if m in baselines and m not in c.get("controls", [])}
-        prop = {m: v for m, v in harm.items() if m in proposed}
-        if not (complete(c["group"]) and complete(c["clean_group"])) or not base or not prop:
-            return "PENDING", "shortcut or clean runs not finished", "n/a"
-        mb, mp = sum(base.values()) / len(base), sum(prop.values()) / len(prop)
-        per = ", ".join(
-            f"`{m}` {v:+.3f} (below {sum(v < b for b in base.values())}/{len(base)} baselines)" for m, v in prop.items()
-        )
-        # per seed: mean harm of the proposed models minus mean harm of the baselines (seeds all of them finished)
-        seeds = set.intersection(*(set(sc[m]["per_seed"]) & set(cl[m]["per_seed"]) for m in [*base, *prop]))
-
-        def seed_harm(m, s):
-            return sc[m]["per_seed"][s]["test"]["mae"] - cl[m]["per_seed"][s]["test"]["mae"]
-
-        st = (
-            aggregate(
-                [
-                    sum(seed_harm(m, s) for m in prop) / len(prop) - sum(seed_harm(m, s) for m in base) / len(base)
-                    for s in sorted(seeds)
-                ]
-            )
-            if seeds
-            else None
-        )
-        passed = mp < mb
-        return (
-            ("PASS" if passed else "FAIL"),
-            (
-                f"mean test-MAE increase from vision: proposed {mp:+.3f}, baselines "
-                f"{mb:+.3f} ({', '.join(sorted(base))}); {per}; proposed minus baselines: "
-                f"{_diff_text('mae', st)}"
-            ),
-            _clear([st], "below" if passed else "above", all),
-        )
-    if kind == "pairwise":
-        metric, oks, details, diffs = c.get("metric", "mae"), [], [], []
-        for g in c["groups"]:
-            a, b = (res.get(g) or {}).get(c["model"]), (res.get(g) or {}).get(c["against"])
-            if not a or not b:
-                details.append(f"{g}: pending")
-                continue
-            st = _paired(a["per_seed"], b["per_seed"], test_value(metric))
-            oks.append(_better(metric, mean(a, metric), mean(b, metric)))
-            diffs.append(st)
-            details.append(
-                f"{g}: `{c['model']}` {_show(metric, mean(a, metric))} vs `{c['against']}` "
-                f"{_show(metric, mean(b, metric))} ({len(a['per_seed'])} / {len(b['per_seed'])} seeds; "
-                f"{_diff_text(metric, st)})"
-            )
-        if len(oks) < len(c["groups"]):
-            return "PENDING", "; ".join(details), "n/a"
-        side = _claimed_side(metric)
-        if all(oks):
-            return "PASS", "; ".join(details), _clear(diffs, side, all)
-        return "FAIL", "; ".join(details), _clear([d for d, ok in zip(diffs, oks) if not ok], _flip(side), any)
-    if kind == "ablation":
-        spec, done = ctx["ablations"].get(c["ablation"], (None, {}))
-        metric = c.get("metric", "mae")
-        if not spec or spec["reference"] not in done or c["variant"] not in done:
-            return "PENDING", f"{c['ablation']}: reference or {c['variant']} not finished", "n/a"
-        st = _paired(done[c["variant"]]["per_seed"], done[spec["reference"]]["per_seed"], test_value(metric))
-        worse = _better(metric, mean(done[spec["reference"]], metric), mean(done[c["variant"]], metric))
-        side = _flip(_claimed_side(metric))  # the claim: the variant is worse than the reference
-        return (
-            ("PASS" if worse else "FAIL"),
-            (f"{c['variant']} minus {spec['reference']}, test {LABELS.get(metric, metric)}: {_diff_text(metric, st)}"),
-            _clear([st], side if worse else _flip(side), all),
-        )
-    if kind == "branch_share":
-        r = (res.get(c["group"]) or {}).get(c["model"])
-        diag = (r or {}).get("diagnostics") or {}
-        keys = ["test.prediction_share.shared", "test.prediction_share.private"]
-        if not all(k in diag for k in keys):
-            return "PENDING", f"no branch diagnostics for `{c['model']}` in {c['group']} yet", "n/a"
-        low = c.get("min_share", 0.2)
-        shares = {k.rsplit(".", 1)[1]: diag[k] for k in keys}
-        ok = all(v["mean"] >= low for v in shares.values())
-        over = [{**v, "mean": v["mean"] - low} for v in shares.values()]
-        clear = _clear(over, "above", all) if ok else _clear([o for o in over if o["mean"] < 0], "below", any)
-        return (
-            ("PASS" if ok else "FAIL"),
-            ", ".join(
-                f"{k} {100 * v['mean']:.1f}% (± 2 SE {interval_text('share', v, signed=False)})"
-                for k, v in shares.items()
-            )
-            + f" of the test prediction change ({diag[keys[0]]['n']} seeds)",
-            clear,
-        )
-    raise PlanError(f"check {c.get('id')!r}: unknown kind {kind!r}")
-
-
 # ---- main ----------------------------------------------------------------------------------------
 
 
@@ -1160,12 +925,11 @@ def render(
         f"CSVs and figures: `{os.path.relpath(doc.figdir, doc.path.parent)}/`.\n",
         f"Versions: {versions()}\n",
     ]
-    verdict_ctx = {
-        "results": results,
-        "proposed": plan.get("proposed", []),
-        "baselines": [m for m in list_models() if m not in plan.get("proposed", [])],
-        "ablations": {},
-    }
+    verdict_ctx = VerdictContext(
+        results,
+        proposed=plan.get("proposed", []),
+        baselines=[m for m in list_models() if m not in plan.get("proposed", [])],
+    )
     verdict_rows = []
     for n, sec in enumerate(plan["sections"], 1):
         parts.append(f"## {n}. {sec['title']}\n")
@@ -1194,19 +958,19 @@ def render(
         if sec.get("robust"):
             parts.append("### Test-time robustness\n\n" + robustness_section(sec, jobs, doc))
         if sec.get("ablations"):
-            text, verdict_ctx["ablations"] = ablations_section(sec, planner, doc)
+            text, verdict_ctx.ablations = ablations_section(sec, planner, doc)
             parts.append(text)
         if sec.get("checks"):
             for c in sec["checks"]:
-                for g in list(c.get("groups") or []) + [c.get("group"), c.get("clean_group")]:
-                    if g and g not in results:  # a group of a section further down: read it now
+                for g in spec_groups(c):
+                    if g not in results:  # a group of a section further down: read it now
                         gsec = next(s for s in plan["sections"] if any(x["id"] == g for x in s.get("groups") or []))
                         results[g] = {
                             j.label.split("/")[-1]: load_result(j.cfg)
                             for j in all_jobs[gsec["id"]]
                             if j.kind == "train" and j.label.startswith(g + "/")
                         }
-                status_, detail, clear = check(c, verdict_ctx)
+                status_, detail, clear = judge(c, verdict_ctx)
                 verdict_rows.append((c["id"], c["text"], status_, clear, detail))
             lines = ["| check | verdict | clear of seed noise | computed from the runs |", "|---|---|---|---|"]
             lines += [f"| {t} | **{s}** | {n} | {d} |" for _, t, s, n, d in verdict_rows]
@@ -1219,9 +983,9 @@ def render(
                 "difference behind the verdict (same seeds; mean ± 2 standard errors) lies wholly on the "
                 "verdict's side of 0; 'no' means these seeds cannot tell the two sides apart. "
                 "Baselines: "
-                + ", ".join(f"`{m}`" for m in verdict_ctx["baselines"])
+                + ", ".join(f"`{m}`" for m in verdict_ctx.baselines)
                 + "; proposed: "
-                + ", ".join(f"`{m}`" for m in verdict_ctx["proposed"])
+                + ", ".join(f"`{m}`" for m in verdict_ctx.proposed)
                 + ".\n\n"
                 + "\n".join(lines)
                 + f"\n\nCSV: [{link}]({link})\n"

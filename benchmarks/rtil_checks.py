@@ -20,7 +20,6 @@ Finished seeds are reused when it is run again. All runs use one thread (two sha
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import json
 import time
@@ -34,7 +33,8 @@ from common import epoch_seconds, foundation_reference, seed_values, time_line, 
 
 import sentangle
 from sentangle.core.io import versions, write_text
-from sentangle.data.dataset import Split
+from sentangle.recipes.robust import noisy_copy
+from sentangle.recipes.verdicts import margin_within
 from sentangle.report.tables import aggregate, beyond_noise, fmt, split_table
 from sentangle.training.trainer import evaluate
 
@@ -117,34 +117,12 @@ def synthetic_section(out: str, seeds: int, setting: str, data: dict, paper: boo
 
 
 # ---- 2. test-time noise ----------------------------------------------------------------------------------
-def noisy_copy(ds, sigma: float, split: str = "test", seed: int = NOISE_SEED):
-    """A shallow copy of `ds` whose `split` has N(0, (sigma * std_j)^2) added to every real audio and
-    vision frame, std_j the training std of feature j (after the run's normalisation)."""
-    if sigma == 0:
-        return ds
-    rng = np.random.default_rng(seed)
-    out = copy.copy(ds)
-    out.splits = dict(ds.splits)
-    sp, train = ds.splits[split], ds.splits["train"]
-    feats = dict(sp.features)
-    for m in ("audio", "vision"):
-        if m not in feats:
-            continue
-        std = train.features[m][train.masks[m]].std(0)  # (d,)
-        noise = rng.standard_normal(sp.features[m].shape, dtype=np.float32) * (sigma * std).astype(np.float32)
-        feats[m] = sp.features[m] + noise * sp.masks[m][..., None]
-    out.splits[split] = Split(
-        features=feats, masks=sp.masks, labels=sp.labels, ids=sp.ids, texts=sp.texts, tokens=sp.tokens
-    )
-    return out
-
-
 @functools.cache
 def noisy_datasets(scale: float) -> dict:
     """The runs' data (defaults, normalised with training statistics) and its noisy test copies, one per
     sigma, built once per scale for every section that evaluates on them."""
     ds = sentangle.load_dataset("synthetic", scale=scale)
-    return {0.0: ds, **{s: noisy_copy(ds, s) for s in (*SIGMAS, *EXTRA_SIGMAS)}}
+    return {0.0: ds, **{s: noisy_copy(ds, s, seed=NOISE_SEED) for s in (*SIGMAS, *EXTRA_SIGMAS)}}
 
 
 def noise_maes(res: dict, datasets: dict) -> dict[float, list[float]]:
@@ -169,8 +147,7 @@ def margin_verdict(margin: np.ndarray) -> str:
     """The check's verdict as docs/RESULTS.md words its acceptance checks: on the mean of the per-seed margins,
     as the check is worded (margin <= 0 asked), and whether the interval of +- 2 standard errors lies wholly on
     that side of 0 ('no': these seeds cannot tell the verdict from seed noise)."""
-    met = float(np.mean(margin)) <= 0
-    clear = beyond_noise(aggregate(list(margin)), "below" if met else "above")
+    met, clear = margin_within(margin)
     return f"{'met' if met else 'NOT met'} on the mean, clear of seed noise: {clear}"
 
 

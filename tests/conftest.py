@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -100,3 +104,23 @@ def _orthogonality_numpy(x, y, eps=1e-6):
 def numpy_losses():
     """The shared auxiliary losses written out in numpy, as references independent of models/losses.py."""
     return SimpleNamespace(cmd=_cmd_numpy, orthogonality=_orthogonality_numpy)
+
+
+@pytest.fixture
+def beside_scripts():
+    """Run Python code in a fresh interpreter working in benchmarks/, where the scripts import each
+    other as they do when run, and return the JSON object it prints last: tests read the scripts'
+    functions without importing anything from benchmarks/ into the test process."""
+
+    def run(code: str) -> dict:
+        r = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            cwd=Path(__file__).resolve().parents[1] / "benchmarks",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert r.returncode == 0, r.stderr[-4000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    return run

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,7 +10,6 @@ from sentangle.data.named import load_dataset
 from sentangle.models import create_model
 from sentangle.models.layers import RealFrameLSTM
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = {
     "sizes": (12, 2, 6),
     "aligned": False,
@@ -22,44 +18,55 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def perf():
-    spec = importlib.util.spec_from_file_location("performance", ROOT / "benchmarks" / "performance.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize("model", ["lf_dnn", "misa"])
-def test_benchmark_measures_a_tiny_configuration(perf, model):
-    r = perf.measure_model(model, TINY, threads=1, batches=2, seconds=5.0, overrides=["train.batch_size=4"])
+def test_benchmark_measures_a_tiny_configuration(beside_scripts, model):
+    got = beside_scripts(
+        f"""
+        import json
+        import performance as perf
+
+        r = perf.measure_model({model!r}, {TINY!r}, threads=1, batches=2, seconds=5.0, overrides=["train.batch_size=4"])
+        page = perf.render(
+            {{
+                "date": "today",
+                "threads": 1,
+                "machine": perf.machine() | {{"load_average_end": [0, 0, 0]}},
+                "settings": {{"batches": 2, "seconds": 5.0, "note": "tiny"}},
+                "matmul_gflops": [10.0],
+                "results": [r | {{"shape": "mosi_unaligned"}}],
+                "lazy": None,
+            }}
+        )
+        print(json.dumps({{"r": r, "page": page}}))
+        """
+    )
+    r, page = got["r"], got["page"]
     assert r["params"] > 0 and r["batch_size"] == 4 and r["epoch_batches"] == 3
     assert r["measured_batches"] == 2 and r["train_epoch_s"] > 0
     assert r["infer_utt_s"] > 0 and r["infer_samples"] == 6
     assert r["flops_fwd_bwd_per_sample"] > r["flops_fwd_per_sample"] > 0
     assert r["peak_rss_mb"] >= r["rss_before_mb"] * 0.5 > 0
-    page = perf.render(
-        {
-            "date": "today",
-            "threads": 1,
-            "machine": perf.machine() | {"load_average_end": [0, 0, 0]},
-            "settings": {"batches": 2, "seconds": 5.0, "note": "tiny"},
-            "matmul_gflops": [10.0],
-            "results": [r | {"shape": "mosi_unaligned"}],
-            "lazy": None,
-        }
-    )
     assert f"`{model}`" in page and "## Targets" in page
 
 
-def test_benchmark_lazy_run_keeps_features_mapped(perf, tmp_path):
-    folder = perf.write_mosei_lazy(tmp_path / "mosei", scale=0.0006)
-    r = perf.measure_lazy(str(folder), threads=1)
+def test_benchmark_lazy_run_keeps_features_mapped(beside_scripts, tmp_path):
+    r = beside_scripts(
+        f"""
+        import json
+        import performance as perf
+
+        from pathlib import Path
+
+        folder = perf.write_mosei_lazy(Path({str(tmp_path / "mosei")!r}), scale=0.0006)
+        print(json.dumps(perf.measure_lazy(str(folder), threads=1)))
+        """
+    )
     assert r["mapped"] and r["train_samples"] == 10 and r["folder_mb"] > 0.5
 
 
-def test_matmul_reference_is_positive(perf):
-    assert perf.matmul_gflops(1, n=256, reps=2) > 0
+def test_matmul_reference_is_positive(beside_scripts):
+    got = beside_scripts("import json, performance; print(json.dumps(performance.matmul_gflops(1, n=256, reps=2)))")
+    assert got > 0
 
 
 @pytest.mark.parametrize("bidirectional,layers", [(True, 2), (False, 2), (True, 1)])

@@ -200,47 +200,6 @@ def test_workers_train_in_parallel_with_the_same_numbers(results, tmp_path, caps
     assert not (kept / "seed_1111" / "checkpoint.pt").exists()
 
 
-def _run(maes: list[float], seeds=(1, 2, 3)) -> dict:
-    """A load_result-shaped summary of a regression run with these test MAEs."""
-    return {
-        "splits": {"test": {"mae": {"mean": sum(maes) / len(maes)}}},
-        "planned_seeds": len(maes),
-        "per_seed": {s: {"test": {"mae": v}} for s, v in zip(seeds, maes)},
-    }
-
-
-def test_claim_checks_report_the_paired_interval(results):
-    res = {"g": {"lf_dnn": _run([0.80, 0.82, 0.79]), "tsda": _run([0.70, 0.75, 0.69]), "dbr": _run([0.81, 0.80, 0.80])}}
-    ctx = {"results": res, "proposed": ["tsda", "dbr"], "baselines": ["lf_dnn"], "ablations": {}}
-    # tsda minus lf_dnn per seed: -0.10, -0.07, -0.10 -> mean -0.090, 2 SE 0.020 (worked in test_report)
-    verdict, detail, clear = results.check({"kind": "beats_all", "groups": ["g"], "metric": "mae"}, ctx)
-    assert (verdict, clear) == ("PASS", "yes")
-    assert "paired difference -0.090, ± 2 SE [-0.110, -0.070] over 3 seeds" in detail
-    verdict, detail, clear = results.check(
-        {"kind": "pairwise", "model": "dbr", "against": "lf_dnn", "groups": ["g"], "metric": "mae"}, ctx
-    )
-    # dbr minus lf_dnn: +0.01, -0.02, +0.01 -> mean 0, the means tie: not better, and not clear of noise
-    assert (verdict, clear) == ("FAIL", "no")
-    # seeds only one run finished are left out of the pairing
-    res["g"]["tsda"] = _run([0.70, 0.75], seeds=(1, 4))
-    _, detail, clear = results.check(
-        {"kind": "pairwise", "model": "tsda", "against": "lf_dnn", "groups": ["g"], "metric": "mae"}, ctx
-    )
-    assert "paired difference -0.100" in detail and "over 1 seeds" in detail and clear == "n/a"
-
-
-def test_shortcut_check_pairs_seeds_across_models(results):
-    # harm per seed (shortcut minus clean): proposed p: 0.1, 0.2, 0.3; baselines a: 0.3, 0.3, 0.3 and
-    # b: 0.5, 0.5, 0.5 -> proposed minus baselines' mean harm: -0.3, -0.2, -0.1: mean -0.2, std 0.1,
-    # 2 SE = 0.2 / sqrt(3) = 0.1155 -> [-0.315, -0.085]
-    clean = {"p": _run([0.5, 0.5, 0.5]), "a": _run([0.5, 0.5, 0.5]), "b": _run([0.4, 0.4, 0.4])}
-    sc = {"p": _run([0.6, 0.7, 0.8]), "a": _run([0.8, 0.8, 0.8]), "b": _run([0.9, 0.9, 0.9])}
-    ctx = {"results": {"clean": clean, "sc": sc}, "proposed": ["p"], "baselines": ["a", "b"], "ablations": {}}
-    verdict, detail, clear = results.check({"kind": "shortcut", "group": "sc", "clean_group": "clean"}, ctx)
-    assert (verdict, clear) == ("PASS", "yes")
-    assert "proposed +0.200, baselines +0.400" in detail and "[-0.315, -0.085]" in detail
-
-
 def test_collapsed_seeds_are_listed(results, tmp_path):
     from types import SimpleNamespace
 

@@ -10,7 +10,7 @@ from sentangle.core.errors import TrainingError
 from sentangle.data import MSADataset, Split, full_masks
 from sentangle.models.base import ModelOutput, MSAModel
 from sentangle.models.layers import masked_mean
-from sentangle.training.trainer import evaluate, fit, set_seed
+from sentangle.training.trainer import evaluate, fit, set_seed, train_step
 
 
 class AuxModel(MSAModel):
@@ -221,3 +221,30 @@ def test_group_by_length_reaches_the_batches(monkeypatch):
     monkeypatch.setattr(ds, "batches", recording)
     res = fit(AuxModel(ds.input_dims), ds, cfg(epochs=2, group_by_length=True), seed=0)
     assert np.isfinite(res.best_score) and seen.count(True) == 2  # the two training epochs
+
+
+def test_train_step_by_hand():
+    """One step on the auxiliary parameter alone: the loss pull = sum(extra^2) = 3 with extra = 1 has
+    gradient 2 * w per entry, so plain SGD with lr 0.1 moves each entry to 1 - 0.1 * 2w, or to
+    1 - 0.1 * 0.5 when gradient values are clipped at 0.5 (no norm clipping)."""
+    ds = linear_dataset(n=8)
+    batch = next(iter(ds.batches("train", 8)))
+    for weight, clip, want in ((1.0, 0.0, 0.8), (2.0, 0.0, 0.6), (1.0, 0.5, 0.95), (0.0, 0.0, 1.0)):
+        model = AuxModel(ds.input_dims)
+        opt = torch.optim.SGD([model.extra], lr=0.1)
+        loss, parts = train_step(model, batch, opt, cfg(grad_clip=0.0, grad_clip_value=clip), {"pull": weight}, ds.task)
+        torch.testing.assert_close(model.extra.detach(), torch.full((3,), want))
+        assert float(parts["pull"]) == 3.0
+        assert loss.item() == pytest.approx(float(parts["task"]) + 3.0 * weight)
+    # a refused step changes nothing
+    model = AuxModel(ds.input_dims)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def refuse(out, loss, parts):
+        raise TrainingError("no")
+
+    with pytest.raises(TrainingError):
+        train_step(model, batch, opt, cfg(), {}, ds.task, before_backward=refuse)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k])

@@ -22,6 +22,7 @@ and metric), and `robust.md` plus PNG curves under `out`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -46,6 +47,7 @@ __all__ = [
     "robust",
     "robust_conditions",
     "perturb_split",
+    "noisy_copy",
     "load_run",
     "robust_table",
     "main_metric",
@@ -184,6 +186,25 @@ def train_scales(ds: MSADataset) -> dict[str, np.ndarray]:
         m: feature_stats(x, tr.masks[m], tr.transforms.get(m), ddof=1)[1].astype(np.float32)
         for m, x in tr.features.items()
     }
+
+
+def noisy_copy(
+    ds: MSADataset, sigma: float, modalities=("audio", "vision"), split: str = "test", seed: int = 0
+) -> MSADataset:
+    """A shallow copy of `ds` whose `split` has `robust`'s noise condition at level `sigma` on each of
+    `modalities` it holds: N(0, (sigma * std_j)^2) on every real frame, std_j the training std of
+    feature j as the model sees it. The draw depends on (seed, modality) only, so every sigma scales
+    the same draw and every model compared reads the same noisy data."""
+    if sigma == 0:
+        return ds
+    scales = train_scales(ds)
+    sp = as_seen(ds.splits[split])
+    for m in modalities:
+        if m in sp.features:
+            sp = perturb_split(sp, {"kind": "noise", "modality": m, "level": sigma}, seed, scales)
+    out = copy.copy(ds)
+    out.splits = {**ds.splits, split: sp}
+    return out
 
 
 def load_run(folder: str | Path) -> dict:

@@ -12,6 +12,7 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,9 +22,10 @@ from tqdm.auto import tqdm
 
 from sentangle.config import TrainConfig
 from sentangle.core.errors import TrainingError
+from sentangle.data.batch import Batch
 from sentangle.data.dataset import MSADataset
 from sentangle.evaluation.metrics import METRIC_DIRECTIONS, compute_metrics
-from sentangle.models.base import MSAModel
+from sentangle.models.base import ModelOutput, MSAModel
 from sentangle.training.distributed import setup as distributed_setup
 
 
@@ -110,6 +112,72 @@ class FitResult:
     seconds: float = 0.0
 
 
+def training_loss(
+    out: ModelOutput, labels: torch.Tensor, task: str, cfg: TrainConfig, weights: dict[str, float]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss `fit` minimises for one batch's output (task loss plus the weighted auxiliary
+    losses; a weight of 0 leaves its loss out of the graph) and its parts, detached, for the history."""
+    loss = task_loss(out.prediction, labels, task, cfg.loss)
+    parts = {"task": loss.detach()}
+    for name, value in out.aux_losses.items():
+        w = weights.get(name, 1.0)
+        parts[name] = value.detach()
+        if w:
+            loss = loss + w * value
+    return loss, parts
+
+
+def train_step(
+    model: MSAModel,
+    batch: Batch,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    weights: dict[str, float],
+    task: str,
+    *,
+    forward: Callable[[Batch], ModelOutput] | None = None,
+    share: float = 1.0,
+    before_backward: Callable[[ModelOutput, torch.Tensor, dict[str, torch.Tensor]], None] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimiser step of `fit` on one batch: forward, loss, backward, gradient clipping, step.
+
+    `forward` replaces `model` for the forward pass (a DistributedDataParallel wrapper), `share`
+    scales the loss of this rank's slice, and `before_backward` may refuse the step (raise) after
+    seeing the output and the loss. Returns the loss and its detached parts.
+    """
+    out = (forward or model)(batch)
+    loss, parts = training_loss(out, batch.labels, task, cfg, weights)
+    if before_backward is not None:
+        before_backward(out, loss, parts)
+    opt.zero_grad(set_to_none=True)
+    (loss * share).backward()
+    if cfg.grad_clip_value > 0:
+        torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return loss, parts
+
+
+def _check_aux_names(model: MSAModel, out: ModelOutput, cfg: TrainConfig) -> None:
+    """A typo in train.aux_weights is an error; a loss the model has but not on this data (e.g. CMD
+    between modalities a text-only dataset lacks) is only worth a warning."""
+    known = set(out.aux_losses) | set(model.default_aux_weights)
+    unknown = set(cfg.aux_weights) - known
+    if unknown:
+        raise TrainingError(
+            f"train.aux_weights names {sorted(unknown)}, but {type(model).__name__} "
+            f"produces {sorted(known) or 'no auxiliary losses'}"
+        )
+    idle = set(cfg.aux_weights) - set(out.aux_losses)
+    if idle:
+        warnings.warn(
+            f"train.aux_weights {sorted(idle)}: {type(model).__name__} does not produce "
+            "these losses on this data (a modality is absent or a switch is off)",
+            stacklevel=5,  # the caller of fit (through guard and train_step)
+        )
+
+
 def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc: str = "") -> FitResult:
     """Train with early stopping on the validation split; leaves the best weights in `model`."""
     gen = set_seed(seed)
@@ -152,6 +220,18 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
     net = ddp.wrap(model, dataset, cfg.batch_size, weights)  # DistributedDataParallel, or `model` alone
     checked_names = False
     trials = 0
+
+    def guard(out: ModelOutput, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        nonlocal checked_names
+        if not checked_names:
+            _check_aux_names(model, out, cfg)
+            checked_names = True
+        if not ddp.all_finite(loss):
+            raise TrainingError(
+                f"{desc}: loss is {loss.item()} at epoch {epoch + 1} "
+                f"(parts: { {k: float(v) for k, v in parts.items()} }); try a lower train.lr"
+            )
+
     for epoch in range(cfg.epochs):
         model.train()
         sums: dict[str, float] = {}
@@ -161,44 +241,9 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
         ):
             batch, share = ddp.shard(batch)  # this rank's slice; share scales its loss (1.0 alone)
             batch = batch.to(device)
-            out = net(batch)
-            loss = task_loss(out.prediction, batch.labels, dataset.task, cfg.loss)
-            parts = {"task": loss.detach()}
-            if not checked_names:
-                # A typo is an error; a loss the model has but not on this data (e.g. CMD between
-                # modalities a text-only dataset lacks) is only worth a warning.
-                known = set(out.aux_losses) | set(model.default_aux_weights)
-                unknown = set(cfg.aux_weights) - known
-                if unknown:
-                    raise TrainingError(
-                        f"train.aux_weights names {sorted(unknown)}, but {type(model).__name__} "
-                        f"produces {sorted(known) or 'no auxiliary losses'}"
-                    )
-                idle = set(cfg.aux_weights) - set(out.aux_losses)
-                if idle:
-                    warnings.warn(
-                        f"train.aux_weights {sorted(idle)}: {type(model).__name__} does not produce "
-                        "these losses on this data (a modality is absent or a switch is off)",
-                        stacklevel=2,
-                    )
-                checked_names = True
-            for name, value in out.aux_losses.items():
-                w = weights.get(name, 1.0)
-                parts[name] = value.detach()
-                if w:
-                    loss = loss + w * value
-            if not ddp.all_finite(loss):
-                raise TrainingError(
-                    f"{desc}: loss is {loss.item()} at epoch {epoch + 1} "
-                    f"(parts: { {k: float(v) for k, v in parts.items()} }); try a lower train.lr"
-                )
-            opt.zero_grad(set_to_none=True)
-            (loss * share).backward()
-            if cfg.grad_clip_value > 0:
-                torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            loss, parts = train_step(
+                model, batch, opt, cfg, weights, dataset.task, forward=net, share=share, before_backward=guard
+            )
             if step_sched is not None:
                 step_sched.step()
             b = len(batch) if share else 0

@@ -1,0 +1,381 @@
+"""Acceptance checks over finished runs: one function per verdict kind, looked up by name.
+
+A check is a mapping, as a results plan writes it (`kind`, `id`, `text` and the kind's own keys);
+`judge(spec, ctx)` checks its keys and returns the verdict triple
+
+    (PASS | FAIL | PENDING, what was compared, clear of seed noise)
+
+computed from the run summaries in `ctx` alone. The verdict compares means, as the checks are worded;
+the third value says whether the paired difference behind it, mean +- 2 standard errors over seeds,
+lies wholly on the verdict's side of 0 ('yes' / 'no'; 'n/a' with one seed or while pending).
+
+A run summary (`VerdictContext.results[group][model]`, None while unfinished) holds `splits`
+(split -> metric -> {"mean", ...}), `per_seed` (seed -> split -> metric -> value), `planned_seeds`
+and, for branch diagnostics, `diagnostics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sentangle.core.errors import ConfigError, UnknownNameError
+from sentangle.core.registry import Registry
+from sentangle.evaluation.metrics import METRIC_DIRECTIONS
+from sentangle.report.tables import LABELS, RAW_SCALE, aggregate, beyond_noise, interval_text
+
+__all__ = [
+    "VERDICTS",
+    "Verdict",
+    "VerdictContext",
+    "check_spec",
+    "judge",
+    "margin_within",
+    "spec_groups",
+    "verdict",
+]
+
+Verdict = tuple[str, str, str]
+COMMON_KEYS = ("id", "kind", "text")
+GROUP_KEYS = ("groups", "group", "clean_group")  # the keys that name groups of runs
+
+
+@dataclass
+class VerdictContext:
+    """What the checks read: run summaries per group and model, which models are proposed and which
+    are baselines, and the ablations (name -> (spec, finished variant summaries))."""
+
+    results: dict[str, dict[str, dict | None]] = field(default_factory=dict)
+    proposed: list[str] = field(default_factory=list)
+    baselines: list[str] = field(default_factory=list)
+    ablations: dict[str, tuple[dict, dict[str, dict]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    judge: Callable[[dict, VerdictContext], Verdict]
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+
+
+VERDICTS: Registry[_Kind] = Registry("verdict kind")
+
+
+def verdict(name: str, required: Iterable[str] = (), optional: Iterable[str] = ()):
+    """Register `fn(spec, ctx) -> Verdict` as verdict kind `name`, with the spec keys it needs and
+    those it may take (besides id, kind and text)."""
+
+    def deco(fn):
+        VERDICTS.register(name)(_Kind(fn, tuple(required), tuple(optional)))
+        return fn
+
+    return deco
+
+
+def check_spec(spec: object, where: str = "check") -> None:
+    """Raise ConfigError naming the key when `spec` is not a usable check: not a mapping, an unknown
+    kind, a missing or unknown key, a requirement that cannot be read."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys {list(COMMON_KEYS)}, got {spec!r}")
+    where = f"{where} ({spec['id']})" if isinstance(spec.get("id"), str) else where
+    try:
+        kind = VERDICTS.get(str(spec.get("kind")))  # None -> "None": an unknown kind, named below
+    except (UnknownNameError, TypeError):
+        raise ConfigError(
+            f"{where}: key 'kind' is {spec.get('kind')!r}; expected one of {', '.join(VERDICTS.names())}"
+        ) from None
+    missing = [k for k in (*COMMON_KEYS, *kind.required) if k not in spec]
+    if missing:
+        raise ConfigError(f"{where}: kind {spec['kind']!r} needs key(s) {missing}")
+    allowed = (*COMMON_KEYS, *kind.required, *kind.optional)
+    unknown = sorted(set(spec) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown} for kind {spec['kind']!r}; expected {sorted(allowed)}")
+    if "groups" in spec and (not isinstance(spec["groups"], list) or not spec["groups"]):
+        raise ConfigError(f"{where}: key 'groups' must be a non-empty list of group ids, got {spec['groups']!r}")
+    if "require" in spec:
+        if not isinstance(spec["require"], dict) or not spec["require"]:
+            raise ConfigError(f"{where}: key 'require' must map metrics to requirements like '<= 0.8'")
+        for metric, text in spec["require"].items():
+            _requirement(text, f"{where}: key 'require.{metric}'")
+
+
+def spec_groups(spec: dict) -> list[str]:
+    """The groups of runs a check reads, in the order it names them."""
+    return [g for g in [*(spec.get("groups") or []), spec.get("group"), spec.get("clean_group")] if g]
+
+
+def judge(spec: dict, ctx: VerdictContext) -> Verdict:
+    """The verdict of one check (its spec checked first)."""
+    check_spec(spec)
+    return VERDICTS.get(spec["kind"]).judge(spec, ctx)
+
+
+def margin_within(margins: Sequence[float], at_most: float = 0.0) -> tuple[bool, str]:
+    """A claim that asks a per-seed margin to be at most `at_most`: (met on the mean, as the checks are
+    worded; clear of seed noise: whether mean +- 2 standard errors lies wholly on the verdict's side,
+    'yes' / 'no', 'n/a' with one seed)."""
+    st = aggregate([float(m) - at_most for m in margins])
+    met = st["mean"] <= 0
+    return met, beyond_noise(st, "below" if met else "above")
+
+
+# ---- arithmetic shared by the kinds ----------------------------------------------------------------
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    return a < b if METRIC_DIRECTIONS.get(metric, "max") == "min" else a > b
+
+
+def _requirement(text: object, where: str = "requirement") -> tuple[str, float]:
+    parts = text.split() if isinstance(text, str) else []
+    if len(parts) != 2 or parts[0] not in ("<=", ">=", "<", ">"):
+        raise ConfigError(f"{where}: {text!r}; expected '<= 0.8' style")
+    try:
+        return parts[0], float(parts[1])
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r}; expected a number after {parts[0]!r}") from None
+
+
+def _meets(value: float, req: str) -> bool:
+    op, v = _requirement(req)
+    return {"<=": value <= v, ">=": value >= v, "<": value < v, ">": value > v}[op]
+
+
+def _scale(metric: str) -> float:
+    return 1.0 if metric in RAW_SCALE else 100.0
+
+
+def _show(metric: str, value: float) -> str:
+    return f"{value:.3f}" if metric in RAW_SCALE else f"{100 * value:.2f}%"
+
+
+def _paired(a: dict, b: dict, value) -> dict | None:
+    """value(a's seed) - value(b's seed) over the seeds both finished, aggregated (same seed: same data
+    order and initialiser seed, so seed-to-seed variation common to both cancels)."""
+    common = sorted(s for s in a if s in b)
+    return aggregate([value(a[s]) - value(b[s]) for s in common]) if common else None
+
+
+def _clear(stats: Sequence[dict | None], side: str, quantifier) -> str:
+    """'yes' / 'no' by `quantifier` (all / any) over the stats' beyond_noise on `side`; 'n/a' when none
+    has two seeds."""
+    marks = [beyond_noise(st, side) for st in stats if st is not None]
+    marks = [m for m in marks if m != "n/a"]
+    return ("yes" if quantifier(m == "yes" for m in marks) else "no") if marks else "n/a"
+
+
+def _flip(side: str) -> str:
+    return "below" if side == "above" else "above"
+
+
+def _claimed_side(metric: str) -> str:
+    """The side of 0 on which 'first minus second' lies when the first is better."""
+    return "below" if METRIC_DIRECTIONS.get(metric, "max") == "min" else "above"
+
+
+def _diff_text(metric: str, st: dict | None) -> str:
+    if st is None:
+        return "no seed in common"
+    return (
+        f"paired difference {st['mean'] * _scale(metric):+.{3 if metric in RAW_SCALE else 2}f}, ± 2 SE "
+        f"{interval_text(metric, st)} over {st['n']} seeds"
+    )
+
+
+def _complete(ctx: VerdictContext, group: str, need: int) -> bool:
+    """Every run of `group` has finished `need` seeds (or all it plans, when it plans fewer)."""
+    rs = ctx.results.get(group) or {}
+    return bool(rs) and all(r and len(r["per_seed"]) >= min(need, r["planned_seeds"]) for r in rs.values())
+
+
+def _mean(r: dict, metric: str, split: str = "test") -> float:
+    return r["splits"][split][metric]["mean"]
+
+
+def _test_value(metric: str):
+    return lambda per_seed_metrics: per_seed_metrics["test"][metric]
+
+
+# ---- the kinds ------------------------------------------------------------------------------------
+
+
+@verdict("best_model", required=("groups", "require"), optional=("rank_by", "min_seeds"))
+def best_model(c: dict, ctx: VerdictContext) -> Verdict:
+    """The best run of the groups (by test `rank_by`) meets every requirement on its test means."""
+    res, need, rank = ctx.results, c.get("min_seeds", 1), c.get("rank_by", "mae")
+    cands = [(g, m, r) for g in c["groups"] for m, r in (res.get(g) or {}).items() if r]
+    if not cands:
+        return "PENDING", "no finished run", "n/a"
+    pick = min if METRIC_DIRECTIONS.get(rank, "max") == "min" else max
+    g, m, r = pick(cands, key=lambda x: _mean(x[2], rank))
+    n = len(r["per_seed"])
+    ok = {k: _meets(_mean(r, k), req) for k, req in c["require"].items()}
+    # each requirement as "seed value minus threshold", on the side the requirement asks for
+    margins = {
+        k: (
+            aggregate([v["test"][k] - _requirement(req)[1] for v in r["per_seed"].values()]),
+            "below" if _requirement(req)[0].startswith("<") else "above",
+        )
+        for k, req in c["require"].items()
+    }
+    detail = f"best by test {LABELS.get(rank, rank)}: `{m}` ({g}, {n} seeds): " + ", ".join(
+        f"{LABELS.get(k, k)} {_show(k, _mean(r, k))} (needs {_requirement(req)[0]} "
+        f"{_show(k, _requirement(req)[1])}; ± 2 SE of the mean "
+        f"{interval_text(k, aggregate([v['test'][k] for v in r['per_seed'].values()]), signed=False)})"
+        for k, req in c["require"].items()
+    )
+    if not all(_complete(ctx, x, need) for x in c["groups"]) or n < need:
+        return "PENDING", detail + f"; not every run of {c['groups']} has {need} seeds yet", "n/a"
+    passed = all(ok.values())
+    # PASS: every requirement clears its threshold; FAIL: some failed requirement misses it beyond noise
+    marks = [
+        beyond_noise(st, side if passed else _flip(side)) for k, (st, side) in margins.items() if passed or not ok[k]
+    ]
+    clear = "n/a" if n < 2 else "yes" if (all if passed else any)(m == "yes" for m in marks) else "no"
+    return ("PASS" if passed else "FAIL"), detail, clear
+
+
+@verdict("beats_all", required=("groups",), optional=("metric", "min_seeds"))
+def beats_all(c: dict, ctx: VerdictContext) -> Verdict:
+    """In at least one group some proposed model beats the best baseline on the test mean."""
+    metric, need = c.get("metric", "mae"), c.get("min_seeds", 1)
+    verdicts, details, diffs = [], [], []
+    for g in c["groups"]:
+        rs = {m: r for m, r in (ctx.results.get(g) or {}).items() if r}
+        base = {m: _mean(r, metric) for m, r in rs.items() if m in ctx.baselines}
+        prop = {m: _mean(r, metric) for m, r in rs.items() if m in ctx.proposed}
+        if not _complete(ctx, g, need) or not base or not prop:
+            details.append(f"{g}: pending")
+            continue
+        best = min if METRIC_DIRECTIONS.get(metric) == "min" else max
+        best_b, best_p = best(base, key=lambda m: base[m]), best(prop, key=lambda m: prop[m])
+        winners = [m for m, v in prop.items() if _better(metric, v, base[best_b])]
+        st = _paired(rs[best_p]["per_seed"], rs[best_b]["per_seed"], _test_value(metric))
+        verdicts.append(bool(winners))
+        diffs.append(st)
+        details.append(
+            f"{g}: best baseline `{best_b}` {_show(metric, base[best_b])}; "
+            + (
+                f"beaten by {', '.join(f'`{m}` {_show(metric, prop[m])}' for m in winners)}"
+                if winners
+                else f"best proposed `{best_p}` {_show(metric, prop[best_p])} does not beat it"
+            )
+            + f" (`{best_p}` minus `{best_b}`: {_diff_text(metric, st)})"
+        )
+    side = _claimed_side(metric)
+    if any(verdicts):
+        return "PASS", "; ".join(details), _clear([d for d, v in zip(diffs, verdicts) if v], side, any)
+    if verdicts and len(verdicts) == len(c["groups"]):
+        return "FAIL", "; ".join(details), _clear(diffs, _flip(side), all)
+    return "PENDING", "; ".join(details), "n/a"
+
+
+@verdict("shortcut", required=("group", "clean_group"), optional=("controls", "min_seeds"))
+def shortcut(c: dict, ctx: VerdictContext) -> Verdict:
+    """The proposed models' mean test-MAE increase from `group` over `clean_group` (the harm of a
+    contaminated modality) is below the baselines' (the `controls` left out of the baselines)."""
+    need = c.get("min_seeds", 1)
+    sc: dict = ctx.results.get(c["group"]) or {}
+    cl: dict = ctx.results.get(c["clean_group"]) or {}
+    harm = {m: _mean(sc[m], "mae") - _mean(cl[m], "mae") for m in sc if sc.get(m) and cl.get(m)}
+    base = {m: v for m, v in harm.items() if m in ctx.baselines and m not in c.get("controls", [])}
+    prop = {m: v for m, v in harm.items() if m in ctx.proposed}
+    if not (_complete(ctx, c["group"], need) and _complete(ctx, c["clean_group"], need)) or not base or not prop:
+        return "PENDING", "shortcut or clean runs not finished", "n/a"
+    mb, mp = sum(base.values()) / len(base), sum(prop.values()) / len(prop)
+    per = ", ".join(
+        f"`{m}` {v:+.3f} (below {sum(v < b for b in base.values())}/{len(base)} baselines)" for m, v in prop.items()
+    )
+    # per seed: mean harm of the proposed models minus mean harm of the baselines (seeds all of them finished)
+    seeds = set.intersection(*(set(sc[m]["per_seed"]) & set(cl[m]["per_seed"]) for m in [*base, *prop]))
+
+    def seed_harm(m, s):
+        return sc[m]["per_seed"][s]["test"]["mae"] - cl[m]["per_seed"][s]["test"]["mae"]
+
+    st = (
+        aggregate(
+            [
+                sum(seed_harm(m, s) for m in prop) / len(prop) - sum(seed_harm(m, s) for m in base) / len(base)
+                for s in sorted(seeds)
+            ]
+        )
+        if seeds
+        else None
+    )
+    passed = mp < mb
+    return (
+        ("PASS" if passed else "FAIL"),
+        (
+            f"mean test-MAE increase from vision: proposed {mp:+.3f}, baselines "
+            f"{mb:+.3f} ({', '.join(sorted(base))}); {per}; proposed minus baselines: "
+            f"{_diff_text('mae', st)}"
+        ),
+        _clear([st], "below" if passed else "above", all),
+    )
+
+
+@verdict("pairwise", required=("model", "against", "groups"), optional=("metric",))
+def pairwise(c: dict, ctx: VerdictContext) -> Verdict:
+    """`model` beats `against` on the test mean in every group."""
+    metric, oks, details, diffs = c.get("metric", "mae"), [], [], []
+    for g in c["groups"]:
+        a, b = (ctx.results.get(g) or {}).get(c["model"]), (ctx.results.get(g) or {}).get(c["against"])
+        if not a or not b:
+            details.append(f"{g}: pending")
+            continue
+        st = _paired(a["per_seed"], b["per_seed"], _test_value(metric))
+        oks.append(_better(metric, _mean(a, metric), _mean(b, metric)))
+        diffs.append(st)
+        details.append(
+            f"{g}: `{c['model']}` {_show(metric, _mean(a, metric))} vs `{c['against']}` "
+            f"{_show(metric, _mean(b, metric))} ({len(a['per_seed'])} / {len(b['per_seed'])} seeds; "
+            f"{_diff_text(metric, st)})"
+        )
+    if len(oks) < len(c["groups"]):
+        return "PENDING", "; ".join(details), "n/a"
+    side = _claimed_side(metric)
+    if all(oks):
+        return "PASS", "; ".join(details), _clear(diffs, side, all)
+    return "FAIL", "; ".join(details), _clear([d for d, ok in zip(diffs, oks) if not ok], _flip(side), any)
+
+
+@verdict("ablation", required=("ablation", "variant"), optional=("metric",))
+def ablation(c: dict, ctx: VerdictContext) -> Verdict:
+    """Variant `variant` of ablation `ablation` is worse than its reference on the test mean."""
+    spec, done = ctx.ablations.get(c["ablation"], (None, {}))
+    metric = c.get("metric", "mae")
+    if not spec or spec["reference"] not in done or c["variant"] not in done:
+        return "PENDING", f"{c['ablation']}: reference or {c['variant']} not finished", "n/a"
+    st = _paired(done[c["variant"]]["per_seed"], done[spec["reference"]]["per_seed"], _test_value(metric))
+    worse = _better(metric, _mean(done[spec["reference"]], metric), _mean(done[c["variant"]], metric))
+    side = _flip(_claimed_side(metric))  # the claim: the variant is worse than the reference
+    return (
+        ("PASS" if worse else "FAIL"),
+        (f"{c['variant']} minus {spec['reference']}, test {LABELS.get(metric, metric)}: {_diff_text(metric, st)}"),
+        _clear([st], side if worse else _flip(side), all),
+    )
+
+
+@verdict("branch_share", required=("group", "model"), optional=("min_share",))
+def branch_share(c: dict, ctx: VerdictContext) -> Verdict:
+    """Both branches of `model` (shared, private) carry at least `min_share` of its test prediction
+    change (the run summary's diagnostics)."""
+    r = (ctx.results.get(c["group"]) or {}).get(c["model"])
+    diag = (r or {}).get("diagnostics") or {}
+    keys = ["test.prediction_share.shared", "test.prediction_share.private"]
+    if not all(k in diag for k in keys):
+        return "PENDING", f"no branch diagnostics for `{c['model']}` in {c['group']} yet", "n/a"
+    low = c.get("min_share", 0.2)
+    shares = {k.rsplit(".", 1)[1]: diag[k] for k in keys}
+    ok = all(v["mean"] >= low for v in shares.values())
+    over = [{**v, "mean": v["mean"] - low} for v in shares.values()]
+    clear = _clear(over, "above", all) if ok else _clear([o for o in over if o["mean"] < 0], "below", any)
+    return (
+        ("PASS" if ok else "FAIL"),
+        ", ".join(
+            f"{k} {100 * v['mean']:.1f}% (± 2 SE {interval_text('share', v, signed=False)})" for k, v in shares.items()
+        )
+        + f" of the test prediction change ({diag[keys[0]]['n']} seeds)",
+        clear,
+    )

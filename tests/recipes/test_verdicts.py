@@ -1,0 +1,182 @@
+"""sentangle.recipes.verdicts: each verdict kind on small hand-made run summaries, whose verdicts and
+paired intervals are worked out by hand in the comments, and the checks of a check's spec."""
+
+from __future__ import annotations
+
+import pytest
+
+from sentangle.core.errors import ConfigError
+from sentangle.recipes.verdicts import VERDICTS, VerdictContext, check_spec, judge, margin_within, spec_groups
+
+
+def _run(maes: list[float], seeds=(1, 2, 3), **others: list[float]) -> dict:
+    """A load_result-shaped summary of a regression run with these per-seed test values."""
+    values = {"mae": maes, **others}
+    return {
+        "splits": {"test": {k: {"mean": sum(v) / len(v)} for k, v in values.items()}},
+        "planned_seeds": len(maes),
+        "per_seed": {s: {"test": {k: v[i] for k, v in values.items()}} for i, s in enumerate(seeds)},
+    }
+
+
+def _check(kind: str, **keys) -> dict:
+    return {"id": f"{kind}_check", "kind": kind, "text": f"a {kind} check", **keys}
+
+
+def test_every_kind_is_registered():
+    assert VERDICTS.names() == sorted(["best_model", "beats_all", "shortcut", "pairwise", "ablation", "branch_share"])
+
+
+def test_best_model_meets_each_requirement_and_says_which_clear_the_noise():
+    # a: MAE 0.70, 0.72, 0.74 (mean 0.72); Acc-2 0.80, 0.84, 0.82 (mean 0.82); b is worse on MAE
+    runs = {
+        "a": _run([0.70, 0.72, 0.74], acc2_non0=[0.80, 0.84, 0.82]),
+        "b": _run([0.9, 0.9, 0.9], acc2_non0=[0.9] * 3),
+    }
+    ctx = VerdictContext({"g": runs})
+    # MAE minus 0.80 per seed: -0.10, -0.08, -0.06: mean -0.08, std 0.02, 2 SE 0.0231: wholly below 0;
+    # Acc-2 minus 0.81: -0.01, +0.03, +0.01: mean +0.01, 2 SE 0.0231: not wholly above 0 -> PASS, not clear
+    spec = _check("best_model", groups=["g"], require={"mae": "<= 0.80", "acc2_non0": ">= 0.81"})
+    verdict, detail, clear = judge(spec, ctx)
+    assert (verdict, clear) == ("PASS", "no")
+    assert detail.startswith("best by test MAE: `a` (g, 3 seeds): MAE 0.720 (needs <= 0.800")
+    assert "Acc-2 non0 82.00% (needs >= 81.00%" in detail
+    # MAE alone: clear of noise
+    assert judge(_check("best_model", groups=["g"], require={"mae": "<= 0.80"}), ctx)[::2] == ("PASS", "yes")
+    # Acc-2 >= 0.83 fails; its margin -0.03, +0.01, -0.01 (mean -0.01, 2 SE 0.0231) is not wholly below 0
+    spec["require"]["acc2_non0"] = ">= 0.83"
+    assert judge(spec, ctx)[::2] == ("FAIL", "no")
+    # MAE <= 0.60 fails by 0.12 +- 0.023: beyond noise
+    assert judge(_check("best_model", groups=["g"], require={"mae": "<= 0.60"}), ctx)[::2] == ("FAIL", "yes")
+    # five seeds asked for, three finished: pending, the detail still shows the numbers so far
+    verdict, detail, clear = judge(_check("best_model", groups=["g"], require={"mae": "<= 0.8"}, min_seeds=5), ctx)
+    assert (verdict, clear) == ("PENDING", "n/a") and "not every run of ['g'] has 5 seeds yet" in detail
+    assert judge(_check("best_model", groups=["empty"], require={"mae": "<= 0.8"}), ctx) == (
+        "PENDING",
+        "no finished run",
+        "n/a",
+    )
+
+
+def test_claim_checks_report_the_paired_interval():
+    res = {"g": {"lf_dnn": _run([0.80, 0.82, 0.79]), "tsda": _run([0.70, 0.75, 0.69]), "dbr": _run([0.81, 0.80, 0.80])}}
+    ctx = VerdictContext(res, proposed=["tsda", "dbr"], baselines=["lf_dnn"])
+    # tsda minus lf_dnn per seed: -0.10, -0.07, -0.10 -> mean -0.090, 2 SE 0.020 (worked in test_report)
+    verdict, detail, clear = judge(_check("beats_all", groups=["g"], metric="mae"), ctx)
+    assert (verdict, clear) == ("PASS", "yes")
+    assert "paired difference -0.090, ± 2 SE [-0.110, -0.070] over 3 seeds" in detail
+    verdict, detail, clear = judge(_check("pairwise", model="dbr", against="lf_dnn", groups=["g"], metric="mae"), ctx)
+    # dbr minus lf_dnn: +0.01, -0.02, +0.01 -> mean 0, the means tie: not better, and not clear of noise
+    assert (verdict, clear) == ("FAIL", "no")
+    # seeds only one run finished are left out of the pairing
+    res["g"]["tsda"] = _run([0.70, 0.75], seeds=(1, 4))
+    _, detail, clear = judge(_check("pairwise", model="tsda", against="lf_dnn", groups=["g"], metric="mae"), ctx)
+    assert "paired difference -0.100" in detail and "over 1 seeds" in detail and clear == "n/a"
+
+
+def test_beats_all_fails_only_when_every_group_is_decided():
+    # proposed p loses to baseline b in g1 (p minus b: +0.10, +0.10, +0.13: mean +0.11, wholly above 0)
+    g1 = {"b": _run([0.50, 0.50, 0.50]), "p": _run([0.60, 0.60, 0.63])}
+    ctx = VerdictContext({"g1": g1, "g2": {"b": _run([0.5] * 3), "p": None}}, proposed=["p"], baselines=["b"])
+    verdict, detail, clear = judge(_check("beats_all", groups=["g1", "g2"]), ctx)
+    assert (verdict, clear) == ("PENDING", "n/a") and "g2: pending" in detail
+    verdict, detail, clear = judge(_check("beats_all", groups=["g1"]), ctx)
+    assert (verdict, clear) == ("FAIL", "yes")
+    assert "best proposed `p` 0.610 does not beat it" in detail and "paired difference +0.110" in detail
+    # accuracy is maximised: the same numbers read as accuracies make p the winner
+    acc = {"b": _run([0.5] * 3, accuracy=[0.50] * 3), "p": _run([0.5] * 3, accuracy=[0.60, 0.60, 0.63])}
+    ctx = VerdictContext({"g": acc}, proposed=["p"], baselines=["b"])
+    assert judge(_check("beats_all", groups=["g"], metric="accuracy"), ctx)[::2] == ("PASS", "yes")
+
+
+def test_shortcut_check_pairs_seeds_across_models():
+    # harm per seed (shortcut minus clean): proposed p: 0.1, 0.2, 0.3; baselines a: 0.3, 0.3, 0.3 and
+    # b: 0.5, 0.5, 0.5 -> proposed minus baselines' mean harm: -0.3, -0.2, -0.1: mean -0.2, std 0.1,
+    # 2 SE = 0.2 / sqrt(3) = 0.1155 -> [-0.315, -0.085]
+    clean = {"p": _run([0.5, 0.5, 0.5]), "a": _run([0.5, 0.5, 0.5]), "b": _run([0.4, 0.4, 0.4])}
+    sc = {"p": _run([0.6, 0.7, 0.8]), "a": _run([0.8, 0.8, 0.8]), "b": _run([0.9, 0.9, 0.9])}
+    ctx = VerdictContext({"clean": clean, "sc": sc}, proposed=["p"], baselines=["a", "b"])
+    verdict, detail, clear = judge(_check("shortcut", group="sc", clean_group="clean"), ctx)
+    assert (verdict, clear) == ("PASS", "yes")
+    assert "proposed +0.200, baselines +0.400" in detail and "[-0.315, -0.085]" in detail
+    # with a (harm 0.3) a control, b's 0.5 is the baselines' mean; with b one, a's 0.3 against p's 0.2
+    _, detail, _ = judge(_check("shortcut", group="sc", clean_group="clean", controls=["a"]), ctx)
+    assert "baselines +0.500 (b)" in detail
+    # p minus a: -0.2, -0.1, 0.0 -> mean -0.1, std 0.1, 2 SE 0.1155: not wholly below 0
+    assert judge(_check("shortcut", group="sc", clean_group="clean", controls=["b"]), ctx)[::2] == ("PASS", "no")
+    del clean["p"]
+    assert judge(_check("shortcut", group="sc", clean_group="clean"), ctx)[0] == "PENDING"
+
+
+def test_ablation_check_wants_the_variant_worse_than_the_reference():
+    # no-t minus full: +0.10, +0.12, +0.11 -> mean +0.110, std 0.01, 2 SE 0.0115 -> [+0.098, +0.122]
+    done = {"full": _run([0.50, 0.50, 0.50]), "no-t": _run([0.60, 0.62, 0.61])}
+    ctx = VerdictContext(ablations={"abl": ({"reference": "full"}, done)})
+    verdict, detail, clear = judge(_check("ablation", ablation="abl", variant="no-t"), ctx)
+    assert (verdict, clear) == ("PASS", "yes")
+    assert detail == "no-t minus full, test MAE: paired difference +0.110, ± 2 SE [+0.098, +0.122] over 3 seeds"
+    # the reference worse than the variant: the claim fails, clearly
+    done["full"], done["no-t"] = done["no-t"], done["full"]
+    assert judge(_check("ablation", ablation="abl", variant="no-t"), ctx)[::2] == ("FAIL", "yes")
+    del done["no-t"]
+    assert judge(_check("ablation", ablation="abl", variant="no-t"), ctx) == (
+        "PENDING",
+        "abl: reference or no-t not finished",
+        "n/a",
+    )
+    assert judge(_check("ablation", ablation="other", variant="no-t"), ctx)[0] == "PENDING"
+
+
+def test_branch_share_needs_both_branches_above_the_floor():
+    def ctx(shared: dict, private: dict) -> VerdictContext:
+        diag = {"test.prediction_share.shared": shared, "test.prediction_share.private": private}
+        return VerdictContext({"g": {"dbr": {"diagnostics": diag}}})
+
+    spec = _check("branch_share", group="g", model="dbr", min_share=0.2)
+    # 0.30 - 0.20 = 0.10 with 2 SE = 2 * 0.05 / sqrt(4) = 0.05: wholly above; 0.70 likewise
+    verdict, detail, clear = judge(spec, ctx({"mean": 0.3, "std": 0.05, "n": 4}, {"mean": 0.7, "std": 0.05, "n": 4}))
+    assert (verdict, clear) == ("PASS", "yes")
+    assert detail.startswith("shared 30.0% (± 2 SE [25.00, 35.00]), private 70.0%")
+    assert detail.endswith("of the test prediction change (4 seeds)")
+    # 0.15 - 0.20 = -0.05 with 2 SE 0.10: below the floor on the mean, not beyond noise
+    verdict, _, clear = judge(spec, ctx({"mean": 0.15, "std": 0.1, "n": 4}, {"mean": 0.85, "std": 0.1, "n": 4}))
+    assert (verdict, clear) == ("FAIL", "no")
+    assert judge(spec, VerdictContext({"g": {"dbr": None}}))[0] == "PENDING"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ([1], "expected a mapping"),
+        (_check("nope"), "key 'kind' is 'nope'; expected one of ablation, beats_all"),
+        ({"id": "x", "text": "t", "kind": "pairwise", "model": "a", "groups": ["g"]}, r"needs key\(s\) \['against'\]"),
+        ({"id": "x", "kind": "ablation", "ablation": "a", "variant": "v"}, r"needs key\(s\) \['text'\]"),
+        (_check("ablation", ablation="a", variant="v", metrc="mae"), r"unknown key\(s\) \['metrc'\]"),
+        (_check("beats_all", groups="g"), "key 'groups' must be a non-empty list"),
+        (_check("best_model", groups=["g"], require={"mae": "0.8"}), r"key 'require.mae': '0.8'; expected '<= 0.8'"),
+        (_check("best_model", groups=["g"], require={"mae": "<= x"}), "key 'require.mae': '<= x'; expected a number"),
+    ],
+)
+def test_bad_specs_name_the_key(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        check_spec(spec, "plan.yaml: checks[0]")
+    with pytest.raises(ConfigError, match=message):
+        judge(spec, VerdictContext())
+
+
+def test_spec_groups_lists_every_group_a_check_reads():
+    assert spec_groups(_check("shortcut", group="sc", clean_group="clean")) == ["sc", "clean"]
+    assert spec_groups(_check("beats_all", groups=["a", "b"])) == ["a", "b"]
+    assert spec_groups(_check("ablation", ablation="x", variant="v")) == []
+
+
+def test_margin_within_reads_the_mean_and_its_interval():
+    # m + (-d, 0, d): sample std d, standard error d / sqrt(3), so ± 2 SE is ± 1.155 d
+    spread = [-0.01, 0.0, 0.01]
+    assert margin_within([-0.03 + x for x in spread]) == (True, "yes")
+    assert margin_within([0.03 + x for x in spread]) == (False, "yes")
+    assert margin_within([-0.01 + x for x in spread]) == (True, "no")
+    assert margin_within([0.01 + x for x in spread]) == (False, "no")
+    assert margin_within([0.0, 0.0, 0.0]) == (True, "no")  # at most 0: met; nothing clears itself
+    assert margin_within([0.5, 0.5, 0.5], at_most=0.6) == (True, "yes")
+    assert margin_within([-0.1]) == (True, "n/a") and margin_within([0.1]) == (False, "n/a")  # one seed
