@@ -47,10 +47,18 @@ def output_errors(path: str | os.PathLike, what: str = "output"):
         raise OutputError(f"cannot write {what} {path}: {_reason(e)}") from None
 
 
-def _first_existing(path: Path) -> Path:
+def _missing(path: Path) -> list[Path]:
+    """`path` and its ancestors that do not exist yet, innermost first (what writing it creates)."""
+    out = []
     while not os.path.lexists(path) and path != path.parent:
+        out.append(path)
         path = path.parent
-    return path
+    return out
+
+
+def _first_existing(path: Path) -> Path:
+    missing = _missing(path)
+    return missing[-1].parent if missing else path
 
 
 def check_output(path: str | os.PathLike, kind: str = "file") -> Path:
@@ -89,20 +97,13 @@ def make_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
-def _missing_top(path: Path) -> Path | None:
-    """The outermost folder of `path` (itself included) that does not exist yet."""
-    top = None
-    while not os.path.lexists(path) and path != path.parent:
-        top, path = path, path.parent
-    return top
-
-
 @contextlib.contextmanager
 def new_output(folder: str | os.PathLike, keep: Callable[[], bool] = lambda: False):
     """Check `folder` as an output folder; if the block then fails to write (OutputError), remove
     the folders it created, unless `keep()` says that what was written is worth keeping."""
     folder = check_output(folder, "folder")
-    top = _missing_top(folder)
+    missing = _missing(folder)
+    top = missing[-1] if missing else None  # the outermost folder this block creates
     try:
         yield folder
     except OutputError:
@@ -118,11 +119,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     neither the temp file nor the folders this call created."""
     path = Path(path)
     check_output(path)
-    new_dirs = []
-    parent = path.parent
-    while not os.path.lexists(parent) and parent != parent.parent:
-        new_dirs.append(parent)
-        parent = parent.parent
+    new_dirs = _missing(path.parent)
     tmp = None
     try:
         with output_errors(path):
