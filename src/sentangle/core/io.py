@@ -88,15 +88,6 @@ def check_output(path: str | os.PathLike, kind: str = "file") -> Path:
     return path
 
 
-def make_folder(folder: str | os.PathLike) -> Path:
-    """mkdir -p with the errors of an output folder."""
-    folder = Path(folder)
-    check_output(folder, "folder")
-    with output_errors(folder, "folder"):
-        folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 @contextlib.contextmanager
 def new_output(folder: str | os.PathLike, keep: Callable[[], bool] = lambda: False):
     """Check `folder` as an output folder; if the block then fails to write (OutputError), remove

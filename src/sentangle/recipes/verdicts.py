@@ -37,7 +37,6 @@ __all__ = [
 
 Verdict = tuple[str, str, str]
 COMMON_KEYS = ("id", "kind", "text")
-GROUP_KEYS = ("groups", "group", "clean_group")  # the keys that name groups of runs
 
 
 @dataclass
