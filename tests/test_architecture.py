@@ -161,3 +161,26 @@ def test_architecture_doc_examples_run(tmp_path, monkeypatch):
         assert "lr=0.001" in table and "lr=0.01" in table and "learning rate" in table
     finally:
         MODELS._items.pop("mean_fusion", None)
+
+
+def test_architecture_doc_plan_section_renders_its_verdict(tmp_path, monkeypatch):
+    """The published-study example of docs/ARCHITECTURE.md, added to the project's plan, is a valid section:
+    `sentangle results --quick` trains it and writes its document with the check's verdict."""
+    import yaml
+
+    from sentangle.cli import main
+
+    text = (SRC.parents[1] / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    section, document = (yaml.safe_load(b.split("```", 1)[0])[0] for b in text.split("```yaml\n")[1:3])
+    plan = yaml.safe_load((SRC.parents[1] / "benchmarks" / "results_plan.yaml").read_text(encoding="utf-8"))
+    plan["sections"].append(section)
+    plan["documents"].append(document)
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    args = ["results", "--plan-file", "plan.yaml", "--quick", "--out", "out", "--only", "lf_dnn_lr"]
+    assert main(args) == 0
+    doc = (tmp_path / "out" / "docs" / "lr_checks.md").read_text(encoding="utf-8")
+    assert doc.startswith("# Learning-rate checks") and "### LF-DNN at its default learning rate" in doc
+    row = next(line for line in doc.splitlines() if line.startswith("| LF-DNN at lr 3e-4 has a lower test MAE"))
+    assert "**PASS**" in row or "**FAIL**" in row
+    assert (tmp_path / "out" / "synthetic-unaligned-lf_dnn-lr3e-4" / "lf_dnn" / "seed_1111" / "metrics.json").is_file()

@@ -17,6 +17,7 @@ from sentangle.data.named import describe, list_datasets, load_dataset
 from sentangle.data.text import describe_setting
 from sentangle.models import list_models
 from sentangle.models.base import model_defaults
+from sentangle.recipes import results
 from sentangle.recipes.ablate import ablate
 from sentangle.recipes.compare import compare
 from sentangle.recipes.report import report
@@ -171,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_root(q)
 
     sub.add_parser("models", help="list registered models and their options")
+
+    p = sub.add_parser(
+        "results",
+        add_help=False,  # its own parser (recipes/results.py) reads every argument, --help included
+        help="train what a results plan lists and render its documents (docs/RESULTS.md and the check docs)",
+    )
+    p.set_defaults(arguments=[])  # the unparsed rest: see main
 
     p = sub.add_parser(
         "robust",
@@ -444,6 +452,10 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_results(args) -> int:
+    return results.main(args.arguments)
+
+
 def cmd_sweep(args) -> int:
 
     res = sweep(
@@ -470,7 +482,11 @@ def cmd_sweep(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "results":
+        args.arguments = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.version:
         print(json.dumps(versions(), indent=2))
         return 0
@@ -489,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": cmd_report,
         "ablate": cmd_ablate,
         "sweep": cmd_sweep,
+        "results": cmd_results,
     }
     try:
         return handler[args.command](args)

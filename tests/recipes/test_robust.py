@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+import sentangle
 from sentangle.cli import main
 from sentangle.data.dataset import MSADataset, Split
 from sentangle.evaluation.perturb import drop_frames, feature_scale, gaussian_noise, generator_for, shuffle_frames
-from sentangle.recipes.robust import perturb_split, robust, robust_conditions
+from sentangle.recipes.robust import noisy_copy, perturb_split, robust, robust_conditions
 
 TINY = [
     "dataset.scale=0.06",
@@ -223,3 +224,37 @@ def test_memory_mapped_data_are_perturbed_after_normalisation(tmp_path):
     for m in b.features:
         np.testing.assert_allclose(a.features[m], b.features[m], rtol=1e-4, atol=1e-5)
     assert not a.transforms
+
+
+@pytest.fixture(scope="module")
+def small_synthetic():
+    return sentangle.load_dataset("synthetic", scale=0.1)
+
+
+def test_noisy_copy_touches_only_real_audio_vision_test_frames(small_synthetic):
+    noisy = noisy_copy(small_synthetic, 1.0)
+    for split in ("train", "valid"):
+        assert noisy.splits[split] is small_synthetic.splits[split]
+    clean, dirty = small_synthetic.splits["test"], noisy.splits["test"]
+    np.testing.assert_array_equal(dirty.labels, clean.labels)
+    for m in clean.features:
+        diff = dirty.features[m] - clean.features[m]
+        if m == "text":
+            assert not diff.any()
+            continue
+        mask = clean.masks[m]
+        assert not diff[~mask].any(), f"{m}: padded frames changed"
+        # per-feature noise std against sigma x the training std of that feature, computed here with a loop
+        train = small_synthetic.splits["train"]
+        for j in range(0, clean.features[m].shape[-1], 7):
+            want = np.std(
+                np.concatenate([train.features[m][i, train.masks[m][i], j] for i in range(len(train.labels))])
+            )
+            got = diff[mask][:, j].std()
+            assert got == pytest.approx(want, rel=0.15), (m, j)
+    # one fixed draw: the same copy twice, a different one for another seed
+    again = noisy_copy(small_synthetic, 1.0)
+    np.testing.assert_array_equal(again.splits["test"].features["audio"], dirty.features["audio"])
+    other = noisy_copy(small_synthetic, 1.0, seed=1)
+    assert not np.array_equal(other.splits["test"].features["audio"], dirty.features["audio"])
+    assert noisy_copy(small_synthetic, 0.0) is small_synthetic

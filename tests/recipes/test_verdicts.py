@@ -24,7 +24,18 @@ def _check(kind: str, **keys) -> dict:
 
 
 def test_every_kind_is_registered():
-    assert VERDICTS.names() == sorted(["best_model", "beats_all", "shortcut", "pairwise", "ablation", "branch_share"])
+    assert VERDICTS.names() == sorted(
+        [
+            "best_model",
+            "beats_all",
+            "shortcut",
+            "pairwise",
+            "ablation",
+            "branch_share",
+            "below_reference",
+            "robust_margin",
+        ]
+    )
 
 
 def test_best_model_meets_each_requirement_and_says_which_clear_the_noise():
@@ -155,6 +166,19 @@ def test_branch_share_needs_both_branches_above_the_floor():
         (_check("beats_all", groups="g"), "key 'groups' must be a non-empty list"),
         (_check("best_model", groups=["g"], require={"mae": "0.8"}), r"key 'require.mae': '0.8'; expected '<= 0.8'"),
         (_check("best_model", groups=["g"], require={"mae": "<= x"}), "key 'require.mae': '<= x'; expected a number"),
+        (
+            _check("best_model", groups=["g"], require={"mae": "<= 1"}, models=[]),
+            "key 'models' must be a non-empty list",
+        ),
+        (
+            _check("pairwise", model="a", against="a", groups=["g", "h"], against_groups=["x"]),
+            "key 'against_groups' must pair one group with each of 'groups'",
+        ),
+        (_check("below_reference", group="g"), r"needs key\(s\) \['reference'\]"),
+        (
+            _check("robust_margin", ablation="a", against="off", condition="c", variant="on", select=["on"]),
+            "give 'variant' or 'select'",
+        ),
     ],
 )
 def test_bad_specs_name_the_key(spec, message):
@@ -168,6 +192,7 @@ def test_spec_groups_lists_every_group_a_check_reads():
     assert spec_groups(_check("shortcut", group="sc", clean_group="clean")) == ["sc", "clean"]
     assert spec_groups(_check("beats_all", groups=["a", "b"])) == ["a", "b"]
     assert spec_groups(_check("ablation", ablation="x", variant="v")) == []
+    assert spec_groups(_check("pairwise", model="m", against="m", groups=["a"], against_groups=["b"])) == ["a", "b"]
 
 
 def test_margin_within_reads_the_mean_and_its_interval():
@@ -180,3 +205,104 @@ def test_margin_within_reads_the_mean_and_its_interval():
     assert margin_within([0.0, 0.0, 0.0]) == (True, "no")  # at most 0: met; nothing clears itself
     assert margin_within([0.5, 0.5, 0.5], at_most=0.6) == (True, "yes")
     assert margin_within([-0.1]) == (True, "n/a") and margin_within([0.1]) == (False, "n/a")  # one seed
+
+
+def test_best_model_can_be_restricted_to_named_models():
+    # b is the better run of the group, but the check is about a alone (MAE mean 0.72 <= 0.75)
+    ctx = VerdictContext({"g": {"a": _run([0.70, 0.72, 0.74]), "b": _run([0.5] * 3), "c": None}})
+    verdict, detail, _ = judge(_check("best_model", groups=["g"], models=["a"], require={"mae": "<= 0.75"}), ctx)
+    assert verdict == "PASS" and "`a` (g, 3 seeds): MAE 0.720" in detail
+    # c has not finished, but the check does not read it
+    assert (
+        judge(_check("best_model", groups=["g"], models=["a"], require={"mae": "<= 0.75"}, min_seeds=3), ctx)[0]
+        == "PASS"
+    )
+    assert judge(_check("best_model", groups=["g"], models=["c"], require={"mae": "<= 0.75"}), ctx)[0] == "PENDING"
+
+
+def test_pairwise_compares_a_model_across_two_groups():
+    # with audio minus text alone, per seed: 0.80 - 0.85, 0.82 - 0.84, 0.79 - 0.83 = -0.05, -0.02, -0.04
+    # mean -0.0367, std 0.01528, 2 SE 0.01764: wholly below 0
+    ctx = VerdictContext({"av": {"m": _run([0.80, 0.82, 0.79])}, "t": {"m": _run([0.85, 0.84, 0.83])}})
+    spec = _check("pairwise", model="m", against="m", groups=["av"], against_groups=["t"])
+    verdict, detail, clear = judge(spec, ctx)
+    assert (verdict, clear) == ("PASS", "yes")
+    assert "av: `m` 0.803 vs `m` (t) 0.840" in detail and "paired difference -0.037" in detail
+    spec["groups"], spec["against_groups"] = ["t"], ["av"]
+    assert judge(spec, ctx)[::2] == ("FAIL", "yes")
+
+
+def _with_oracle(run: dict, **oracle) -> dict:
+    return {**run, "oracle": oracle}
+
+
+def test_below_reference_reads_the_synthetic_reference_predictors():
+    runs = {"a": _with_oracle(_run([0.70, 0.72, 0.74]), mean_mae=1.0), "b": _with_oracle(_run([0.5] * 3), mean_mae=1.0)}
+    ctx = VerdictContext({"g": runs})
+    # bound 0.8 x 1.0: a's margins -0.10, -0.08, -0.06 (mean -0.08, 2 SE 0.0231) and b's -0.3: both wholly below
+    verdict, detail, clear = judge(_check("below_reference", group="g", reference="mean_mae", factor=0.8), ctx)
+    assert (verdict, clear) == ("PASS", "yes")
+    assert detail == "bound 0.8 x mean_mae = 0.800; `a` 0.720, `b` 0.500"
+    # bound 0.7: a misses it on the mean (0.72), by 0.02 +- 0.0231: not beyond noise
+    verdict, detail, clear = judge(_check("below_reference", group="g", reference="mean_mae", factor=0.7), ctx)
+    assert (verdict, clear) == ("FAIL", "no") and "`a` 0.720 (not below)" in detail
+    # only b asked for
+    assert judge(_check("below_reference", group="g", models=["b"], reference="mean_mae", factor=0.7), ctx)[0] == "PASS"
+    with pytest.raises(ConfigError, match="no reference 'static_floor_mae'; they have \\['mean_mae'\\]"):
+        judge(_check("below_reference", group="g", reference="static_floor_mae"), ctx)
+    runs["c"] = None
+    assert judge(_check("below_reference", group="g", reference="mean_mae"), ctx)[0] == "PENDING"
+
+
+def _robust_run(valid_mae: float, clean: list[float], noisy: list[float]) -> dict:
+    """A load_result-shaped ablation variant with robust.json conditions (seeds as robust.json keys them)."""
+    per = lambda values: {str(s): {"mae": v} for s, v in zip((1, 2, 3), values)}  # noqa: E731
+    return {
+        "splits": {"valid": {"mae": {"mean": valid_mae}}, "test": {"mae": {"mean": sum(clean) / 3}}},
+        "per_seed": {},
+        "robust": {
+            "conditions": [
+                {"name": "clean", "per_seed": per(clean)},
+                {"name": "noise:vision@1", "per_seed": per(noisy)},
+            ]
+        },
+    }
+
+
+def test_robust_margin_weighs_the_clean_cost_against_the_gain_under_noise():
+    done = {
+        "full": _robust_run(0.35, [0.40, 0.42, 0.39], [0.45, 0.47, 0.44]),
+        "off": _robust_run(0.36, [0.41, 0.40, 0.40], [0.48, 0.47, 0.47]),
+        "w10": _robust_run(0.30, [0.38, 0.38, 0.38], [0.40, 0.40, 0.41]),
+        "w100": _robust_run(0.50, [0.1] * 3, [0.1] * 3),
+    }
+    ctx = VerdictContext(ablations={"abl": ({"reference": "full"}, done)})
+    # (on clean + on noisy) - (off clean + off noisy) per seed: 0.85 - 0.89, 0.89 - 0.87, 0.83 - 0.87
+    # = -0.04, +0.02, -0.04: mean -0.02, std 0.03464, SE 0.02: interval [-0.06, +0.02] holds 0
+    spec = _check("robust_margin", ablation="abl", variant="full", against="off", condition="noise:vision@1")
+    verdict, detail, clear = judge(spec, ctx)
+    assert (verdict, clear) == ("PASS", "no")
+    # clean cost 0.40333 - 0.40333 = 0; gain off noisy - on noisy = 0.47333 - 0.45333 = 0.02
+    assert "clean cost +0.000, gain under noise:vision@1 +0.020 (full against off)" in detail
+    assert detail.endswith("-0.040, +0.020, -0.040 over seeds 1, 2, 3")
+    # the variant left out defaults to the ablation's reference
+    del spec["variant"]
+    assert judge(spec, ctx)[0] == "PASS"
+    # picked on validation among full, w10 and w100: w10 (0.30; w100's test numbers would win but its
+    # validation MAE is worst). Margins 0.78 - 0.89, 0.78 - 0.87, 0.79 - 0.87 = -0.11, -0.09, -0.08:
+    # mean -0.0933, 2 SE 0.0176: wholly below 0
+    spec = _check(
+        "robust_margin", ablation="abl", select=["full", "w10", "w100"], against="off", condition="noise:vision@1"
+    )
+    verdict, detail, clear = judge(spec, ctx)
+    assert (verdict, clear) == ("PASS", "yes") and detail.startswith(
+        "`w10` (best validation MAE among full, w10, w100)"
+    )
+    # reversed: the component costs more than it gains, beyond noise
+    spec = _check("robust_margin", ablation="abl", variant="off", against="w10", condition="noise:vision@1")
+    assert judge(spec, ctx)[::2] == ("FAIL", "yes")
+    # a condition the evaluation did not run, or a variant not finished: pending
+    spec = _check("robust_margin", ablation="abl", variant="full", against="off", condition="noise:audio@1")
+    assert judge(spec, ctx)[0] == "PENDING"
+    spec = _check("robust_margin", ablation="abl", variant="nope", against="off", condition="noise:vision@1")
+    assert judge(spec, ctx)[0] == "PENDING"

@@ -29,12 +29,11 @@ import json
 import re
 from pathlib import Path
 
-import yaml
-
 from sentangle.config import make_config, resolve_config_file, yaml_value
 from sentangle.core.errors import ConfigError
 from sentangle.core.io import write_text
 from sentangle.models.base import check_model_options
+from sentangle.recipes.specfile import read_mapping
 from sentangle.report.tables import LABELS, RAW_SCALE, aggregate, metric_order, results_table
 from sentangle.runs.runner import run
 
@@ -60,18 +59,30 @@ def _overrides(value, where: str) -> list[str]:
     )
 
 
+def variant_configs(spec: dict, seeds, root: str | Path, data_root: str | None, overrides: list[str]) -> dict:
+    """One run config per variant of a loaded ablation, its run folder `<root>/<variant>`; `overrides`
+    (dotted) after the file's and the variant's."""
+    cfgs = {}
+    for v in spec["variants"]:
+        cfg = make_config(
+            spec["model"],
+            spec["dataset"],
+            spec["config"],
+            seeds,
+            str(root),
+            v["name"],
+            data_root,
+            spec["overrides"] + v["overrides"] + overrides,
+        )
+        check_model_options(cfg.model["name"], cfg.model, f"{spec['file']}: variant {v['name']!r}")
+        cfgs[v["name"]] = cfg
+    return cfgs
+
+
 def load_ablation(path: str | Path) -> dict:
     """Read and check an ablation YAML (a path or a packaged name); errors name the file and field."""
     path = resolve_config_file(path)
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"ablation file {path} is not valid YAML: {e}") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"ablation file {path}: expected a mapping at the top level")
-    unknown = set(spec) - KEYS
-    if unknown:
-        raise ConfigError(f"ablation file {path}: unknown keys {sorted(unknown)}; expected {sorted(KEYS)}")
+    spec = read_mapping(path, "ablation file", KEYS)
     if "model" not in spec and "config" not in spec:
         raise ConfigError(f"ablation file {path}: needs 'model' (a name or a mapping with 'name') or a base 'config'")
     variants = spec.get("variants")
@@ -197,20 +208,7 @@ def ablate(
         unknown = sorted(set(only) - set(names))
         if unknown:
             raise ConfigError(f"{spec['file']}: no variant(s) {unknown}; variants: {names}")
-    cfgs = {}
-    for v in spec["variants"]:
-        cfg = make_config(
-            spec["model"],
-            spec["dataset"],
-            spec["config"],
-            seeds,
-            str(root),
-            v["name"],
-            data_root,
-            spec["overrides"] + v["overrides"] + list(overrides),
-        )
-        check_model_options(cfg.model["name"], cfg.model, f"{spec['file']}: variant {v['name']!r}")
-        cfgs[v["name"]] = cfg
+    cfgs = variant_configs(spec, seeds, root, data_root, list(overrides))
     results = {}
     for v in spec["variants"]:
         name = v["name"]

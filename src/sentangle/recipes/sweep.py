@@ -33,6 +33,7 @@ from sentangle.core.registry import DATASETS, MODELS, check_options, signature_o
 from sentangle.data.named import READER_ARGUMENTS, load_dataset
 from sentangle.data.synthetic import make_synthetic
 from sentangle.models.base import DATA_ARGUMENTS
+from sentangle.recipes.specfile import read_mapping
 from sentangle.runs.folder import comparable_config, resolved_config
 from sentangle.runs.runner import dataset_from_config, run
 from sentangle.training.distributed import is_main
@@ -60,20 +61,14 @@ def import_optuna():
 
 def read_space(path: str | Path) -> dict[str, dict]:
     """Read and check a space file's distributions: {dotted key: {"type": ..., ...}}."""
-    import yaml
-
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SweepError(f"space file {path} does not exist") from None
-    except yaml.YAMLError as e:
-        raise SweepError(f"space file {path} is not valid YAML: {e}") from None
-    if not isinstance(raw, dict) or not raw:
+        raw = read_mapping(path, "space file", error=SweepError)
+    except SweepError as e:
         raise SweepError(
-            f"space file {path}: expected a mapping of dotted config keys to distributions, "
+            f"{e}; expected a mapping of dotted config keys to distributions, "
             "e.g. 'train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}'"
-        )
+        ) from None
     return {str(key): _distribution(path, str(key), spec) for key, spec in raw.items()}
 
 

@@ -90,8 +90,13 @@ def check_spec(spec: object, where: str = "check") -> None:
     unknown = sorted(set(spec) - set(allowed))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown} for kind {spec['kind']!r}; expected {sorted(allowed)}")
-    if "groups" in spec and (not isinstance(spec["groups"], list) or not spec["groups"]):
-        raise ConfigError(f"{where}: key 'groups' must be a non-empty list of group ids, got {spec['groups']!r}")
+    for key in ("groups", "against_groups", "models", "select"):
+        if key in spec and (not isinstance(spec[key], list) or not spec[key]):
+            raise ConfigError(f"{where}: key {key!r} must be a non-empty list, got {spec[key]!r}")
+    if "against_groups" in spec and len(spec["against_groups"]) != len(spec["groups"]):
+        raise ConfigError(f"{where}: key 'against_groups' must pair one group with each of 'groups' {spec['groups']}")
+    if "variant" in spec and "select" in spec:
+        raise ConfigError(f"{where}: give 'variant' or 'select' (variants to choose among on validation), not both")
     if "require" in spec:
         if not isinstance(spec["require"], dict) or not spec["require"]:
             raise ConfigError(f"{where}: key 'require' must map metrics to requirements like '<= 0.8'")
@@ -101,7 +106,13 @@ def check_spec(spec: object, where: str = "check") -> None:
 
 def spec_groups(spec: dict) -> list[str]:
     """The groups of runs a check reads, in the order it names them."""
-    return [g for g in [*(spec.get("groups") or []), spec.get("group"), spec.get("clean_group")] if g]
+    named = [
+        *(spec.get("groups") or []),
+        *(spec.get("against_groups") or []),
+        spec.get("group"),
+        spec.get("clean_group"),
+    ]
+    return list(dict.fromkeys(g for g in named if g))
 
 
 def judge(spec: dict, ctx: VerdictContext) -> Verdict:
@@ -199,11 +210,17 @@ def _test_value(metric: str):
 # ---- the kinds ------------------------------------------------------------------------------------
 
 
-@verdict("best_model", required=("groups", "require"), optional=("rank_by", "min_seeds"))
+@verdict("best_model", required=("groups", "require"), optional=("rank_by", "min_seeds", "models"))
 def best_model(c: dict, ctx: VerdictContext) -> Verdict:
-    """The best run of the groups (by test `rank_by`) meets every requirement on its test means."""
+    """The best run of the groups (by test `rank_by`; among `models` when given) meets every
+    requirement on its test means."""
     res, need, rank = ctx.results, c.get("min_seeds", 1), c.get("rank_by", "mae")
-    cands = [(g, m, r) for g in c["groups"] for m, r in (res.get(g) or {}).items() if r]
+    cands = [
+        (g, m, r)
+        for g in c["groups"]
+        for m, r in (res.get(g) or {}).items()
+        if r and ("models" not in c or m in c["models"])
+    ]
     if not cands:
         return "PENDING", "no finished run", "n/a"
     pick = min if METRIC_DIRECTIONS.get(rank, "max") == "min" else max
@@ -224,7 +241,7 @@ def best_model(c: dict, ctx: VerdictContext) -> Verdict:
         f"{interval_text(k, aggregate([v['test'][k] for v in r['per_seed'].values()]), signed=False)})"
         for k, req in c["require"].items()
     )
-    if not all(_complete(ctx, x, need) for x in c["groups"]) or n < need:
+    if (not all(_complete(ctx, x, need) for x in c["groups"]) and "models" not in c) or n < need:
         return "PENDING", detail + f"; not every run of {c['groups']} has {need} seeds yet", "n/a"
     passed = all(ok.values())
     # PASS: every requirement clears its threshold; FAIL: some failed requirement misses it beyond noise
@@ -314,12 +331,13 @@ def shortcut(c: dict, ctx: VerdictContext) -> Verdict:
     )
 
 
-@verdict("pairwise", required=("model", "against", "groups"), optional=("metric",))
+@verdict("pairwise", required=("model", "against", "groups"), optional=("metric", "against_groups"))
 def pairwise(c: dict, ctx: VerdictContext) -> Verdict:
-    """`model` beats `against` on the test mean in every group."""
+    """`model` beats `against` on the test mean in every group (`against` read from the paired group of
+    `against_groups` when given: the same model under two settings)."""
     metric, oks, details, diffs = c.get("metric", "mae"), [], [], []
-    for g in c["groups"]:
-        a, b = (ctx.results.get(g) or {}).get(c["model"]), (ctx.results.get(g) or {}).get(c["against"])
+    for g, h in zip(c["groups"], c.get("against_groups") or c["groups"]):
+        a, b = (ctx.results.get(g) or {}).get(c["model"]), (ctx.results.get(h) or {}).get(c["against"])
         if not a or not b:
             details.append(f"{g}: pending")
             continue
@@ -327,8 +345,9 @@ def pairwise(c: dict, ctx: VerdictContext) -> Verdict:
         oks.append(_better(metric, _mean(a, metric), _mean(b, metric)))
         diffs.append(st)
         details.append(
-            f"{g}: `{c['model']}` {_show(metric, _mean(a, metric))} vs `{c['against']}` "
-            f"{_show(metric, _mean(b, metric))} ({len(a['per_seed'])} / {len(b['per_seed'])} seeds; "
+            f"{g}: `{c['model']}` {_show(metric, _mean(a, metric))} vs `{c['against']}`"
+            + (f" ({h})" if h != g else "")
+            + f" {_show(metric, _mean(b, metric))} ({len(a['per_seed'])} / {len(b['per_seed'])} seeds; "
             f"{_diff_text(metric, st)})"
         )
     if len(oks) < len(c["groups"]):
@@ -378,3 +397,83 @@ def branch_share(c: dict, ctx: VerdictContext) -> Verdict:
         + f" of the test prediction change ({diag[keys[0]]['n']} seeds)",
         clear,
     )
+
+
+@verdict("below_reference", required=("group", "reference"), optional=("models", "factor", "metric"))
+def below_reference(c: dict, ctx: VerdictContext) -> Verdict:
+    """Every model of `group` (or of `models`) has a test mean below `factor` times a reference
+    predictor of its synthetic data (`reference`: a key of the dataset's oracle, e.g. mean_mae)."""
+    metric, factor = c.get("metric", "mae"), float(c.get("factor", 1.0))
+    runs = {m: r for m, r in (ctx.results.get(c["group"]) or {}).items() if "models" not in c or m in c["models"]}
+    done = {m: r for m, r in runs.items() if r}
+    if not done or len(done) < len(c.get("models", runs)):
+        return "PENDING", f"{c['group']}: not every run has finished", "n/a"
+    oracle = next(iter(done.values())).get("oracle") or {}
+    if c["reference"] not in oracle:
+        raise ConfigError(
+            f"check {c['id']}: the data of {c['group']} have no reference {c['reference']!r}; "
+            f"they have {sorted(oracle) or 'none (not synthetic data)'}"
+        )
+    bound = factor * oracle[c["reference"]]
+    margins = {m: aggregate([v["test"][metric] - bound for v in r["per_seed"].values()]) for m, r in done.items()}
+    ok = {m: _better(metric, _mean(r, metric), bound) for m, r in done.items()}
+    side = _claimed_side(metric)
+    detail = f"bound {factor:g} x {c['reference']} = {_show(metric, bound)}; " + ", ".join(
+        f"`{m}` {_show(metric, _mean(r, metric))}{'' if ok[m] else ' (not below)'}" for m, r in done.items()
+    )
+    if all(ok.values()):
+        return "PASS", detail, _clear(list(margins.values()), side, all)
+    return "FAIL", detail, _clear([margins[m] for m in done if not ok[m]], _flip(side), any)
+
+
+@verdict("robust_margin", required=("ablation", "against", "condition"), optional=("variant", "select", "metric"))
+def robust_margin(c: dict, ctx: VerdictContext) -> Verdict:
+    """A component pays for itself under a test-time perturbation: per seed, (clean + perturbed) test
+    error of ablation variant `variant` minus that of `against` (the component removed) is <= 0, i.e.
+    its clean cost is at most its gain under `condition` (a `sentangle robust` condition, such as
+    noise:vision@1). With `select`, the variant is the one of those with the best validation mean,
+    as a user would pick it without the test split."""
+    spec, done = ctx.ablations.get(c["ablation"], (None, {}))
+    metric = c.get("metric", "mae")
+    candidates = c.get("select") or [c.get("variant") or (spec or {}).get("reference")]
+    if not spec or c["against"] not in done or not all(v in done for v in candidates):
+        return "PENDING", f"{c['ablation']}: {c['against']} or {candidates} not finished", "n/a"
+    pick = min if METRIC_DIRECTIONS.get(metric, "max") == "min" else max
+    on_name = pick(candidates, key=lambda v: _mean(done[v], metric, "valid"))
+    on, off = done[on_name].get("robust"), done[c["against"]].get("robust")
+
+    def per_seed(r: dict | None, name: str) -> dict | None:
+        cond = next((x for x in (r or {}).get("conditions", []) if x["name"] == name), None)
+        return {s: v[metric] for s, v in cond["per_seed"].items()} if cond else None
+
+    wanted = [
+        per_seed(on, "clean"),
+        per_seed(on, c["condition"]),
+        per_seed(off, "clean"),
+        per_seed(off, c["condition"]),
+    ]
+    series = [x for x in wanted if x is not None]
+    if len(series) < len(wanted):
+        return (
+            "PENDING",
+            f"no robustness result with condition {c['condition']!r} for {on_name} and {c['against']}",
+            "n/a",
+        )
+    seeds = sorted(set.intersection(*(set(x) for x in series)))
+    sign = 1.0 if METRIC_DIRECTIONS.get(metric, "max") == "min" else -1.0
+    margins = [sign * ((series[0][s] + series[1][s]) - (series[2][s] + series[3][s])) for s in seeds]
+    met, clear = margin_within(margins)
+    mean = lambda x: sum(x[s] for s in seeds) / len(seeds)  # noqa: E731
+    chosen = (
+        f"`{on_name}` (best validation {LABELS.get(metric, metric)} among {', '.join(candidates)}); "
+        if "select" in c
+        else ""
+    )
+    detail = (
+        chosen + f"clean cost {sign * (mean(series[0]) - mean(series[2])):+.3f}, gain under {c['condition']} "
+        f"{sign * (mean(series[3]) - mean(series[1])):+.3f} ({on_name} against {c['against']}); per-seed margin, "
+        "clean cost minus gain (<= 0 asked): "
+        + ", ".join(f"{m:+.3f}" for m in margins)
+        + f" over seeds {', '.join(seeds)}"
+    )
+    return ("PASS" if met else "FAIL"), detail, clear

@@ -1,32 +1,32 @@
-"""benchmarks/results.py: the plan resolves without training, and a --quick run of the synthetic
-section writes the expected tables, CSVs and figures (tiny data, one seed, one epoch)."""
+"""sentangle results (recipes/plan.py, recipes/results.py): the plan resolves without training, and a
+--quick run of the synthetic section writes the expected documents, tables, CSVs and figures (tiny
+data, one seed, one epoch)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from sentangle.cli import main as cli_main
+from sentangle.recipes import results
+from sentangle.recipes.plan import PlanError, read_plan
+
 ROOT = Path(__file__).resolve().parents[2]
+PLAN = str(ROOT / "benchmarks" / "results_plan.yaml")
 
 
-@pytest.fixture(scope="module")
-def results():
-    spec = importlib.util.spec_from_file_location("results_script", ROOT / "benchmarks" / "results.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+def run(argv: list[str]) -> int:
+    """`sentangle results ...` with the project's plan, from any working directory."""
+    return cli_main(["results", "--plan-file", PLAN, *argv])
 
 
-def test_plan_lists_runs_and_trains_nothing(results, tmp_path, capsys):
+def test_plan_lists_runs_and_trains_nothing(tmp_path, capsys):
     out = tmp_path / "runs"
-    assert results.main(["--plan", "--out", str(out), "--only", "synthetic", "robustness"]) == 0
+    assert run(["--plan", "--out", str(out), "--only", "synthetic", "robustness"]) == 0
     text = capsys.readouterr().out
     assert "synthetic-unaligned/tsda" in text and "synthetic-aligned/lf_dnn" in text
     assert "ablations/dbr-synthetic/plain" in text and "robust synthetic-unaligned" in text
@@ -34,35 +34,35 @@ def test_plan_lists_runs_and_trains_nothing(results, tmp_path, capsys):
     assert not out.exists()  # nothing trained, no folder written
 
 
-def test_skip_drops_a_group_and_what_reads_it(results, tmp_path, capsys):
+def test_skip_drops_a_group_and_what_reads_it(tmp_path, capsys):
     args = ["--plan", "--out", str(tmp_path), "--only", "synthetic", "robustness"]
-    assert results.main(args + ["--skip", "synthetic-unaligned"]) == 0
+    assert run(args + ["--skip", "synthetic-unaligned"]) == 0
     text = capsys.readouterr().out
     assert "synthetic-unaligned/" not in text and "synthetic-aligned/lf_dnn" in text
     assert "robust synthetic-unaligned" not in text and "ablations/dbr-synthetic/plain" in text
-    assert results.main(args + ["--skip", "nope"]) == 2
+    assert run(args + ["--skip", "nope"]) == 2
     assert "unknown group(s) ['nope']" in capsys.readouterr().err
 
 
-def test_bad_section_and_quick_doc_are_refused(results, tmp_path, capsys):
-    assert results.main(["--plan", "--only", "nope", "--out", str(tmp_path)]) == 2
+def test_bad_section_and_quick_doc_are_refused(tmp_path, capsys):
+    assert run(["--plan", "--only", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown section" in capsys.readouterr().err
-    assert results.main(["--quick", "--doc", "docs/RESULTS.md", "--out", str(tmp_path)]) == 2
+    assert run(["--quick", "--docs", "docs", "--out", str(tmp_path)]) == 2
     assert "never writes" in capsys.readouterr().err
 
 
-def test_plan_file_errors_name_the_entry(results, tmp_path):
+def test_plan_file_errors_name_the_entry(tmp_path):
     bad = tmp_path / "plan.yaml"
     bad.write_text("sections:\n  - id: a\n    groups:\n      - {id: g, dataset: synthetic, models: all, epochs: 3}\n")
     with pytest.raises(
-        results.PlanError, match=r"plan.yaml: sections\[0\] \(a\)\.groups\[0\] \(g\): unknown keys \['epochs'\]"
+        PlanError, match=r"plan.yaml: sections\[0\] \(a\)\.groups\[0\] \(g\): unknown keys \['epochs'\]"
     ):
-        results.read_plan(bad)
+        read_plan(bad)
 
 
-def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
+def test_quick_synthetic_writes_tables_and_resumes(tmp_path, capsys):
     out, doc = tmp_path / "runs", tmp_path / "doc" / "RESULTS.md"
-    assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc)]) == 0
+    assert run(["--quick", "--only", "synthetic", "--out", str(out), "--docs", str(doc.parent)]) == 0
     md = doc.read_text()
     assert "QUICK SMOKE RUN" in md
     for heading in (
@@ -82,8 +82,10 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
         assert f"| `{m}` | 1 |" in section, m
     assert "| Bayes oracle | s, a, b, c |" in section and "| static floor (order-blind) |" in section
     # computed verdicts: the synthetic claim is decided, real-data checks wait for their runs
-    assert "| TSDA claim: TSDA's test MAE below LF-DNN's" in md
-    row = next(line for line in md.splitlines() if line.startswith("| TSDA claim: TSDA's test MAE"))
+    # the model claims are in each model's check document, rendered by the same command from the same runs
+    tsda = (doc.parent / "tsda_checks.md").read_text()
+    assert tsda.startswith("# TSDA checks") and "## 1. Synthetic benchmark: does TSDA use temporal order?" in tsda
+    row = next(line for line in tsda.splitlines() if line.startswith("| TSDA's test MAE below LF-DNN's"))
     assert "**PASS**" in row or "**FAIL**" in row
 
     def mean_test_mae(group, model):
@@ -97,17 +99,25 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     assert f"**{want}**" in row
     assert "**PENDING** | n/a | no finished run" in md  # mosi_utt: nothing trained there
     figs = doc.parent / "results"
-    for name in ("synthetic-aligned.csv", "synthetic-unaligned.csv", "synthetic-aligned.png", "verdicts.csv"):
+    for name in (
+        "synthetic-aligned.csv",
+        "synthetic-unaligned.csv",
+        "synthetic-aligned.png",
+        "acceptance-verdicts.csv",
+    ):
         assert (figs / name).is_file(), name
     header = (figs / "synthetic-unaligned.csv").read_text().splitlines()[0]
     assert header.startswith("model,split,seeds,mae_mean")
     stdout = capsys.readouterr().out
     assert "[PASS]" in stdout or "[FAIL]" in stdout
-    assert f"[{want}] TSDA claim: TSDA's test MAE below LF-DNN's" in stdout
+    assert f"[{want}] TSDA's test MAE below LF-DNN's" in stdout
+    assert (figs / "tsda_synthetic-verdicts.csv").is_file() and (
+        figs / "tsda_synthetic-synthetic-unaligned.png"
+    ).is_file()
     # the finished runs are reported as such and not trained again
     metrics = out / "synthetic-unaligned" / "tsda" / "seed_1111" / "metrics.json"
     before = metrics.stat().st_mtime_ns
-    assert results.main(["--plan", "--quick", "--only", "synthetic", "--out", str(out)]) == 0
+    assert run(["--plan", "--quick", "--only", "synthetic", "--out", str(out)]) == 0
     assert "22 runs planned, 22 finished, 0 seeds to train" in capsys.readouterr().out
     assert metrics.stat().st_mtime_ns == before
     # git keeps one record per run folder, beside it: from the records alone (a fresh clone) the run
@@ -118,7 +128,7 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     for rec in records:
         (out / rec).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(full / rec, out / rec)
-    assert results.main(["--plan", "--quick", "--only", "synthetic", "--out", str(out)]) == 0
+    assert run(["--plan", "--quick", "--only", "synthetic", "--out", str(out)]) == 0
     assert "22 runs planned, 22 finished, 0 seeds to train" in capsys.readouterr().out
     unpacked = json.loads(metrics.read_text())
     assert (
@@ -132,15 +142,13 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     record = json.loads(metrics.read_text())
     structure = record.pop("code_structure")  # as if by a version that did not record it (a code change)
     metrics.write_text(json.dumps(record | {"code": record["code"] | {"models/tsda.py": "0123456789abcdef"}}))
-    assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc)]) == 0
+    assert run(["--quick", "--only", "synthetic", "--out", str(out), "--docs", str(doc.parent)]) == 0
     md = doc.read_text()
     assert "| synthetic-unaligned/tsda | seed_1111 | models/tsda.py |" in md.split("## Provenance")[1]
     # --retrain-stale trains that seed again and nothing else
     other = out / "synthetic-unaligned" / "lf_dnn" / "seed_1111" / "metrics.json"
     untouched = other.stat().st_mtime_ns
-    assert (
-        results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc), "--retrain-stale"]) == 0
-    )
+    assert run(["--quick", "--only", "synthetic", "--out", str(out), "--docs", str(doc.parent), "--retrain-stale"]) == 0
     retrained = json.loads(metrics.read_text())
     assert (retrained["code"], retrained["code_structure"]) == (record["code"], structure)
     assert other.stat().st_mtime_ns == untouched
@@ -148,22 +156,22 @@ def test_quick_synthetic_writes_tables_and_resumes(results, tmp_path, capsys):
     # --replay-stale trains it again, finds the same numbers and records that in replays.json
     older = record | {"code": record["code"] | {"models/tsda.py": "0123456789abcdef"}}
     metrics.write_text(json.dumps(older))
-    assert results.main(["--quick", "--only", "synthetic", "--out", str(out), "--doc", str(doc), "--replay-stale"]) == 0
+    assert run(["--quick", "--only", "synthetic", "--out", str(out), "--docs", str(doc.parent), "--replay-stale"]) == 0
     replays = json.loads((metrics.parent.parent / "replays.json").read_text())
     assert [(r["seed"], r["identical"], r["files"]) for r in replays] == [("seed_1111", True, ["models/tsda.py"])]
     assert json.loads(metrics.read_text())["metrics"] == record["metrics"] and other.stat().st_mtime_ns == untouched
     metrics.write_text(json.dumps(older))  # as another seed of that older code would be: it counts as current
-    assert results.main(["--quick", "--only", "verdicts", "--out", str(out), "--doc", str(doc)]) == 0
+    assert run(["--quick", "--only", "acceptance", "--out", str(out), "--docs", str(doc.parent)]) == 0
     provenance = doc.read_text().split("## Provenance")[1]
     assert "1 seed(s) trained by earlier code count as this checkout's" in provenance
     assert "Every seed above was trained by this checkout's code." in provenance
 
 
-def test_workers_train_in_parallel_with_the_same_numbers(results, tmp_path, capsys):
+def test_workers_train_in_parallel_with_the_same_numbers(tmp_path, capsys):
     seq, par = tmp_path / "seq", tmp_path / "par"
     # the parallel run also does the robustness section: its robustness job runs beside the workers
     for out, extra in ((seq, ["synthetic"]), (par, ["synthetic", "robustness", "--workers", "2"])):
-        assert results.main(["--quick", "--out", str(out), "--doc", str(out / "R.md"), "--only", *extra]) == 0
+        assert run(["--quick", "--out", str(out), "--docs", str(out / "docs"), "--only", *extra]) == 0
     folders = sorted(p.relative_to(seq) for p in seq.glob("synthetic-*/*/seed_1111"))
     assert len(folders) == 22 and folders == sorted(p.relative_to(par) for p in par.glob("synthetic-*/*/seed_1111"))
     for f in folders:
@@ -177,30 +185,30 @@ def test_workers_train_in_parallel_with_the_same_numbers(results, tmp_path, caps
         clean = next(c for c in conditions if c["name"] == "clean")["metrics"]["mae"]["mean"]
         trained = json.loads((r.parent / "summary.json").read_text())["splits"]["test"]["mae"]["mean"]
         assert clean == pytest.approx(trained, abs=1e-6), r  # the checkpoints the workers wrote, evaluated again
-    assert "No robustness results yet" not in (par / "R.md").read_text()
+    assert "No robustness results yet" not in (par / "docs" / "RESULTS.md").read_text()
 
     # the results store keeps no checkpoints: up-to-date evaluations are reused without them, and a
     # stale one has the seeds it reads trained again (same metrics) before it runs
     for c in par.glob("**/checkpoint.pt"):
         c.unlink()
-    args = ["--quick", "--out", str(par), "--doc", str(par / "R.md"), "--only", "synthetic", "robustness"]
+    args = ["--quick", "--out", str(par), "--docs", str(par / "docs"), "--only", "synthetic", "robustness"]
     kept, stale = robust[0].parent, robust[1].parent
     before = {f: (f / "seed_1111" / "metrics.json").stat().st_mtime_ns for f in (kept, stale)}
     old = json.loads((stale / "seed_1111" / "metrics.json").read_text())["metrics"]
-    assert results.main(args) == 0
+    assert run(args) == 0
     assert {f: (f / "seed_1111" / "metrics.json").stat().st_mtime_ns for f in (kept, stale)} == before
     assert not list(par.glob("**/checkpoint.pt"))
     (stale / "robust.json").unlink()
-    assert results.main([*args, "--plan"]) == 0  # --plan counts the seed that will train again
+    assert run([*args, "--plan"]) == 0  # --plan counts the seed that will train again
     assert "4 up to date; 1 finished seed(s) without a checkpoint here train again first" in capsys.readouterr().out
-    assert results.main(args) == 0
+    assert run(args) == 0
     assert (stale / "seed_1111" / "checkpoint.pt").is_file() and (stale / "robust.json").is_file()
     assert json.loads((stale / "seed_1111" / "metrics.json").read_text())["metrics"] == old
     assert (kept / "seed_1111" / "metrics.json").stat().st_mtime_ns == before[kept]
     assert not (kept / "seed_1111" / "checkpoint.pt").exists()
 
 
-def test_collapsed_seeds_are_listed(results, tmp_path):
+def test_collapsed_seeds_are_listed(tmp_path):
     from types import SimpleNamespace
 
     def job(name, seeds):
