@@ -88,6 +88,9 @@ def comparable_config(config: dict) -> dict:
     d["model"]["text_encoder"] = text_setting(d["model"].get("text_encoder"))
     for k in ("progress", "threads"):
         d["train"].pop(k)
+    # Where the files lie does not decide the results (a clone elsewhere passes --data-root); the data
+    # themselves are compared separately (sizes, shapes, label statistics: check_same_data).
+    d["dataset"].pop("root", None)
     return d
 
 
