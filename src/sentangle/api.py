@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sentangle.config import make_config
+from sentangle.data.extract import extract
 from sentangle.data.named import describe, list_datasets, load_dataset
 from sentangle.models import create_model, list_models
 from sentangle.runs.checkpoint import load_checkpoint
@@ -27,5 +28,6 @@ __all__ = [
     "load_dataset",
     "list_datasets",
     "describe",
+    "extract",
     "load_checkpoint",
 ]

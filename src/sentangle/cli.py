@@ -1,4 +1,4 @@
-"""The `sentangle` command: train, compare, eval, predict, data, models, robust, report, ablate."""
+"""The `sentangle` command: train, compare, eval, predict, data, extract, models, robust, report, ablate."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from sentangle.core.errors import ConfigError, DataError, UserError
 from sentangle.core.io import check_output, versions
 from sentangle.core.registry import DATASETS, MODELS
 from sentangle.data.convert import convert
+from sentangle.data.extract import extract
+from sentangle.data.extractors import DEFAULT as DEFAULT_AUDIO
+from sentangle.data.extractors import audio_extractors
 from sentangle.data.named import describe, list_datasets, load_dataset
 from sentangle.data.text import describe_setting
 from sentangle.models import list_models
@@ -170,6 +173,32 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--trust-pickle", action="store_true", help="allow arbitrary classes in a pickle you trust")
     q.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     _add_data_root(q)
+
+    p = sub.add_parser(
+        "extract",
+        help="extract audio (and vision) features from your own clips into a feature folder",
+        description="Read CSV (an MMSA label.csv: video_id, clip_id, text, optional label, mode, start, end, "
+        "file), find each clip under MEDIA_DIR (by `file`, else <video_id>/<clip_id>.<ext>, else "
+        "<video_id>_<clip_id>.<ext>), extract frame-level features and write OUT, a feature folder that "
+        "`sentangle train -d OUT` reads, with report.md / report.json (failed clips and why). "
+        "Clips are cached: a rerun (or a killed run) extracts only what is missing. See docs/own-data.md.",
+    )
+    p.add_argument("media_dir", metavar="MEDIA_DIR", help="folder holding the audio/video files")
+    p.add_argument("transcripts", metavar="CSV", help="label CSV, one row per clip")
+    p.add_argument("out", metavar="OUT", help="feature folder to write")
+    p.add_argument(
+        "--audio",
+        default=DEFAULT_AUDIO,
+        help=f"audio extractor: {', '.join(audio_extractors())} or none (default {DEFAULT_AUDIO})",
+    )
+    p.add_argument("--vision", metavar="NAME", help="face detector for vision features (default: no vision)")
+    p.add_argument("--fps", type=float, default=5.0, help="video frames per second for vision (default 5)")
+    p.add_argument("--max-frames", type=int, help="at most N frames per clip (window averages of real frames)")
+    p.add_argument("--workers", type=int, default=1, help="extraction processes (default 1)")
+    p.add_argument("--cache-dir", metavar="DIR", help="per-clip cache (default $SENTANGLE_CACHE/extract)")
+    p.add_argument("--mmsa-pickle", metavar="FILE", help="also write the features as an MMSA unaligned pickle")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sub.add_parser("models", help="list registered models and their options")
 
@@ -386,6 +415,33 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_extract(args) -> int:
+    rep = extract(
+        args.media_dir,
+        args.transcripts,
+        args.out,
+        audio=args.audio,
+        vision=args.vision,
+        fps=args.fps,
+        max_frames=args.max_frames,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        cache_dir=args.cache_dir,
+        mmsa_pickle=args.mmsa_pickle,
+    )
+    c = rep["clips"]
+    print(f"extracted {c['extracted']} of {c['rows']} clips ({rep['seconds']:.1f} s of media) into {rep['folder']}")
+    if c["failed"]:
+        print(f"{c['failed']} clips failed: see {Path(rep['folder']) / 'report.md'}", file=sys.stderr)
+    for w in rep.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    if rep.get("mmsa_pickle"):
+        print(f"wrote {rep['mmsa_pickle']}")
+    print(f"train with: sentangle train -d {rep['folder']}")
+    return 0
+
+
 def cmd_models(args) -> int:
     import inspect
 
@@ -500,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": cmd_eval,
         "predict": cmd_predict,
         "data": cmd_data,
+        "extract": cmd_extract,
         "models": cmd_models,
         "robust": cmd_robust,
         "report": cmd_report,
