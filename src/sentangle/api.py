@@ -5,8 +5,9 @@ from __future__ import annotations
 from sentangle.config import make_config
 from sentangle.data.extract import extract
 from sentangle.data.named import describe, list_datasets, load_dataset
-from sentangle.models import create_model, list_models
+from sentangle.models import create_model, list_models, load_model
 from sentangle.runs.checkpoint import load_checkpoint
+from sentangle.runs.export import export
 from sentangle.runs.runner import run
 
 
@@ -30,4 +31,6 @@ __all__ = [
     "describe",
     "extract",
     "load_checkpoint",
+    "load_model",
+    "export",
 ]

@@ -1,4 +1,5 @@
-"""The `sentangle` command: train, compare, eval, predict, data, extract, models, robust, report, ablate."""
+"""The `sentangle` command: train, compare, eval, predict, export, data, extract, models, robust, report, ablate,
+sweep, results."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 from sentangle.config import make_config, parse_seeds
-from sentangle.core.errors import ConfigError, DataError, UserError
+from sentangle.core.errors import ConfigError, UserError
 from sentangle.core.io import check_output, versions
 from sentangle.core.registry import DATASETS, MODELS
 from sentangle.data.convert import convert
@@ -27,8 +28,9 @@ from sentangle.recipes.report import report
 from sentangle.recipes.robust import robust
 from sentangle.recipes.sweep import sweep
 from sentangle.report.tables import aggregate, split_table
-from sentangle.runs.checkpoint import load_checkpoint
-from sentangle.runs.runner import dataset_from_config, run, split_csv, write_predictions
+from sentangle.runs.export import export
+from sentangle.runs.inference import input_dataset, load_trained
+from sentangle.runs.runner import run, split_csv, write_predictions
 from sentangle.training.distributed import is_main
 from sentangle.training.trainer import evaluate, predict
 
@@ -124,21 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "eval",
-        help="evaluate a checkpoint on its dataset's splits",
-        description="Rebuild the model of CHECKPOINT, reload the dataset it was trained on "
-        "(same config, so the same normalisation) and print metrics.",
+        help="evaluate a checkpoint or model folder on its dataset's splits",
+        description="Rebuild the model of CHECKPOINT (a checkpoint.pt or a model folder from `sentangle "
+        "export`), reload the dataset it was trained on, or DATA, normalised with the model's own "
+        "training statistics, and print metrics.",
     )
     p.add_argument("checkpoint")
+    p.add_argument("data", nargs="?", help="dataset name or feature file (default: the model's dataset)")
     _add_allow_unverified(p)
     p.add_argument("--split", action="append", help="split(s) to evaluate (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--trust-pickle", action="store_true", help="allow arbitrary classes in a pickle you trust")
     _add_data_root(p)
 
     p = sub.add_parser(
         "predict",
-        help="write predictions of a checkpoint to CSV",
-        description="Predict with CHECKPOINT on the dataset it was trained on, or on DATA "
-        "(a dataset name or feature file with the same modalities).",
+        help="write predictions of a checkpoint or model folder to CSV",
+        description="Predict with CHECKPOINT (a checkpoint.pt or a model folder from `sentangle export`) "
+        "on the dataset it was trained on, or on DATA (a dataset name or feature file with the same "
+        "modalities), normalised with the model's own training statistics.",
     )
     p.add_argument("checkpoint")
     p.add_argument("data", nargs="?", help="dataset name or feature file (default: the checkpoint's dataset)")
@@ -146,6 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="CSV file to write; - or none: standard output")
     _add_allow_unverified(p)
     p.add_argument("--trust-pickle", action="store_true", help="allow arbitrary classes in a pickle you trust")
+    _add_data_root(p)
+
+    p = sub.add_parser(
+        "export",
+        help="write a trained seed as a portable model folder",
+        description="Write the model of SEED (a run's seed folder RUN/seed_S, or its checkpoint.pt) as the "
+        "new folder DIR: config.json, model.safetensors, preprocessing.json (the training data's "
+        "normalisation statistics), README.md (model card) and checksums.sha256. Load it with "
+        "sentangle.load_model(DIR), or give DIR to `sentangle predict` / `eval`.",
+    )
+    p.add_argument("seed", metavar="SEED", help="a seed folder RUN/seed_S or its checkpoint.pt")
+    p.add_argument("out", metavar="DIR", help="the model folder to write (must not exist)")
+    _add_allow_unverified(p)
     _add_data_root(p)
 
     p = sub.add_parser("data", help="list datasets, or show one", description="Inspect datasets.")
@@ -337,37 +356,14 @@ def cmd_compare(args) -> int:
 
 def _checkpoint_data(args, data_name=None):
 
-    model, cfg, payload = load_checkpoint(args.checkpoint, allow_unverified=args.allow_unverified)
-    if data_name:
-        pickled = Path(data_name).suffix.lower() in (".pkl", ".pickle")  # the only files with a trust option
-        trust: dict = {"trusted": getattr(args, "trust_pickle", False)} if pickled else {}
-        ds = load_dataset(data_name, root=args.data_root, text_encoder=cfg.model.get("text_encoder"), **trust)
-    else:
-        ds = dataset_from_config(cfg, args.data_root)
-    want, have = payload["data"]["input_dims"], ds.input_dims
-    wrong = {m: (have.get(m), d) for m, d in want.items() if m in have and have[m] != d}
-    if wrong:
-        raise DataError(
-            f"{ds.source or data_name}: feature sizes {wrong} (got, expected) do not match checkpoint {args.checkpoint}"
-        )
-    absent = sorted(set(want) - set(have))
-    if absent:
-        import warnings
-
-        # The model runs on (it treats the modality as wholly missing), but its numbers are then
-        # those of a robustness condition, not of the trained model on complete data.
-        warnings.warn(
-            f"{ds.source or data_name} has no {', '.join(absent)}, which checkpoint {args.checkpoint} "
-            f"was trained with: predicting with {'it' if len(absent) == 1 else 'them'} missing "
-            "(zeros, masked out)",
-            stacklevel=2,
-        )
-    return model, cfg, ds
+    trained = load_trained(args.checkpoint, allow_unverified=args.allow_unverified)
+    ds = input_dataset(trained, data_name, args.data_root, getattr(args, "trust_pickle", False))
+    return trained.model, trained.cfg, ds
 
 
 def cmd_eval(args) -> int:
 
-    model, cfg, ds = _checkpoint_data(args)
+    model, cfg, ds = _checkpoint_data(args, args.data)
     splits = args.split or list(ds.splits)
     res = {s: evaluate(model, ds, s) for s in splits}
     if args.json:
@@ -389,6 +385,21 @@ def cmd_predict(args) -> int:
         print(f"wrote {len(ids)} predictions to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(split_csv(ds, pred, label, ids).replace("\r\n", "\n"))  # text lines, as before
+    return 0
+
+
+def cmd_export(args) -> int:
+
+    res = export(args.seed, args.out, args.data_root, args.allow_unverified)
+    if res["recomputed"]:
+        print(
+            f"{res['checkpoint']} carries no normalisation statistics (written before they were stored): "
+            "recomputed them from the run's dataset",
+            file=sys.stderr,
+        )
+    print(
+        f"wrote model folder {res['folder']}; load it with sentangle.load_model, or: sentangle predict {res['folder']} DATA"
+    )
     return 0
 
 
@@ -555,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         "compare": cmd_compare,
         "eval": cmd_eval,
         "predict": cmd_predict,
+        "export": cmd_export,
         "data": cmd_data,
         "extract": cmd_extract,
         "models": cmd_models,

@@ -128,7 +128,7 @@ def test_unknown_names_list_the_known_ones(tmp_path, capsys):
     assert "unknown dataset 'mosy'" in err and "mosi" in err and "synthetic" in err
 
 
-@pytest.mark.parametrize("cmd", ["train", "eval", "predict", "data", "extract", "models"])
+@pytest.mark.parametrize("cmd", ["train", "eval", "predict", "export", "data", "extract", "models", "results"])
 def test_every_subcommand_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])

@@ -134,6 +134,42 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+def check_new_folder(path: str | os.PathLike, what: str = "folder") -> Path:
+    """Refuse an output folder that exists already or is a link (also to a folder), or cannot be written."""
+    path = Path(path)
+    if path.is_symlink():
+        raise OutputError(f"output {path} is a symbolic link; expected a path to a new {what} (links are not followed)")
+    if path.exists():
+        raise OutputError(f"output {path} already exists; expected a path to a new {what}")
+    return check_output(path, "folder")
+
+
+def atomic_folder(path: str | os.PathLike, fill: Callable[[Path], None], what: str = "folder") -> Path:
+    """`fill(tmp)` writes a new folder beside `path`, which is then renamed to `path`: nothing
+    appears there unless all of it was written. `path` must be new (check_new_folder): an
+    OutputError says so, as it does for any OSError on the way."""
+    path = check_new_folder(path, what)
+    new_dirs = _missing(path.parent)
+    tmp = None
+    try:
+        with output_errors(path, what):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+            os.chmod(tmp, 0o777 & ~_umask())
+            fill(tmp)
+            if os.path.lexists(path):  # appeared meanwhile: never replace what someone else wrote
+                raise OutputError(f"output {path} already exists; expected a path to a new {what}")
+            os.rename(tmp, path)
+    except BaseException:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        for d in new_dirs:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+    return path
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     def w(tmp):
         with open(tmp, "w", encoding="utf-8") as f:

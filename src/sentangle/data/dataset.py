@@ -69,6 +69,48 @@ class Standardize:
         clipped = int(np.count_nonzero(np.abs(z) > self.clip))
         return np.clip(z, -self.clip, self.clip).astype(np.float32), clipped
 
+    def to_json(self) -> dict:
+        """Plain JSON: the float64 mean and scale as lists (JSON floats round-trip them exactly),
+        the dropped column indices, clip."""
+        return {
+            "mean": [float(v) for v in self.mean],
+            "scale": [float(v) for v in self.scale],
+            "dropped": [int(i) for i in np.flatnonzero(self.dropped)],
+            "clip": float(self.clip),
+        }
+
+    @classmethod
+    def from_json(cls, value, where: str) -> Standardize:
+        """The inverse of `to_json`; DataError naming `where` and the field for anything else."""
+        if not isinstance(value, dict) or set(value) != {"mean", "scale", "dropped", "clip"}:
+            raise DataError(f"{where}: expected {{mean, scale, dropped, clip}}, got {str(value)[:100]}")
+        try:
+            mean, scale = np.array(value["mean"], dtype=np.float64), np.array(value["scale"], dtype=np.float64)
+            index, clip = np.array(value["dropped"], dtype=np.int64), float(value["clip"])
+        except (TypeError, ValueError) as e:
+            raise DataError(
+                f"{where}: mean and scale must be lists of numbers, dropped of column indices ({e})"
+            ) from None
+        d = mean.shape[0] if mean.ndim == 1 else -1
+        if d < 1 or scale.shape != (d,) or not np.isfinite(mean).all() or not (np.isfinite(scale) & (scale > 0)).all():
+            raise DataError(f"{where}: expected finite mean and positive scale lists of the same length")
+        if index.ndim != 1 or ((index < 0) | (index >= d)).any() or not clip > 0:
+            raise DataError(f"{where}: expected dropped column indices in [0, {d}) and a positive clip")
+        dropped = np.zeros(d, dtype=bool)
+        dropped[index] = True
+        return cls(mean, scale, dropped, clip)
+
+
+def statistics_to_json(normalizers: dict[str, Standardize]) -> dict[str, dict]:
+    """modality -> Standardize.to_json(): what a checkpoint and a model folder store."""
+    return {m: norm.to_json() for m, norm in normalizers.items()}
+
+
+def statistics_from_json(value, where: str) -> dict[str, Standardize]:
+    if not isinstance(value, dict) or not all(m in MODALITIES for m in value):
+        raise DataError(f"{where}: expected a mapping from modalities ({', '.join(MODALITIES)}) to statistics")
+    return {m: Standardize.from_json(v, f"{where}.{m}") for m, v in value.items()}
+
 
 def is_mapped(x: np.ndarray) -> bool:
     return isinstance(x, np.memmap)
@@ -161,6 +203,9 @@ class MSADataset:
     # Raw texts not yet encoded: each split's positions in the reader's order (text.prepare_text)
     text_order: dict[str, np.ndarray] | None = None
     info: dict = field(default_factory=dict)
+    # modality -> the normalisation its features went through (normalize / normalize_with): what a
+    # trained model needs to read new data the same way (statistics_to_json, runs/checkpoint.py)
+    normalizers: dict[str, Standardize] = field(default_factory=dict)
 
     # ---- what the model needs to know -------------------------------------------------------
     @property
@@ -288,6 +333,7 @@ class MSADataset:
             sp.transforms = {m: t for m, t in sp.transforms.items() if m in modalities}
             if "text" not in modalities:
                 sp.tokens = None
+        self.normalizers = {m: t for m, t in self.normalizers.items() if m in modalities}
         return self
 
     def normalize(
@@ -311,35 +357,62 @@ class MSADataset:
             med = med if med > 0 else float(std[std > 0].mean())
             dropped = std < drop_tol * med
             norm = Standardize(mean, np.maximum(std, std_floor * med), dropped, clip)
-            clipped = {}
-            for s, sp in self.splits.items():
-                x, mask = sp.features[m], sp.masks[m]
-                clipped[s] = 0
-                if is_mapped(x):  # the file stays as it is; each batch is normalised when gathered
-                    for rows in row_chunks(x):
-                        clipped[s] += norm.apply(np.asarray(x[rows]), mask[rows])[1]
-                        release(x)
-                    sp.transforms[m] = norm
-                    continue
-                out = np.empty(x.shape, dtype=np.float32)
-                for rows in row_chunks(x):
-                    out[rows], c = norm.apply(x[rows], mask[rows])
-                    clipped[s] += c
-                sp.features[m] = out
+            clipped = self._standardize(m, norm)
             report[m] = {
                 "dropped_columns": [int(i) for i in np.flatnonzero(dropped)],
                 "floored_columns": int(((std < std_floor * med) & ~dropped).sum()),
                 "clipped_values": clipped,
                 "clip": clip,
             }
-            if dropped.any() or any(clipped.values()):
-                warnings.warn(
-                    f"{self.source or self.name}: {m}: {int(dropped.sum())} (nearly) constant training "
-                    f"columns set to 0, values clipped to +-{clip}: {clipped}",
-                    stacklevel=2,
-                )
         self.info["normalization"] = report
         return self
+
+    def normalize_with(self, normalizers: dict[str, Standardize]) -> MSADataset:
+        """Standardise with given statistics (a trained model's) instead of this data's own, so a
+        sample is read the same whatever else its file holds; modalities the data lacks are skipped."""
+        report = {}
+        for m, norm in normalizers.items():
+            if m not in next(iter(self.splits.values())).features:
+                continue
+            d = self.input_dims[m]
+            if norm.mean.shape != (d,):
+                raise DataError(
+                    f"{self.source or self.name}: {m} has {d} features; the given statistics are for {norm.mean.shape[0]}"
+                )
+            report[m] = {
+                "dropped_columns": [int(i) for i in np.flatnonzero(norm.dropped)],
+                "clipped_values": self._standardize(m, norm),
+                "clip": norm.clip,
+                "statistics": "given",
+            }
+        self.info["normalization"] = report
+        return self
+
+    def _standardize(self, m: str, norm: Standardize) -> dict[str, int]:
+        """Apply `norm` to modality `m` of every split; values clipped per split."""
+        clipped = {}
+        for s, sp in self.splits.items():
+            x, mask = sp.features[m], sp.masks[m]
+            clipped[s] = 0
+            if is_mapped(x):  # the file stays as it is; each batch is normalised when gathered
+                for rows in row_chunks(x):
+                    clipped[s] += norm.apply(np.asarray(x[rows]), mask[rows])[1]
+                    release(x)
+                sp.transforms[m] = norm
+                continue
+            out = np.empty(x.shape, dtype=np.float32)
+            for rows in row_chunks(x):
+                out[rows], c = norm.apply(x[rows], mask[rows])
+                clipped[s] += c
+            sp.features[m] = out
+        self.normalizers[m] = norm
+        if norm.dropped.any() or any(clipped.values()):
+            warnings.warn(
+                f"{self.source or self.name}: {m}: {int(norm.dropped.sum())} (nearly) constant training "
+                f"columns set to 0, values clipped to +-{norm.clip}: {clipped}",
+                stacklevel=3,
+            )
+        return clipped
 
     # ---- batches ------------------------------------------------------------------------------
     def batches(

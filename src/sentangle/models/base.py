@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from sentangle.core.errors import ConfigError
+from sentangle.core.errors import CheckpointError, ConfigError, UnknownNameError
 from sentangle.core.registry import MODELS, check_options
 from sentangle.data.batch import MODALITIES, Batch
 from sentangle.data.text import text_setting
+from sentangle.models.portable import (
+    bare_preprocessing,
+    basic_card,
+    folder_config,
+    read_model_folder,
+    write_model_folder,
+)
 from sentangle.models.text_encoder import TextEncoder
 
 
@@ -36,6 +45,11 @@ class MSAModel(nn.Module):
 
     default_aux_weights: dict[str, float] = {}
     options_added: dict[str, object] = {}
+    # What create_model built it from (name, every option, input_dims): what save_pretrained writes.
+    build_args: dict | None = None
+    # A model from load_model: the contents of its preprocessing.json (data/preprocessing.py), the
+    # normalisation statistics and feature spec that new input must go through.
+    preprocessing: dict | None = None
 
     def __init__(self, input_dims: dict[str, int], output_dim: int = 1, text_encoder: str | dict | None = None):
         super().__init__()
@@ -76,6 +90,22 @@ class MSAModel(nn.Module):
     def head_output(self, y: torch.Tensor) -> torch.Tensor:
         return y.squeeze(-1) if self.output_dim == 1 else y
 
+    def save_pretrained(
+        self, folder: str | os.PathLike, preprocessing: dict | None = None, card: str | None = None
+    ) -> Path:
+        """Write this model as a new portable model folder (models/portable.py) that `load_model`
+        reads on any machine: `preprocessing` (data.preprocessing.preprocessing) carries the
+        training data's normalisation statistics and feature spec, `card` the README.md."""
+        if self.build_args is None:
+            raise ConfigError(
+                f"{type(self).__name__} was not built by create_model, so its options are unknown; "
+                "build it with sentangle.create_model to save it"
+            )
+        config = folder_config(self.build_args, self.output_dim, self.text_setting, preprocessing)
+        return write_model_folder(
+            folder, config, self.state_dict(), preprocessing or bare_preprocessing(config), card or basic_card(config)
+        )
+
 
 def create_model(
     name: str, input_dims: dict[str, int], output_dim: int = 1, text_encoder: str | dict | None = None, **kwargs
@@ -84,7 +114,27 @@ def create_model(
     check_model_options(name, kwargs)
     options = model_options(name, kwargs)
     options.pop("name")
-    return MODELS.get(name)(input_dims=input_dims, output_dim=output_dim, text_encoder=text_encoder, **options)
+    model = MODELS.get(name)(input_dims=input_dims, output_dim=output_dim, text_encoder=text_encoder, **options)
+    model.build_args = {"name": name, "options": options, "input_dims": dict(input_dims)}
+    return model
+
+
+def load_model(folder: str | os.PathLike) -> MSAModel:
+    """The model of a model folder (`save_pretrained`, `sentangle export`), in eval mode, every file
+    checked against its SHA-256 first; `model.preprocessing` holds its preprocessing.json."""
+    config, state_dict, preprocessing = read_model_folder(folder)
+    options = dict(config["model"])
+    name = options.pop("name")
+    try:
+        model = create_model(name, config["input_dims"], config["output_dim"], config.get("text_encoder"), **options)
+    except (ConfigError, UnknownNameError) as e:
+        raise CheckpointError(f"model folder {folder}: config.json: {e}") from None
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise CheckpointError(f"model folder {folder}: weights do not fit model {name!r}: {str(e)[:300]}") from None
+    model.preprocessing = preprocessing
+    return model.eval()
 
 
 # ---- model options: the constructor's signature is their one source of defaults -------------------

@@ -17,6 +17,7 @@ from sentangle.config import RunConfig, from_dict
 from sentangle.core.errors import CheckpointError
 from sentangle.core.io import atomic_write, versions
 from sentangle.data.dataset import MSADataset
+from sentangle.data.preprocessing import preprocessing
 from sentangle.data.text import ALL_LAYERS, encoder_name, resolve_encoder, text_setting
 from sentangle.models.base import MSAModel, create_model, model_options
 
@@ -35,6 +36,8 @@ def save_checkpoint(path: Path, model: MSAModel, cfg: RunConfig, ds: MSADataset,
             "class_names": ds.class_names,
             "text_encoder": _built_with(model),
         },
+        # normalisation statistics and feature spec: what predicting on new data needs (absent before)
+        "preprocessing": preprocessing(ds, model.text_setting, cfg.dataset),
     }
     payload["sha256"] = checkpoint_digest(payload)
     atomic_write(path, lambda tmp: _save(payload, tmp))
@@ -88,11 +91,11 @@ def _digest_matches(payload: dict) -> bool:
 
 
 def checkpoint_digest(payload: dict) -> str:
-    """SHA-256 of the weights, config, data facts and seed. torch.load does not check the zip CRCs,
-    so a flipped byte inside a tensor would otherwise load as silently different weights."""
-    h = hashlib.sha256(
-        json.dumps([payload.get(k) for k in ("config", "data", "seed")], sort_keys=True, default=str).encode()
-    )
+    """SHA-256 of the weights, config, data facts, seed and preprocessing (where the checkpoint has
+    it: older ones keep their digest). torch.load does not check the zip CRCs, so a flipped byte
+    inside a tensor would otherwise load as silently different weights."""
+    keys = ("config", "data", "seed") + (("preprocessing",) if "preprocessing" in payload else ())
+    h = hashlib.sha256(json.dumps([payload.get(k) for k in keys], sort_keys=True, default=str).encode())
     for name in sorted(payload["state_dict"]):
         t = payload["state_dict"][name].detach().cpu().contiguous()
         h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())

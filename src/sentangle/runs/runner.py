@@ -54,9 +54,10 @@ from sentangle.training.distributed import setup as distributed_setup
 from sentangle.training.trainer import fit, predict, set_seed
 
 
-def dataset_from_config(cfg: RunConfig, root=None) -> MSADataset:
-    """The dataset of `cfg`, its raw texts encoded as the model's text encoder setting needs them."""
-    args = {k: v for k, v in cfg.dataset.items() if k != "name"}
+def dataset_from_config(cfg: RunConfig, root=None, **options) -> MSADataset:
+    """The dataset of `cfg`, its raw texts encoded as the model's text encoder setting needs them;
+    `options` replace load options of the config (normalize=() for data a model's statistics normalise)."""
+    args = {k: v for k, v in cfg.dataset.items() if k != "name"} | options
     if root is not None:
         args["root"] = root
     return load_dataset(cfg.dataset["name"], text_encoder=cfg.model.get("text_encoder"), **args)
