@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
 import subprocess
@@ -124,6 +126,26 @@ def beside_scripts():
         return json.loads(r.stdout.strip().splitlines()[-1])
 
     return run
+
+
+def _assert_same_predictions(got: str, stored: str, tol: float = 1e-5) -> None:
+    """`sentangle predict` CSV text `got` against a seed's stored predictions (predictions_csv):
+    same ids in the same order and, in every column the stored CSV has, the same value (numbers
+    within `tol`: predict batches clips by length, the run by position). Extra columns of `got`
+    (polarity, probabilities, diagnostics) are not compared."""
+    a, b = list(csv.DictReader(io.StringIO(got))), list(csv.DictReader(io.StringIO(stored)))
+    assert [r["id"] for r in a] == [r["id"] for r in b] and b
+    for x, y in zip(a, b):
+        for k, v in y.items():
+            try:
+                assert float(x[k]) == pytest.approx(float(v), abs=tol), (x["id"], k)
+            except ValueError:
+                assert x[k] == v, (x["id"], k)
+
+
+@pytest.fixture
+def same_predictions():
+    return _assert_same_predictions
 
 
 # ---- media files for the extraction tests (data/media.py, data/extract.py) ------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sentangle.config import make_config, parse_seeds
 from sentangle.core.errors import ConfigError, UserError
-from sentangle.core.io import check_output, versions
+from sentangle.core.io import check_output, versions, write_json, write_text
 from sentangle.core.registry import DATASETS, MODELS
 from sentangle.data.convert import convert
 from sentangle.data.extract import extract
@@ -29,10 +29,11 @@ from sentangle.recipes.robust import robust
 from sentangle.recipes.sweep import sweep
 from sentangle.report.tables import aggregate, split_table
 from sentangle.runs.export import export
-from sentangle.runs.inference import input_dataset, load_trained
-from sentangle.runs.runner import run, split_csv, write_predictions
+from sentangle.runs.inference import input_dataset, load_trained, predict_input
+from sentangle.runs.predictions import rows_csv
+from sentangle.runs.runner import run
 from sentangle.training.distributed import is_main
-from sentangle.training.trainer import evaluate, predict
+from sentangle.training.trainer import evaluate
 
 EPILOG_OVERRIDES = """Overrides are dotted keys, for example:
   train.epochs=20 train.lr=3e-4 model.hidden=64 dataset.scale=0.5 train.aux_weights.cmd=0.5
@@ -141,15 +142,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict",
-        help="write predictions of a checkpoint or model folder to CSV",
-        description="Predict with CHECKPOINT (a checkpoint.pt or a model folder from `sentangle export`) "
-        "on the dataset it was trained on, or on DATA (a dataset name or feature file with the same "
-        "modalities), normalised with the model's own training statistics.",
+        help="predict with a checkpoint or model folder: on a clip, a CSV of clips, or a dataset",
+        description="Predict with MODEL (a checkpoint.pt or a model folder from `sentangle export`) on one "
+        "clip (--text, --audio, --video: media are extracted with the model's own extractors), on a CSV of "
+        "clips (video_id, clip_id, text) with --media DIR, or on DATA (a dataset name, feature file or "
+        "folder from `sentangle extract`; default the model's own dataset). Input is normalised with the "
+        "model's training statistics and checked against its feature spec. Writes one row per clip: id, "
+        "prediction, label (if any), polarity or class probabilities, and the model's gates / branch weights.",
     )
-    p.add_argument("checkpoint")
-    p.add_argument("data", nargs="?", help="dataset name or feature file (default: the checkpoint's dataset)")
-    p.add_argument("--split", default="test", help="split to predict (default test)")
-    p.add_argument("--output", "-o", help="CSV file to write; - or none: standard output")
+    p.add_argument("checkpoint", metavar="MODEL")
+    p.add_argument("data", nargs="?", help="dataset name, feature file or folder, or a CSV of clips with --media")
+    p.add_argument("--text", help="the transcript of one clip")
+    p.add_argument("--audio", metavar="FILE", help="one clip's audio (wav, flac, mp3, m4a) or a video's sound")
+    p.add_argument("--video", metavar="FILE", help="one clip's video (faces, and its sound unless --audio is given)")
+    p.add_argument("--media", metavar="DIR", help="the folder that holds the clips of a CSV given as DATA")
+    p.add_argument(
+        "--allow-missing",
+        action="append",
+        default=[],
+        metavar="MODALITY",
+        help="predict although the input lacks MODALITY (read as missing, masked out); repeatable",
+    )
+    p.add_argument("--split", default="test", help="split of DATA to predict (default test)")
+    p.add_argument("--output", "-o", help="file to write, CSV or .json; - or none: CSV on standard output")
+    p.add_argument("--workers", type=int, default=1, help="processes extracting the media of a CSV (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while extracting")
     _add_allow_unverified(p)
     p.add_argument("--trust-pickle", action="store_true", help="allow arbitrary classes in a pickle you trust")
     _add_data_root(p)
@@ -377,14 +394,35 @@ def cmd_predict(args) -> int:
 
     to_file = args.output not in (None, "-")
     if to_file:
-        check_output(args.output)  # before the checkpoint and data are loaded
-    model, cfg, ds = _checkpoint_data(args, args.data)
-    pred, label, ids = predict(model, ds, args.split)
-    if to_file:
-        write_predictions(Path(args.output), ds, pred, label, ids)
-        print(f"wrote {len(ids)} predictions to {args.output}", file=sys.stderr)
+        check_output(args.output)  # before the model and data are loaded
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}; expected a positive number of processes")
+    trained = load_trained(args.checkpoint, allow_unverified=args.allow_unverified)
+    rows, failures = predict_input(
+        trained,
+        args.data,
+        text=args.text,
+        audio=args.audio,
+        video=args.video,
+        media=args.media,
+        split=args.split,
+        allow_missing=tuple(args.allow_missing),
+        root=args.data_root,
+        trusted=args.trust_pickle,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    rows += [{"id": i, "error": why} for i, why in failures.items()]
+    if failures:
+        print(f"{len(failures)} clip(s) could not be read; their rows give the reason (column error)", file=sys.stderr)
+    if to_file and Path(args.output).suffix.lower() == ".json":
+        write_json(Path(args.output), rows)
+    elif to_file:
+        write_text(Path(args.output), rows_csv(rows))
     else:
-        sys.stdout.write(split_csv(ds, pred, label, ids).replace("\r\n", "\n"))  # text lines, as before
+        sys.stdout.write(rows_csv(rows))
+    if to_file:
+        print(f"wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
     return 0
 
 

@@ -929,9 +929,9 @@ def test_debug_flag_shows_the_traceback():
         cli.main(["--debug", "train", *QUICK, SMALL, "train.lr=-1"])
 
 
-def test_predict_dash_is_standard_output(trained, capsys):
+def test_predict_dash_is_standard_output(trained, capsys, same_predictions):
     assert cli.main(["predict", str(trained["ckpt"]), "-o", "-"]) == 0
-    assert capsys.readouterr().out == stored_csv(trained["run"] / "seed_1111", "test").replace("\r\n", "\n")
+    same_predictions(capsys.readouterr().out, stored_csv(trained["run"] / "seed_1111", "test"))
     assert not Path("-").exists()
 
 
@@ -943,10 +943,10 @@ def test_checkpoint_written_through_a_file_reports_a_full_disk(trained):
     assert e.value.errno == errno.ENOSPC
 
 
-def test_unverified_checkpoint_loads_with_the_flag(trained, tmp_path, capsys):
+def test_unverified_checkpoint_loads_with_the_flag(trained, tmp_path, capsys, same_predictions):
     old = _without_digest(tmp_path, trained["ckpt"])
     assert cli.main(["predict", str(old), "--allow-unverified"]) == 0
-    assert capsys.readouterr().out == stored_csv(trained["run"] / "seed_1111", "test").replace("\r\n", "\n")
+    same_predictions(capsys.readouterr().out, stored_csv(trained["run"] / "seed_1111", "test"))
 
 
 def test_real_read_only_folder(trained, capsys):

@@ -73,7 +73,7 @@ def test_a_different_config_in_the_same_folder_is_refused(run_dir, capsys):
     assert "different config" in err and "train.lr:" in err and "0.5 now" in err  # names what differs
 
 
-def test_eval_and_predict_reproduce_the_run(run_dir, capsys, tmp_path):
+def test_eval_and_predict_reproduce_the_run(run_dir, capsys, tmp_path, same_predictions):
     ckpt = run_dir / "seed_1111" / "checkpoint.pt"
     assert main(["eval", str(ckpt), "--split", "test", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)["test"]
@@ -81,10 +81,15 @@ def test_eval_and_predict_reproduce_the_run(run_dir, capsys, tmp_path):
     assert got == pytest.approx(want)
     out = tmp_path / "p.csv"
     assert main(["predict", str(ckpt), "--output", str(out)]) == 0
-    assert read_csv(out) == seed_rows(run_dir / "seed_1111", "test")
+    same_predictions(out.read_text(), predictions_csv(run_dir / "seed_1111", "test"))
+    rows = read_csv(out)
+    assert [r["polarity"] for r in rows] == [
+        "neutral" if abs(float(r["prediction"])) < 0.5 else ("positive" if float(r["prediction"]) > 0 else "negative")
+        for r in rows
+    ]
 
 
-def test_predict_on_data_lacking_a_modality_warns(run_dir, tmp_path):
+def test_predict_on_data_lacking_a_modality_needs_allow_missing(run_dir, tmp_path, capsys):
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -97,16 +102,18 @@ def test_predict_on_data_lacking_a_modality_warns(run_dir, tmp_path):
         text=rng.normal(size=(6, 16)).astype(np.float32),
         audio=rng.normal(size=(6, 5)).astype(np.float32),
     )
-    out = tmp_path / "p.csv"
-    with pytest.warns(
-        UserWarning,
-        match=r"no_vision.npz has no vision, which checkpoint .* was trained with: "
-        r"predicting with it missing",
-    ):
-        assert main(["predict", str(run_dir / "seed_1111" / "checkpoint.pt"), str(data), "--output", str(out)]) == 0
+    out, ckpt = tmp_path / "p.csv", str(run_dir / "seed_1111" / "checkpoint.pt")
+    assert main(["predict", ckpt, str(data), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no_vision.npz has no vision, which checkpoint" in err and "--allow-missing vision" in err
+    assert not out.exists()
+    assert main(["predict", ckpt, str(data), "--allow-missing", "speech", "-o", str(out)]) == 2
+    assert "--allow-missing speech: checkpoint" in capsys.readouterr().err and not out.exists()
+    with pytest.warns(UserWarning, match=r"no_vision.npz has no vision, which checkpoint .* was trained with: "):
+        assert main(["predict", ckpt, str(data), "--allow-missing", "vision", "--output", str(out)]) == 0
     assert len(read_csv(out)) == 2
     with pytest.raises(SystemExit):  # an abbreviation of --data-root is not taken for it
-        main(["predict", str(run_dir / "seed_1111" / "checkpoint.pt"), "--data", str(data)])
+        main(["predict", ckpt, "--data", str(data)])
 
 
 def test_corrupt_checkpoint_gets_a_clear_error(run_dir, tmp_path, capsys):

@@ -366,7 +366,8 @@ def test_vision_hook_calls_extract_faces_and_stores_its_mask(clips, tmp_path, mo
         mask = np.array([True, False, True, True, False, True])
         return np.arange(t * 2, dtype=np.float32).reshape(t, 2), mask, ["f0", "f1"], {"name": detector, "version": "0"}
 
-    monkeypatch.setitem(sys.modules, VISION_MODULE, SimpleNamespace(extract_faces=extract_faces))
+    fake = SimpleNamespace(extract_faces=extract_faces, cache_identity=lambda path, detector: {"version": "0"})
+    monkeypatch.setitem(sys.modules, VISION_MODULE, fake)
     rows = [ROWS[5], ROWS[6], ROWS[0]]
     path = write_csv(tmp_path / "v.csv", rows)
     r = sentangle.extract(

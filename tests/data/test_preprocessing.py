@@ -116,6 +116,8 @@ def test_preprocessing_holds_statistics_and_a_feature_spec_without_machine_paths
         "text_encoder": None,
         "dataset": {"name": "feats.npz", "x": 1},
         "extractors": {"audio": {"name": "opensmile", "version": "2.5"}},
+        "max_frames": None,
+        "label_range": [float(v) for v in ds.label_range],
     }
     back = preprocessing_statistics(json.loads(json.dumps(prep)), "p")
     assert back is not None and np.array_equal(back["audio"].mean, ds.normalizers["audio"].mean)

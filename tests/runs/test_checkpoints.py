@@ -55,7 +55,7 @@ def trained(tmp_path_factory) -> dict:
     return {"data": data, "seed_dir": Path(res["folder"]) / "seed_1111"}
 
 
-def test_predict_in_a_fresh_process(trained, tmp_path):
+def test_predict_in_a_fresh_process(trained, tmp_path, same_predictions):
     ckpt, out = trained["seed_dir"] / "checkpoint.pt", tmp_path / "sub" / "out.csv"
     proc = subprocess.run(
         [sys.executable, "-m", "sentangle.cli", "predict", str(ckpt), str(trained["data"]), "-o", str(out)],
@@ -66,7 +66,7 @@ def test_predict_in_a_fresh_process(trained, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "wrote 10 predictions" in proc.stderr
-    assert out.read_bytes().decode("utf-8") == predictions_csv(trained["seed_dir"], "test")
+    same_predictions(out.read_text(), predictions_csv(trained["seed_dir"], "test"))
 
 
 def test_checkpoint_carries_config_versions_and_digest(trained):

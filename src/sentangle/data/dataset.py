@@ -381,14 +381,14 @@ class MSADataset:
                 )
             report[m] = {
                 "dropped_columns": [int(i) for i in np.flatnonzero(norm.dropped)],
-                "clipped_values": self._standardize(m, norm),
+                "clipped_values": self._standardize(m, norm, given=True),
                 "clip": norm.clip,
                 "statistics": "given",
             }
         self.info["normalization"] = report
         return self
 
-    def _standardize(self, m: str, norm: Standardize) -> dict[str, int]:
+    def _standardize(self, m: str, norm: Standardize, given: bool = False) -> dict[str, int]:
         """Apply `norm` to modality `m` of every split; values clipped per split."""
         clipped = {}
         for s, sp in self.splits.items():
@@ -406,7 +406,8 @@ class MSADataset:
                 clipped[s] += c
             sp.features[m] = out
         self.normalizers[m] = norm
-        if norm.dropped.any() or any(clipped.values()):
+        # Dropped columns of given statistics were reported when the model was trained.
+        if (norm.dropped.any() and not given) or any(clipped.values()):
             warnings.warn(
                 f"{self.source or self.name}: {m}: {int(norm.dropped.sum())} (nearly) constant training "
                 f"columns set to 0, values clipped to +-{norm.clip}: {clipped}",

@@ -17,10 +17,8 @@ in it count clips, seconds, frames and list every clip that failed, with the rea
 from __future__ import annotations
 
 import concurrent.futures as cf
-import csv
 import hashlib
 import importlib
-import io
 import json
 import math
 import multiprocessing as mp
@@ -38,11 +36,11 @@ import numpy as np
 from sentangle.core.errors import ConfigError, DataError, MissingFileError
 from sentangle.core.io import atomic_write, check_output, exit_with_parent, new_output, output_errors, write_json
 from sentangle.core.io import write_text as write_text_file
-from sentangle.data.dataset import SPLITS, Split
+from sentangle.data.dataset import SPLITS, MSADataset, Split
 from sentangle.data.extractors.audio import SAMPLE_RATE, audio_extractor, package_version
 from sentangle.data.lazy import LazyWriter, read_lazy
 from sentangle.data.media import MEDIA_EXTENSIONS, decode_audio, probe
-from sentangle.data.readers.labelcsv import MODE_ALIASES, read_text_file
+from sentangle.data.readers.labelcsv import MODE_ALIASES, label_rows
 from sentangle.data.text import default_cache_dir
 
 REQUIRED = ("video_id", "clip_id", "text")
@@ -72,44 +70,36 @@ class Clip:
 
 @dataclass
 class Job:
-    """What a worker needs for one clip (plain values: it crosses into spawned processes)."""
+    """What a worker needs for one clip (plain values: it crosses into spawned processes). The
+    audio and the faces may come from two files (`sentangle predict --audio A --video V`)."""
 
     index: int
-    path: str
+    path: str  # the clip's file: audio from it, and faces unless vision_path is given
     start: float | None
     end: float | None
     audio: str | None
     vision: str | None
     fps: float
     cache_dir: str
+    vision_path: str | None = None
+
+    @property
+    def video(self) -> str:
+        return self.vision_path or self.path
 
 
 # ---- the CSV ------------------------------------------------------------------------------------
 def read_clips(path: Path) -> list[Clip]:
     """The rows of an MMSA-style label CSV, checked: DataError naming the line and column."""
-    reader = csv.reader(io.StringIO(read_text_file(path), newline=""))
-    header = [h.strip() for h in next(reader, [])]
-    missing = [c for c in REQUIRED if c not in header]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {missing}; found {header or 'no header'}; expected at least "
-            f"{list(REQUIRED)} (optional: label, mode, start, end, file)"
-        )
-    col = {c: header.index(c) for c in header}
     clips: list[Clip] = []
-    seen: dict[str, int] = {}
-    for row in reader:
-        line = reader.line_num
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {line}: {len(row)} fields; expected {len(header)} as in the header")
+    expected = f"at least columns {list(REQUIRED)} (optional: label, mode, start, end, file)"
+    for line, row, sid in label_rows(path, REQUIRED, expected):
 
         def get(name: str) -> str:
-            return row[col[name]].strip() if name in col else ""
+            return row.get(name, "").strip()
 
         split = "test"  # no mode column: everything is input to predict
-        if "mode" in col:
+        if "mode" in row:
             split = MODE_ALIASES.get(get("mode").lower(), "")
             if not split:
                 raise DataError(
@@ -118,25 +108,10 @@ def read_clips(path: Path) -> list[Clip]:
         start, end = _seconds(get("start"), path, line, "start"), _seconds(get("end"), path, line, "end")
         if start is not None and end is not None and end <= start:
             raise DataError(f"{path}: line {line}: end {end} is not after start {start}; expected start < end")
-        sid = f"{get('video_id')}$_${get('clip_id')}"
-        if sid in seen:
-            raise DataError(f"{path}: line {line}: id {sid!r} (video_id$_$clip_id) already on line {seen[sid]}")
-        seen[sid] = line
         if not get("file") and not (get("video_id") and get("clip_id")):
             raise DataError(f"{path}: line {line}: no 'file' and no video_id/clip_id to find the clip by")
         clips.append(
-            Clip(
-                line,
-                sid,
-                get("video_id"),
-                get("clip_id"),
-                row[col["text"]],
-                get("label"),
-                split,
-                start,
-                end,
-                get("file"),
-            )
+            Clip(line, sid, get("video_id"), get("clip_id"), row["text"], get("label"), split, start, end, get("file"))
         )
     if not clips:
         raise DataError(f"{path}: no data rows; expected one row per clip")
@@ -273,14 +248,16 @@ def _audio_entry(job: Job, identity: dict) -> dict:
 
 
 def _vision_entry(job: Job, identity: dict) -> dict:
-    file = _cache_file(job.cache_dir, "vision", {**identity, "detector": job.vision, "fps": job.fps})
+    module = vision_module()
+    detector = module.cache_identity(job.video, job.vision)
+    file = _cache_file(job.cache_dir, "vision", {**identity, "detector": job.vision, "fps": job.fps, **detector})
     entry = load_entry(file)
     if entry is not None:
         return {**entry, "cached": True, "file": file}
-    x, mask, names, spec = vision_module().extract_faces(job.path, job.fps, job.start, job.end, detector=job.vision)
+    x, mask, names, spec = module.extract_faces(job.video, job.fps, job.start, job.end, detector=job.vision)
     x, mask = np.asarray(x, np.float32), np.asarray(mask, bool)
     if x.ndim != 2 or mask.shape != x.shape[:1] or len(names) != x.shape[1]:
-        raise DataError(f"{job.path}: vision extractor gave features {x.shape}, mask {mask.shape}, {len(names)} names")
+        raise DataError(f"{job.video}: vision extractor gave features {x.shape}, mask {mask.shape}, {len(names)} names")
     spec = {**spec, "frames_per_second": job.fps}
     _save_entry(file, x, mask, names, spec, len(mask) / job.fps)
     return {"features": x, "mask": mask, "spec": spec, "cached": False, "file": file}
@@ -289,15 +266,12 @@ def _vision_entry(job: Job, identity: dict) -> dict:
 def extract_clip(job: Job) -> dict:
     """Features of one clip into the cache: {index, frames, seconds, faces, cached} or {index, error}."""
     try:
-        st = os.stat(job.path)
-        identity = {"path": os.path.abspath(job.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        identity.update(start=job.start, end=job.end)
         out: dict[str, Any] = {"index": job.index, "frames": {}, "cached": {}, "files": {}, "nonfinite": 0}
         entries = {}
         if job.audio:
-            entries["audio"] = _audio_entry(job, identity)
+            entries["audio"] = _audio_entry(job, _file_identity(job.path, job))
         if job.vision:
-            entries["vision"] = _vision_entry(job, identity)
+            entries["vision"] = _vision_entry(job, _file_identity(job.video, job))
         for m, e in entries.items():
             finite = np.isfinite(e["features"]).all(axis=1)
             if not (finite & e["mask"]).any() and m == "audio":
@@ -314,10 +288,22 @@ def extract_clip(job: Job) -> dict:
         return {"index": job.index, "error": str(e) if isinstance(e, DataError) else f"{type(e).__name__}: {e}"}
 
 
+def _file_identity(path: str, job: Job) -> dict:
+    """A media file as a cache key: where it is, its size and time of change, and the cut."""
+    st = os.stat(path)
+    return {
+        "path": os.path.abspath(path),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "start": job.start,
+        "end": job.end,
+    }
+
+
 def _seconds_of(job: Job) -> float:
     if job.start is not None and job.end is not None:
         return job.end - job.start
-    return float(probe(job.path)["duration_s"] or 0.0)
+    return float(probe(job.video)["duration_s"] or 0.0)
 
 
 def _run(jobs: list[Job], workers: int, progress: bool) -> Iterator[dict]:
@@ -431,12 +417,8 @@ def extract(
         start, end = (clip.start, clip.end) if applies else (None, None)
         jobs.append(Job(i, str(path), start, end, audio, vision, float(fps), cache))
 
-    results: dict[int, dict] = {}
-    for r in _run(jobs, workers, progress):
-        if "error" in r:
-            failures[r["index"]] = _relative(r["error"], media_dir)
-        else:
-            results[r["index"]] = r
+    results, failed = run_jobs(jobs, workers, progress, media_dir)
+    failures.update(failed)
     if not results:
         first = "; ".join(f"line {clips[i].line}: {failures[i]}" for i in sorted(failures)[:3])
         raise DataError(f"{transcripts}: no clip could be extracted ({len(failures)} failed; first: {first})")
@@ -449,6 +431,52 @@ def extract(
         report["mmsa_pickle"] = str(to_mmsa_pickle(folder, mmsa_pickle))
     report["folder"] = str(folder)
     return report
+
+
+def run_jobs(
+    jobs: list[Job], workers: int = 1, progress: bool = True, media_dir: Path | None = None
+) -> tuple[dict[int, dict], dict[int, str]]:
+    """Run `jobs` (in `workers` processes): ({index: result}, {index: why it failed}); the features
+    stay in the cache, each result names its entries. Paths in reasons are relative to `media_dir`."""
+    results, failures = {}, {}
+    for r in _run(jobs, workers, progress):
+        if "error" in r:
+            failures[r["index"]] = r["error"] if media_dir is None else _relative(r["error"], media_dir)
+        else:
+            results[r["index"]] = r
+    return results, failures
+
+
+def clip_arrays(
+    results: dict[int, dict], rows: list[int], max_frames: int | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, dict]]:
+    """The extracted clips `rows` in memory, as a feature folder holds them: per modality features
+    (N, T, d) and masks (N, T) padded to the longest, and the cache entry of the first clip (its
+    feature names and extractor spec)."""
+    first = results[rows[0]]
+    entries = {m: _reload(first, m) for m in sorted(first["frames"])}
+    feats, masks = {}, {}
+    for m in entries:
+        t = max(capped_length(results[i]["frames"][m], max_frames) for i in rows)
+        padded = [padded_row(_reload(results[i], m), t, max_frames) for i in rows]
+        feats[m] = np.concatenate([x for x, _ in padded])
+        masks[m] = np.concatenate([k for _, k in padded])
+    return feats, masks, entries
+
+
+def extraction_info(entries: dict[str, dict], max_frames: int | None) -> dict:
+    """What a feature folder records of how its media became features: extractor specs, feature
+    names, frame rates, the frame cap and the decoder (preprocessing.json carries it on)."""
+    return {
+        "extracted_by": "sentangle extract",
+        "text": "raw",
+        "text_note": TEXT_NOTE,
+        "extractors": {m: e["spec"] for m, e in entries.items()},
+        "decoder": {"package": "av", "version": package_version("av")},
+        "feature_names": {m: [str(n) for n in e["names"]] for m, e in entries.items()},
+        "frame_rates": {m: float(e["spec"]["frames_per_second"]) for m, e in entries.items()},
+        "max_frames": max_frames,
+    }
 
 
 def _relative(text: str, media_dir: Path) -> str:
@@ -499,19 +527,10 @@ def _write_folder(out: Path, header: dict, labels, clips, results, max_frames, o
     first = results[min(results)]
     modalities = sorted(first["frames"])
     entries = {m: _reload(first, m) for m in modalities}  # names and spec of what was extracted
-    feature_names = {m: [str(n) for n in e["names"]] for m, e in entries.items()}
-    info = {
-        "extracted_by": "sentangle extract",
-        "text": "raw",
-        "text_note": TEXT_NOTE,
-        "extractors": {m: e["spec"] for m, e in entries.items()},
-        "decoder": {"package": "av", "version": package_version("av")},
-        "feature_names": feature_names,
-        "frame_rates": {m: float(e["spec"]["frames_per_second"]) for m, e in entries.items()},
-        "max_frames": max_frames,
-        "labels": "none" if header["task"] == "regression" and header["label_range"] is None else header["task"],
-        "clips": report["clips"],
-    }
+    info = extraction_info(entries, max_frames)
+    feature_names = info["feature_names"]
+    info["labels"] = "none" if header["task"] == "regression" and header["label_range"] is None else header["task"]
+    info["clips"] = report["clips"]
     writer = LazyWriter(
         out,
         header["name"],
@@ -618,3 +637,82 @@ def to_mmsa_pickle(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
             pickle.dump(data, f, protocol=4)
 
     return atomic_write(path, write)
+
+
+# ---- clips to predict on ------------------------------------------------------------------------
+@dataclass
+class MediaClip:
+    """One clip to predict on: its text and where its audio and face video are (either may be None;
+    the same file can be both)."""
+
+    id: str
+    text: str | None  # None: no transcript (the text modality is missing)
+    audio: str | None = None
+    video: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+
+def media_dataset(
+    clips: list[MediaClip],
+    audio: str | None,
+    vision: str | None,
+    fps: float = 5.0,
+    max_frames: int | None = None,
+    task: str = "regression",
+    class_names: list[str] | None = None,
+    workers: int = 1,
+    progress: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[MSADataset, dict[str, str]]:
+    """Unlabelled clips as a dataset with one split, "test", extracted with `audio` / `vision`
+    (None: that modality is not extracted) as `extract` would: the same cache, frame cap and
+    padding, so a clip reads the same here as in a feature folder. Texts stay raw. Returns the
+    dataset of the clips that could be read and {id: why it failed} for the others; DataError when
+    none could be read."""
+    cache = str(Path(cache_dir) if cache_dir is not None else default_cache_dir() / "extract")
+    jobs, failures = [], {}
+    for i, c in enumerate(clips):
+        a = c.audio or c.video if audio else None
+        v = c.video if vision else None
+        if audio and a is None or vision and v is None:
+            failures[c.id] = f"no {'audio' if audio and a is None else 'video'} file given"
+            continue
+        if a or v:
+            jobs.append(Job(i, str(a or v), c.start, c.end, audio, vision, float(fps), cache, str(v) if v else None))
+    results, failed = run_jobs(jobs, workers, progress)
+    failures.update({clips[i].id: why for i, why in failed.items()})
+    rows = [i for i, c in enumerate(clips) if c.id not in failures]
+    if not rows:
+        first = "; ".join(f"{k}: {v}" for k, v in list(failures.items())[:3])
+        raise DataError(f"no clip could be read ({len(failures)} failed; first: {first})")
+    feats: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    info: dict[str, Any] = {"labels": "none"}
+    if results:
+        feats, masks, entries = clip_arrays(results, rows, max_frames)
+        info.update(extraction_info(entries, max_frames))
+    labels = np.zeros(len(rows), np.float32 if task == "regression" else np.int64)
+    texts = None if all(clips[i].text is None for i in rows) else [clips[i].text or "" for i in rows]
+    split = Split(feats, masks, labels, [clips[i].id for i in rows], texts)
+    ds = MSADataset("input", {"test": split}, task, class_names, None, source="input clips", info=info)
+    return ds, failures
+
+
+def media_clips(media_dir: str | os.PathLike, transcripts: str | os.PathLike) -> tuple[list[MediaClip], dict[str, str]]:
+    """The clips of a CSV (video_id, clip_id, text; optional start, end, file) found under
+    `media_dir` as `extract` finds them, and {id: why} for rows whose file is not there."""
+    media_dir, transcripts = Path(media_dir), Path(transcripts)
+    if not media_dir.is_dir():
+        raise MissingFileError(f"--media {media_dir} is not a folder; expected the folder that holds the clips")
+    clips, missing = [], {}
+    for c in read_clips(transcripts):
+        path, applies, tried = locate(media_dir, c)
+        if path is None:
+            missing[c.id] = (
+                f"file not found: {c.file}" if c.file else f"no media file; looked for {', '.join(tried[:3])} ..."
+            )
+            continue
+        start, end = (c.start, c.end) if applies else (None, None)
+        clips.append(MediaClip(c.id, c.text, str(path), str(path), start, end))
+    return clips, missing

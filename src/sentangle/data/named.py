@@ -196,10 +196,12 @@ def load_dataset(
     holdout_valid: bool = False,
     text_encoder: dict | None = None,
     cache_dir=None,
+    required_splits: tuple[str, ...] = ("train", "valid"),
     **kwargs,
 ) -> MSADataset:
     """Load a named dataset (see `list_datasets()`), a feature file or a converted feature folder
-    (`sentangle data convert`), validated and normalised.
+    (`sentangle data convert`), validated and normalised. `required_splits`: () reads data with
+    test clips only (input to a trained model, normalised with its statistics: normalize=()).
 
     Raw texts are encoded for `text_encoder`, the model's text encoder setting (text.text_setting;
     default: frozen MiniLM features), with the feature cache under `cache_dir`."""
@@ -230,7 +232,7 @@ def load_dataset(
         ds = holdout_from_valid(ds)
     if modalities:
         ds.select_modalities(modalities)
-    ds.validate()
+    ds.validate(required=required_splits)
     if normalize:
         ds.normalize(tuple(normalize))
     return ds

@@ -3,8 +3,10 @@
     {"format": "sentangle-preprocessing-1",
      "normalization": {modality: {mean, scale, dropped, clip}} (dataset.Standardize.to_json), or
                       null when unknown (checkpoints written before it was stored),
-     "features": {modalities, input_dims, task, class_names, text_encoder (the setting, by name),
-                  dataset (its config, without machine paths), extractors (when the data has them)}}
+     "features": {modalities, input_dims, task, class_names, label_range, text_encoder (the setting,
+                  by name), dataset (its config, without machine paths), and, for data from
+                  `sentangle extract`, extractors and max_frames: what `predict --audio/--video`
+                  extracts new clips with}}
 
 Checkpoints (runs/checkpoint.py) and model folders (models/portable.py) store it; `sentangle
 predict` applies its statistics to the input instead of the input's own (`MSADataset.normalize_with`).
@@ -31,9 +33,11 @@ def preprocessing(ds: MSADataset, text_encoder: dict | str | None = None, datase
         "class_names": None if ds.class_names is None else list(ds.class_names),
         "text_encoder": encoded_with(ds) or (None if text_encoder is None else text_setting(text_encoder)),
         "dataset": None if dataset is None else dataset_spec(dataset),
+        "label_range": None if ds.label_range is None else [float(v) for v in ds.label_range],
     }
     if "extractors" in ds.info:  # how raw media became these features (written by the extract step)
         features["extractors"] = ds.info["extractors"]
+        features["max_frames"] = ds.info.get("max_frames")
     return {"format": PREPROCESSING_FORMAT, "normalization": statistics_to_json(ds.normalizers), "features": features}
 
 

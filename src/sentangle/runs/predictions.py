@@ -108,3 +108,61 @@ def read_seed_predictions(seed_dir: Path, split: str) -> tuple[np.ndarray, np.nd
         return np.argmax(pred, axis=1), label.astype(np.int64), names
     legacy = Path(seed_dir) / f"predictions_{split}.csv"
     return read_csv_predictions(legacy) if legacy.is_file() else None
+
+
+def polarity(score: float) -> str:
+    """negative / neutral / positive as the field's 3-class accuracy reads a sentiment score:
+    clipped to [-1, 1] and rounded, so neutral is |score| < 0.5."""
+    return "neutral" if abs(score) < 0.5 else ("positive" if score > 0 else "negative")
+
+
+def prediction_rows(
+    pred: np.ndarray,
+    ids: list[str],
+    class_names: list[str] | None,
+    label: np.ndarray | None = None,
+    label_range: tuple[float, float] | list[float] | None = None,
+    diagnostics: dict[str, np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
+    """One record per clip, what `sentangle predict` writes as CSV or JSON: id, prediction (score,
+    or class name), label (when the input has labels), polarity (a sentiment score, on a scale
+    symmetric around 0) or logits and probabilities per class, then the model's diagnostics."""
+    rows: list[dict[str, Any]] = []
+    symmetric = label_range is None or abs(float(label_range[0]) + float(label_range[1])) < 1e-9
+    if class_names is not None:
+        logits = np.asarray(pred, np.float64)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+    for k, i in enumerate(ids):
+        row: dict[str, Any] = {"id": i}
+        if class_names is None:
+            row["prediction"] = round(float(pred[k]), 6)
+            if label is not None:
+                row["label"] = round(float(label[k]), 6)
+            if symmetric:
+                row["polarity"] = polarity(float(pred[k]))
+        else:
+            row["prediction"] = class_names[int(np.argmax(pred[k]))]
+            if label is not None:
+                row["label"] = class_names[int(label[k])]
+            row.update({f"logit_{c}": round(float(v), 5) for c, v in zip(class_names, logits[k])})
+            row.update({f"prob_{c}": round(float(v), 5) for c, v in zip(class_names, probs[k])})
+        for name, values in (diagnostics or {}).items():
+            v = np.asarray(values[k], np.float64).reshape(-1)
+            row.update(
+                {name: round(float(v[0]), 5)}
+                if v.size == 1
+                else {f"{name}_{j}": round(float(x), 5) for j, x in enumerate(v)}
+            )
+        rows.append(row)
+    return rows
+
+
+def rows_csv(rows: list[dict[str, Any]]) -> str:
+    """Records as CSV text, one column per key any of them has (in first-seen order)."""
+    buf = io.StringIO()
+    columns = list(dict.fromkeys(k for row in rows for k in row)) or ["id", "prediction"]
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()

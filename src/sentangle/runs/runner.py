@@ -25,8 +25,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from sentangle.config import RunConfig, dump_yaml, read_yaml
 from sentangle.core.io import check_output, new_output, output_errors, versions, write_json, write_text
 from sentangle.data.dataset import MSADataset
@@ -47,7 +45,7 @@ from sentangle.runs.folder import (
     prepare_folder,
     resolved_config,
 )
-from sentangle.runs.predictions import csv_text, write_seed_predictions
+from sentangle.runs.predictions import write_seed_predictions
 from sentangle.runs.provenance import code_fingerprint, code_structure, stale_seeds
 from sentangle.runs.sanity import NO_GAIN_MARGIN, constant_predictions, no_better_than_constant
 from sentangle.training.distributed import setup as distributed_setup
@@ -83,16 +81,6 @@ def model_text_setting(cfg: RunConfig, ds: MSADataset) -> dict | None:
 def model_for(cfg: RunConfig, ds: MSADataset) -> MSAModel:
     args = {k: v for k, v in cfg.model.items() if k not in ("name", "text_encoder")}
     return create_model(cfg.model["name"], ds.input_dims, ds.output_dim, model_text_setting(cfg, ds), **args)
-
-
-def write_predictions(path: Path, ds: MSADataset, pred: np.ndarray, label: np.ndarray, ids: list[str]) -> None:
-    """One split's predictions as CSV (`sentangle predict`); a run folder keeps them in predictions.npz."""
-    write_text(path, split_csv(ds, pred, label, ids))
-
-
-def split_csv(ds: MSADataset, pred: np.ndarray, label: np.ndarray, ids: list[str]) -> str:
-    """The CSV text `write_predictions` writes (for `sentangle predict -o -`)."""
-    return csv_text(pred, label, ids, (ds.class_names or []) if ds.task != "regression" else None)
 
 
 def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:

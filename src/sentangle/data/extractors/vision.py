@@ -324,6 +324,18 @@ def _detector(detector: str | FaceDetector) -> FaceDetector:
     return detector if isinstance(detector, FaceDetector) else FACE_DETECTORS.get(detector)()
 
 
+def cache_identity(path: str | Path, detector: str) -> dict[str, Any]:
+    """What decides a clip's face features besides the video, the cut and the frame rate: the
+    detector's version and settings, or, for "openface", the CSV file that is read instead of the
+    video (a rerun of OpenFace changes it). Extraction caches key on it (data/extract.py)."""
+    if detector == "openface":
+        csv_file = openface_csv_for(Path(path))
+        st = csv_file.stat()
+        return {"openface_csv": str(csv_file.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    det = _detector(detector)
+    return {"version": det.version(), "settings": det.settings()}
+
+
 def detector_feature_names(detector: FaceDetector) -> list[str]:
     return [*BOX_NAMES, *detector.extra_names, *(f"{n}_{a}" for n in detector.landmark_names for a in "xy")]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,38 @@ def read_text_file(path: Path) -> str:
         ) from None
 
 
+def label_rows(path: Path, required: Sequence[str], expected: str) -> Iterator[tuple[int, dict[str, str], str]]:
+    """(line number, {column: raw value}, id "videoid$_$clipid") per data row of an MMSA-style CSV,
+    checked on the way: a header holding `required` (`expected` says what the file should be),
+    as many fields as the header on every row, each id once. Blank lines are skipped."""
+    reader = csv.reader(io.StringIO(read_text_file(path), newline=""))
+    header = next(reader, None)
+    if header is None:
+        raise DataError(f"{path}: file is empty; expected {expected}")
+    header = [h.strip() for h in header]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found columns {header}; expected {expected}")
+    seen: dict[str, int] = {}
+    for fields in reader:
+        line = reader.line_num
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise DataError(
+                f"{path}: line {line}: {len(fields)} fields; expected {len(header)} as in the header {header}"
+            )
+        row = dict(zip(header, fields))
+        sid = f"{row.get('video_id', '').strip()}$_${row.get('clip_id', '').strip()}"
+        if sid in seen:
+            raise DataError(
+                f"{path}: line {line}: id {sid!r} (video_id$_$clip_id) already on line {seen[sid]}; "
+                "expected each clip once"
+            )
+        seen[sid] = line
+        yield line, row, sid
+
+
 def _split_names(splits: Sequence[str] | None, path: Path) -> tuple[str, ...] | None:
     if splits is None:
         return None
@@ -64,34 +96,15 @@ def read_label_csv(
     """
     path = Path(path)
     wanted = _split_names(splits, path)
-    reader = csv.reader(io.StringIO(read_text_file(path), newline=""))
-    header = next(reader, None)
-    if header is None:
-        raise DataError(f"{path}: file is empty; expected a header with columns {list(COLUMNS)}")
-    header = [h.strip() for h in header]
-    missing = [c for c in COLUMNS if c not in header]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {missing}; found columns {header}; "
-            f"expected an MMSA label.csv with columns {list(COLUMNS)}"
-        )
-    col = {c: header.index(c) for c in COLUMNS}
-
     modes, texts, labels, ids = [], [], [], []
-    seen: dict[str, int] = {}
-    for row in reader:
-        line = reader.line_num
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {line}: {len(row)} fields; expected {len(header)} as in the header {header}")
-        raw_mode = row[col["mode"]].strip()
+    for line, row, sid in label_rows(path, COLUMNS, f"an MMSA label.csv with columns {list(COLUMNS)}"):
+        raw_mode = row["mode"].strip()
         mode = MODE_ALIASES.get(raw_mode.lower())
         if mode is None:
             raise DataError(
                 f"{path}: line {line}: column 'mode' is {raw_mode!r}; expected one of {sorted(MODE_ALIASES)}"
             )
-        raw_label = row[col["label"]].strip()
+        raw_label = row["label"].strip()
         try:
             label = float(raw_label)
         except ValueError:
@@ -104,17 +117,10 @@ def read_label_csv(
                 f"{path}: line {line}: column 'label' is {raw_label!r}; "
                 f"expected a sentiment score in [{LABEL_RANGE[0]}, {LABEL_RANGE[1]}]"
             )
-        sid = f"{row[col['video_id']].strip()}$_${row[col['clip_id']].strip()}"
-        if sid in seen:
-            raise DataError(
-                f"{path}: line {line}: id {sid!r} (video_id$_$clip_id) already on line {seen[sid]}; "
-                "expected each clip once"
-            )
-        seen[sid] = line
         if wanted is not None and mode not in wanted:
             continue
         modes.append(mode)
-        texts.append(row[col["text"]])  # empty text is fine: the encoder still sees [CLS] [SEP]
+        texts.append(row["text"])  # empty text is fine: the encoder still sees [CLS] [SEP]
         labels.append(label)
         ids.append(sid)
 
