@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sentangle.load_model(DIR), or give DIR to `sentangle predict` / `eval`.",
     )
     p.add_argument("seed", metavar="SEED", help="a seed folder RUN/seed_S or its checkpoint.pt")
-    p.add_argument("out", metavar="DIR", help="the model folder to write (must not exist)")
+    p.add_argument("out", metavar="DIR", help="the model folder to write (must not exist, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it is a model folder (nothing else)")
     _add_allow_unverified(p)
     _add_data_root(p)
 
@@ -398,7 +399,7 @@ def cmd_predict(args) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}; expected a positive number of processes")
     trained = load_trained(args.checkpoint, allow_unverified=args.allow_unverified)
-    rows, failures = predict_input(
+    rows = predict_input(
         trained,
         args.data,
         text=args.text,
@@ -412,7 +413,7 @@ def cmd_predict(args) -> int:
         workers=args.workers,
         progress=not args.no_progress,
     )
-    rows += [{"id": i, "error": why} for i, why in failures.items()]
+    failures = [r for r in rows if "error" in r]
     if failures:
         print(f"{len(failures)} clip(s) could not be read; their rows give the reason (column error)", file=sys.stderr)
     if to_file and Path(args.output).suffix.lower() == ".json":
@@ -428,7 +429,7 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
 
-    res = export(args.seed, args.out, args.data_root, args.allow_unverified)
+    res = export(args.seed, args.out, args.data_root, args.allow_unverified, args.overwrite)
     if res["recomputed"]:
         print(
             f"{res['checkpoint']} carries no normalisation statistics (written before they were stored): "

@@ -68,6 +68,10 @@ CASES = {
         lambda r, m, t: ["export", str(r / "seed_1111"), str(m)],
         "already exists; expected a path to a new model folder",
     ),
+    "--overwrite onto a folder that is not a model folder": (
+        lambda r, m, t: ["export", str(r / "seed_1111"), str(t), "--overwrite"],
+        "exists and is not a model folder; not replaced",
+    ),
     "DIR is a symlink": (
         lambda r, m, t: ["export", str(r / "seed_1111"), str(_link(t))],
         "is a symbolic link; expected a path to a new model folder",
@@ -107,3 +111,14 @@ def test_refusals_exit_2_with_one_message(run_dir, model_dir, tmp_path, capsys, 
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written (no new folder, no CSV)
     assert not (tmp_path / "target").exists() or list((tmp_path / "target").iterdir()) == []
+
+
+def test_overwrite_replaces_a_model_folder_whole(run_dir, model_dir, tmp_path, capsys):
+    copy = tmp_path / "m"
+    assert main(["export", str(run_dir / "seed_1111"), str(copy)]) == 0
+    (copy / "model.safetensors").write_bytes(b"older weights")
+    (copy / "notes.txt").write_text("left by an older export")
+    assert main(["export", str(run_dir / "seed_1111"), str(copy), "--overwrite"]) == 0
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in model_dir.iterdir())
+    assert (copy / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary folder left beside it

@@ -206,3 +206,13 @@ def test_user_errors_name_the_argument(setup, args, message, capsys, tmp_path):
     assert run("predict", setup["models"]["mult"], *args, "-o", out) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and not out.exists()
+
+
+def test_the_python_api_gives_the_rows_the_command_writes(setup, capsys):
+    import sentangle
+
+    model, wav = setup["models"]["rtil"], setup["clips"] / "v4" / "0.wav"
+    rows = sentangle.predict(model, text=TEXTS[4], audio=wav)
+    printed = predict_csv(capsys, model, "--text", TEXTS[4], "--audio", wav)
+    assert [r["id"] for r in rows] == ["input"]
+    assert {k: str(v) for k, v in rows[0].items()} == printed[0]

@@ -134,21 +134,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
-def check_new_folder(path: str | os.PathLike, what: str = "folder") -> Path:
-    """Refuse an output folder that exists already or is a link (also to a folder), or cannot be written."""
+def check_new_folder(
+    path: str | os.PathLike, what: str = "folder", replaces: Callable[[Path], bool] | None = None
+) -> Path:
+    """Refuse an output folder that exists already or is a link (also to a folder), or cannot be
+    written. `replaces`: an existing folder it accepts may be replaced (overwrite), nothing else."""
     path = Path(path)
     if path.is_symlink():
         raise OutputError(f"output {path} is a symbolic link; expected a path to a new {what} (links are not followed)")
     if path.exists():
-        raise OutputError(f"output {path} already exists; expected a path to a new {what}")
+        if replaces is None:
+            raise OutputError(f"output {path} already exists; expected a path to a new {what} (or pass --overwrite)")
+        if not (path.is_dir() and replaces(path)):
+            raise OutputError(f"output {path} exists and is not a {what}; not replaced")
     return check_output(path, "folder")
 
 
-def atomic_folder(path: str | os.PathLike, fill: Callable[[Path], None], what: str = "folder") -> Path:
+def atomic_folder(
+    path: str | os.PathLike,
+    fill: Callable[[Path], None],
+    what: str = "folder",
+    replaces: Callable[[Path], bool] | None = None,
+) -> Path:
     """`fill(tmp)` writes a new folder beside `path`, which is then renamed to `path`: nothing
-    appears there unless all of it was written. `path` must be new (check_new_folder): an
+    appears there unless all of it was written. `path` must be new, or an existing folder that
+    `replaces` accepts, which is swapped out only once the new one is whole (check_new_folder): an
     OutputError says so, as it does for any OSError on the way."""
-    path = check_new_folder(path, what)
+    path = check_new_folder(path, what, replaces)
     new_dirs = _missing(path.parent)
     tmp = None
     try:
@@ -157,9 +169,15 @@ def atomic_folder(path: str | os.PathLike, fill: Callable[[Path], None], what: s
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
             os.chmod(tmp, 0o777 & ~_umask())
             fill(tmp)
-            if os.path.lexists(path):  # appeared meanwhile: never replace what someone else wrote
+            if replaces is not None and path.is_dir() and not path.is_symlink() and replaces(path):
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old)
+                os.rename(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            elif os.path.lexists(path):  # appeared meanwhile: never replace what someone else wrote
                 raise OutputError(f"output {path} already exists; expected a path to a new {what}")
-            os.rename(tmp, path)
+            else:
+                os.rename(tmp, path)
     except BaseException:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -91,11 +91,16 @@ class MSAModel(nn.Module):
         return y.squeeze(-1) if self.output_dim == 1 else y
 
     def save_pretrained(
-        self, folder: str | os.PathLike, preprocessing: dict | None = None, card: str | None = None
+        self,
+        folder: str | os.PathLike,
+        preprocessing: dict | None = None,
+        card: str | None = None,
+        overwrite: bool = False,
     ) -> Path:
         """Write this model as a new portable model folder (models/portable.py) that `load_model`
         reads on any machine: `preprocessing` (data.preprocessing.preprocessing) carries the
-        training data's normalisation statistics and feature spec, `card` the README.md."""
+        training data's normalisation statistics and feature spec, `card` the README.md.
+        `overwrite` replaces an existing model folder (nothing else)."""
         if self.build_args is None:
             raise ConfigError(
                 f"{type(self).__name__} was not built by create_model, so its options are unknown; "
@@ -103,7 +108,12 @@ class MSAModel(nn.Module):
             )
         config = folder_config(self.build_args, self.output_dim, self.text_setting, preprocessing)
         return write_model_folder(
-            folder, config, self.state_dict(), preprocessing or bare_preprocessing(config), card or basic_card(config)
+            folder,
+            config,
+            self.state_dict(),
+            preprocessing or bare_preprocessing(config),
+            card or basic_card(config),
+            overwrite,
         )
 
 

@@ -51,10 +51,15 @@ def machine_paths(value, where: str = "") -> list[str]:
 
 
 def write_model_folder(
-    folder: str | os.PathLike, config: dict, state_dict: dict[str, torch.Tensor], preprocessing: dict, card: str
+    folder: str | os.PathLike,
+    config: dict,
+    state_dict: dict[str, torch.Tensor],
+    preprocessing: dict,
+    card: str,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a new model folder (OutputError if `folder` exists or is a link); nothing appears at
-    `folder` unless every file was written."""
+    """Write a new model folder (OutputError if `folder` exists, unless `overwrite` and it is a
+    model folder, or is a link); nothing appears at `folder` unless every file was written."""
     found = machine_paths({"config.json": config, "preprocessing.json": preprocessing})
     if found:
         raise OutputError(
@@ -72,7 +77,7 @@ def write_model_folder(
         lines = [f"{hashlib.sha256((tmp / name).read_bytes()).hexdigest()}  {name}\n" for name in FILES]
         write_text(tmp / CHECKSUMS, "".join(lines))
 
-    return atomic_folder(folder, fill, "model folder")
+    return atomic_folder(folder, fill, "model folder", is_model_folder if overwrite else None)
 
 
 def _checksums(folder: Path) -> dict[str, str]:

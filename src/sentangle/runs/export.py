@@ -18,6 +18,7 @@ from sentangle.core.io import check_new_folder
 from sentangle.data.preprocessing import dataset_spec, preprocessing
 from sentangle.data.text import describe_setting
 from sentangle.models.base import MSAModel
+from sentangle.models.portable import is_model_folder
 from sentangle.report.tables import aggregate, split_table
 from sentangle.runs.checkpoint import load_checkpoint
 from sentangle.runs.runner import dataset_from_config
@@ -141,16 +142,24 @@ def model_card(checkpoint: Path, cfg: RunConfig, payload: dict, prep: dict, reco
     return "\n".join(lines)
 
 
-def export(source: str | os.PathLike, out: str | os.PathLike, data_root=None, allow_unverified: bool = False) -> dict:
-    """Write the model of `source` (a seed folder or its checkpoint.pt) as the new model folder `out`;
-    returns {"folder", "checkpoint", "recomputed"} (recomputed: the statistics were not stored in
-    the checkpoint and were computed from the run's dataset)."""
-    check_new_folder(out, "model folder")  # before anything is loaded
+def export(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    data_root=None,
+    allow_unverified: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Write the model of `source` (a seed folder or its checkpoint.pt) as the new model folder `out`
+    (`overwrite`: or in place of the model folder there); returns {"folder", "checkpoint",
+    "recomputed"} (recomputed: the statistics were not stored in the checkpoint and were computed
+    from the run's dataset)."""
+    check_new_folder(out, "model folder", is_model_folder if overwrite else None)  # before anything is loaded
     checkpoint = checkpoint_of(source)
     model, cfg, payload = load_checkpoint(checkpoint, allow_unverified=allow_unverified)
     prep = payload.get("preprocessing")
     recomputed = prep is None
     if prep is None:
         prep = recompute_preprocessing(checkpoint, cfg, model, data_root)
-    model.save_pretrained(out, preprocessing=prep, card=model_card(checkpoint, cfg, payload, prep, recomputed))
+    card = model_card(checkpoint, cfg, payload, prep, recomputed)
+    model.save_pretrained(out, preprocessing=prep, card=card, overwrite=overwrite)
     return {"folder": str(out), "checkpoint": str(checkpoint), "recomputed": recomputed}

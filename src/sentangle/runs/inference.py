@@ -313,9 +313,9 @@ def predict_input(
     trusted: bool = False,
     workers: int = 1,
     progress: bool = False,
-) -> tuple[list[dict], dict[str, str]]:
-    """What `sentangle predict` computes: one record per clip (runs/predictions.prediction_rows) and
-    {id: why} for clips that could not be read. The input is one clip (`text` and/or `audio` /
+) -> list[dict]:
+    """What `sentangle predict` computes: one record per clip (runs/predictions.prediction_rows),
+    then one {"id", "error"} per clip that could not be read, with the reason. The input is one clip (`text` and/or `audio` /
     `video` files), a CSV of clips with the folder `media` that holds them, or `data` (a dataset
     name, feature file or folder; default the model's own dataset), whose `split` is predicted."""
     single = text is not None or audio is not None or video is not None
@@ -349,4 +349,4 @@ def predict_input(
         features.get("label_range", ds.label_range),
         diagnostics,
     )
-    return rows, failures
+    return rows + [{"id": i, "error": why} for i, why in failures.items()]
