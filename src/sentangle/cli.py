@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split of DATA to predict (default test)")
     p.add_argument("--output", "-o", help="file to write, CSV or .json; - or none: CSV on standard output")
     p.add_argument("--workers", type=int, default=1, help="processes extracting the media of a CSV (default 1)")
+    p.add_argument(
+        "--asr", metavar="NAME", help="transcribe clips given without text with this recogniser (pocketsphinx)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar while extracting")
     _add_allow_unverified(p)
     p.add_argument("--trust-pickle", action="store_true", help="allow arbitrary classes in a pickle you trust")
@@ -234,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="extraction processes (default 1)")
     p.add_argument("--cache-dir", metavar="DIR", help="per-clip cache (default $SENTANGLE_CACHE/extract)")
     p.add_argument("--mmsa-pickle", metavar="FILE", help="also write the features as an MMSA unaligned pickle")
+    p.add_argument(
+        "--asr",
+        metavar="NAME",
+        help="transcribe clips whose text is empty (the text column may be left out) with this recogniser "
+        "(pocketsphinx: offline US English, pip install 'sentangle[asr]')",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -412,6 +421,7 @@ def cmd_predict(args) -> int:
         trusted=args.trust_pickle,
         workers=args.workers,
         progress=not args.no_progress,
+        asr=args.asr,
     )
     failures = [r for r in rows if "error" in r]
     if failures:
@@ -479,6 +489,7 @@ def cmd_extract(args) -> int:
         progress=not args.no_progress,
         cache_dir=args.cache_dir,
         mmsa_pickle=args.mmsa_pickle,
+        asr=args.asr,
     )
     c = rep["clips"]
     print(f"extracted {c['extracted']} of {c['rows']} clips ({rep['seconds']:.1f} s of media) into {rep['folder']}")

@@ -202,3 +202,12 @@ def test_interval_and_beyond_noise_against_hand_values():
     assert interval_text("acc2_non0", {"mean": 0.8, "std": 0.02, "n": 4}, signed=False) == "[78.00, 82.00]"
     with pytest.raises(ValueError, match="side"):
         beyond_noise(st, "left")
+
+
+def test_an_undefined_metric_reads_n_a_also_after_a_json_round_trip():
+    from sentangle.report.tables import fmt
+
+    # a correlation over one test clip is NaN; stored JSON writes it as null
+    assert fmt("corr", {"mean": float("nan"), "std": 0.0, "n": 1}) == "n/a"
+    assert fmt("corr", {"mean": None, "std": None, "n": 1}) == "n/a"
+    assert fmt("mae", {"mean": 0.5, "std": 0.1, "n": 3}) == "0.500 ± 0.100"

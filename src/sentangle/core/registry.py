@@ -94,3 +94,4 @@ def check_options(
 MODELS: Registry[type[Any]] = Registry("model")  # model classes
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset")  # functions that load a dataset
 AUDIO_EXTRACTORS: Registry[type[Any]] = Registry("audio extractor")  # data/extractors/audio.py classes
+ASR_ENGINES: Registry[type[Any]] = Registry("speech recogniser")  # data/extractors/asr.py classes

@@ -37,6 +37,7 @@ from sentangle.core.errors import ConfigError, DataError, MissingFileError
 from sentangle.core.io import atomic_write, check_output, exit_with_parent, new_output, output_errors, write_json
 from sentangle.core.io import write_text as write_text_file
 from sentangle.data.dataset import SPLITS, MSADataset, Split
+from sentangle.data.extractors.asr import transcriber
 from sentangle.data.extractors.audio import SAMPLE_RATE, audio_extractor, package_version
 from sentangle.data.lazy import LazyWriter, read_lazy
 from sentangle.data.media import MEDIA_EXTENSIONS, decode_audio, probe
@@ -82,6 +83,7 @@ class Job:
     fps: float
     cache_dir: str
     vision_path: str | None = None
+    asr: str | None = None  # a recogniser (extractors/asr.py) when the clip has no transcript
 
     @property
     def video(self) -> str:
@@ -89,11 +91,13 @@ class Job:
 
 
 # ---- the CSV ------------------------------------------------------------------------------------
-def read_clips(path: Path) -> list[Clip]:
-    """The rows of an MMSA-style label CSV, checked: DataError naming the line and column."""
+def read_clips(path: Path, text_required: bool = True) -> list[Clip]:
+    """The rows of an MMSA-style label CSV, checked: DataError naming the line and column. Without
+    `text_required` (speech recognition fills transcripts in) the text column may be absent."""
     clips: list[Clip] = []
-    expected = f"at least columns {list(REQUIRED)} (optional: label, mode, start, end, file)"
-    for line, row, sid in label_rows(path, REQUIRED, expected):
+    required = REQUIRED if text_required else tuple(c for c in REQUIRED if c != "text")
+    expected = f"at least columns {list(required)} (optional: label, mode, start, end, file)"
+    for line, row, sid in label_rows(path, required, expected):
 
         def get(name: str) -> str:
             return row.get(name, "").strip()
@@ -111,7 +115,18 @@ def read_clips(path: Path) -> list[Clip]:
         if not get("file") and not (get("video_id") and get("clip_id")):
             raise DataError(f"{path}: line {line}: no 'file' and no video_id/clip_id to find the clip by")
         clips.append(
-            Clip(line, sid, get("video_id"), get("clip_id"), row["text"], get("label"), split, start, end, get("file"))
+            Clip(
+                line,
+                sid,
+                get("video_id"),
+                get("clip_id"),
+                row.get("text", ""),
+                get("label"),
+                split,
+                start,
+                end,
+                get("file"),
+            )
         )
     if not clips:
         raise DataError(f"{path}: no data rows; expected one row per clip")
@@ -192,9 +207,23 @@ def vision_module():
     return module
 
 
-def _cache_file(cache_dir: str, kind: str, identity: dict) -> Path:
+def _cache_file(cache_dir: str, kind: str, identity: dict, suffix: str = ".npz") -> Path:
     key = hashlib.sha256(json.dumps({"cache": CACHE_VERSION, "kind": kind, **identity}, sort_keys=True).encode())
-    return Path(cache_dir) / f"{kind}-{key.hexdigest()}.npz"
+    return Path(cache_dir) / f"{kind}-{key.hexdigest()}{suffix}"
+
+
+def _transcript(job: Job, identity: dict) -> tuple[str, bool]:
+    """(the clip's transcript by `job.asr`, whether it came from the cache)."""
+    assert job.asr is not None
+    recogniser = transcriber(job.asr)
+    file = _cache_file(job.cache_dir, "asr", {**identity, "spec": recogniser.spec}, ".json")
+    try:
+        return str(json.loads(file.read_text(encoding="utf-8"))["text"]), True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    text = recogniser(decode_audio(job.path, SAMPLE_RATE, job.start, job.end), SAMPLE_RATE)
+    write_json(file, {"text": text})
+    return text, False
 
 
 def load_entry(file: Path) -> dict | None:
@@ -272,6 +301,9 @@ def extract_clip(job: Job) -> dict:
             entries["audio"] = _audio_entry(job, _file_identity(job.path, job))
         if job.vision:
             entries["vision"] = _vision_entry(job, _file_identity(job.video, job))
+        if job.asr:
+            out["text"], out["cached"]["asr"] = _transcript(job, _file_identity(job.path, job))
+            out["asr"] = job.asr
         for m, e in entries.items():
             finite = np.isfinite(e["features"]).all(axis=1)
             if not (finite & e["mask"]).any() and m == "audio":
@@ -376,6 +408,7 @@ def extract(
     cache_dir: str | os.PathLike | None = None,
     mmsa_pickle: str | os.PathLike | None = None,
     name: str | None = None,
+    asr: str | None = None,
 ) -> dict:
     """Extract features of the clips listed in `transcripts` (an MMSA label.csv) from the media files
     under `media_dir` into the feature folder `out` (`sentangle train -d OUT` reads it); returns the
@@ -386,6 +419,8 @@ def extract(
     fps: video frames per second for vision. max_frames: cap on frames per clip (window averages of
     real frames). workers: processes. cache_dir: per-clip cache (default $SENTANGLE_CACHE/extract).
     mmsa_pickle: also write the folder as an MMSA unaligned pickle (to_mmsa_pickle).
+    asr: a speech recogniser ("pocketsphinx") that transcribes clips whose text is empty (the text
+    column may then be left out); None: transcripts come from the CSV only.
     """
     began = time.perf_counter()
     media_dir, transcripts, out = Path(media_dir), Path(transcripts), Path(out)
@@ -400,7 +435,9 @@ def extract(
         audio_extractor(audio)  # an unknown name or a missing package fails here, before any clip
     if vision:
         vision_module()
-    clips = read_clips(transcripts)
+    if asr:
+        transcriber(asr)  # an unknown name or a missing package fails here, before any clip
+    clips = read_clips(transcripts, text_required=not asr)
     task, class_names, labels, label_range = clip_labels(clips, transcripts)
     cache = str(Path(cache_dir) if cache_dir is not None else default_cache_dir() / "extract")
 
@@ -415,10 +452,14 @@ def extract(
             continue
         cut[i] = applies and (clip.start is not None or clip.end is not None)
         start, end = (clip.start, clip.end) if applies else (None, None)
-        jobs.append(Job(i, str(path), start, end, audio, vision, float(fps), cache))
+        needs_text = asr if asr and not clip.text.strip() else None
+        jobs.append(Job(i, str(path), start, end, audio, vision, float(fps), cache, asr=needs_text))
 
     results, failed = run_jobs(jobs, workers, progress, media_dir)
     failures.update(failed)
+    for i, r in results.items():
+        if "text" in r:
+            clips[i].text = r["text"]
     if not results:
         first = "; ".join(f"line {clips[i].line}: {failures[i]}" for i in sorted(failures)[:3])
         raise DataError(f"{transcripts}: no clip could be extracted ({len(failures)} failed; first: {first})")
@@ -511,6 +552,9 @@ def _report(source: str, clips, results, failures, cut, workers, max_frames) -> 
             for i in sorted(failures)
         ],
     }
+    transcribed = sum(1 for r in results.values() if "text" in r)
+    if transcribed:
+        report["clips"]["transcribed"] = transcribed
     if any("vision" in r["frames"] for r in results.values()):
         report["faces"] = {
             "frames_with_face": sum(r.get("faces", 0) for r in results.values()),
@@ -528,6 +572,8 @@ def _write_folder(out: Path, header: dict, labels, clips, results, max_frames, o
     modalities = sorted(first["frames"])
     entries = {m: _reload(first, m) for m in modalities}  # names and spec of what was extracted
     info = extraction_info(entries, max_frames)
+    if report["clips"].get("transcribed"):
+        info["asr"] = transcriber(next(r["asr"] for r in results.values() if "asr" in r)).spec
     feature_names = info["feature_names"]
     info["labels"] = "none" if header["task"] == "regression" and header["label_range"] is None else header["task"]
     info["clips"] = report["clips"]
@@ -593,6 +639,7 @@ def report_markdown(report: dict) -> str:
         f"- media: {report['seconds']:.1f} s; real frames: "
         + ", ".join(f"{m} {n}" for m, n in report["frames"].items()),
         f"- cache: {report['cache']['reused']} clips reused, {report['cache']['extracted']} extracted",
+        *([f"- transcribed by speech recognition: {c['transcribed']} clips"] if c.get("transcribed") else []),
         f"- wall time: {report.get('elapsed_s', 0):.1f} s with {report['workers']} worker(s)",
     ]
     if "faces" in report:
@@ -664,10 +711,12 @@ def media_dataset(
     workers: int = 1,
     progress: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    asr: str | None = None,
 ) -> tuple[MSADataset, dict[str, str]]:
     """Unlabelled clips as a dataset with one split, "test", extracted with `audio` / `vision`
     (None: that modality is not extracted) as `extract` would: the same cache, frame cap and
-    padding, so a clip reads the same here as in a feature folder. Texts stay raw. Returns the
+    padding, so a clip reads the same here as in a feature folder. Texts stay raw; `asr` transcribes
+    the audio of clips without one (text None). Returns the
     dataset of the clips that could be read and {id: why it failed} for the others; DataError when
     none could be read."""
     cache = str(Path(cache_dir) if cache_dir is not None else default_cache_dir() / "extract")
@@ -678,10 +727,18 @@ def media_dataset(
         if audio and a is None or vision and v is None:
             failures[c.id] = f"no {'audio' if audio and a is None else 'video'} file given"
             continue
-        if a or v:
-            jobs.append(Job(i, str(a or v), c.start, c.end, audio, vision, float(fps), cache, str(v) if v else None))
+        heard = c.audio or c.video if asr and c.text is None else None
+        if asr and c.text is None and heard is None:
+            failures[c.id] = "no transcript and no audio to transcribe"
+            continue
+        if a or v or heard:
+            path = str(a or v or heard)
+            jobs.append(
+                Job(i, path, c.start, c.end, audio, vision, float(fps), cache, str(v) if v else None, heard and asr)
+            )
     results, failed = run_jobs(jobs, workers, progress)
     failures.update({clips[i].id: why for i, why in failed.items()})
+    heard_texts = {i: r["text"] for i, r in results.items() if "text" in r}
     rows = [i for i, c in enumerate(clips) if c.id not in failures]
     if not rows:
         first = "; ".join(f"{k}: {v}" for k, v in list(failures.items())[:3])
@@ -689,24 +746,30 @@ def media_dataset(
     feats: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {"labels": "none"}
-    if results:
+    if audio or vision:  # then every clip that was read has a result
         feats, masks, entries = clip_arrays(results, rows, max_frames)
         info.update(extraction_info(entries, max_frames))
+    if heard_texts:
+        info["asr"] = transcriber(str(asr)).spec
     labels = np.zeros(len(rows), np.float32 if task == "regression" else np.int64)
-    texts = None if all(clips[i].text is None for i in rows) else [clips[i].text or "" for i in rows]
+    given = [heard_texts.get(i, clips[i].text) for i in rows]
+    texts = None if all(t is None for t in given) else [t or "" for t in given]
     split = Split(feats, masks, labels, [clips[i].id for i in rows], texts)
     ds = MSADataset("input", {"test": split}, task, class_names, None, source="input clips", info=info)
     return ds, failures
 
 
-def media_clips(media_dir: str | os.PathLike, transcripts: str | os.PathLike) -> tuple[list[MediaClip], dict[str, str]]:
+def media_clips(
+    media_dir: str | os.PathLike, transcripts: str | os.PathLike, asr: bool = False
+) -> tuple[list[MediaClip], dict[str, str]]:
     """The clips of a CSV (video_id, clip_id, text; optional start, end, file) found under
-    `media_dir` as `extract` finds them, and {id: why} for rows whose file is not there."""
+    `media_dir` as `extract` finds them, and {id: why} for rows whose file is not there. `asr`: the
+    text column may be absent, and an empty text is no transcript (None: to be transcribed)."""
     media_dir, transcripts = Path(media_dir), Path(transcripts)
     if not media_dir.is_dir():
         raise MissingFileError(f"--media {media_dir} is not a folder; expected the folder that holds the clips")
     clips, missing = [], {}
-    for c in read_clips(transcripts):
+    for c in read_clips(transcripts, text_required=not asr):
         path, applies, tried = locate(media_dir, c)
         if path is None:
             missing[c.id] = (
@@ -714,5 +777,6 @@ def media_clips(media_dir: str | os.PathLike, transcripts: str | os.PathLike) ->
             )
             continue
         start, end = (c.start, c.end) if applies else (None, None)
-        clips.append(MediaClip(c.id, c.text, str(path), str(path), start, end))
+        text = None if asr and not c.text.strip() else c.text
+        clips.append(MediaClip(c.id, text, str(path), str(path), start, end))
     return clips, missing

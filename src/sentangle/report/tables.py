@@ -55,12 +55,12 @@ def interval_text(metric: str, stat: dict[str, float], signed: bool = True) -> s
     return f"[{(stat['mean'] - half) * scale:{f}}, {(stat['mean'] + half) * scale:{f}}]"
 
 
-def fmt(metric: str, stat: dict[str, float]) -> str:
+def fmt(metric: str, stat: dict[str, float | None]) -> str:
     scale, digits = (1.0, 3) if metric in RAW_SCALE else (100.0, 2)
-    mean, std = stat["mean"] * scale, stat["std"] * scale
-    if math.isnan(mean):
+    if stat["mean"] is None or math.isnan(stat["mean"]):  # undefined (a correlation over one clip); JSON null
         return "n/a"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if stat.get("n", 1) > 1 else f"{mean:.{digits}f}"
+    mean, std = stat["mean"] * scale, (stat["std"] or 0.0) * scale
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if (stat.get("n") or 1) > 1 else f"{mean:.{digits}f}"
 
 
 def metric_order(task: str, names) -> list[str]:

@@ -20,6 +20,7 @@ from sentangle.config import RunConfig
 from sentangle.core.errors import ConfigError, DataError, MissingFileError, UserError
 from sentangle.data.dataset import MSADataset, Standardize, collate
 from sentangle.data.extract import MediaClip, media_clips, media_dataset
+from sentangle.data.extractors.asr import transcriber
 from sentangle.data.named import load_dataset
 from sentangle.data.preprocessing import encoded_with, preprocessing_statistics
 from sentangle.data.text import prepare_text, text_setting
@@ -212,6 +213,7 @@ def media_input(
     workers: int = 1,
     progress: bool = False,
     cache_dir=None,
+    asr: str | None = None,
 ) -> tuple[MSADataset, dict[str, str]]:
     """Clips given as text and media files (`predict --text/--audio/--video`, or a CSV with
     --media), extracted with the model's own extractors and settings and normalised with its
@@ -250,6 +252,7 @@ def media_input(
         workers=workers,
         progress=progress,
         cache_dir=cache_dir,
+        asr=asr,
     )
     prepare_text(ds, text_setting_of(trained))
     ds.validate(required=())
@@ -313,12 +316,18 @@ def predict_input(
     trusted: bool = False,
     workers: int = 1,
     progress: bool = False,
+    asr: str | None = None,
 ) -> list[dict]:
     """What `sentangle predict` computes: one record per clip (runs/predictions.prediction_rows),
     then one {"id", "error"} per clip that could not be read, with the reason. The input is one clip (`text` and/or `audio` /
     `video` files), a CSV of clips with the folder `media` that holds them, or `data` (a dataset
-    name, feature file or folder; default the model's own dataset), whose `split` is predicted."""
+    name, feature file or folder; default the model's own dataset), whose `split` is predicted.
+    `asr` (a recogniser, extractors/asr.py) transcribes the clips given without text."""
     single = text is not None or audio is not None or video is not None
+    if asr is not None and not (single or media is not None):
+        raise ConfigError("--asr transcribes clips given as media (--audio / --video, or a CSV with --media)")
+    if asr is not None:
+        transcriber(asr)  # an unknown name or a missing package fails here
     if single and (data or media):
         raise ConfigError("give one input: a clip (--text / --audio / --video) or DATA, not both")
     if media is not None and not (data and Path(data).suffix.lower() == ".csv"):
@@ -330,11 +339,11 @@ def predict_input(
                 raise MissingFileError(f"{flag} {file}: no such file; expected an audio or video clip")
         clips = [MediaClip("input", text, None if audio is None else str(audio), None if video is None else str(video))]
     elif media is not None:
-        clips, failures = media_clips(media, str(data))
+        clips, failures = media_clips(media, str(data), asr=asr is not None)
     if single or media is not None:
         if not clips:
             raise DataError(f"{data}: none of its clips was found under {media}")
-        ds, failed = media_input(trained, clips, allow_missing, workers, progress)
+        ds, failed = media_input(trained, clips, allow_missing, workers, progress, asr=asr)
         failures.update(failed)
     else:
         ds = input_dataset(trained, data, root, trusted, allow_missing, labelled=False)
