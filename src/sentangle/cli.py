@@ -1,5 +1,5 @@
 """The `sentangle` command: train, compare, eval, predict, export, data, extract, models, robust, report, ablate,
-sweep, results."""
+sweep, results, serve."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from sentangle.runs.export import export
 from sentangle.runs.inference import input_dataset, load_trained, predict_input
 from sentangle.runs.predictions import rows_csv
 from sentangle.runs.runner import run
+from sentangle.serve.server import is_loopback, serve
 from sentangle.training.distributed import is_main
 from sentangle.training.trainer import evaluate
 
@@ -332,6 +333,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_data_root(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides for every trial")
+
+    p = sub.add_parser(
+        "serve",
+        help="an HTTP API, a demo page and a results browser for model folders (pip install 'sentangle[serve]')",
+        description="Serve model folders (sentangle export) over HTTP: POST /v1/predict and /v1/predict/batch, "
+        "GET /v1/models and /health, the demo page at /, OpenAPI documentation at /docs and, with --runs, "
+        "a results browser at /runs. Each model is loaded once per worker. See docs/serving.md.",
+        usage="sentangle serve MODEL_DIR [MODEL_DIR ...] [--host HOST] [--port PORT] [--workers N] [--runs DIR]",
+    )
+    p.add_argument("models", nargs="*", metavar="MODEL_DIR", help="model folders; the first is the default model")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; the server has no authentication)",
+    )
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the models (default 1)")
+    p.add_argument("--runs", metavar="DIR", help="a folder of run folders to browse at /runs")
     return parser
 
 
@@ -597,6 +616,18 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+
+    if not is_loopback(args.host):
+        print(
+            f"warning: listening on {args.host}, reachable from other machines; the server has no authentication "
+            "or TLS: put it behind a reverse proxy (docs/serving.md)",
+            file=sys.stderr,
+        )
+    serve(args.models, args.host, args.port, args.workers, args.runs)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
@@ -625,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         "ablate": cmd_ablate,
         "sweep": cmd_sweep,
         "results": cmd_results,
+        "serve": cmd_serve,
     }
     try:
         return handler[args.command](args)

@@ -202,3 +202,34 @@ def test_text_encoder_setting_values(tmp_path):
     tokens, feats, masks = text.text_inputs(["hi there"], {"finetune": 6, "max_length": 16}, cache_dir=tmp_path)
     emb, _ = encode_texts(["hi there"], cache_dir=tmp_path, layers=0)  # 6 of 6: the embedding output
     assert tokens is None and np.array_equal(feats, emb)
+
+
+def test_text_featurizer_gives_the_cached_features_without_writing_a_cache(tmp_path, monkeypatch, count_loads):
+    monkeypatch.setenv("SENTANGLE_CACHE", str(tmp_path / "cache"))
+    featurizer = text.TextFeaturizer({"name": "minilm"})
+    for _ in range(3):
+        tokens, feats, masks = featurizer(TEXTS)
+    assert tokens is None and len(count_loads) == 1  # loaded once, kept
+    assert not (tmp_path / "cache").exists()  # a server must not gain a file per request
+    _, cached, cached_masks = text.text_inputs(TEXTS, {"name": "minilm"}, cache_dir=tmp_path / "other")
+    assert np.array_equal(masks, cached_masks)
+    np.testing.assert_allclose(feats, cached, atol=1e-6)
+
+
+def test_text_featurizer_features_do_not_depend_on_the_batch_padding():
+    featurizer = text.TextFeaturizer({"name": "minilm"})
+    _, alone, alone_masks = featurizer(["short one"])
+    _, batched, masks = featurizer(["short one", TEXTS[0], "and another sentence of a middling length"])
+    n = int(alone_masks.sum())
+    assert batched.shape[1] > n  # padded to the longest text of the batch
+    assert np.array_equal(masks[0, :n], alone_masks[0]) and not masks[0, n:].any()
+    np.testing.assert_allclose(batched[0, :n], alone[0], atol=1e-5)  # float rounding only
+    assert (batched[0, n:] == 0).all()
+
+
+def test_text_featurizer_of_a_fine_tuned_setting_gives_tokens_or_the_layers_below():
+    tokens, feats, _ = text.TextFeaturizer({"name": "minilm", "finetune": "all"})(["short one"])
+    assert feats is None and np.array_equal(tokens["input_ids"], tokenize(["short one"])["input_ids"])
+    _, below, _ = text.TextFeaturizer({"name": "minilm", "finetune": 2})(["short one"])
+    _, last, _ = text.TextFeaturizer({"name": "minilm"})(["short one"])
+    assert below.shape == last.shape and not np.allclose(below, last)

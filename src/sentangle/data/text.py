@@ -210,17 +210,29 @@ def encode_texts(
             return hit
 
     tokens = tokenize(texts, path, max_length, warn=False)
-    ids, attn = tokens["input_ids"], tokens["attention_mask"]
-    lengths = attn.sum(1)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = _load_model(path).to(device).eval().requires_grad_(False)
+    feats, masks = _hidden_states(model, tokens, layers, batch_size, device, progress=True)
+    _save_cached(file, feats, masks)
+    return feats, masks
+
+
+def _hidden_states(
+    model, tokens: dict[str, np.ndarray], layers, batch_size: int, device: torch.device, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, L, H), masks (N, L)) of tokenised texts: the hidden states `layers` (see
+    encode_texts) of every real token, zero at padding."""
+    ids, attn = tokens["input_ids"], tokens["attention_mask"]
+    layers_key = _layers_key(layers)
+    lengths = attn.sum(1)
     feats = np.zeros(ids.shape + (model.config.hidden_size,), dtype=np.float32)
 
     from tqdm.auto import tqdm
 
     # Longest first, so each batch pads only to its own longest text and memory peaks early.
     order = np.argsort(-lengths, kind="stable")
-    with torch.inference_mode(), tqdm(total=len(texts), desc="encoding text", leave=False, disable=None) as bar:
+    bar = tqdm(total=len(ids), desc="encoding text", leave=False, disable=None if progress else True)
+    with torch.inference_mode(), bar:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             width = int(lengths[idx].max())
@@ -240,7 +252,6 @@ def encode_texts(
 
     masks = attn.astype(bool)
     feats[~masks] = 0.0  # hidden states at padding are arbitrary; zero keeps cache and batches exact
-    _save_cached(file, feats, masks)
     return feats, masks
 
 
@@ -321,6 +332,18 @@ def _num_layers(path: str) -> int:
     return int(config.num_hidden_layers)
 
 
+def _feature_layers(setting: dict) -> str | int:
+    """The hidden states a setting with cached features reads: the last layer's when frozen, the
+    input of the fine-tuned top K layers otherwise."""
+    k = setting["finetune"]
+    if not k:
+        return "last"
+    n = _num_layers(resolve_encoder(setting["name"]))
+    if k > n:
+        raise ConfigError(f"model.text_encoder.finetune={k}: the encoder {setting['name']!r} has only {n} layers")
+    return n - k  # hidden_states[0] is the embedding output, [n] the last layer
+
+
 def text_inputs(texts: list[str], setting, cache_dir=None):
     """(tokens, features, masks) of `texts` for a text encoder setting (see text_setting): tokens
     when every layer is fine-tuned, else cached features (the last layer's when frozen, the input
@@ -329,14 +352,33 @@ def text_inputs(texts: list[str], setting, cache_dir=None):
     name, k, max_length = setting["name"], setting["finetune"], setting["max_length"]
     if k == ALL_LAYERS:
         return tokenize(texts, name, max_length), None, None
-    layers: str | int = "last"
-    if k:
-        n = _num_layers(resolve_encoder(name))
-        if k > n:
-            raise ConfigError(f"model.text_encoder.finetune={k}: the encoder {name!r} has only {n} layers")
-        layers = n - k  # hidden_states[0] is the embedding output, [n] the last layer
-    feats, masks = encode_texts(texts, name, max_length, cache_dir=cache_dir, layers=layers)
+    feats, masks = encode_texts(texts, name, max_length, cache_dir=cache_dir, layers=_feature_layers(setting))
     return None, feats, masks
+
+
+class TextFeaturizer:
+    """`text_inputs` for a long-lived process (a server): the encoder is loaded once and kept in
+    memory, and nothing is written to the disk cache, which would otherwise gain a file per call.
+    The features of a text are those `text_inputs` gives, up to float rounding: each batch pads to
+    its longest text and padding is masked out of attention."""
+
+    def __init__(self, setting, device: str | torch.device = "cpu", batch_size: int = 64):
+        self.setting = text_setting(setting)
+        self.device, self.batch_size = torch.device(device), batch_size
+        self.path = resolve_encoder(self.setting["name"])
+        self.model = None
+        if self.setting["finetune"] != ALL_LAYERS:
+            self.layers = _feature_layers(self.setting)
+            self.model = _load_model(self.path).to(self.device).eval().requires_grad_(False)
+
+    def __call__(self, texts: Sequence[str]):
+        """(tokens, features, masks) as text_inputs returns them."""
+        texts = _check_texts(texts)
+        tokens = tokenize(texts, self.path, self.setting["max_length"], warn=False)
+        if self.model is None:
+            return tokens, None, None
+        feats, masks = _hidden_states(self.model, tokens, self.layers, self.batch_size, self.device)
+        return None, feats, masks
 
 
 def needs_text(ds: MSADataset) -> bool:
@@ -344,12 +386,13 @@ def needs_text(ds: MSADataset) -> bool:
     return all(sp.texts is not None and "text" not in sp.features and sp.tokens is None for sp in ds.splits.values())
 
 
-def prepare_text(ds: MSADataset, setting=None, cache_dir=None) -> MSADataset:
+def prepare_text(ds: MSADataset, setting=None, cache_dir=None, featurizer: TextFeaturizer | None = None) -> MSADataset:
     """Turn the raw texts of `ds` into what a model with this text encoder setting reads (in place).
 
     All texts are encoded in one call, in the order the reader read them (`ds.text_order`), so
     that the cache entry and the padded width are those of the whole source. A dataset without raw
-    texts, or whose text is already features or tokens, is returned unchanged.
+    texts, or whose text is already features or tokens, is returned unchanged. `featurizer` (for
+    `setting`) encodes them in memory instead, with no disk cache.
     """
     if not needs_text(ds):
         return ds
@@ -364,7 +407,9 @@ def prepare_text(ds: MSADataset, setting=None, cache_dir=None) -> MSADataset:
     for s in names:
         for pos, t in zip(positions[s], ds.splits[s].texts or []):  # needs_text: every split has texts
             texts[int(pos)] = t
-    tokens, feats, masks = text_inputs(texts, setting, cache_dir)
+    if featurizer is not None and featurizer.setting != setting:
+        raise ValueError(f"the text featurizer encodes for {featurizer.setting}, not {setting}")
+    tokens, feats, masks = featurizer(texts) if featurizer is not None else text_inputs(texts, setting, cache_dir)
     for s in names:
         sp, idx = ds.splits[s], np.asarray(positions[s])
         if tokens is not None:

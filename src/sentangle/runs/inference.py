@@ -18,12 +18,12 @@ import torch
 
 from sentangle.config import RunConfig
 from sentangle.core.errors import ConfigError, DataError, MissingFileError, UserError
-from sentangle.data.dataset import MSADataset, Standardize, collate
+from sentangle.data.dataset import MSADataset, Split, Standardize, collate
 from sentangle.data.extract import MediaClip, media_clips, media_dataset
 from sentangle.data.extractors.asr import transcriber
 from sentangle.data.named import load_dataset
 from sentangle.data.preprocessing import encoded_with, preprocessing_statistics
-from sentangle.data.text import prepare_text, text_setting
+from sentangle.data.text import TextFeaturizer, prepare_text, text_setting
 from sentangle.models.base import MSAModel, load_model
 from sentangle.models.portable import is_model_folder
 from sentangle.runs.checkpoint import load_checkpoint
@@ -214,10 +214,12 @@ def media_input(
     progress: bool = False,
     cache_dir=None,
     asr: str | None = None,
+    text_featurizer: TextFeaturizer | None = None,
 ) -> tuple[MSADataset, dict[str, str]]:
     """Clips given as text and media files (`predict --text/--audio/--video`, or a CSV with
     --media), extracted with the model's own extractors and settings and normalised with its
-    training statistics; ({id: why} for clips that could not be read)."""
+    training statistics; ({id: why} for clips that could not be read). `cache_dir`: the per-clip
+    extraction cache; `text_featurizer` encodes the texts in memory (no text cache written)."""
     features = model_features(trained)
     stats = preprocessing_statistics(trained.preprocessing, trained.what)
     if stats is None:
@@ -254,7 +256,7 @@ def media_input(
         cache_dir=cache_dir,
         asr=asr,
     )
-    prepare_text(ds, text_setting_of(trained))
+    prepare_text(ds, text_setting_of(trained), featurizer=text_featurizer)
     ds.validate(required=())
     return checked_input(trained, ds, stats, allow_missing), failures
 
@@ -302,6 +304,69 @@ def predict_clips(
     return np.stack(preds) if preds else np.zeros(0, np.float32), np.asarray(sp.labels), list(sp.ids), diagnostics
 
 
+def without(sp: Split, m: str, input_dims: dict[str, int]) -> Split:
+    """`sp` with modality `m` missing, as the robustness suite's missing condition removes it: the
+    batch lacks it and the model reads it as wholly missing (MSAModel.inputs). When nothing would be
+    left, `m` stays as that same missing form (zeros, no real frame), which a batch needs to exist."""
+    feats = {k: v for k, v in sp.features.items() if k != m}
+    masks = {k: v for k, v in sp.masks.items() if k != m}
+    tokens = None if m == "text" else sp.tokens
+    if not feats and tokens is None:
+        feats = {m: np.zeros((len(sp), 1, input_dims[m]), np.float32)}
+        masks = {m: np.zeros((len(sp), 1), bool)}
+    return Split(feats, masks, sp.labels, sp.ids, sp.texts, tokens, {k: t for k, t in sp.transforms.items() if k != m})
+
+
+def _scores(pred: np.ndarray, chosen: np.ndarray | None) -> np.ndarray:
+    """A score per clip: the prediction (regression), or the probability of class `chosen`."""
+    if pred.ndim == 1:
+        return pred.astype(np.float64)
+    logits = pred.astype(np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    return probs[np.arange(len(probs)), chosen]
+
+
+def modality_contributions(
+    model: MSAModel, ds: MSADataset, split: str = "test", pred: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Per modality the input has, per clip: the prediction minus the prediction with that modality
+    missing (`without`). For a classifier, the change in the probability of the class predicted on
+    the whole input. `pred`: the predictions on the whole input, when already computed."""
+    sp = ds.splits[split]
+    if pred is None:
+        pred = predict_clips(model, ds, split)[0]
+    chosen = None if pred.ndim == 1 else pred.argmax(1)
+    full = _scores(pred, chosen)
+    dims = {**model.input_dims, **ds.input_dims}
+    out = {}
+    for m in ds.modalities:
+        masked = MSADataset(ds.name, {split: without(sp, m, dims)}, ds.task, ds.class_names, ds.label_range)
+        out[m] = full - _scores(predict_clips(model, masked, split)[0], chosen)
+    return out
+
+
+def predict_rows(trained: Trained, ds: MSADataset, split: str = "test", contributions: bool = False) -> list[dict]:
+    """One record per clip of `split` (runs/predictions.prediction_rows); `contributions` adds
+    contribution_<modality> (modality_contributions) to each."""
+    pred, label, ids, diagnostics = predict_clips(trained.model, ds, split)
+    features = model_features(trained)
+    labelled = ds.info.get("labels") != "none"
+    rows = prediction_rows(
+        pred,
+        ids,
+        None if ds.task == "regression" else (ds.class_names or features.get("class_names")),
+        label if labelled else None,
+        features.get("label_range", ds.label_range),
+        diagnostics,
+    )
+    if contributions:
+        for m, delta in modality_contributions(trained.model, ds, split, pred).items():
+            for row, d in zip(rows, delta):
+                row[f"contribution_{m}"] = round(float(d), 6)
+    return rows
+
+
 def predict_input(
     trained: Trained,
     data: str | None = None,
@@ -347,15 +412,4 @@ def predict_input(
         failures.update(failed)
     else:
         ds = input_dataset(trained, data, root, trusted, allow_missing, labelled=False)
-    pred, label, ids, diagnostics = predict_clips(trained.model, ds, split)
-    features = model_features(trained)
-    labelled = ds.info.get("labels") != "none"
-    rows = prediction_rows(
-        pred,
-        ids,
-        None if ds.task == "regression" else (ds.class_names or features.get("class_names")),
-        label if labelled else None,
-        features.get("label_range", ds.label_range),
-        diagnostics,
-    )
-    return rows + [{"id": i, "error": why} for i, why in failures.items()]
+    return predict_rows(trained, ds, split) + [{"id": i, "error": why} for i, why in failures.items()]
