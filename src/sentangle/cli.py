@@ -143,15 +143,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict",
-        help="predict with a checkpoint or model folder: on a clip, a CSV of clips, or a dataset",
-        description="Predict with MODEL (a checkpoint.pt or a model folder from `sentangle export`) on one "
+        help="predict with a checkpoint or model folder (default: the bundled text model): on a clip, a CSV of "
+        "clips, or a dataset",
+        description="Predict with MODEL (a checkpoint.pt or a model folder from `sentangle export`; without "
+        "MODEL, the text model that ships with sentangle, trained on CMU-MOSEI, on the clip given by --text) on one "
         "clip (--text, --audio, --video: media are extracted with the model's own extractors), on a CSV of "
         "clips (video_id, clip_id, text) with --media DIR, or on DATA (a dataset name, feature file or "
         "folder from `sentangle extract`; default the model's own dataset). Input is normalised with the "
         "model's training statistics and checked against its feature spec. Writes one row per clip: id, "
         "prediction, label (if any), polarity or class probabilities, and the model's gates / branch weights.",
     )
-    p.add_argument("checkpoint", metavar="MODEL")
+    p.add_argument(
+        "checkpoint",
+        metavar="MODEL",
+        nargs="?",
+        help="checkpoint.pt or model folder (default: the bundled text model, for a clip given by --text)",
+    )
     p.add_argument("data", nargs="?", help="dataset name, feature file or folder, or a CSV of clips with --media")
     p.add_argument("--text", help="the transcript of one clip")
     p.add_argument("--audio", metavar="FILE", help="one clip's audio (wav, flac, mp3, m4a) or a video's sound")
@@ -426,6 +433,12 @@ def cmd_predict(args) -> int:
         check_output(args.output)  # before the model and data are loaded
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}; expected a positive number of processes")
+    if args.checkpoint is None and args.text is None:
+        # The bundled model reads text only: without a transcript it has nothing to predict from.
+        raise ConfigError(
+            'predict: give MODEL (a checkpoint.pt or model folder), or --text "..." for the bundled text model '
+            '(e.g. sentangle predict --text "what a wonderful film")'
+        )
     trained = load_trained(args.checkpoint, allow_unverified=args.allow_unverified)
     rows = predict_input(
         trained,

@@ -16,7 +16,8 @@ from sentangle.config import RunConfig
 from sentangle.core.errors import CheckpointError, UserError
 from sentangle.core.io import check_new_folder
 from sentangle.data.preprocessing import dataset_spec, preprocessing
-from sentangle.data.text import describe_setting
+from sentangle.data.text import describe_setting, text_setting
+from sentangle.evaluation.metrics import METRIC_DIRECTIONS
 from sentangle.models.base import MSAModel
 from sentangle.models.portable import is_model_folder
 from sentangle.report.tables import aggregate, split_table
@@ -62,6 +63,39 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+# What the card says of the data behind a model trained on a named dataset: its language and
+# where its clips come from, the first limit of any model trained on it.
+DOMAINS = {
+    "mosi": "English; CMU-MOSI: opinion videos (mostly movie reviews) from YouTube, one speaker talking to the camera",
+    "mosi_utt": "English; CMU-MOSI: opinion videos (mostly movie reviews) from YouTube, one speaker talking to the camera",
+    "mosei": "English; CMU-MOSEI: monologue videos from YouTube, one speaker giving an opinion to the camera "
+    "(reviews, debates, commentary on a few hundred topics)",
+    "mintrec": "English; MIntRec: scripted dialogue from a TV sitcom",
+    "urfunny": "English; UR-FUNNY: TED talks",
+}
+
+
+def _seed_rank(seed: int | None, metrics: dict, summary: dict | None) -> str:
+    """Where this seed's selection score stands among the run's seeds: a seed picked as the best
+    on the selection split looks a little better there than the run does."""
+    split, metric = metrics.get("select_split", "valid"), metrics.get("select_metric")
+    per_seed = (summary or {}).get("per_seed") or {}
+    scores = {int(s): m.get(split, {}).get(metric) for s, m in per_seed.items()}
+    if seed is None or metric not in METRIC_DIRECTIONS or len(scores) < 2 or None in scores.values():
+        return ""
+    sign = 1 if METRIC_DIRECTIONS[metric] == "min" else -1
+    order = sorted(scores, key=lambda s: sign * scores[s])
+    if seed not in order:
+        return ""
+    rank = order.index(seed) + 1
+    place = "the best" if rank == 1 else f"number {rank}"
+    return (
+        f"Seed {seed} is {place} of the run's {len(order)} seeds by {split} {metric}, the selection score"
+        + (f": its {split} numbers are a little optimistic, the run's mean is the fairer estimate" if rank == 1 else "")
+        + ".\n"
+    )
+
+
 def _metric_tables(seed: int | None, seed_dir: Path, task: str) -> str:
     metrics = _read_json(seed_dir / "metrics.json")
     summary = _read_json(seed_dir.parent / "summary.json")
@@ -70,11 +104,14 @@ def _metric_tables(seed: int | None, seed_dir: Path, task: str) -> str:
     out = ""
     if metrics is not None:
         table = {s: {k: aggregate([v]) for k, v in m.items()} for s, m in metrics["metrics"].items()}
-        out += f"This model (seed {seed}), selected on {metrics.get('select_split', 'valid')}:\n\n"
+        epoch = f", epoch {metrics['best_epoch']}" if metrics.get("best_epoch") is not None else ""
+        out += f"This model (seed {seed}{epoch}), selected on {metrics.get('select_split', 'valid')}:\n\n"
         out += split_table(table, task) + "\n"
         flags = [k for k in ("constant_predictions", "no_better_than_constant") if metrics.get(k)]
         if flags:
             out += f"\nWarning: the run flagged this seed ({', '.join(f'{k}: {metrics[k]}' for k in flags)}).\n"
+        rank = _seed_rank(seed, metrics, summary)
+        out += f"\n{rank}" if rank else ""
     if summary is not None:
         out += f"\nThe run, mean ± sample std over seeds {summary['seeds']}:\n\n"
         out += split_table(summary["splits"], task) + "\n"
@@ -99,19 +136,38 @@ def model_card(checkpoint: Path, cfg: RunConfig, payload: dict, prep: dict, reco
         f"- model `{cfg.model['name']}`: {options or 'default options'}",
         f"- inputs: {', '.join(f'{m} ({d})' for m, d in features['input_dims'].items())}"
         + (f"; text encoder: {describe_setting(text)}" if text else ""),
-        f"- task: {features['task']}" + (f", classes {features['class_names']}" if features.get("class_names") else ""),
-        f"- trained with seed {seed}, sentangle {payload.get('versions', {}).get('sentangle', '?')}",
+        f"- task: {features['task']}"
+        + (f", classes {features['class_names']}" if features.get("class_names") else "")
+        + (
+            f": one score, trained on labels in [{features['label_range'][0]:g}, {features['label_range'][1]:g}]"
+            if features["task"] == "regression" and features.get("label_range")
+            else ""
+        ),
+        f"- trained with seed {seed}, sentangle {payload.get('versions', {}).get('sentangle', '?')}: at most "
+        f"{cfg.train.epochs} epochs (patience {cfg.train.patience}), batch {cfg.train.batch_size}, lr {cfg.train.lr:g}",
         "",
         "## Data",
         "",
         f"- dataset `{dataset['name']}`"
         + (f" with {', '.join(f'{k}={v!r}' for k, v in dataset.items() if k != 'name')}" if len(dataset) > 1 else ""),
     ]
+    if dataset["name"] in DOMAINS:
+        lines.append(f"- language and domain: {DOMAINS[dataset['name']]}")
     if sizes:
         lines.append("- samples: " + ", ".join(f"{s} {v.get('samples')}" for s, v in sizes.items()))
+    if dataset.get("holdout_valid"):
+        lines.append(
+            "- valid and test are the two halves of the data's validation split, cut by video (dataset.holdout_valid): "
+            "epochs and seeds are chosen on valid only, so test is data no choice looked at; it is not the "
+            "dataset's official test split"
+        )
     lines.append(
-        f"- normalisation: {', '.join(norm) or 'none'} standardised with the training split's statistics, stored "
-        "in preprocessing.json and applied to any input"
+        (
+            f"- normalisation: {', '.join(norm)} standardised with the training split's statistics, stored "
+            "in preprocessing.json and applied to any input"
+            if norm
+            else "- normalisation: none (no audio or vision features to standardise)"
+        )
         + (
             " (recomputed from the run's dataset at export: the checkpoint predates stored statistics)"
             if recomputed
@@ -134,12 +190,30 @@ def model_card(checkpoint: Path, cfg: RunConfig, payload: dict, prep: dict, reco
         "## Limits",
         "",
         "- The metrics hold for the splits above; other speakers, recording conditions or domains may score lower.",
+        *_model_limits(features, dataset["name"]),
         "- Features from other extractors or settings are not comparable, even at the same sizes.",
         "- A modality missing from the input is read as absent (zeros, masked out): a robustness condition, "
         "not the trained model's accuracy.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _model_limits(features: dict, dataset: str) -> list[str]:
+    lines = []
+    if dataset in DOMAINS:
+        lines.append(
+            f"- Trained on {DOMAINS[dataset].split('; ', 1)[1]}; text in another language or domain is outside it."
+        )
+    modalities = list(features.get("modalities") or features["input_dims"])
+    unread = [m for m in ("text", "audio", "vision") if m not in modalities]
+    if unread:
+        lines.append(f"- Reads {', '.join(modalities)} only: it has no {' or '.join(unread)} input.")
+    if features.get("text_encoder"):
+        text = text_setting(features["text_encoder"])
+        frozen = " is frozen (only the layers above it were trained)" if text["finetune"] == 0 else ""
+        lines.append(f"- The text encoder {text['name']}{frozen}; text beyond {text['max_length']} tokens is cut.")
+    return lines
 
 
 def export(

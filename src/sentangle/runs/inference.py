@@ -30,6 +30,22 @@ from sentangle.runs.checkpoint import load_checkpoint
 from sentangle.runs.predictions import prediction_rows
 from sentangle.runs.runner import dataset_from_config
 
+# The model folder that ships inside the package (benchmarks/pretrained.py rebuilds it): what
+# `sentangle predict --text ...` and the Python API use when no model is given.
+DEFAULT_MODEL = "text-mosei"
+
+
+def default_model_dir() -> Path:
+    """The bundled model folder: text only, frozen MiniLM features, trained on CMU-MOSEI's train
+    split (its README.md is the model card). MissingFileError when the installation lacks it."""
+    folder = Path(__file__).resolve().parents[1] / "pretrained" / DEFAULT_MODEL
+    if not is_model_folder(folder):
+        raise MissingFileError(
+            f"the bundled model {DEFAULT_MODEL} is not installed (expected a model folder at {folder}); "
+            "reinstall sentangle, or give a MODEL (a model folder or checkpoint.pt)"
+        )
+    return folder
+
 
 @dataclass
 class Trained:
@@ -44,9 +60,9 @@ class Trained:
         return f"{'model folder' if self.cfg is None else 'checkpoint'} {self.source}"
 
 
-def load_trained(path: str | os.PathLike, allow_unverified: bool = False) -> Trained:
-    """A checkpoint.pt, or a model folder (models/portable.py)."""
-    path = Path(path)
+def load_trained(path: str | os.PathLike | None = None, allow_unverified: bool = False) -> Trained:
+    """A checkpoint.pt, or a model folder (models/portable.py); None: the bundled model."""
+    path = default_model_dir() if path is None else Path(path)
     if is_model_folder(path):
         model = load_model(path)
         assert model.build_args is not None  # load_model builds through create_model
