@@ -347,9 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve model folders (sentangle export) over HTTP: POST /v1/predict and /v1/predict/batch, "
         "GET /v1/models and /health, the demo page at /, OpenAPI documentation at /docs and, with --runs, "
         "a results browser at /runs. Each model is loaded once per worker. See docs/serving.md.",
-        usage="sentangle serve MODEL_DIR [MODEL_DIR ...] [--host HOST] [--port PORT] [--workers N] [--runs DIR]",
+        usage="sentangle serve [MODEL_DIR ...] [--host HOST] [--port PORT] [--workers N] [--runs DIR]",
     )
-    p.add_argument("models", nargs="*", metavar="MODEL_DIR", help="model folders; the first is the default model")
+    p.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL_DIR",
+        help="model folders; the first is the default model (none: the bundled text model)",
+    )
     p.add_argument(
         "--host",
         default="127.0.0.1",

@@ -102,7 +102,6 @@ def test_workers_each_load_the_models_and_answer_alike(server, served, tmp_path)
 @pytest.mark.parametrize(
     "args, message",
     [
-        ([], "give MODEL_DIR"),
         (["{tmp}"], "expected a folder written by sentangle export"),
         (["{model}", "--workers", "0"], "--workers 0; expected a positive number"),
         (["{model}", "--port", "70000"], "--port 70000; expected a TCP port"),
@@ -168,3 +167,10 @@ def test_the_demo_page_predicts_a_typed_sentence_and_a_clip(server, served, tmp_
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     finally:
         browser.quit()
+
+
+def test_without_a_model_folder_the_bundled_model_is_served():
+    from sentangle.runs.inference import default_model_dir
+    from sentangle.serve.server import check_models
+
+    assert check_models([]) == [str(default_model_dir().resolve())]

@@ -29,6 +29,7 @@ from sentangle.data.text import ALL_LAYERS, TextFeaturizer, describe_setting, pr
 from sentangle.models.portable import is_model_folder
 from sentangle.runs.inference import (
     checked_input,
+    default_model_dir,
     load_trained,
     media_input,
     model_features,
@@ -39,12 +40,8 @@ from sentangle.runs.inference import (
 
 
 def default_model_dirs() -> list[Path]:
-    """The model folders `sentangle serve` serves when it is given none.
-
-    THE DEFAULT MODEL PLUGS IN HERE: return [the bundled model's folder] once it ships. Until then
-    there is none, so MODEL_DIR is required.
-    """
-    return []
+    """The model folders `sentangle serve` serves when it is given none: the bundled text model."""
+    return [default_model_dir()]
 
 
 @dataclass(frozen=True)
