@@ -18,6 +18,9 @@ FLOPs per sample of one batch (torch.utils.flop_counter.FlopCounterMode: forward
 backward). The achieved fraction compares the training FLOP rate with a large float32 matmul on
 the same threads. A memory-mapped MOSEI-sized feature folder (data/lazy.py) is trained for one
 epoch to compare peak memory with the file size.
+
+The page's Extraction section shows docs/extraction.json, which benchmarks/extraction.py writes
+(and then re-renders the page from docs/performance.json); this script never re-measures it.
 """
 
 from __future__ import annotations
@@ -436,7 +439,8 @@ def _fmt(x, digits=0):
     return f"{x:,.{digits}f}"
 
 
-def render(res: dict) -> str:
+def render(res: dict, extraction: dict | None = None) -> str:
+    """The page; `extraction` (docs/extraction.json, written by benchmarks/extraction.py) adds its section."""
     mm = [g for g in res["matmul_gflops"] if g]
     ref = max(mm) if mm else float("nan")
     m = res["machine"]
@@ -465,6 +469,7 @@ def render(res: dict) -> str:
         "python benchmarks/performance.py                  # all models, both shapes, --threads 2",
         "python benchmarks/performance.py --quick          # smoke run (lf_dnn, 3 batches, small lazy file)",
         "python benchmarks/performance.py --models mult --set model.max_len=0 --no-doc   # one model, an override",
+        "python benchmarks/extraction.py                  # the Extraction section only (docs/extraction.json)",
         "```",
         "",
         "Each model runs with its default config (`configs/models/<model>.yaml` over the synthetic dataset "
@@ -550,6 +555,10 @@ def render(res: dict) -> str:
         ]
     elif lz:
         lines += ["## Large data read lazily", "", f"error: {lz['error']}", ""]
+    if extraction:
+        from extraction import render_section
+
+        lines += render_section(extraction)
     lines += [NOTES]
     return "\n".join(lines)
 
@@ -640,7 +649,10 @@ def main(argv=None) -> int:
         _worker(args)
         return 0
     res = run(args)
-    page = render(res)
+    # the extraction numbers are benchmarks/extraction.py's: shown as it left them, never re-measured here
+    extraction_json = Path(args.doc).with_name("extraction.json")
+    extraction = json.loads(extraction_json.read_text()) if extraction_json.exists() else None
+    page = render(res, extraction)
     if args.no_doc:
         print(page)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import random
@@ -149,87 +150,24 @@ def same_predictions():
 
 
 # ---- media files for the extraction tests (data/media.py, data/extract.py) ------------------------
-# suffix -> (video codec, audio codec, audio sample rate) that PyAV's bundled FFmpeg writes
-MEDIA_CODECS = {
-    ".wav": (None, "pcm_s16le", 16000),
-    ".flac": (None, "flac", 16000),
-    ".mp3": (None, "libmp3lame", 16000),
-    ".m4a": (None, "aac", 16000),
-    ".mp4": ("libx264", "aac", 16000),
-    ".mkv": ("libx264", "aac", 16000),
-    ".webm": ("libvpx", "libopus", 48000),
-    ".avi": ("mpeg4", "pcm_s16le", 16000),
-    ".mov": ("mpeg4", "aac", 16000),
-}
+MEDIA_MODULE = Path(__file__).with_name("media.py")
 
 
-def _tone(freq: float, seconds: float, sr: int = 16000, amp: float = 0.3) -> np.ndarray:
-    return (amp * np.sin(2 * np.pi * freq * np.arange(round(seconds * sr)) / sr)).astype(np.float32)
-
-
-def _write_wav(path, signal, sr: int = 16000, channels: int = 1) -> Path:
-    """16-bit PCM through the standard library (no codec of ours involved)."""
-    import wave
-
-    pcm = np.round(np.clip(signal, -1, 1) * 32767).astype("<i2")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(sr)
-        w.writeframes(np.repeat(pcm[:, None], channels, axis=1).tobytes())
-    return path
-
-
-def _write_media(path, signal=None, sr: int | None = None, frames=None, fps: int = 25) -> Path:
-    """A file of the kind its suffix names, written by PyAV: `signal` (float, at `sr`, default the
-    codec's rate) as mono audio, `frames` (RGB uint8) as video; either may be None."""
-    import av
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    vcodec, acodec, rate = MEDIA_CODECS[path.suffix]
-    sr = sr or rate
-    kinds = {"s16": np.int16, "s32": np.int32, "flt": np.float32, "dbl": np.float64}
-    with av.open(str(path), "w") as c:
-        packets = []
-        if signal is not None:
-            a = c.add_stream(acodec, rate=sr, layout="mono")
-            fmt = a.codec_context.format.name
-            dtype = kinds[fmt.rstrip("p")]
-            scale = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else 1
-            frame = av.AudioFrame.from_ndarray(
-                (np.asarray(signal) * scale).astype(dtype)[None], format=fmt, layout="mono"
-            )
-            frame.sample_rate = sr
-            packets = [*a.encode(frame), *a.encode(None)]
-        if frames is not None:
-            v = c.add_stream(vcodec, rate=fps)
-            v.height, v.width = frames[0].shape[:2]
-            v.pix_fmt = "yuv420p"
-            for f in frames:
-                packets += v.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24"))
-            packets += v.encode(None)
-        for p in packets:
-            c.mux(p)
-    return path
-
-
-def _astronaut_frames(n: int, size: int = 64) -> list[np.ndarray]:
-    """n (<= size) distinct RGB frames of size x size: a window panning one pixel a frame across
-    scikit-image's bundled astronaut photo (scaled to 2 * size)."""
-    from skimage import data
-
-    img = data.astronaut()[:: 256 // size, :: 256 // size]
-    assert n <= size, "the window would leave the photo"
-    return [np.ascontiguousarray(img[size // 2 : size // 2 + size, i : i + size]) for i in range(n)]
+def load_media_module():
+    """tests/media.py as a module, loaded from its path so that it does not depend on pytest's
+    import mode or rootdir (tests/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("sentangle_test_media", MEDIA_MODULE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
 def media():
-    """Writers of small audio/video files for the extraction tests (skipped without PyAV)."""
-    pytest.importorskip("av", reason="PyAV not installed (pip install 'sentangle[extract]')")
-    return SimpleNamespace(
-        tone=_tone, wav=_write_wav, write=_write_media, astronaut=_astronaut_frames, codecs=MEDIA_CODECS
-    )
+    """Writers of small audio/video files for the extraction tests (tests/media.py). Skips without
+    PyAV, OpenCV or scikit-image."""
+    for module, package in (("av", "av"), ("cv2", "opencv-python-headless"), ("skimage", "scikit-image")):
+        pytest.importorskip(module, reason=f"{package} not installed (pip install 'sentangle[extract,dev]')")
+    return load_media_module()

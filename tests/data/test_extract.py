@@ -59,12 +59,8 @@ def write_csv(path: Path, rows, header=HEADER) -> Path:
     return path
 
 
-def _tone(hz: float, seconds: float) -> np.ndarray:
-    return (0.3 * np.sin(2 * np.pi * hz * np.arange(round(seconds * SR)) / SR)).astype(np.float32)
-
-
 def pcm(x: np.ndarray) -> np.ndarray:
-    """What a 16-bit WAV of `x` holds (conftest's writer rounds)."""
+    """What a 16-bit WAV of `x` holds (tests/media.py's `wav` rounds)."""
     return (np.round(np.clip(x, -1, 1) * 32767) / 32768).astype(np.float32)
 
 
@@ -73,15 +69,15 @@ def clips(tmp_path_factory, media):
     """A media folder with 7 good clips in every layout and 2 broken ones, and its CSV."""
     root = tmp_path_factory.mktemp("media")
     signals = {
-        "v1/c1": _tone(150, 1.0),
-        "v2_c1": _tone(250, 1.3),
-        "long/v3": np.concatenate([_tone(180, 1.5), _tone(360, 1.5)]),
+        "v1/c1": media.tone(150, 1.0),
+        "v2_c1": media.tone(250, 1.3),
+        "long/v3": np.concatenate([media.tone(180, 1.5), media.tone(360, 1.5)]),
     }
     for name, x in signals.items():
         media.wav(root / f"{name}.wav", x)
-    media.write(root / "v1/c2.flac", _tone(300, 0.8))
-    media.write(root / "v2_c2.mp4", _tone(220, 1.2), frames=media.astronaut(30))
-    media.write(root / "v5/c1.m4a", _tone(400, 1.1))
+    media.write(root / "v1/c2.flac", media.tone(300, 0.8))
+    media.write(root / "v2_c2.mp4", media.tone(220, 1.2), frames=media.astronaut(30))
+    media.write(root / "v5/c1.m4a", media.tone(400, 1.1))
     (root / "v4").mkdir()
     (root / "v4/c2.wav").write_bytes(np.random.default_rng(0).bytes(3000))
     return SimpleNamespace(root=root, csv=write_csv(root / "label.csv", ROWS), signals=signals)
@@ -193,13 +189,13 @@ def test_a_changed_file_is_extracted_again(extracted, clips, tmp_path, media):
     for f in ("label.csv", "v1/c1.wav", "v1/c2.flac", "v2_c1.wav", "v2_c2.mp4", "long/v3.wav", "v5/c1.m4a"):
         (root / f).parent.mkdir(parents=True, exist_ok=True)
         (root / f).write_bytes((clips.root / f).read_bytes())
-    media.wav(root / "v1/c1.wav", _tone(500, 1.0))  # new content, new size: not the cached clip
+    media.wav(root / "v1/c1.wav", media.tone(500, 1.0))  # new content, new size: not the cached clip
     r = sentangle.extract(root, root / "label.csv", tmp_path / "out", cache_dir=extracted.cache, progress=False)
     # a copy is another path: every clip is extracted again (the key is path + size + mtime)
     assert r["cache"]["extracted"] == GOOD
     r = sentangle.extract(root, root / "label.csv", tmp_path / "out2", cache_dir=extracted.cache, progress=False)
     assert r["cache"] == {"reused": GOOD, "extracted": 0}
-    media.wav(root / "v1/c1.wav", _tone(500, 1.1))
+    media.wav(root / "v1/c1.wav", media.tone(500, 1.1))
     r = sentangle.extract(root, root / "label.csv", tmp_path / "out3", cache_dir=extracted.cache, progress=False)
     assert r["cache"] == {"reused": GOOD - 1, "extracted": 1}
 
@@ -260,7 +256,7 @@ def test_clips_are_found_in_each_layout_and_cut_only_from_whole_files(tmp_path):
 
 
 def test_a_clip_too_short_for_a_frame_fails_with_the_reason(media, tmp_path):
-    path = media.wav(tmp_path / "short.wav", _tone(200, 0.03))
+    path = media.wav(tmp_path / "short.wav", media.tone(200, 0.03))
     job = Job(0, str(path), None, None, "egemaps", None, 5.0, str(tmp_path / "cache"))
     r = extract_clip(job)
     assert r == {"index": 0, "error": f"{path}: too short for egemaps: no complete audio feature frame"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -63,9 +62,11 @@ def test_start_end_cut_has_the_exact_samples(media, tmp_path):
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm", ".avi", ".mov", ".mp3", ".m4a"])
 def test_every_supported_format_decodes(media, tmp_path, suffix):
-    video = media.codecs[suffix][0] is not None
+    video = media.MEDIA_CODECS[suffix][0] is not None
     frames = media.astronaut(25) if video else None
-    path = media.write(tmp_path / f"clip{suffix}", media.tone(440, 1.0, sr=media.codecs[suffix][2]), frames=frames)
+    path = media.write(
+        tmp_path / f"clip{suffix}", media.tone(440, 1.0, sr=media.MEDIA_CODECS[suffix][2]), frames=frames
+    )
     x = decode_audio(path)
     # lossy codecs add priming / padding samples, never more than a few frames of them
     assert abs(len(x) - SR) < 0.15 * SR
@@ -163,10 +164,10 @@ def test_registry_lists_the_extractors_and_refuses_unknown_names():
         audio_extractor("egemap")
 
 
-def test_egemaps_gives_25_descriptors_at_100_frames_per_second():
+def test_egemaps_gives_25_descriptors_at_100_frames_per_second(media):
     pytest.importorskip("opensmile")
     seconds, hz = 2.0, 220.0
-    x, names, fps = audio_extractor("egemaps")(_tone(hz, seconds), SR)
+    x, names, fps = audio_extractor("egemaps")(media.tone(hz, seconds), SR)
     assert x.dtype == np.float32 and x.shape[1] == len(names) == 25 and fps == 100.0
     # one frame per 10 ms hop; the analysis windows (up to 60 ms) take a few frames off the end
     assert seconds * fps - 6 <= x.shape[0] <= seconds * fps
@@ -178,15 +179,15 @@ def test_egemaps_gives_25_descriptors_at_100_frames_per_second():
     assert spec["settings"]["feature_set"] == "eGeMAPSv02"
 
 
-def test_compare_gives_65_descriptors():
+def test_compare_gives_65_descriptors(media):
     pytest.importorskip("opensmile")
-    x, names, fps = audio_extractor("compare")(_tone(300, 1.0), SR)
+    x, names, fps = audio_extractor("compare")(media.tone(300, 1.0), SR)
     assert x.shape[1] == len(names) == 65 and fps == 100.0 and 94 <= x.shape[0] <= 100
 
 
-def test_librosa_features_equal_librosa_called_directly():
+def test_librosa_features_equal_librosa_called_directly(media):
     librosa = pytest.importorskip("librosa")
-    tone = _tone(220, 1.0)
+    tone = media.tone(220, 1.0)
     x, names, fps = audio_extractor("librosa")(tone, SR)
     assert fps == 100.0 and x.shape == (101, 25) and len(names) == 25  # centred frames: 1 + 16000 // 160
     mfcc = librosa.feature.mfcc(y=tone, sr=SR, n_mfcc=20, n_fft=512, hop_length=160, n_mels=40, htk=True)
@@ -201,8 +202,7 @@ def test_speech_has_voiced_and_unvoiced_frames(media, tmp_path):
     pytest.importorskip("opensmile")
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed (apt-get install espeak-ng)")
-    path = tmp_path / "speech.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), "Is this a real sentence? Yes, it is."], check=True)
+    path = media.speech("Is this a real sentence? Yes, it is.", tmp_path / "speech.wav")
     x, names, _ = audio_extractor("egemaps")(decode_audio(path), SR)
     voiced = x[:, names.index("F0semitoneFrom27.5Hz_sma3nz")] > 0
     assert 0.2 < voiced.mean() < 0.9
@@ -211,5 +211,11 @@ def test_speech_has_voiced_and_unvoiced_frames(media, tmp_path):
     assert 60 < hz < 400
 
 
-def _tone(freq: float, seconds: float) -> np.ndarray:
-    return (0.3 * np.sin(2 * np.pi * freq * np.arange(round(seconds * SR)) / SR)).astype(np.float32)
+def test_speech_falls_back_to_a_voice_like_tone_without_espeak(media, tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # as if espeak-ng were not installed
+    assert "not installed" in media.speech_source()
+    short, sr = media.read_wav(media.speech("yes", tmp_path / "short.wav"))
+    long, _ = media.read_wav(media.speech("that was a great film, I liked it", tmp_path / "long.wav"))
+    assert sr == SR and len(long) > 2 * len(short) > 0
+    assert dominant_hz(long) == pytest.approx(140, abs=3)  # its fundamental, the strongest harmonic
+    assert (long == 0).mean() > 0.1  # pauses between the "syllables"

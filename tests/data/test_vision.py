@@ -1,5 +1,5 @@
 """Face features from video (data/extractors/vision.py), checked against what the test videos are
-made of: the face's true position in every frame (fake_media.py builds it by a known warp of the
+made of: the face's true position in every frame (tests/media.py builds it by a known warp of the
 astronaut photo), the generated frames themselves, and OpenFace CSVs with hand-written values.
 """
 
@@ -25,9 +25,9 @@ from sentangle.data.extractors.vision import (
 
 
 @pytest.fixture(scope="module")
-def face(fake_media, tmp_path_factory):
+def face(media, tmp_path_factory):
     """2 s at 10 fps, 160 x 120: the astronaut moving right and down and coming closer."""
-    return fake_media.face_video(tmp_path_factory.mktemp("video") / "face.mp4", seconds=2.0, fps=10)
+    return media.face_video(tmp_path_factory.mktemp("video") / "face.mp4", seconds=2.0, fps=10)
 
 
 class FixedDetector(FaceDetector):
@@ -52,13 +52,13 @@ class FixedDetector(FaceDetector):
 # ---- the detector ---------------------------------------------------------------------------------
 
 
-def test_haar_finds_the_astronaut_and_nothing_in_a_blank_frame(fake_media):
+def test_haar_finds_the_astronaut_and_nothing_in_a_blank_frame(media):
     from skimage import data
 
     faces = HaarDetector().detect(data.astronaut())
     largest = max(faces, key=lambda d: d.box[2] * d.box[3])
     x, y, w, h = largest.box
-    # the face centre and width read off the photo by hand (fake_media.FACE_CENTRE, FACE_WIDTH)
+    # the face centre and width read off the photo by hand (media.FACE_CENTRE, FACE_WIDTH)
     assert abs(x + w / 2 - 225) < 10 and abs(y + h / 2 - 115) < 10
     assert abs(w - 93) < 0.15 * 93
     assert 0 < largest.confidence <= 1
@@ -66,7 +66,7 @@ def test_haar_finds_the_astronaut_and_nothing_in_a_blank_frame(fake_media):
     assert HaarDetector().detect(np.full((120, 160, 3), 128, np.uint8)) == []
 
 
-def test_haar_confidence_is_the_last_stage_margin_over_its_range(fake_media):
+def test_haar_confidence_is_the_last_stage_margin_over_its_range(media):
     import cv2
     from skimage import data
 
@@ -118,8 +118,8 @@ def test_hold_takes_the_frame_showing_at_each_sample_time():
     ("fps", "start", "end", "expected"),
     [(5, None, None, [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]), (4, 0.5, 1.5, [5, 7, 10, 12])],
 )
-def test_video_frames_are_the_frames_showing_at_the_sample_times(face, fake_media, fps, start, end, expected):
-    truth, _, _ = fake_media.face_frames(20, face.size)
+def test_video_frames_are_the_frames_showing_at_the_sample_times(face, media, fps, start, end, expected):
+    truth, _, _ = media.face_frames(20, face.size)
     frames = list(video_frames(face.path, fps, start, end))
     # which generated frame each decoded one is: the nearest in mean squared difference
     nearest = [int(np.argmin([np.mean((f.astype(float) - t) ** 2) for t in truth])) for f in frames]
@@ -176,15 +176,15 @@ def test_face_box_follows_the_generated_motion(face):
     assert spec["name"] == "haar" and spec["package"] == "opencv-python-headless" and spec["settings"]["fps"] == 5
 
 
-def test_blank_video_has_no_face(fake_media, tmp_path):
-    features, mask, _, _ = extract_faces(fake_media.blank_video(tmp_path / "blank.mp4"), fps=5)
+def test_blank_video_has_no_face(media, tmp_path):
+    features, mask, _, _ = extract_faces(media.blank_video(tmp_path / "blank.mp4"), fps=5)
     assert mask.shape == (10,) and not mask.any() and not features.any()
 
 
-def test_face_video_with_audio_keeps_its_frames(fake_media, tmp_path):
+def test_face_video_with_audio_keeps_its_frames(media, tmp_path):
     import av
 
-    clip = fake_media.face_video(tmp_path / "talk.mp4", seconds=1.0, fps=10, audio=np.zeros(16000, np.float32))
+    clip = media.face_video(tmp_path / "talk.mp4", seconds=1.0, fps=10, audio=np.zeros(16000, np.float32))
     with av.open(str(clip.path)) as c:
         assert sorted(s.type for s in c.streams) == ["audio", "video"]
     assert len(list(video_frames(clip.path, 10))) == 10
@@ -194,16 +194,16 @@ def test_face_video_with_audio_keeps_its_frames(fake_media, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["truncated", "garbage"])
-def test_corrupt_file_is_a_data_error_naming_it(fake_media, tmp_path, kind):
-    bad = fake_media.corrupt_video(tmp_path / f"{kind}.mp4", kind)
+def test_corrupt_file_is_a_data_error_naming_it(media, tmp_path, kind):
+    bad = media.corrupt_video(tmp_path / f"{kind}.mp4", kind)
     with pytest.raises(DataError, match=f"{kind}.mp4: not a readable video file"):
         extract_faces(bad)
 
 
-def test_missing_and_video_less_files(fake_media, tmp_path):
+def test_missing_and_video_less_files(media, tmp_path):
     with pytest.raises(DataError, match="nothere.mp4: file not found"):
         extract_faces(tmp_path / "nothere.mp4", detector=FixedDetector())
-    wav = fake_media.audio_only(tmp_path / "voice.wav")
+    wav = media.audio_only(tmp_path / "voice.wav")
     with pytest.raises(DataError, match=r"voice.wav: no video stream \(streams found: audio\)"):
         extract_faces(wav, detector=FixedDetector())
 
