@@ -308,11 +308,7 @@ def main(argv=None) -> int:
     if not args.no_doc:
         import performance
 
-        if (DOCS / "performance.json").exists():
-            from sentangle.core.io import write_text
-
-            res = json.loads((DOCS / "performance.json").read_text())
-            write_text(performance.DOC, performance.render(res, extraction=ex))
+        if performance.rerender():
             print(f"wrote {performance.DOC}")
         else:
             print(f"{DOCS / 'performance.json'} not found: run benchmarks/performance.py to write the page")

@@ -26,6 +26,7 @@ The page's Extraction section shows docs/extraction.json, which benchmarks/extra
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -439,8 +440,13 @@ def _fmt(x, digits=0):
     return f"{x:,.{digits}f}"
 
 
-def render(res: dict, extraction: dict | None = None) -> str:
-    """The page; `extraction` (docs/extraction.json, written by benchmarks/extraction.py) adds its section."""
+# Sections other scripts measure: (their JSON beside the page, the script that writes and renders it)
+SIDE_SECTIONS = (("extraction.json", "extraction"), ("serving.json", "serving"))
+
+
+def render(res: dict, extraction: dict | None = None, serving: dict | None = None) -> str:
+    """The page; `extraction` (docs/extraction.json, from benchmarks/extraction.py) and `serving`
+    (docs/serving.json, from benchmarks/serving.py) add their sections, shown as those scripts left them."""
     mm = [g for g in res["matmul_gflops"] if g]
     ref = max(mm) if mm else float("nan")
     m = res["machine"]
@@ -555,10 +561,9 @@ def render(res: dict, extraction: dict | None = None) -> str:
         ]
     elif lz:
         lines += ["## Large data read lazily", "", f"error: {lz['error']}", ""]
-    if extraction:
-        from extraction import render_section
-
-        lines += render_section(extraction)
+    for (_, script), numbers in zip(SIDE_SECTIONS, (extraction, serving)):
+        if numbers:
+            lines += importlib.import_module(script).render_section(numbers)
     lines += [NOTES]
     return "\n".join(lines)
 
@@ -649,10 +654,7 @@ def main(argv=None) -> int:
         _worker(args)
         return 0
     res = run(args)
-    # the extraction numbers are benchmarks/extraction.py's: shown as it left them, never re-measured here
-    extraction_json = Path(args.doc).with_name("extraction.json")
-    extraction = json.loads(extraction_json.read_text()) if extraction_json.exists() else None
-    page = render(res, extraction)
+    page = render(res, **side_numbers(Path(args.doc).parent))
     if args.no_doc:
         print(page)
     else:
@@ -667,6 +669,24 @@ def main(argv=None) -> int:
         write_json(json_path, res)
         print(f"wrote {json_path}")
     return 0
+
+
+def side_numbers(docs: Path) -> dict[str, dict]:
+    """The other scripts' numbers lying beside the page ({"extraction": ..., "serving": ...}), never
+    re-measured here."""
+    return {script: json.loads((docs / f).read_text()) for f, script in SIDE_SECTIONS if (docs / f).exists()}
+
+
+def rerender(doc: str | Path = DOC) -> Path | None:
+    """Write the page again from docs/performance.json and the side sections' JSON (what the other
+    scripts call after measuring); None when performance.json is missing."""
+    from sentangle.core.io import write_text
+
+    doc = Path(doc)
+    perf = doc.with_name("performance.json")
+    if not perf.exists():
+        return None
+    return write_text(doc, render(json.loads(perf.read_text()), **side_numbers(doc.parent)))
 
 
 if __name__ == "__main__":

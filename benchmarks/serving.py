@@ -138,6 +138,31 @@ def load(port: int, clients: int, requests: int) -> dict:
     }
 
 
+def render_section(numbers: dict) -> list[str]:
+    """The Serving section of docs/PERFORMANCE.md (benchmarks/performance.py places it)."""
+    lines = [
+        "## Serving",
+        "",
+        f"Measured by `python benchmarks/serving.py` on {numbers['date']} ({numbers['cpus']} logical cores; "
+        f"load average after the run {numbers['load_average_after'][0]:.2f}): `sentangle serve` with one worker "
+        f"on loopback, model `{numbers['model']}`, text requests (POST /v1/predict, distinct sentences of 3 "
+        "to 14 words) from client threads over keep-alive connections, each thread sending its share and "
+        'stopping. Latency is per request as the client sees it. "batched" is the server as shipped (texts '
+        'arriving within 5 ms, or while a batch runs, share one forward pass); "one by one" is the same '
+        "server with batches of 1. The client threads run on the same 2 cores as the server.",
+        "",
+        "| server | clients | requests | errors | requests/s | p50 ms | p95 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, rows in numbers["results"].items():
+        for r in rows:
+            lines.append(
+                f"| {name} | {r['clients']} | {r['requests']:,} | {r['errors']} | {r['requests_per_s']:.1f} | "
+                f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} |"
+            )
+    return [*lines, "", "Raw numbers: [serving.json](serving.json).", ""]
+
+
 def main(argv=None) -> int:
     from sentangle.runs.inference import default_model_dir
 
@@ -163,24 +188,21 @@ def main(argv=None) -> int:
                 proc.wait(30)
     load_avg = os.getloadavg()
     print(f"model: {model.name}; cpus: {os.cpu_count()}; load average after: {load_avg[0]:.2f}")
-    print("| server | clients | requests | errors | requests/s | p50 ms | p95 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, rows in results.items():
-        for r in rows:
-            print(
-                f"| {name} | {r['clients']} | {r['requests']} | {r['errors']} | {r['requests_per_s']} | "
-                f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} |"
-            )
+    record = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "model": model.name if args.model or args.tiny else f"{model.name} (bundled)",
+        "cpus": os.cpu_count(),
+        "load_average_after": [round(x, 2) for x in load_avg],
+        "results": results,
+    }
+    print("\n".join(render_section(record)))
     if not args.no_doc:
-        record = {
-            "date": time.strftime("%Y-%m-%d %H:%M"),
-            "model": model.name if args.model or args.tiny else f"{model.name} (bundled)",
-            "cpus": os.cpu_count(),
-            "load_average_after": [round(x, 2) for x in load_avg],
-            "results": results,
-        }
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.json}; python benchmarks/performance.py --doc-only renders it into docs/PERFORMANCE.md")
+        print(f"wrote {args.json}")
+        import performance
+
+        if Path(args.json) == JSON and performance.rerender():
+            print(f"wrote {performance.DOC}")
     return 0
 
 

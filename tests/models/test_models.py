@@ -82,3 +82,23 @@ def test_model_learns_on_synthetic(name, lr, small_synthetic):
     fit(model, ds, cfg, seed=1111)
     mae = evaluate(model, ds, "test")["mae"]
     assert mae < 0.8 * _mean_mae(ds), (mae, _mean_mae(ds))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_a_sample_depends_on_its_batch_padding_only_where_the_model_says_so(name, small_synthetic):
+    """`windows_padding` is what runs.inference.predict_clips reads to batch clips by length: a model
+    without it must give a sample the same output however far its batch is padded."""
+    torch.manual_seed(0)
+    model = create_model(name, small_synthetic.input_dims, 1).eval()
+    batch = first_batch(small_synthetic)
+    padded = first_batch(small_synthetic)
+    for m in ("audio", "vision"):  # as if a clip of 2,000 frames shared the batch
+        x, mask = padded.features[m], padded.masks[m]
+        padded.features[m] = torch.cat([x, torch.zeros(x.shape[0], 2000 - x.shape[1], x.shape[2])], 1)
+        padded.masks[m] = torch.cat([mask, torch.zeros(mask.shape[0], 2000 - mask.shape[1], dtype=torch.bool)], 1)
+    with torch.no_grad():
+        a, b = model(batch).prediction, model(padded).prediction
+    if model.windows_padding:
+        assert not torch.allclose(a, b, atol=1e-5)  # the flag is needed: padding changes the windows
+    else:
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

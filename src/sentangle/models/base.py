@@ -45,6 +45,9 @@ class MSAModel(nn.Module):
 
     default_aux_weights: dict[str, float] = {}
     options_added: dict[str, object] = {}
+    # True when a sample's output depends on how far its batch is padded (frames averaged in windows
+    # of the padded length): runs.inference.predict_clips then batches only samples of equal lengths.
+    windows_padding: bool = False
     # What create_model built it from (name, every option, input_dims): what save_pretrained writes.
     build_args: dict | None = None
     # A model from load_model: the contents of its preprocessing.json (data/preprocessing.py), the

@@ -258,6 +258,8 @@ class DBR(MSAModel):
     `branch_head(shared, private)` recomputes the prediction from the two summaries.
     """
 
+    windows_padding = True  # masked_downsample windows span the batch's padded length
+
     # Override with train.aux_weights.<name>=w, naming only losses the configuration produces (no
     # "sim" with one modality, no "tsf_redundancy" with tsf off).
     default_aux_weights = {"sim": 1.0, "diff": 0.3, "recon": 0.5, "tsf_redundancy": 0.1, "agpr_sparsity": 0.01}

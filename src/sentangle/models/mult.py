@@ -86,6 +86,8 @@ def last_real(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @MODELS.register("mult")
 class MulT(MSAModel):
+    windows_padding = True  # masked_downsample windows span the batch's padded length
+
     def __init__(
         self,
         input_dims,

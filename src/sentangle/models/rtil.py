@@ -100,6 +100,8 @@ def _temporal_plan(spec, modalities: tuple[str, ...], preset: str, paper: bool) 
 class RTIL(MSAModel):
     """Shared-private disentanglement with temporal-invariant learning (preset: adjacent-frame JSD)."""
 
+    windows_padding = True  # masked_downsample windows span the batch's padded length
+
     default_aux_weights = {"domain": 0.4, "cmd": 1.0, "recon": 1.0, "temporal": 1.0}
     preset_temporal = "jsd"
 

@@ -213,6 +213,8 @@ class TSDA(MSAModel):
     temporal_input: "frames", "diff" (first differences) or "both".
     """
 
+    windows_padding = True  # masked_downsample windows span the batch's padded length
+
     default_aux_weights = {"purity": 0.1, "cos": 0.1, "hsic": 1.0, "orth": 0.1, "aux_temporal": 0.3, "aux_spatial": 0.3}
 
     def __init__(

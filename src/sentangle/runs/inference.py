@@ -290,15 +290,15 @@ def _lengths(sp) -> np.ndarray:
 def predict_clips(
     model: MSAModel, ds: MSADataset, split: str, batch_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, np.ndarray]]:
-    """(predictions, labels, ids, diagnostics) of one split, each clip batched only with clips of
-    its own lengths: a batch is cut to its longest clip and some models average frames in windows
-    of the padded length (layers.masked_downsample), so this makes a clip's prediction its own,
-    whatever file or batch it arrives in. Diagnostics: the model's per-clip gates and branch
-    weights (its `extras` named *gate* or *weight*)."""
+    """(predictions, labels, ids, diagnostics) of one split, each clip's prediction its own whatever
+    file or batch it arrives in. A batch is cut to its longest clip, and some models average frames
+    in windows of the padded length (`windows_padding`, layers.masked_downsample): theirs batch a
+    clip only with clips of its own lengths; the others in order. Diagnostics: the model's per-clip
+    gates and branch weights (its `extras` named *gate* or *weight*)."""
     if split not in ds.splits:
         raise DataError(f"{ds.source or ds.name}: no split {split!r}; it has {sorted(ds.splits)}")
     sp = ds.splits[split]
-    keys = _lengths(sp)
+    keys = _lengths(sp) if model.windows_padding else np.zeros((len(sp), 1), np.int64)
     _, group = np.unique(keys, axis=0, return_inverse=True)
     preds: list = [None] * len(sp)
     extras: dict[str, list] = {}
