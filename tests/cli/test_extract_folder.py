@@ -112,11 +112,6 @@ def first(folder, tmp_path_factory):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="data/extract.py runs the face detector on every clip, so with --vision an audio-only file fails "
-    "('no video stream') instead of being extracted with no vision frames",
-)
 def test_audio_only_clips_are_extracted_beside_the_videos(first):
     r = first.report
     assert r["clips"]["extracted"] == GOOD and r["clips"]["failed"] == BROKEN

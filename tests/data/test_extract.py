@@ -362,19 +362,29 @@ def test_vision_hook_calls_extract_faces_and_stores_its_mask(clips, tmp_path, mo
         mask = np.array([True, False, True, True, False, True])
         return np.arange(t * 2, dtype=np.float32).reshape(t, 2), mask, ["f0", "f1"], {"name": detector, "version": "0"}
 
-    fake = SimpleNamespace(extract_faces=extract_faces, cache_identity=lambda path, detector: {"version": "0"})
+    def without_video(detector, fps):
+        seen.append(("no video", fps, detector))
+        return np.zeros((1, 2), np.float32), np.zeros(1, bool), ["f0", "f1"], {"name": detector, "version": "0"}
+
+    fake = SimpleNamespace(
+        extract_faces=extract_faces, cache_identity=lambda path, detector: {"version": "0"}, without_video=without_video
+    )
     monkeypatch.setitem(sys.modules, VISION_MODULE, fake)
-    rows = [ROWS[5], ROWS[6], ROWS[0]]
+    rows = [ROWS[5], ROWS[6], ROWS[0]]  # a video, and two audio files (one cut out of a longer one)
     path = write_csv(tmp_path / "v.csv", rows)
     r = sentangle.extract(
         clips.root, path, tmp_path / "out", vision="fake", fps=2.0, cache_dir=tmp_path / "c", progress=False
     )
-    assert ("v3.wav", 2.0, 0.2, 1.4, "fake") in seen and ("v2_c2.mp4", 2.0, None, None, "fake") in seen
-    assert r["faces"] == {"frames_with_face": 12, "clips_without_face": 0} and r["frames"]["vision"] == 18
+    # the detector reads the video; the audio files keep their audio with vision missing, not failed
+    assert seen.count(("v2_c2.mp4", 2.0, None, None, "fake")) == 1 and seen.count(("no video", 2.0, "fake")) == 2
+    assert r["clips"]["extracted"] == 3 and r["clips"]["failed"] == 0
+    assert r["faces"] == {"frames_with_face": 4, "clips_without_face": 2} and r["frames"]["vision"] == 8
     ds = read_lazy(tmp_path / "out")
     sp = ds.splits["valid"]
+    assert sp.ids == ["v2$_$c2", "v3$_$c1"]
     np.testing.assert_array_equal(sp.masks["vision"][0], [True, False, True, True, False, True])
     assert not np.asarray(sp.features["vision"][0, 1]).any()  # a frame without a face is padding: zeros
+    assert not sp.masks["vision"][1].any() and sp.masks["audio"][1].any()  # no picture: vision missing only
     assert ds.info["frame_rates"]["vision"] == 2.0 and ds.info["feature_names"]["vision"] == ["f0", "f1"]
 
 

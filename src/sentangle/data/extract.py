@@ -202,8 +202,8 @@ def vision_module():
                 "leave --vision out (audio and text only)"
             ) from None
         raise ConfigError(f"vision needs the optional package {e.name!r}: pip install 'sentangle[extract]'") from None
-    if not hasattr(module, "extract_faces"):
-        raise ConfigError(f"vision extractor not available: {VISION_MODULE} has no extract_faces")
+    if not all(hasattr(module, f) for f in ("extract_faces", "cache_identity", "without_video")):
+        raise ConfigError(f"vision extractor not available: {VISION_MODULE} lacks extract_faces or its helpers")
     return module
 
 
@@ -283,7 +283,10 @@ def _vision_entry(job: Job, identity: dict) -> dict:
     entry = load_entry(file)
     if entry is not None:
         return {**entry, "cached": True, "file": file}
-    x, mask, names, spec = module.extract_faces(job.video, job.fps, job.start, job.end, detector=job.vision)
+    if probe(job.video)["has_video"]:
+        x, mask, names, spec = module.extract_faces(job.video, job.fps, job.start, job.end, detector=job.vision)
+    else:  # an audio file among the videos: its vision is missing, its audio and text are kept
+        x, mask, names, spec = module.without_video(job.vision, job.fps)
     x, mask = np.asarray(x, np.float32), np.asarray(mask, bool)
     if x.ndim != 2 or mask.shape != x.shape[:1] or len(names) != x.shape[1]:
         raise DataError(f"{job.video}: vision extractor gave features {x.shape}, mask {mask.shape}, {len(names)} names")

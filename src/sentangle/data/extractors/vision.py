@@ -329,11 +329,37 @@ def cache_identity(path: str | Path, detector: str) -> dict[str, Any]:
     detector's version and settings, or, for "openface", the CSV file that is read instead of the
     video (a rerun of OpenFace changes it). Extraction caches key on it (data/extract.py)."""
     if detector == "openface":
-        csv_file = openface_csv_for(Path(path))
+        try:
+            csv_file = openface_csv_for(Path(path))
+        except DataError:  # extract_faces says so; an audio file has none and needs none
+            return {"openface_csv": None}
         st = csv_file.stat()
         return {"openface_csv": str(csv_file.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     det = _detector(detector)
     return {"version": det.version(), "settings": det.settings()}
+
+
+def without_video(detector: str, fps: float) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any]]:
+    """What `extract_faces` gives for a clip that has no picture (an audio file in a folder of videos):
+    one padding frame (mask False) with the detector's feature names and spec, so the clip keeps its
+    audio and text and its vision reads as missing, as a clip without any face does."""
+    if detector == "openface":
+        names = list(OPENFACE_NAMES)
+        spec = {"name": "openface", "package": "OpenFace 2.x (FeatureExtraction CSV)", "version": "2.x"}
+        spec["settings"] = {"fps": fps, "min_confidence": MIN_CONFIDENCE}
+    else:
+        det = _detector(detector)
+        names, spec = detector_feature_names(det), detector_spec(det, fps)
+    return np.zeros((1, len(names)), np.float32), np.zeros(1, bool), names, spec
+
+
+def detector_spec(det: FaceDetector, fps: float) -> dict[str, Any]:
+    return {
+        "name": det.name,
+        "package": det.package,
+        "version": det.version(),
+        "settings": {"fps": fps, **det.settings()},
+    }
 
 
 def detector_feature_names(detector: FaceDetector) -> list[str]:
@@ -414,13 +440,7 @@ def extract_faces(
     features = np.stack(rows).astype(np.float64)
     mask = features[:, 0] == 1.0
     relative_to_clip(features, mask)
-    spec = {
-        "name": det.name,
-        "package": det.package,
-        "version": det.version(),
-        "settings": {"fps": fps, **det.settings()},
-    }
-    return features.astype(np.float32), mask, names, spec
+    return features.astype(np.float32), mask, names, detector_spec(det, fps)
 
 
 # ---- OpenFace 2.x CSV -----------------------------------------------------------------------------
