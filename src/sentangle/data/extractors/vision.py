@@ -345,7 +345,7 @@ def without_video(detector: str, fps: float) -> tuple[np.ndarray, np.ndarray, li
     audio and text and its vision reads as missing, as a clip without any face does."""
     if detector == "openface":
         names = list(OPENFACE_NAMES)
-        spec = {"name": "openface", "package": "OpenFace 2.x (FeatureExtraction CSV)", "version": "2.x"}
+        spec: dict[str, Any] = {"name": "openface", "package": "OpenFace 2.x (FeatureExtraction CSV)", "version": "2.x"}
         spec["settings"] = {"fps": fps, "min_confidence": MIN_CONFIDENCE}
     else:
         det = _detector(detector)
