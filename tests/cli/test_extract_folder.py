@@ -22,8 +22,8 @@ from sentangle.cli import main
 from sentangle.data.lazy import read_lazy
 
 pytest.importorskip("opensmile", reason="opensmile not installed (pip install 'sentangle[extract]')")
-# about 30 s on 2 idle cores, most of it the start-up of processes and their workers
-pytestmark = pytest.mark.slow
+# about 25 s on 2 idle cores, most of it the start-up of processes and their workers; it is the
+# issue's end-to-end check, so it runs with the default suite
 
 SENTENCES = [
     "yes I agree",
