@@ -171,3 +171,40 @@ def media():
     for module, package in (("av", "av"), ("cv2", "opencv-python-headless"), ("skimage", "scikit-image")):
         pytest.importorskip(module, reason=f"{package} not installed (pip install 'sentangle[extract,dev]')")
     return load_media_module()
+
+
+# ---- small models trained on generated clips, for predict and serve ---------------------------------
+# Ten clips of unequal lengths (so padded widths differ from file to file), their texts and labels.
+OWN_SECONDS = [0.6, 1.4, 0.9, 1.7, 0.7, 1.2, 1.5, 0.8, 1.1, 1.3]
+OWN_TEXTS = ["what a wonderful film", "i hated it", "fine", "superb acting", "boring"]
+OWN_TEXTS += ["lovely", "awful", "good", "bad", "ok"]
+
+
+@pytest.fixture(scope="session")
+def own_models(tmp_path_factory, media):
+    """Clips (tones with vibrato, MMSA Raw layout), their extracted folder and two audio+text models
+    trained on it for an epoch and exported: mult (it averages frames in windows of the padded
+    length) and rtil (per-modality gates). {root, clips, cache, runs, models: {name: folder}, texts}."""
+    pytest.importorskip("opensmile", reason="opensmile not installed (pip install 'sentangle[extract]')")
+    from sentangle.cli import main
+
+    def run(*args) -> int:
+        return main([*map(str, args)])
+
+    root = tmp_path_factory.mktemp("own")
+    clips, cache = root / "clips", root / "cache"
+    modes = ["train"] * 6 + ["valid"] * 2 + ["test"] * 2
+    rows = [["video_id", "clip_id", "text", "label", "mode"]]
+    for i, (seconds, text, mode) in enumerate(zip(OWN_SECONDS, OWN_TEXTS, modes)):
+        media.wav(clips / f"v{i}" / "0.wav", media.vibrato(seconds, 120 + 25 * i))
+        rows.append([f"v{i}", "0", text, f"{(-1) ** i * (1 + i % 3) * 0.9:.2f}", mode])
+    with open(root / "label.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    assert run("extract", clips, root / "label.csv", root / "feat", "--no-progress", "--cache-dir", cache) == 0
+    models = {}
+    for name, extra in (("rtil", ["model.hidden=16"]), ("mult", [])):
+        args = ["train", "-d", root / "feat", "-m", name, "--seeds", "1", "--out", root / "runs", "--no-progress"]
+        assert run(*args, "train.epochs=1", *extra) == 0
+        models[name] = root / "models" / name
+        assert run("export", root / "runs" / f"{name}-feat" / "seed_1111", models[name]) == 0
+    return {"root": root, "clips": clips, "cache": cache, "runs": root / "runs", "models": models, "texts": OWN_TEXTS}

@@ -57,6 +57,12 @@ def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.3) -> np.ndar
     return (amp * np.sin(2 * np.pi * freq * np.arange(round(seconds * sr)) / sr)).astype(np.float32)
 
 
+def vibrato(seconds: float, hz: float, sr: int = SR) -> np.ndarray:
+    """A tone with a slow vibrato (its pitch swings 6 Hz twice a second): voice-like frame-to-frame change."""
+    t = np.arange(round(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * (hz * t + 3 * np.sin(2 * np.pi * 2 * t)))).astype(np.float32)
+
+
 def wav(path, signal, sr: int = SR, channels: int = 1) -> Path:
     """16-bit PCM through the standard library (no codec of ours involved); samples are rounded."""
     pcm = np.round(np.clip(signal, -1, 1) * 32767).astype("<i2")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -20,32 +19,9 @@ from sentangle.training.trainer import predict
 pytest.importorskip("av", reason="PyAV not installed (pip install 'sentangle[extract]')")
 pytest.importorskip("opensmile", reason="opensmile not installed (pip install 'sentangle[extract]')")
 
-SECONDS = [0.6, 1.4, 0.9, 1.7, 0.7, 1.2, 1.5, 0.8, 1.1, 1.3]  # unequal lengths: padded widths differ per file
-TEXTS = [
-    "what a wonderful film",
-    "i hated it",
-    "fine",
-    "superb acting",
-    "boring",
-    "lovely",
-    "awful",
-    "good",
-    "bad",
-    "ok",
-]
-
-
-def write_wav(path: Path, seconds: float, hz: float, sr: int = 16000) -> Path:
-    """A tone with a slow vibrato, as 16-bit PCM written by the standard library."""
-    t = np.arange(round(seconds * sr)) / sr
-    signal = 0.3 * np.sin(2 * np.pi * (hz * t + 3 * np.sin(2 * np.pi * 2 * t)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sr)
-        w.writeframes(np.round(signal * 32767).astype("<i2").tobytes())
-    return path
+# the clips and models of `own_models` (tests/conftest.py): ten clips of unequal lengths
+TEXTS = ["what a wonderful film", "i hated it", "fine", "superb acting", "boring"]
+TEXTS += ["lovely", "awful", "good", "bad", "ok"]
 
 
 def write_csv(path: Path, rows: list[list], header: list[str]) -> Path:
@@ -63,26 +39,9 @@ def rows_of(text: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """Clips, their extracted folder, and two exported models trained on it: mult (it averages
-    frames in windows of the padded length) and rtil (per-modality gates)."""
-    root = tmp_path_factory.mktemp("own")
-    clips = root / "clips"
-    modes = ["train"] * 6 + ["valid"] * 2 + ["test"] * 2
-    rows = []
-    for i, (s, text, mode) in enumerate(zip(SECONDS, TEXTS, modes)):
-        write_wav(clips / f"v{i}" / "0.wav", s, 120 + 25 * i)
-        rows.append([f"v{i}", "0", text, f"{(-1) ** i * (1 + i % 3) * 0.9:.2f}", mode])
-    labelled = write_csv(root / "label.csv", rows, ["video_id", "clip_id", "text", "label", "mode"])
-    cache = root / "cache"
-    assert run("extract", clips, labelled, root / "feat", "--no-progress", "--cache-dir", cache) == 0
-    models = {}
-    for name, extra in (("mult", []), ("rtil", ["model.hidden=16"])):
-        args = ["train", "-d", root / "feat", "-m", name, "--seeds", "1", "--out", root / "runs", "--no-progress"]
-        assert run(*args, "train.epochs=1", *extra) == 0
-        models[name] = root / f"model-{name}"
-        assert run("export", root / "runs" / f"{name}-feat" / "seed_1111", models[name]) == 0
-    return {"root": root, "clips": clips, "cache": cache, "models": models}
+def setup(own_models):
+    assert own_models["texts"] == TEXTS
+    return own_models
 
 
 def predict_csv(capsys, *args) -> list[dict]:

@@ -16,31 +16,17 @@ version, settings} is recorded in the feature folder and keys the transcript cac
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import numpy as np
 
 from sentangle.core.errors import ConfigError
 from sentangle.core.registry import ASR_ENGINES
-from sentangle.data.extractors.audio import SAMPLE_RATE, package_version
+from sentangle.data.extractors.audio import SAMPLE_RATE, Tool
 from sentangle.data.media import optional_import
 
 
-class Transcriber:
+class Transcriber(Tool):
     """Base of the registered recognisers: subclasses set name, package, settings and `transcribe`."""
-
-    name = ""
-    package = ""
-    settings: dict[str, Any] = {}
-
-    @property
-    def spec(self) -> dict:
-        return {
-            "name": self.name,
-            "package": self.package,
-            "version": package_version(self.package),
-            "settings": self.settings,
-        }
 
     def __call__(self, signal: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
         if sample_rate != SAMPLE_RATE:

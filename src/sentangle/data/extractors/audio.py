@@ -37,15 +37,13 @@ def package_version(package: str) -> str:
         return "unknown"
 
 
-class AudioExtractor:
-    """Base of the registered extractors: subclasses set name, package, settings and `compute`."""
+class Tool:
+    """A named tool from a pip package with settings: `spec` records what made a clip's features
+    or transcript (stored in the feature folder, part of every cache key)."""
 
     name = ""
     package = ""
-    frames_per_second = 100.0
-
-    def __init__(self) -> None:
-        self.settings: dict[str, Any] = {"sample_rate": SAMPLE_RATE}
+    settings: dict[str, Any] = {}
 
     @property
     def spec(self) -> dict:
@@ -55,6 +53,15 @@ class AudioExtractor:
             "version": package_version(self.package),
             "settings": dict(self.settings),
         }
+
+
+class AudioExtractor(Tool):
+    """Base of the registered extractors: subclasses set name, package, settings and `compute`."""
+
+    frames_per_second = 100.0
+
+    def __init__(self) -> None:
+        self.settings: dict[str, Any] = {"sample_rate": SAMPLE_RATE}
 
     def __call__(self, signal: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, list[str], float]:
         if sample_rate != SAMPLE_RATE:
