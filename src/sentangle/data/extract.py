@@ -190,6 +190,11 @@ def locate(media_dir: Path, clip: Clip) -> tuple[Path | None, bool, list[str]]:
     return None, False, tried
 
 
+def not_found(clip: Clip, tried: list[str]) -> str:
+    """Why `locate` found no file for `clip`, as the report and predict's error column say it."""
+    return f"file not found: {clip.file}" if clip.file else f"no media file; looked for {', '.join(tried[:3])} ..."
+
+
 # ---- one clip (in a worker) -----------------------------------------------------------------------
 def vision_module():
     """data/extractors/vision.py, imported only when vision is asked for."""
@@ -449,9 +454,7 @@ def extract(
     for i, clip in enumerate(clips):
         path, applies, tried = locate(media_dir, clip)
         if path is None:
-            failures[i] = (
-                f"file not found: {clip.file}" if clip.file else f"no media file; looked for {', '.join(tried[:3])} ..."
-            )
+            failures[i] = not_found(clip, tried)
             continue
         cut[i] = applies and (clip.start is not None or clip.end is not None)
         start, end = (clip.start, clip.end) if applies else (None, None)
@@ -775,9 +778,7 @@ def media_clips(
     for c in read_clips(transcripts, text_required=not asr):
         path, applies, tried = locate(media_dir, c)
         if path is None:
-            missing[c.id] = (
-                f"file not found: {c.file}" if c.file else f"no media file; looked for {', '.join(tried[:3])} ..."
-            )
+            missing[c.id] = not_found(c, tried)
             continue
         start, end = (c.start, c.end) if applies else (None, None)
         text = None if asr and not c.text.strip() else c.text
