@@ -27,7 +27,7 @@ from sentangle.data.text import TextFeaturizer, prepare_text, text_setting
 from sentangle.models.base import MSAModel, load_model
 from sentangle.models.portable import is_model_folder
 from sentangle.runs.checkpoint import load_checkpoint
-from sentangle.runs.predictions import prediction_rows
+from sentangle.runs.predictions import prediction_rows, probabilities
 from sentangle.runs.runner import dataset_from_config
 
 # The model folder that ships inside the package (benchmarks/pretrained.py rebuilds it): what
@@ -337,10 +337,7 @@ def _scores(pred: np.ndarray, chosen: np.ndarray | None) -> np.ndarray:
     """A score per clip: the prediction (regression), or the probability of class `chosen`."""
     if pred.ndim == 1:
         return pred.astype(np.float64)
-    logits = pred.astype(np.float64)
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
-    return probs[np.arange(len(probs)), chosen]
+    return probabilities(pred)[np.arange(len(pred)), chosen]
 
 
 def modality_contributions(

@@ -6,8 +6,9 @@
     <split>.label         the labels as loaded: float (N,) for regression, class indices (N,)
     class_names           (classification) the class names, in logit order
 
-The arrays are stored as the model returned them, so `predictions_csv` gives back the CSV that
-`sentangle predict` writes for the same checkpoint, byte for byte. Run folders written before this
+The arrays are stored as the model returned them; `predictions_csv` gives them back as CSV (id,
+prediction, label, logit_<class>): the columns `sentangle predict` writes first, before polarity,
+probabilities and diagnostics. Run folders written before this
 format hold predictions_<split>.csv instead; `read_seed_predictions` reads either.
 """
 
@@ -72,7 +73,8 @@ def _stored(seed_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[st
 
 
 def predictions_csv(seed_dir: Path, split: str) -> str | None:
-    """The seed's predictions on `split` as the CSV `sentangle predict` writes (None when not stored)."""
+    """The seed's predictions on `split` as CSV: id, prediction, label and the logits, the first columns
+    of what `sentangle predict` writes (None when not stored)."""
     legacy = Path(seed_dir) / f"predictions_{split}.csv"
     stored = _stored(seed_dir, split)
     if stored is None:
@@ -110,6 +112,13 @@ def read_seed_predictions(seed_dir: Path, split: str) -> tuple[np.ndarray, np.nd
     return read_csv_predictions(legacy) if legacy.is_file() else None
 
 
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in float64 (logits (N, C) -> class probabilities)."""
+    z = np.asarray(logits, np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def polarity(score: float) -> str:
     """negative / neutral / positive as the field's 3-class accuracy reads a sentiment score:
     clipped to [-1, 1] and rounded, so neutral is |score| < 0.5."""
@@ -130,9 +139,7 @@ def prediction_rows(
     rows: list[dict[str, Any]] = []
     symmetric = label_range is None or abs(float(label_range[0]) + float(label_range[1])) < 1e-9
     if class_names is not None:
-        logits = np.asarray(pred, np.float64)
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
+        logits, probs = np.asarray(pred, np.float64), probabilities(pred)
     for k, i in enumerate(ids):
         row: dict[str, Any] = {"id": i}
         if class_names is None:
