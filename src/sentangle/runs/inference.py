@@ -222,6 +222,18 @@ def check_inputs(
 
 
 # ---- unlabelled clips -----------------------------------------------------------------------------
+def required_statistics(trained: Trained) -> dict[str, Standardize]:
+    """The model's normalisation statistics; DataError when it has none (new input, unlike its own
+    dataset, cannot then be read as its training data was)."""
+    stats = preprocessing_statistics(trained.preprocessing, trained.what)
+    if stats is None:
+        raise DataError(
+            f"{trained.what} carries no normalisation statistics, so new input cannot be read as its training "
+            "data was; export it again from its run folder (sentangle export), which recomputes them"
+        )
+    return stats
+
+
 def media_input(
     trained: Trained,
     clips: list[MediaClip],
@@ -237,12 +249,7 @@ def media_input(
     training statistics; ({id: why} for clips that could not be read). `cache_dir`: the per-clip
     extraction cache; `text_featurizer` encodes the texts in memory (no text cache written)."""
     features = model_features(trained)
-    stats = preprocessing_statistics(trained.preprocessing, trained.what)
-    if stats is None:
-        raise DataError(
-            f"{trained.what} carries no normalisation statistics, so new clips cannot be read as its training "
-            "data was; export it again from its run folder (sentangle export), which recomputes them"
-        )
+    stats = required_statistics(trained)
     extractors = features.get("extractors") or {}
     wanted = model_modalities(trained)
     given = {"audio": any(c.audio or c.video for c in clips), "vision": any(c.video for c in clips)}

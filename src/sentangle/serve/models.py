@@ -21,10 +21,9 @@ from queue import Empty, Queue
 
 import numpy as np
 
-from sentangle.core.errors import ConfigError, DataError, UserError
+from sentangle.core.errors import ConfigError, UserError
 from sentangle.data.dataset import MSADataset, Split
 from sentangle.data.extract import MediaClip
-from sentangle.data.preprocessing import preprocessing_statistics
 from sentangle.data.text import ALL_LAYERS, TextFeaturizer, describe_setting, prepare_text
 from sentangle.models.portable import is_model_folder
 from sentangle.runs.inference import (
@@ -35,6 +34,7 @@ from sentangle.runs.inference import (
     model_features,
     model_modalities,
     predict_rows,
+    required_statistics,
     text_setting_of,
 )
 
@@ -102,12 +102,7 @@ class ServedModel:
             raise ConfigError(f"MODEL_DIR {folder}: not a model folder; expected a folder written by sentangle export")
         self.name, self.folder, self.limits = name, folder, limits
         self.trained = load_trained(folder)
-        self.stats = preprocessing_statistics(self.trained.preprocessing, self.trained.what)
-        if self.stats is None:
-            raise DataError(
-                f"{self.trained.what} carries no normalisation statistics, so new input cannot be read as its "
-                "training data was; export it from its run folder (sentangle export), which stores them"
-            )
+        self.stats = required_statistics(self.trained)
         self.features = model_features(self.trained)
         self.modalities = model_modalities(self.trained)
         self.task = self.features.get("task", "regression")
