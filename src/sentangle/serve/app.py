@@ -170,7 +170,13 @@ def create_app(
         return body
 
     def content_type(request: Request) -> str:
-        return request.headers.get("content-type", "").split(";")[0].strip().lower()
+        """ "form" or "json" (415 for any other body type)."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind in FORMS:
+            return "form"
+        if kind != "application/json":
+            raise RequestError(415, f"content type {kind or 'none'}; expected application/json or multipart/form-data")
+        return "json"
 
     async def save_upload(upload: UploadFile, field: str, folder: Path) -> Path:
         name = upload.filename or ""
@@ -222,6 +228,12 @@ def create_app(
         futures = [asyncio.wrap_future(model.batcher.submit(it)) for it in items]
         return list(await asyncio.gather(*futures, return_exceptions=True))
 
+    async def answer_one(model: ServedModel, item: Item) -> dict:
+        (row,) = await predicted(model, [item])
+        if isinstance(row, Exception):
+            raise row
+        return model.answer(row)
+
     # ---- routes ----------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
     async def demo():
@@ -266,20 +278,14 @@ def create_app(
     )
     async def predict(request: Request):
         """One clip: its text, and audio / video files (multipart) or features (JSON)."""
-        kind = content_type(request)
-        if kind in FORMS:
+        if content_type(request) == "form":
             return await predict_form(request)
-        if kind != "application/json":
-            raise RequestError(415, f"content type {kind or 'none'}; expected application/json or multipart/form-data")
         try:
             req = PredictRequest.model_validate_json(await json_body(request))
         except ValidationError as e:
             raise RequestError(422, _validation_message(e)) from None
         model = pick(req.model)
-        (row,) = await predicted(model, [model.item(req.text, req.features)])
-        if isinstance(row, Exception):
-            raise row
-        return model.answer(row)
+        return await answer_one(model, model.item(req.text, req.features))
 
     async def predict_form(request: Request):
         form = await request.form(max_files=4, max_fields=8)
@@ -310,10 +316,7 @@ def create_app(
             if not uploads:
                 if text is None:
                     raise RequestError(422, "no input: give text, an audio file or a video file")
-                (row,) = await predicted(model, [model.item(text, None)])
-                if isinstance(row, Exception):
-                    raise row
-                return model.answer(row)
+                return await answer_one(model, model.item(text, None))
             with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as tmp:
                 workdir = Path(tmp)
                 files = {k: await save_upload(v, k, workdir) for k, v in uploads.items()}
@@ -352,18 +355,15 @@ def create_app(
     )
     async def predict_batch(request: Request):
         """Several texts: a JSON list, or a CSV (video_id, clip_id, text) uploaded as field `file`."""
-        kind = content_type(request)
-        if kind in FORMS:
+        if content_type(request) == "form":
             name, rows = await batch_csv(request)
-        elif kind == "application/json":
+        else:
             body = await json_body(request)
             try:
                 req = BatchRequest.model_validate_json(body if body.lstrip()[:1] != b"[" else b'{"texts": %s}' % body)
             except ValidationError as e:
                 raise RequestError(422, _validation_message(e)) from None
             name, rows = req.model, [(str(i), t) for i, t in enumerate(req.texts)]
-        else:
-            raise RequestError(415, f"content type {kind or 'none'}; expected application/json or multipart/form-data")
         if not rows:
             raise RequestError(422, "no texts; expected at least one")
         if len(rows) > limits.max_batch_items:
