@@ -245,3 +245,10 @@ def test_normalize_over_several_chunks_standardises_the_real_train_frames(monkey
     z = ds.splits["train"].features["audio"]
     np.testing.assert_allclose(z[mask], (real - mu) / sd, rtol=1e-4, atol=1e-4)
     assert np.all(z[~mask] == 0)
+
+
+def test_through_last_real_counts_up_to_the_last_real_frame():
+    from sentangle.data.dataset import through_last_real
+
+    mask = np.array([[1, 1, 0, 0], [0, 1, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]], bool)
+    assert through_last_real(mask).tolist() == [2, 4, 0, 4]  # a gap inside counts; none real: 0

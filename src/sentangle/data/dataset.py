@@ -458,6 +458,13 @@ def lengths(sp: Split) -> np.ndarray:
     return total
 
 
+def through_last_real(mask) -> np.ndarray:
+    """Per sample of a (N, T) mask, the length up to and including its last real frame (0 when it
+    has none): what a sample occupies once padding after it is cut."""
+    mask = np.asarray(mask).astype(bool)
+    return np.where(mask.any(1), mask.shape[1] - np.argmax(mask[:, ::-1], axis=1), 0)
+
+
 def _trim(mask: np.ndarray) -> int:
     """Length that keeps every real frame of the batch (at least 1 so shapes stay valid)."""
     cols = np.flatnonzero(mask.any(axis=0))

@@ -36,7 +36,7 @@ import numpy as np
 from sentangle.core.errors import ConfigError, DataError, MissingFileError
 from sentangle.core.io import atomic_write, check_output, exit_with_parent, new_output, output_errors, write_json
 from sentangle.core.io import write_text as write_text_file
-from sentangle.data.dataset import SPLITS, MSADataset, Split
+from sentangle.data.dataset import SPLITS, MSADataset, Split, through_last_real
 from sentangle.data.extractors.asr import transcriber
 from sentangle.data.extractors.audio import SAMPLE_RATE, audio_extractor, package_version
 from sentangle.data.lazy import LazyWriter, read_lazy
@@ -680,7 +680,7 @@ def to_mmsa_pickle(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
             d["raw_text"] = np.array(sp.texts, dtype=str)
         for m, x in sp.features.items():
             mask = np.asarray(sp.masks[m])
-            last = np.where(mask.any(1), mask.shape[1] - np.argmax(mask[:, ::-1], axis=1), 0)
+            last = through_last_real(mask)
             d[m] = np.where(mask[..., None], np.asarray(x), 0.0).astype(np.float32)
             d[f"{m}_lengths"] = last.astype(np.int64)
         data[s] = d

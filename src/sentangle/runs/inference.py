@@ -18,7 +18,7 @@ import torch
 
 from sentangle.config import RunConfig
 from sentangle.core.errors import ConfigError, DataError, MissingFileError, UserError
-from sentangle.data.dataset import MSADataset, Split, Standardize, collate
+from sentangle.data.dataset import MSADataset, Split, Standardize, collate, through_last_real
 from sentangle.data.extract import MediaClip, media_clips, media_dataset
 from sentangle.data.extractors.asr import transcriber
 from sentangle.data.named import load_dataset
@@ -287,10 +287,8 @@ def media_input(
 def _lengths(sp) -> np.ndarray:
     """Per clip, the length of every modality up to its last real frame (and its token count):
     clips batched together then share every padded length."""
-    cols = []
-    for mask in [*sp.masks.values(), *([sp.tokens["attention_mask"]] if sp.tokens is not None else [])]:
-        mask = np.asarray(mask).astype(bool)
-        cols.append(np.where(mask.any(1), mask.shape[1] - np.argmax(mask[:, ::-1], axis=1), 0))
+    masks = [*sp.masks.values(), *([sp.tokens["attention_mask"]] if sp.tokens is not None else [])]
+    cols = [through_last_real(mask) for mask in masks]
     return np.stack(cols, axis=1) if cols else np.zeros((len(sp), 1), np.int64)
 
 
