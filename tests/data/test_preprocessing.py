@@ -102,11 +102,13 @@ def test_bad_statistics_are_named(value, expected):
         statistics_from_json(value, "stats")
 
 
-def test_preprocessing_holds_statistics_and_a_feature_spec_without_machine_paths():
+def test_preprocessing_holds_statistics_and_a_feature_spec_without_machine_paths(tmp_path):
     ds = toy(0).normalize(("audio",))
     ds.class_names, ds.task = None, "regression"
     ds.info["extractors"] = {"audio": {"name": "opensmile", "version": "2.5"}}
-    prep = preprocessing(ds, None, {"name": "/home/me/data/feats.npz", "root": "/data", "trusted": True, "x": 1})
+    # an absolute path of this machine (tmp_path is one) keeps its file name only
+    file = str(tmp_path / "data" / "feats.npz")
+    prep = preprocessing(ds, None, {"name": file, "root": str(tmp_path), "trusted": True, "x": 1})
     assert prep["format"] == PREPROCESSING_FORMAT
     assert prep["features"] == {
         "modalities": ["audio"],
