@@ -130,8 +130,8 @@ class HaarDetector(FaceDetector):
     their maximum); a face is kept only when that score passes the stage threshold. The confidence
     is how far above the threshold it is, as a fraction of the way to the highest score that stage
     can give (read from the cascade file), clipped to [0, 1]. It ranks faces of one detector; it is
-    not a probability (the astronaut photo scores 0.14, the false faces we found in scikit-image's
-    face-free photos 0.03 to 0.11: docs/own-data.md, face features).
+    not a probability: real faces and false faces in face-free photos can score alike (docs/own-data.md,
+    face features).
 
     Per face (`extra_names`): eyes (0, 0.5, 1: no, one, two or more eyes found in the upper part
     of the face), smile (1 when the smile cascade fires in the lower half), profile (1 when only
