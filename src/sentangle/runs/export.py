@@ -65,9 +65,10 @@ def _read_json(path: Path) -> dict | None:
 
 # What the card says of the data behind a model trained on a named dataset: its language and
 # where its clips come from, the first limit of any model trained on it.
+MOSI_DOMAIN = "English; CMU-MOSI: opinion videos (mostly movie reviews) from YouTube, one speaker talking to the camera"
 DOMAINS = {
-    "mosi": "English; CMU-MOSI: opinion videos (mostly movie reviews) from YouTube, one speaker talking to the camera",
-    "mosi_utt": "English; CMU-MOSI: opinion videos (mostly movie reviews) from YouTube, one speaker talking to the camera",
+    "mosi": MOSI_DOMAIN,
+    "mosi_utt": MOSI_DOMAIN,
     "mosei": "English; CMU-MOSEI: monologue videos from YouTube, one speaker giving an opinion to the camera "
     "(reviews, debates, commentary on a few hundred topics)",
     "mintrec": "English; MIntRec: scripted dialogue from a TV sitcom",
