@@ -15,7 +15,8 @@ from sentangle import create_model
 from sentangle.config import TrainConfig
 from sentangle.data.synthetic import make_synthetic
 from sentangle.models import losses as L
-from sentangle.models.layers import CrossAttention, RealFrameLSTM
+from sentangle.models.layers import RealFrameLSTM
+from sentangle.models.mult import MulTLayer
 from sentangle.models.tfn import tensor_fusion
 from sentangle.training.trainer import evaluate, fit
 
@@ -173,7 +174,7 @@ def test_mult_is_built_from_directional_crossmodal_blocks(tiny):
     assert sorted(model.crossmodal) == sorted(
         f"{m}_from_{s}" for m in tiny.modalities for s in tiny.modalities if s != m
     )
-    assert all(isinstance(b, CrossAttention) for stack in model.crossmodal.values() for b in stack.blocks)
+    assert all(isinstance(b, MulTLayer) for stack in model.crossmodal.values() for b in stack.layers)
     assert model.memory["text"].norm.normalized_shape == (2 * 16,)  # two sources concatenated
     out = model(batch_of(tiny))
     assert out.prediction.shape == (8,) and set(out.extras) == {f"summary_{m}" for m in tiny.modalities}

@@ -72,15 +72,18 @@ def test_resolved_config_lists_every_constructor_option(name):
 
 
 def test_resolved_config_keeps_given_values_and_updates_mapping_defaults():
-    cfg = make_config(model="mult", dataset=PLAIN_DATASET, overrides=["model.max_len.audio=10", "model.dim=20"])
+    cfg = make_config(model="mult", dataset=PLAIN_DATASET, overrides=["model.attn_dropout.audio=0.1", "model.dim=20"])
     model = resolved_config(cfg).model
     assert model["dim"] == 20
-    assert model["max_len"] == {"audio": 10, "vision": 50}  # vision keeps its cap, as the YAML layers did
+    # text and vision keep their rates, as the YAML layers did
+    assert model["attn_dropout"] == {"text": 0.3, "audio": 0.1, "vision": 0.0}
     built = model_for(
         cfg, SimpleNamespace(input_dims=DIMS, output_dim=1, text_encoder=None, modalities=tuple(DIMS), splits={})
     )
-    assert built.max_len == {"text": 0, "audio": 10, "vision": 50}
-    assert inspect.signature(MODELS.get("mult")).parameters["max_len"].default == {"audio": 50, "vision": 50}
+    assert built.crossmodal["audio_from_text"].layers[0].attn.dropout == 0.1
+    assert built.crossmodal["text_from_audio"].layers[0].attn.dropout == 0.3
+    # full length by default, as MulT
+    assert built.max_len == {"text": 0, "audio": 0, "vision": 0}
 
 
 def test_irg_svr_differs_from_rtil_only_in_its_temporal_preset():
@@ -142,6 +145,6 @@ def test_run_folder_config_lists_every_model_option_and_stays_the_same_config(tm
     written = read_yaml(Path(res["folder"]) / "config.yaml")
     params = inspect.signature(MODELS.get("mult")).parameters
     assert set(written["model"]) == {"name"} | set(params) - {"input_dims", "output_dim", "text_encoder"}
-    assert written["model"]["max_len"] == {"audio": 50, "vision": 50} and written["model"]["dim"] == 4
+    assert written["model"]["max_len"] == 0 and written["model"]["future_mask"] is True and written["model"]["dim"] == 4
     again = make_config({"name": "mult", "dim": 4, "heads": 2, "layers": 1}, tiny, **settings)
     assert comparable_config(written) == comparable_config(resolved_config(again).to_dict())

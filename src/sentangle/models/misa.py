@@ -44,7 +44,7 @@ from sentangle.core.errors import ConfigError
 from sentangle.core.registry import MODELS
 from sentangle.data.batch import Batch
 from sentangle.models.base import ModelOutput, MSAModel
-from sentangle.models.layers import RealFrameLSTM, key_padding_mask, masked_mean
+from sentangle.models.layers import EncoderLayer, RealFrameLSTM, key_padding_mask, masked_mean
 from sentangle.models.losses import cmd, orthogonality, total
 
 
@@ -98,7 +98,7 @@ class MISA(MSAModel):
         self.shared = nn.Sequential(nn.Linear(hidden, hidden), nn.Sigmoid())
         self.recon = nn.ModuleDict({m: nn.Linear(hidden, hidden) for m in self.modalities}) if reconstruction else None
         # nn.TransformerEncoderLayer's defaults otherwise (feed-forward 2048, dropout 0.1, post-norm), as MISA
-        layer = nn.TransformerEncoderLayer(hidden, fusion_heads, batch_first=True)
+        layer = EncoderLayer(hidden, fusion_heads, batch_first=True)
         self.fusion = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
         n = 2 * len(self.modalities)
         self.head = nn.Sequential(

@@ -54,6 +54,7 @@ from sentangle.models.base import ModelOutput, MSAModel
 from sentangle.models.layers import (
     MLP,
     CrossAttention,
+    EncoderLayer,
     FactorizedBilinearPooling,
     PositionalEncoding,
     SequenceEncoder,
@@ -237,9 +238,7 @@ class RTIL(MSAModel):
         width = d * max(len(self.others), 1)
         self.fusion = None
         if fusion_layers > 0:
-            layer = nn.TransformerEncoderLayer(
-                width, fusion_heads, dim_feedforward=2 * width, dropout=attn_dropout, batch_first=True
-            )
+            layer = EncoderLayer(width, fusion_heads, dim_feedforward=2 * width, dropout=attn_dropout, batch_first=True)
             self.fusion = nn.TransformerEncoder(layer, fusion_layers, enable_nested_tensor=False)
         self.head = MLP([width, d, output_dim], dropout)
 

@@ -30,7 +30,15 @@ from sentangle.core.registry import MODELS
 from sentangle.data.batch import Batch
 from sentangle.models import losses
 from sentangle.models.base import ModelOutput, MSAModel
-from sentangle.models.layers import MLP, CrossAttention, SequenceEncoder, grad_reverse, masked_downsample, masked_mean
+from sentangle.models.layers import (
+    MLP,
+    CrossAttention,
+    EncoderLayer,
+    SequenceEncoder,
+    grad_reverse,
+    masked_downsample,
+    masked_mean,
+)
 
 FACTORS = ("temporal", "spatial")
 FCCA_MODES = ("factor", "full", "none")
@@ -117,9 +125,7 @@ class FactorConsistentAlignment(nn.Module):
     def __init__(self, dim: int, layers: int, heads: int, dropout: float, factor_mask: bool = True):
         super().__init__()
         self.heads, self.factor_mask = heads, factor_mask
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True, norm_first=True
-        )
+        layer = EncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
     def forward(self, tokens: torch.Tensor, real: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
