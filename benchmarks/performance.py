@@ -441,12 +441,12 @@ def _fmt(x, digits=0):
 
 
 # Sections other scripts measure: (their JSON beside the page, the script that writes and renders it)
-SIDE_SECTIONS = (("extraction.json", "extraction"), ("serving.json", "serving"))
+SIDE_SECTIONS = (("mult_speed.json", "mult_speed"), ("extraction.json", "extraction"), ("serving.json", "serving"))
 
 
-def render(res: dict, extraction: dict | None = None, serving: dict | None = None) -> str:
-    """The page; `extraction` (docs/extraction.json, from benchmarks/extraction.py) and `serving`
-    (docs/serving.json, from benchmarks/serving.py) add their sections, shown as those scripts left them."""
+def render(res: dict, **sides: dict) -> str:
+    """The page; each of SIDE_SECTIONS' scripts (keyword: the script's name, value: its JSON, e.g.
+    `serving` from docs/serving.json) adds its section, shown as that script left it."""
     mm = [g for g in res["matmul_gflops"] if g]
     ref = max(mm) if mm else float("nan")
     m = res["machine"]
@@ -561,9 +561,9 @@ def render(res: dict, extraction: dict | None = None, serving: dict | None = Non
         ]
     elif lz:
         lines += ["## Large data read lazily", "", f"error: {lz['error']}", ""]
-    for (_, script), numbers in zip(SIDE_SECTIONS, (extraction, serving)):
-        if numbers:
-            lines += importlib.import_module(script).render_section(numbers)
+    for _, script in SIDE_SECTIONS:
+        if sides.get(script):
+            lines += importlib.import_module(script).render_section(sides[script])
     lines += [NOTES]
     return "\n".join(lines)
 
@@ -672,7 +672,7 @@ def main(argv=None) -> int:
 
 
 def side_numbers(docs: Path) -> dict[str, dict]:
-    """The other scripts' numbers lying beside the page ({"extraction": ..., "serving": ...}), never
+    """The other scripts' numbers lying beside the page ({"serving": ..., ...}), never
     re-measured here."""
     return {script: json.loads((docs / f).read_text()) for f, script in SIDE_SECTIONS if (docs / f).exists()}
 

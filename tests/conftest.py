@@ -183,8 +183,8 @@ OWN_TEXTS += ["lovely", "awful", "good", "bad", "ok"]
 @pytest.fixture(scope="session")
 def own_models(tmp_path_factory, media):
     """Clips (tones with vibrato, MMSA Raw layout), their extracted folder and two audio+text models
-    trained on it for an epoch and exported: mult (it averages frames in windows of the padded
-    length) and rtil (per-modality gates). {root, clips, cache, runs, models: {name: folder}, texts}."""
+    trained on it for an epoch and exported: a windowed mult (`max_len` 50: it averages frames in
+    windows of the padded length) and rtil (per-modality gates). {root, clips, cache, runs, models: {name: folder}, texts}."""
     pytest.importorskip("opensmile", reason="opensmile not installed (pip install 'sentangle[extract]')")
     from sentangle.cli import main
 
@@ -202,7 +202,7 @@ def own_models(tmp_path_factory, media):
         csv.writer(f).writerows(rows)
     assert run("extract", clips, root / "label.csv", root / "feat", "--no-progress", "--cache-dir", cache) == 0
     models = {}
-    for name, extra in (("rtil", ["model.hidden=16"]), ("mult", [])):
+    for name, extra in (("rtil", ["model.hidden=16"]), ("mult", ["model.max_len=50"])):
         args = ["train", "-d", root / "feat", "-m", name, "--seeds", "1", "--out", root / "runs", "--no-progress"]
         assert run(*args, "train.epochs=1", *extra) == 0
         models[name] = root / "models" / name
