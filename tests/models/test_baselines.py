@@ -1,4 +1,4 @@
-"""The baselines (TFN, LMF, MulT, MISA, Self-MM), the real-frame LSTM they share, and compare().
+"""The baselines (TFN, LMF, MulT, MISA, Self-MM), the real-frame LSTM they share, their widths, and compare().
 
 Fusion arithmetic is checked against numpy (TFN's outer product, LMF's full-rank tensor); every
 auxiliary loss is checked to be non-negative and to move with what it measures; every model has to
@@ -289,6 +289,63 @@ def test_misa_switches_remove_losses_and_parameters(tiny):
     assert model.recon is None and not any(n.startswith("recon") for n, _ in model.named_parameters())
     one = create_model("misa", {"text": 16}, 1, **SMALL["misa"])
     assert "similarity" not in one(batch_of(tiny).without("audio", "vision")).aux_losses  # no pair
+
+
+# ---- widths: MMSA's MOSI architectures --------------------------------------------------------
+# MOSI's unaligned feature sizes. MMSA's counts below come from instantiating the model classes of
+# thuiar/MMSA at commit a94e65d with their config_regression.json MOSI settings (commonParams +
+# datasetParams.mosi, feature_dims [768, 5, 20], train_mode regression, need_data_aligned false,
+# use_bert false where the model allows it) and summing p.numel() over model.parameters(), as
+# docs/baselines.md tells. MISA and Self-MM always build a BERT text encoder: it is counted out (ours
+# is separate: model.text_encoder, None here).
+MOSI_DIMS = {"text": 768, "audio": 5, "vision": 20}
+
+
+def n_params(name, **kw):
+    model = create_model(name, MOSI_DIMS, 1, **kw)
+    assert model.text_encoder is None
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_tfn_default_is_mmsa_mosi_architecture():
+    # MMSA a94e65d's TFN: 9,497,045 parameters, two of which are the constants 6 and -3 of its
+    # bounded output, stored as frozen parameters (requires_grad false); here they are numbers in
+    # forward(), so the trained weights are the same 9,497,043.
+    assert n_params("tfn") == 9_497_045 - 2
+    assert n_params("tfn", bounded_output=False) == n_params("tfn")  # the bound has no weights
+    # the fused vector (32+1)(32+1)(128+1) feeds the first post-fusion layer
+    assert create_model("tfn", MOSI_DIMS).post_fusion[1].in_features == 33 * 33 * 129
+
+
+def test_lmf_default_is_mmsa_mosi_architecture():
+    # MMSA a94e65d's LMF with its MOSI config, counted by instantiating it: 505,071.
+    assert n_params("lmf") == 505_071
+    model = create_model("lmf", MOSI_DIMS)
+    assert {m: f.shape[:2] for m, f in model.factors.items()} == {"text": (3, 65), "audio": (3, 17), "vision": (3, 129)}
+
+
+def test_misa_default_is_mmsa_mosi_architecture():
+    # MMSA a94e65d's MISA with its MOSI config (use_cmd_sim true), counted by instantiating it with
+    # the BERT encoder left out: 1,138,033. Two of its modules never train: a LayerNorm over a text
+    # LSTM's 2 x 768 outputs (3,072), built although with BERT no text LSTM exists, and the
+    # shared/private discriminator Linear(128, 4) (516), whose output no loss reads. Neither is here.
+    assert n_params("misa") == 1_138_033 - 2 * 2 * 768 - (128 * 4 + 4)
+
+
+def test_self_mm_default_is_mmsa_mosi_architecture():
+    # MMSA a94e65d's SELF_MM with its MOSI config, counted by instantiating it with the BERT encoder
+    # left out (its [CLS] output, 768 wide, is the text code, as the 768-wide features are here): 159,332.
+    assert n_params("self_mm") == 159_332
+
+
+def test_lf_dnn_keeps_its_order_blind_architecture():
+    """LF-DNN is not MMSA's LF_DNN (597,171 parameters with its MOSI config: TFN's subnetworks,
+    text through an LSTM, concatenated; docs/baselines.md says why): every modality is time-averaged,
+    LayerNorm, Linear + ReLU to 128 twice; the 3 x 128 codes go through Linear + ReLU to 128 and out."""
+    hidden = 128
+    subnets = sum(2 * d + (d + 1) * hidden + (hidden + 1) * hidden for d in MOSI_DIMS.values())
+    head = (3 * hidden + 1) * hidden + hidden + 1
+    assert n_params("lf_dnn") == subnets + head
 
 
 # ---- compare() ---------------------------------------------------------------------------------

@@ -3,6 +3,10 @@
 Each modality is averaged over its real frames, passed through its own small MLP, and the
 per-modality codes are concatenated for the head. Order within a sequence is invisible to it,
 which is exactly what makes it the reference point for models that claim to use dynamics.
+
+It is not MMSA's LF_DNN, which reads text with an LSTM (TFN's subnetworks, concatenated): an LSTM
+would end the order blindness the project's checks rely on, so the widths here are the project's
+own (docs/baselines.md compares the two).
 """
 
 from __future__ import annotations

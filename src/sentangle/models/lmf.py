@@ -17,8 +17,10 @@ at test time gets h_m = 0, so its factor contributes the row of the appended 1 o
 Defaults: MMSA config_regression.json, "lmf" / "mosi": hidden_dims [128, 16, 128], text_out =
 text_hidden / 2 = 64 (as MMSA derives it), subnet dropouts 0.3, rank 3, lr 1e-3, weight decay
 0.005, batch 64 (the training recipe in configs/models/lmf.yaml). The fourth ("post-fusion")
-dropout of that config is declared but never applied by MMSA's LMF, so it has no counterpart here. Factors are initialised
-Xavier-normal, the bias at 0, as MMSA does.
+dropout of that config is declared but never applied by MMSA's LMF, so it has no counterpart here.
+As in TFN, the text dropout is applied to the LSTM's final state (MMSA's text subnetwork drops it for a
+one-layer LSTM). Factors are initialised Xavier-normal, the bias at 0, as MMSA does. At MOSI's
+unaligned feature sizes the model has MMSA's LMF's 505,071 parameters (docs/baselines.md).
 """
 
 from __future__ import annotations

@@ -29,7 +29,10 @@ Defaults: MMSA config_regression.json, "misa" / "mosi" with use_cmd_sim: H = 128
 sim_weight 0.3, diff_weight 0.1, recon_weight 1.0, lr 1e-4, batch 16, gradient value clip 0.8,
 weight decay 0 (the training recipe in configs/models/misa.yaml). MISA's task loss is MSE; here
 the task loss is the trainer's, the same for every model (L1 unless train.loss says otherwise). The adversarial
-similarity alternative (use_cmd_sim: false) is not built.
+similarity alternative (use_cmd_sim: false) is not built. At MOSI's unaligned feature sizes the
+model has the 1,134,445 parameters that train in MMSA's MISA without its BERT; MMSA also builds a
+LayerNorm for a text LSTM its BERT path never runs and a shared/private discriminator whose output
+no loss reads, which are not built here (docs/baselines.md).
 """
 
 from __future__ import annotations

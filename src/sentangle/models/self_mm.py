@@ -41,7 +41,8 @@ audio_out 16, video_out 32, post_fusion_dim 128, post_text/audio/video dims 32 /
 dropouts 0.0 / 0.1 / 0.1 / 0.0, H = 3.0, excludeZero, batch 16, learning_rate_other 1e-3 and
 weight decay 1e-3 (the training recipe in configs/models/self_mm.yaml). The one trainer has one
 learning rate for non-encoder parameters, so MMSA's 5e-3 for the audio/vision subnets and its
-gradient accumulation (update_epochs 4) have no counterpart.
+gradient accumulation (update_epochs 4) have no counterpart. At MOSI's unaligned feature sizes the
+model has MMSA's SELF_MM's 159,332 parameters without its BERT (docs/baselines.md).
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ Defaults: MMSA config_regression.json, "tfn" / "mosi" (hidden_dims [128, 32, 128
 vision; text_out 32; post_fusion_dim 64; dropouts 0.3 / 0.3 / 0.3 / 0.5; lr 1e-3, batch 32,
 early stop 8; the training recipe in configs/models/tfn.yaml). MMSA's text subnetwork silently drops
 its dropout for a one-layer LSTM; here the configured text dropout is applied to the LSTM's final
-state.
+state. At MOSI's unaligned feature sizes the model has MMSA's TFN's trained weights, layer for
+layer: 9,497,043 parameters (MMSA counts 2 more, its output bound's constants stored as frozen
+parameters; docs/baselines.md).
 """
 
 from __future__ import annotations
