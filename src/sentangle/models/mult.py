@@ -10,7 +10,7 @@ rewritten with what s says at whatever time s says it.
     y = out(residual MLP([last real frame of H_m]_m))
 
 The default is MMSA's MulT (config_regression.json, "mult" / "mosi") layer for layer: 2,571,551
-parameters at MOSI's unaligned shapes (text 768, audio 5, vision 20; tests/models/test_mult_exact.py).
+parameters at MOSI's unaligned shapes (text 768, audio 5, vision 20; tests/models/test_attention.py).
 Each stack, as MulT's TransformerEncoder, scales its inputs by sqrt(width), adds sinusoidal positions
 (fairseq's layout: sines then cosines, real frame t at position t + 1, padding at the zero row) and
 applies the embedding dropout, to the queries and separately to the keys and the values; then
