@@ -582,6 +582,7 @@ benchmarks/performance.py --worker MODEL:mosi_unaligned --threads 1 --batches 6`
 | `self_mm` | the same | 27.6 | 2.3 | 873 | 1,311 | no |
 | `tfn` | the same (its LSTM reads only the 50 text frames) | 15.4 | 19.3 | 562 | 496 | no; the difference is noise |
 | `mult` | default `max_len: {audio: 50, vision: 50}` (was 0) | 2,241 (1 batch) | 97.7 | 3 | 63 | **yes**: audio/vision are window averages (below) |
+| `mult` | the exact MMSA architecture at full length again (`max_len: 0`), every attention through `layers.attend` | see "MulT side by side" | | | | **yes**: another architecture (docs/baselines.md) |
 
 - **Packed LSTMs were quadratic in the length on the CPU.** MISA spent half of its time in
   `aten::fill_` under `SliceBackward0`: the backward pass of a packed LSTM slices its input once
@@ -591,14 +592,33 @@ benchmarks/performance.py --worker MODEL:mosi_unaligned --threads 1 --batches 6`
   reversed), with the same `nn.LSTM` weights (checkpoints load as before), and gets the same
   outputs and gradients as an LSTM run on each sample's frames alone. TFN, LMF, MISA and Self-MM use it.
 - **MulT's full-length attention** (375 audio x 500 vision frames, 4-layer crossmodal stacks in six
-  directions and self-attention over 500 frames) took 37 min per epoch and 6.5 GB here; about a
-  third of its step is drawing attention-dropout masks (`aten::bernoulli_`) and a third the
-  attention matmuls with 5-dimensional heads, so no exact rewrite brings it near a minute. Its
-  YAML default now window-averages audio and vision to at most 50 frames before the projection
-  (`layers.masked_downsample`, as the unaligned checks already did); text is untouched, so
-  `mosi_utt` (text + length-1 audio) runs exactly as before. `model.max_len=0` restores MulT's
-  full-length attention. Even windowed, MulT is the slowest model per epoch: the remaining cost is
-  the same dropout-mask drawing and 36 attention blocks with 5-dimensional heads, none of it Python.
+  directions and self-attention over 500 frames) took 37 min per epoch and 6.5 GB here when it was
+  last the default; its step was a third drawing attention-dropout masks (`aten::bernoulli_`) and a
+  third the attention matmuls with 5-dimensional heads. The exact architecture is the default again
+  (`max_len: 0`); every attention now goes through `layers.attend`: torch's fused
+  scaled-dot-product kernel (flash, on the CPU too) wherever there is no attention dropout (evaluation,
+  the vision-target stacks, whose MOSI dropout is 0), with masks broadcast as (B, 1, 1, T_k) or
+  (B, 1, T_q, T_k) and built once per stack, never per head or per layer. torch's fused CPU kernels
+  have no dropout, and its generic path draws the mask with `bernoulli_` (about 0.5 s per
+  16 x 10 x 375 x 500 weights here): training with attention dropout goes through
+  `layers._DropoutAttention`, which draws 32 random bits per weight from 64-bit draws (about 6x
+  cheaper, p resolved to 2^-32, finer than torch.rand's float32) and keeps only the softmax and the
+  dropped weights for backward. It is exact in distribution (each weight dropped with probability
+  p, the rest scaled by 1 / (1 - p); tests check the rate, the independence of neighbours, that the
+  mean over draws is the undropped output, and outputs and gradients against the plain computation
+  with the same mask). What bounds a CPU step: with MMSA's MOSI dropouts 70% of the attention
+  weights are dropout-attention, which must be materialised (about 0.8 s fwd+bwd per
+  16 x 10 x 375 x 500 block here against 0.15 s fused without dropout); neither torch's flash CPU
+  kernel, FlexAttention (no backward on the CPU in torch 2.13), torch.compile of the plain form, nor
+  a chunked recomputing variant did better. On CUDA the fused kernels do dropout themselves.
+  Windowing (`max_len`) stays an option, documented in docs/baselines.md.
+- **The other models' attention** (TSDA, text-only, RTIL/IRG-SVR, MISA through `layers.EncoderLayer`,
+  torch's encoder layer with its self-attention through `layers.attend`; DBR, RTIL and TSDA's
+  cross-attention through `layers.MultiheadAttention`): the same outputs and gradients
+  (tests/models/test_attention.py) and, measured in one process with the same weights (1 thread,
+  batch 64, MOSI shapes, best of 4), the same speed: TSDA's training step 1.039 s with torch's layer
+  against 1.046 s, evaluation 0.327 / 0.337 s; text-only 0.119 / 0.120 s and 0.026 / 0.027 s. Their
+  sequences are short or windowed, and torch's layer already used the fused kernel without dropout.
 - **Checked and not a problem:** batches are gathered by index from pre-padded arrays and trimmed
   to the longest real sequence (no per-sample Python loops or re-padding); text is encoded once per
   load and cached on disk by content hash, never per epoch; normalisation computes in float64 but
