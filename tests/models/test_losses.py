@@ -133,8 +133,9 @@ def test_additive_angular_margin_against_formula():
     wn = w / np.linalg.norm(w, axis=1, keepdims=True)
     cos = fn @ wn.T
     want = 30 * cos.copy()
-    for i, c in enumerate(y):
-        want[i, c] = 30 * np.cos(np.arccos(cos[i, c]) + 0.5)
+    for i, c in enumerate(y):  # ArcFace's fallback past theta = pi - m
+        th = np.arccos(cos[i, c])
+        want[i, c] = 30 * (np.cos(th + 0.5) if th < np.pi - 0.5 else cos[i, c] - 0.5 * np.sin(0.5))
     got = L.additive_angular_margin_logits(t(f), t(w), torch.tensor(y), 30, 0.5).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-6)
     logp = want - np.log(np.exp(want).sum(1, keepdims=True))
@@ -144,6 +145,26 @@ def test_additive_angular_margin_against_formula():
     # the margin makes the loss larger than plain softmax on the same scaled cosines
     plain = torch.nn.functional.cross_entropy(30 * t(cos), torch.tensor(y)).item()
     assert L.margin_softmax_loss(t(f), t(w), torch.tensor(y)).item() > plain
+
+
+def test_angular_margin_never_rewards_moving_away_from_the_class():
+    """Unguarded, cos(theta + m) rises again past theta = pi - m; the true-class logit must fall
+    with the angle on both sides of that boundary, with either fallback."""
+    m = 0.5
+    angles = torch.tensor([np.pi - m - 0.2, np.pi - m - 1e-3, np.pi - m + 1e-3, np.pi - m + 0.2, np.pi - 0.01])
+    features = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)  # unit vectors at those angles
+    centre, label = torch.tensor([[1.0, 0.0]]), torch.zeros(len(angles), dtype=torch.long)
+    for easy in (False, True):
+        logit = L.additive_angular_margin_logits(features, centre, label, s=1.0, m=m, easy_margin=easy)[:, 0]
+        assert (logit.diff() < 0).all(), (easy, logit)
+    hard = L.additive_angular_margin_logits(features, centre, label, s=1.0, m=m)[:, 0]
+    cos = torch.cos(angles)
+    torch.testing.assert_close(hard[:2], torch.cos(angles[:2] + m))  # the margin before the boundary
+    torch.testing.assert_close(hard[2:], cos[2:] - m * np.sin(m))  # ArcFace's fallback after it
+    # the plain formula would have moved the wrong way there
+    assert torch.cos(angles[3] + m) > torch.cos(angles[2] + m)
+    easy = L.additive_angular_margin_logits(features, centre, label, s=1.0, m=m, easy_margin=True)[:, 0]
+    torch.testing.assert_close(easy, cos)  # every angle here is past 90 degrees: no margin
 
 
 def test_losses_are_nonnegative_and_differentiable():

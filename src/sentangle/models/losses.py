@@ -6,6 +6,8 @@ Every loss returns a scalar tensor and is non-negative.
 
 from __future__ import annotations
 
+import math
+
 import functools
 import operator
 from collections.abc import Iterable
@@ -128,16 +130,29 @@ def total_variation(x: torch.Tensor, mask: torch.Tensor | None = None, order: in
 
 # ---- classification with margins ---------------------------------------------------------------
 def additive_angular_margin_logits(
-    features: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, s: float = 30.0, m: float = 0.5
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    s: float = 30.0,
+    m: float = 0.5,
+    easy_margin: bool = False,
 ) -> torch.Tensor:
     """ArcFace logits: s * cos(theta_y + m) for the true class, s * cos(theta_j) for the others.
 
+    Past theta_y = pi - m, cos(theta_y + m) would rise again as the angle grows, rewarding a
+    feature for moving away from its class; there the true-class logit is cos(theta_y) - m sin(m),
+    ArcFace's own fallback, which keeps falling. `easy_margin` instead applies the margin only
+    where cos(theta_y) > 0 (ArcFace's other variant).
     features (B, D), weight (C, D) class centres, labels (B,). Use with cross-entropy.
     """
     cos = F.linear(F.normalize(features, dim=-1), F.normalize(weight, dim=-1)).clamp(-1 + 1e-7, 1 - 1e-7)
-    theta = torch.acos(cos)
+    margin = torch.cos(torch.acos(cos) + m)
+    if easy_margin:
+        margin = torch.where(cos > 0, margin, cos)
+    else:
+        margin = torch.where(cos > math.cos(math.pi - m), margin, cos - m * math.sin(m))
     target = F.one_hot(labels, cos.shape[-1]).bool()
-    return s * torch.where(target, torch.cos(theta + m), cos)
+    return s * torch.where(target, margin, cos)
 
 
 def margin_softmax_loss(features, weight, labels, s: float = 30.0, m: float = 0.5) -> torch.Tensor:
