@@ -309,3 +309,32 @@ def test_released_recipes_select_from_the_codes_first_saving_epoch(model_name, d
     and UR-FUNNY (epoch 21 counted from 1), 0.0 on MOSEI."""
     cfg = build_config(config_file=f"{model_name}-{data}")
     assert cfg.train.epochs == 50 and cfg.train.select_from_epoch == first
+
+
+def test_private_codes_fight_cooperate_with_or_skip_the_discriminator(unaligned):
+    """domain_on_private: True reverses the discriminator's gradient into the private encoders (the
+    code), "cooperative" passes it unreversed, False gives them none; the shared encoder fights it
+    in every case."""
+    batch = batch_of(unaligned)
+
+    def domain_grads(option):
+        m = model(unaligned, domain_on_private=option, reverse_weight=1.0, reverse_ramp=0).train()
+        torch.manual_seed(1)  # the same dropout draws for every option
+        m(batch).aux_losses["domain"].backward()
+
+        def flat(module):
+            return torch.cat(
+                [torch.zeros_like(p).flatten() if p.grad is None else p.grad.flatten() for p in module.parameters()]
+            )
+
+        return flat(m.private["audio"]), flat(m.shared)
+
+    fight, shared = domain_grads(True)
+    cooperate, shared_c = domain_grads("cooperative")
+    assert fight.abs().sum() > 0
+    torch.testing.assert_close(cooperate, -fight)
+    torch.testing.assert_close(shared_c, shared)
+    skip, shared_s = domain_grads(False)
+    assert skip.abs().sum() == 0 and shared_s.abs().sum() > 0
+    with pytest.raises(ValueError, match="domain_on_private"):
+        model(unaligned, domain_on_private="sometimes")

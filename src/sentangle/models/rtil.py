@@ -123,7 +123,10 @@ class RTIL(MSAModel):
         max_frames: int = 32,  # window-average longer sequences to this many frames (0: keep every frame)
         # 4. auxiliary parts
         discriminator: bool = True,  # modality discriminator behind gradient reversal (aux loss "domain")
-        domain_on_private: bool = True,  # the code also feeds the private time-means to it
+        # the private time-means go to the discriminator too: True behind gradient reversal (the
+        # code), "cooperative" without it (private codes learn to tell modalities apart, as v3's
+        # modality-specific codes should), False not at all
+        domain_on_private: bool | str = True,
         reverse_weight: float = 1.0,  # gradient-reversal scale once ramped up
         reverse_ramp: float | None = None,  # None: 10 epochs (0 in paper mode) of DANN's 2/(1+exp(-10p))-1 ramp
         margin_type: str | None = None,  # None: angular (cos(theta + m)); cosine (cos - m) is the code's
@@ -181,6 +184,8 @@ class RTIL(MSAModel):
             )
         if self.reverse_ramp < 0:
             raise ConfigError(f"reverse_ramp must be >= 0 epochs; got {self.reverse_ramp}")
+        if domain_on_private not in (True, False, "cooperative"):
+            raise ConfigError(f'domain_on_private must be true, false or "cooperative"; got {domain_on_private!r}')
         if tv_order < 1 or cmd_moments < 1:
             raise ConfigError(f"tv_order and cmd_moments must be >= 1; got {tv_order}, {cmd_moments}")
         mods, d = self.modalities, hidden
@@ -303,19 +308,20 @@ class RTIL(MSAModel):
         """Margin softmax over modality classes; gradient reversal makes the encoders fight it."""
         centres = self.class_centres.weight  # (3, D)
         margin_loss = losses.margin_softmax_loss if self.margin_type == "angular" else losses.cosine_margin_softmax_loss
-        kinds = [pooled_shared] + ([pooled_private] if self.domain_on_private else [])
         coefficient = self.reversal_coefficient()
+        # (codes, whether the encoders fight the discriminator on them): cooperative private codes
+        # get its plain gradient and learn to tell the modalities apart
+        kinds = [(pooled_shared, True)]
+        if self.domain_on_private:
+            kinds.append((pooled_private, self.domain_on_private != "cooperative"))
         assert self.discriminator is not None  # called only with a discriminator
         per_kind = []
-        for codes in kinds:
+        for codes, fight in kinds:
             terms = []
             for m, z in codes.items():
                 labels = torch.full((z.shape[0],), MODALITY_CLASS[m], dtype=torch.long, device=z.device)
-                terms.append(
-                    margin_loss(
-                        self.discriminator(grad_reverse(z, coefficient)), centres, labels, self.margin_s, self.margin_m
-                    )
-                )
+                logits = self.discriminator(grad_reverse(z, coefficient) if fight else z)
+                terms.append(margin_loss(logits, centres, labels, self.margin_s, self.margin_m))
             per_kind.append(losses.total(terms) / len(terms))
         total = losses.total(per_kind)
         if self.center_decay:
