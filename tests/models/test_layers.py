@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from sentangle.models.layers import MLP, PositionalEncoding, SequenceEncoder, key_padding_mask, masked_mean
+from sentangle.models.layers import (
+    MLP,
+    FactorizedBilinearPooling,
+    PositionalEncoding,
+    SequenceEncoder,
+    key_padding_mask,
+    masked_mean,
+)
 
 
 def test_masked_mean_matches_numpy_loop():
@@ -107,3 +114,32 @@ def test_masked_downsample_against_loop():
             np.testing.assert_allclose(y[b, j].numpy(), want, rtol=1e-6, atol=1e-6)
     same, same_m = masked_downsample(torch.from_numpy(x), torch.from_numpy(mask), max_len=10)
     assert same.shape == (2, 10, 3) and torch.equal(same_m, torch.from_numpy(mask))
+
+
+@pytest.mark.parametrize("signed_sqrt", [True, False])
+def test_factorized_bilinear_pooling_against_numpy(signed_sqrt):
+    """Sum over each group of k consecutive products of the two factors, then (MFB's) signed square
+    root, then L2 normalisation; the plain form skips the root."""
+    torch.manual_seed(0)
+    fbp = FactorizedBilinearPooling(4, 3, out=5, k=2, dropout=0.0, eps=0.0, signed_sqrt=signed_sqrt)
+    x, y = torch.randn(6, 4), torch.randn(6, 3)
+    u = x.numpy() @ fbp.u.weight.detach().numpy().T + fbp.u.bias.detach().numpy()
+    v = y.numpy() @ fbp.v.weight.detach().numpy().T + fbp.v.bias.detach().numpy()
+    z = (u * v).reshape(6, 5, 2).sum(-1)
+    if signed_sqrt:
+        z = np.sign(z) * np.sqrt(np.abs(z))
+    want = z / np.linalg.norm(z, axis=1, keepdims=True)
+    np.testing.assert_allclose(fbp(x, y).detach().numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_factorized_bilinear_pooling_without_bias():
+    torch.manual_seed(0)
+    fbp = FactorizedBilinearPooling(4, 3, out=5, k=2, bias=False).eval()
+    assert fbp.u.bias is None and fbp.v.bias is None
+    assert sum(p.numel() for p in fbp.parameters()) == (4 + 3) * 10
+    # without bias the pooled code is bilinear: scaling one input only rescales it before the
+    # normalisation; with bias it changes its direction
+    x, y = torch.randn(2, 4), torch.randn(2, 3)
+    torch.testing.assert_close(fbp(3.0 * x, y), fbp(x, y))
+    biased = FactorizedBilinearPooling(4, 3, out=5, k=2).eval()
+    assert not torch.allclose(biased(3.0 * x, y), biased(x, y))

@@ -338,3 +338,98 @@ def test_private_codes_fight_cooperate_with_or_skip_the_discriminator(unaligned)
     assert skip.abs().sum() == 0 and shared_s.abs().sum() > 0
     with pytest.raises(ValueError, match="domain_on_private"):
         model(unaligned, domain_on_private="sometimes")
+
+
+# ---- paper mode is the released code's architecture ------------------------------------------------------
+# The released code's model (X-G-Y/SATI src/models.py, class SATI) counted with its text encoder, the
+# RoBERTa-base it loads, left out: a throwaway script outside the project imported that file with
+# `transformers` stubbed by an empty module, built the model at D = 128 (config.py's hidden_size), one
+# output, RoBERTa's 768-d text, and summed the parameters that its prediction and the solver's losses
+# reach (a backward pass through all of them; the modules it builds but never calls, such as its
+# unused LSTMs, the sp-discriminator and fc_gate_vt, are left out: 21,575,870 parameters in all at the
+# MOSI shapes, 6,523,856 used). The code reads the audio/vision widths from the data: MOSI's openSMILE
+# IS09 audio is 384-d; its OpenFace 1 vision width is not in the code (430 counted here, OpenFace 1's
+# per-frame columns less the frame number); MOSEI's FACET 4.2 vision is 35-d, COVAREP audio 74-d.
+# The count depends on those widths, so it is checked at several. With the code's weights copied in,
+# the same script found the same prediction (to 1.2e-7) and the same domain, CMD, reconstruction and
+# JSD terms (docs/rtil.md).
+CODE_PARAMETERS = {(430, 384): 6_523_856, (47, 384): 4_171_853, (35, 74): 2_236_971, (20, 74): 2_170_176}
+
+
+@pytest.mark.parametrize("vision,audio", list(CODE_PARAMETERS))
+def test_paper_mode_has_the_released_models_parameter_count(vision, audio):
+    m = create_model(
+        "rtil", {"text": 768, "audio": audio, "vision": vision}, 1, hidden=128, dropout=0.6, paper_faithful=True
+    )
+    assert sum(p.numel() for p in m.parameters()) == CODE_PARAMETERS[(vision, audio)]
+    default = create_model("rtil", {"text": 768, "audio": audio, "vision": vision}, 1, hidden=128)
+    assert sum(p.numel() for p in default.parameters()) != CODE_PARAMETERS[(vision, audio)]
+
+
+def test_paper_mode_encoders_are_post_norm_layers_on_the_raw_features():
+    dims = {"text": 16, "audio": 384, "vision": 7}
+    m = create_model("rtil", dims, 1, hidden=32, paper_faithful=True).eval()
+    for mod, heads in (("audio", 2), ("vision", 1)):
+        layer = m.encoders[mod].encoder.layers[0]
+        assert layer.self_attn.embed_dim == dims[mod] and layer.self_attn.num_heads == heads
+        assert layer.linear1.out_features == 2048 and not layer.norm_first
+        assert m.project[mod][0].in_features == dims[mod]  # the projection reads the encoder's raw width
+    # no positions: reordering the frames reorders the encoder's output and nothing else
+    x, mask, order = torch.randn(2, 6, 7), torch.ones(2, 6, dtype=torch.bool), torch.tensor([3, 0, 5, 1, 4, 2])
+    torch.testing.assert_close(m.encoders["vision"](x[:, order], mask), m.encoders["vision"](x, mask)[:, order])
+    d = create_model("rtil", dims, 1, hidden=32).eval()  # the default adds positions to projected features
+    assert not torch.allclose(d.encoders["vision"](x[:, order], mask), d.encoders["vision"](x, mask)[:, order])
+    assert d.project["vision"][0].in_features == 32
+
+
+def test_raw_encoder_heads_divide_the_feature_width():
+    # MMSA's MOSI audio is 5-d: the code's 2 heads cannot split it, so paper mode uses 1
+    m = create_model("rtil", {"text": 16, "audio": 5, "vision": 6}, 1, hidden=32, paper_faithful=True)
+    assert m.encoders["audio"].encoder.layers[0].self_attn.num_heads == 1
+    m = create_model("rtil", {"text": 16, "audio": 6, "vision": 6}, 1, hidden=32, encoder_input="raw")
+    assert [m.encoders[k].encoder.layers[0].self_attn.num_heads for k in ("audio", "vision")] == [2, 1]
+    with pytest.raises(ValueError, match=r"raw_encoder_heads\['audio'\]=2: .*divides the audio feature width 5"):
+        create_model("rtil", {"text": 16, "audio": 5}, 1, encoder_input="raw", raw_encoder_heads={"audio": 2})
+    with pytest.raises(ValueError, match=r"raw_encoder_heads names \['text'\]"):
+        create_model("rtil", {"text": 16, "audio": 6}, 1, encoder_input="raw", raw_encoder_heads={"text": 2})
+    with pytest.raises(ValueError, match='apply to encoder_input="raw" only'):
+        create_model("rtil", {"text": 16, "audio": 5}, 1, raw_encoder_ff=64)
+
+
+def test_paper_mode_cross_attention_is_plain_attention_with_the_gated_residual_outside():
+    m = create_model("rtil", {"text": 16, "audio": 5, "vision": 6}, 1, hidden=32, paper_faithful=True).eval()
+    block = m.cross["audio"]
+    # query/key/value maps without bias, an output projection: no LayerNorm, no feed-forward inside
+    assert {n for n, _ in block.named_parameters()} == {"q.weight", "k.weight", "v.weight", "out.weight", "out.bias"}
+    assert block.heads == 4 and block.drop.p == 0.2
+    q, kv = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+    split = lambda x: x.view(2, -1, 4, 8).transpose(1, 2)  # noqa: E731
+    w = torch.softmax(split(block.q(q)) @ split(block.k(kv)).transpose(-1, -2) / 8**0.5, dim=-1)
+    want = block.out((w @ split(block.v(kv))).transpose(1, 2).reshape(2, 5, 32))
+    torch.testing.assert_close(block(q, kv, torch.ones(2, 7, dtype=torch.bool)), want)
+    default = create_model("rtil", {"text": 16, "audio": 5, "vision": 6}, 1, hidden=32)
+    assert {"norm_q", "ff"} <= {n.split(".")[0] for n, _ in default.cross["audio"].named_parameters()}
+
+
+def test_paper_mode_gate_pooling_and_fusion_layer_are_the_codes():
+    m = create_model("rtil", {"text": 16, "audio": 5, "vision": 6}, 1, hidden=32, paper_faithful=True)
+    for fbp in m.gate_fbp.values():
+        assert fbp.u.bias is None and fbp.v.bias is None and not fbp.signed_sqrt and fbp.drop.p == 0.4
+    assert m.fusion.layers[0].linear1.out_features == 2048
+    d = create_model("rtil", {"text": 16, "audio": 5, "vision": 6}, 1, hidden=32)
+    assert all(f.u.bias is not None and f.signed_sqrt and f.drop.p == 0.1 for f in d.gate_fbp.values())
+    assert d.fusion.layers[0].linear1.out_features == 2 * 64  # twice the two branches' width
+    # each switch alone
+    one = create_model("rtil", {"text": 16, "audio": 5}, 1, hidden=32, fusion_ff=100, gate_sqrt=False, gate_dropout=0.3)
+    assert one.fusion.layers[0].linear1.out_features == 100
+    assert not one.gate_fbp["audio"].signed_sqrt and one.gate_fbp["audio"].u.bias is not None
+    assert one.gate_fbp["audio"].drop.p == 0.3 and one.cross_block == "prenorm"
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [({"encoder_input": "deep"}, "encoder_input='deep'"), ({"cross_block": "post"}, "cross_block='post'")],
+)
+def test_bad_architecture_options_are_named(bad, match):
+    with pytest.raises(ValueError, match=match):
+        create_model("rtil", {"text": 16, "audio": 5}, 1, **bad)

@@ -294,19 +294,32 @@ class FactorizedBilinearPooling(nn.Module):
     """Multi-modal factorized bilinear pooling (MFB, Yu et al. 2017).
 
     z = sum over k groups of (U x) * (V y), then signed square root and L2 normalisation, giving an
-    (B, out) code of the pair's multiplicative interactions with rank-k factors.
+    (B, out) code of the pair's multiplicative interactions with rank-k factors. `bias=False` and
+    `signed_sqrt=False` give the plainer form some implementations use (factors without bias, the
+    pooled sum normalised as it is).
     """
 
-    def __init__(self, dx: int, dy: int, out: int, k: int = 5, dropout: float = 0.1, eps: float = 1e-8):
+    def __init__(
+        self,
+        dx: int,
+        dy: int,
+        out: int,
+        k: int = 5,
+        dropout: float = 0.1,
+        eps: float = 1e-8,
+        bias: bool = True,
+        signed_sqrt: bool = True,
+    ):
         super().__init__()
-        self.u, self.v = nn.Linear(dx, out * k), nn.Linear(dy, out * k)
+        self.u, self.v = nn.Linear(dx, out * k, bias=bias), nn.Linear(dy, out * k, bias=bias)
         self.drop = nn.Dropout(dropout)
-        self.out, self.k, self.eps = out, k, eps
+        self.out, self.k, self.eps, self.signed_sqrt = out, k, eps, signed_sqrt
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         joint = self.drop(self.u(x) * self.v(y))
         z = joint.view(*joint.shape[:-1], self.out, self.k).sum(-1)
-        z = torch.sign(z) * torch.sqrt(z.abs() + self.eps)  # eps: finite gradient at 0
+        if self.signed_sqrt:
+            z = torch.sign(z) * torch.sqrt(z.abs() + self.eps)  # eps: finite gradient at 0
         return torch.nn.functional.normalize(z, dim=-1)
 
 

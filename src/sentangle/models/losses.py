@@ -6,9 +6,8 @@ Every loss returns a scalar tensor and is non-negative.
 
 from __future__ import annotations
 
-import math
-
 import functools
+import math
 import operator
 from collections.abc import Iterable
 

@@ -5,8 +5,9 @@ regulariser: `rtil` (Jensen-Shannon divergence between adjacent frames, as the r
 X-G-Y/SATI does) and `irg_svr` (sequential variation regularisation: 1-D total variation of the
 frame-to-frame differences). Data flow, top to bottom as in `forward`:
 
- 1. Encode. Audio/vision: (windowed downsampling to `max_frames`) + one Transformer layer on the
-    raw features. Text: the token features as given, or the fine-tuned encoder (MSAModel.inputs).
+ 1. Encode. Audio/vision: (windowed downsampling to `max_frames`) + one Transformer layer, on
+    features brought to D with positions (default) or on the raw features as the code does
+    (`encoder_input`). Text: the token features as given, or the fine-tuned encoder (MSAModel.inputs).
  2. Project each modality to D (Linear, ReLU, LayerNorm).                          (B, T_m, D)
  3. Per frame: a private encoder per modality and one shared encoder for all (Linear + Sigmoid).
  4. Auxiliary losses on the codes (each switchable, unweighted here, weighted by the trainer):
@@ -36,6 +37,12 @@ margin (cos - m) with an L2 penalty on the class centres, reconstruction of ever
 the time-mean code, a reconstruction target that takes gradient (the default detaches it:
 `recon_detach`), and full-strength gradient reversal from the first step (the default ramps it up
 over `reverse_ramp` epochs, DANN's schedule). The defaults fix these and work on unaligned inputs.
+Its architecture is the code's too: post-norm encoder layers on the raw audio/vision features
+(2 / 1 heads, feed-forward 2048, no positions), plain cross-attention (no bias on its query, key
+and value maps, output dropout 0.2, no normalisation or feed-forward inside the gated update), a
+gate pooling without biases or signed square root (dropout 0.4), and a fusion layer with
+feed-forward 2048; at the code's shapes it has the code's parameter count, less its text encoder
+(tests/models/test_rtil.py, docs/rtil.md).
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ from sentangle.models.layers import (
     FactorizedBilinearPooling,
     PositionalEncoding,
     SequenceEncoder,
+    attend,
+    attention_mask,
     grad_reverse,
     key_padding_mask,
     masked_downsample,
@@ -69,6 +78,10 @@ GATES = ("soft", "hard", "none")
 GATE_POOLING = ("mean", "frame")
 MARGINS = ("angular", "cosine")
 RECON_TARGETS = ("frame", "mean")
+ENCODER_INPUTS = ("projected", "raw")
+CROSS_BLOCKS = ("prenorm", "plain")
+CODE_ENCODER_HEADS = {"audio": 2, "vision": 1}  # the code's raw-feature encoders
+CODE_FF = 2048  # torch's default feed-forward width, which every Transformer layer of the code keeps
 MODALITY_CLASS = {m: i for i, m in enumerate(MODALITIES)}  # the discriminator's three classes
 
 
@@ -97,6 +110,64 @@ def _temporal_plan(spec, modalities: tuple[str, ...], preset: str, paper: bool) 
     return {m: k for m, k in plan.items() if k != "none"}
 
 
+def _raw_heads(spec, widths: dict[str, int]) -> dict[str, int]:
+    """Heads of each raw-feature encoder. None: the code's (2 audio, 1 vision), cut to the largest
+    count that divides the feature width (MMSA's 5-d MOSI audio cannot be split in 2; the code's
+    384-d openSMILE audio can); a count given explicitly must divide its width."""
+    if spec is None:
+        return {m: math.gcd(CODE_ENCODER_HEADS.get(m, 1), w) for m, w in widths.items()}
+    given = {m: spec for m in widths} if isinstance(spec, int) else dict(spec)
+    if set(given) - set(CODE_ENCODER_HEADS):
+        raise ConfigError(
+            f"raw_encoder_heads names {sorted(set(given) - set(CODE_ENCODER_HEADS))}; expected a head "
+            f"count or a dict with keys from {list(CODE_ENCODER_HEADS)} (text has no such encoder)"
+        )
+    heads = {m: given.get(m, CODE_ENCODER_HEADS.get(m, 1)) for m in widths}
+    for m, h in heads.items():
+        if not isinstance(h, int) or h < 1 or widths[m] % h:
+            raise ConfigError(
+                f"raw_encoder_heads[{m!r}]={h!r}: expected a positive head count that divides the "
+                f"{m} feature width {widths[m]} (the raw-feature encoder attends over the features as given)"
+            )
+    return heads
+
+
+class RawFeatureEncoder(nn.Module):
+    """The released code's audio/vision encoder: post-norm Transformer layers on the features as
+    given (no projection, no positions), padded frames masked and zeroed."""
+
+    def __init__(self, width: int, layers: int, heads: int, ff: int, dropout: float):
+        super().__init__()
+        layer = EncoderLayer(width, heads, dim_feedforward=ff, dropout=dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(x, src_key_padding_mask=key_padding_mask(mask))
+        return h * mask.unsqueeze(-1).to(h.dtype)
+
+
+class PlainCrossAttention(nn.Module):
+    """The released code's cross-attention: multi-head attention whose query, key and value maps
+    have no bias, an output projection, dropout on the output. No normalisation, residual or
+    feed-forward: its output is the update that the gate scales."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        if dim % heads:
+            raise ConfigError(f"cross_heads={heads} must divide hidden={dim}")
+        self.heads = heads
+        self.q, self.k, self.v = (nn.Linear(dim, dim, bias=False) for _ in range(3))
+        self.out = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, heads, T, D / heads)
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
+        a = attend(self._split(self.q(q)), self._split(self.k(kv)), self._split(self.v(kv)), attention_mask(kv_mask))
+        return self.drop(self.out(a.transpose(1, 2).flatten(2)))
+
+
 @MODELS.register("rtil")
 class RTIL(MSAModel):
     """Shared-private disentanglement with temporal-invariant learning (preset: adjacent-frame JSD)."""
@@ -119,7 +190,12 @@ class RTIL(MSAModel):
         attn_dropout: float = 0.1,  # encoders, cross-attention, fusion layer, gate pooling
         # 1. encoders
         encoder_layers: int = 1,  # Transformer layers on audio/vision (0: the projection reads raw features)
-        encoder_heads: int = 4,
+        encoder_heads: int = 4,  # heads of the projected encoders
+        # None: projected (to D, LayerNorm, positions, pre-norm layers with feed-forward 2D);
+        # raw: the code's post-norm layers on the features as given, no positions
+        encoder_input: str | None = None,
+        raw_encoder_heads: int | dict | None = None,  # None: the code's 2 audio / 1 vision (a divisor of the width)
+        raw_encoder_ff: int | None = None,  # feed-forward width of the raw encoders (None: the code's 2048)
         max_frames: int = 32,  # window-average longer sequences to this many frames (0: keep every frame)
         # 4. auxiliary parts
         discriminator: bool = True,  # modality discriminator behind gradient reversal (aux loss "domain")
@@ -145,13 +221,21 @@ class RTIL(MSAModel):
         anchor: str = "text",  # the fusion's query modality (the first present one when it is absent)
         cross_attention: bool = True,  # False: the fusion reads the anchor's private codes alone
         cross_heads: int = 4,
+        # None: prenorm (LayerNorms on query and keys, residual, feed-forward: layers.CrossAttention);
+        # plain: the code's attention alone, no bias on q/k/v, its output the gated update
+        cross_block: str | None = None,
+        cross_dropout: float | None = None,  # None: attn_dropout (the code: 0.2 on the output)
         gate: str | None = None,  # None: soft (sigmoid); hard (the code's step: no gradient); none
         gate_pooling: str | None = None,  # None: mean (time-pooled, any alignment); frame (the code's: aligned only)
         share_gate_layer: bool | None = None,  # None: False; True: the vision gate reuses the audio gate's layer
         gate_hidden: int = 32,
         gate_k: int = 2,
+        gate_dropout: float | None = None,  # None: attn_dropout (the code: 0.4)
+        gate_bias: bool | None = None,  # None: True; False: the code's pooling factors without bias
+        gate_sqrt: bool | None = None,  # None: True (MFB's signed square root); False: the code's, none
         fusion_layers: int = 1,  # Transformer layers over the concatenated branches
         fusion_heads: int = 1,
+        fusion_ff: int | None = None,  # None: 2x its width; the code's 2048
         # the released code's choices (None: decided by paper_faithful)
         use_masks: bool | None = None,  # None: True; False ignores padding (the code)
         paper_faithful: bool = False,  # True: every None above takes the released code's choice
@@ -170,11 +254,20 @@ class RTIL(MSAModel):
         self.recon_detach = bool(pick(recon_detach, True, False))
         self.jsd_batch_mean = pick(jsd_batch_mean, False, True)
         self.reverse_ramp = float(pick(reverse_ramp, 10.0, 0.0))
+        self.encoder_input = pick(encoder_input, "projected", "raw")
+        self.cross_block = pick(cross_block, "prenorm", "plain")
+        cross_dropout = float(pick(cross_dropout, attn_dropout, 0.2))
+        gate_dropout = float(pick(gate_dropout, attn_dropout, 0.4))
+        gate_bias, gate_sqrt = bool(pick(gate_bias, True, False)), bool(pick(gate_sqrt, True, False))
         self.epochs_done = 0  # advanced by on_epoch_end; sets the reversal coefficient
         _choice("gate", self.gate_kind, GATES)
         _choice("gate_pooling", self.gate_pooling, GATE_POOLING)
         _choice("margin_type", self.margin_type, MARGINS)
         _choice("recon_target", self.recon_target, RECON_TARGETS)
+        _choice("encoder_input", self.encoder_input, ENCODER_INPUTS)
+        _choice("cross_block", self.cross_block, CROSS_BLOCKS)
+        if self.encoder_input == "projected" and (raw_encoder_heads is not None or raw_encoder_ff is not None):
+            raise ConfigError('raw_encoder_heads and raw_encoder_ff apply to encoder_input="raw" only')
         if anchor not in MODALITIES:
             raise ConfigError(f"anchor={anchor!r}; expected one of {list(MODALITIES)}")
         if max_frames < 0 or encoder_layers < 0 or fusion_layers < 0:
@@ -192,19 +285,30 @@ class RTIL(MSAModel):
         self.hidden, self.max_frames = hidden, max_frames
         self.margin_s, self.margin_m, self.cmd_moments, self.tv_order = margin_s, margin_m, cmd_moments, tv_order
 
-        # 1-2. encoders and projection to D. Audio/vision get one Transformer layer (SequenceEncoder
-        # brings them to D first, so any raw width works with any head count); text arrives contextual.
-        self.encoders = nn.ModuleDict(
-            {
-                m: SequenceEncoder(self.input_dims[m], d, encoder_layers, encoder_heads, attn_dropout)
-                for m in mods
-                if m != "text" and encoder_layers > 0
-            }
-        )
+        # 1-2. encoders and projection to D. Audio/vision get one Transformer layer; text arrives
+        # contextual. SequenceEncoder brings them to D first, so any raw width works with any head
+        # count; the code's encoders keep the raw width, so their heads must divide it.
+        encoded = [m for m in mods if m != "text" and encoder_layers > 0]
+        if self.encoder_input == "raw":
+            heads = _raw_heads(raw_encoder_heads, {m: self.input_dims[m] for m in encoded})
+            ff = CODE_FF if raw_encoder_ff is None else raw_encoder_ff
+            self.encoders = nn.ModuleDict(
+                {m: RawFeatureEncoder(self.input_dims[m], encoder_layers, heads[m], ff, attn_dropout) for m in encoded}
+            )
+        else:
+            self.encoders = nn.ModuleDict(
+                {
+                    m: SequenceEncoder(self.input_dims[m], d, encoder_layers, encoder_heads, attn_dropout)
+                    for m in encoded
+                }
+            )
+        projected = self.encoder_input == "projected"
         self.project = nn.ModuleDict(
             {
                 m: nn.Sequential(
-                    nn.Linear(d if m in self.encoders else self.input_dims[m], d), nn.ReLU(), nn.LayerNorm(d)
+                    nn.Linear(d if m in self.encoders and projected else self.input_dims[m], d),
+                    nn.ReLU(),
+                    nn.LayerNorm(d),
                 )
                 for m in mods
             }
@@ -229,11 +333,17 @@ class RTIL(MSAModel):
         self.anchor = anchor if anchor in mods else mods[0]
         self.others = tuple(m for m in mods if m != self.anchor) if cross_attention else ()
         self.pos = PositionalEncoding(d)
-        self.cross = nn.ModuleDict({m: CrossAttention(d, cross_heads, attn_dropout) for m in self.others})
+        block = CrossAttention if self.cross_block == "prenorm" else PlainCrossAttention
+        self.cross = nn.ModuleDict({m: block(d, cross_heads, cross_dropout) for m in self.others})
         self.branch_norm = nn.ModuleDict({m: nn.LayerNorm(d) for m in self.others})
         gated = self.others if self.gate_kind != "none" else ()
         self.gate_fbp = nn.ModuleDict(
-            {m: FactorizedBilinearPooling(d, d, gate_hidden, gate_k, attn_dropout) for m in gated}
+            {
+                m: FactorizedBilinearPooling(
+                    d, d, gate_hidden, gate_k, gate_dropout, bias=gate_bias, signed_sqrt=gate_sqrt
+                )
+                for m in gated
+            }
         )
         # The code scores the vision gate with the audio gate's layer: one layer serves every branch.
         self._gate_layer_of = {m: (gated[0] if self.share_gate_layer else m) for m in gated}
@@ -243,7 +353,8 @@ class RTIL(MSAModel):
         width = d * max(len(self.others), 1)
         self.fusion = None
         if fusion_layers > 0:
-            layer = EncoderLayer(width, fusion_heads, dim_feedforward=2 * width, dropout=attn_dropout, batch_first=True)
+            ff = pick(fusion_ff, 2 * width, CODE_FF)
+            layer = EncoderLayer(width, fusion_heads, dim_feedforward=ff, dropout=attn_dropout, batch_first=True)
             self.fusion = nn.TransformerEncoder(layer, fusion_layers, enable_nested_tensor=False)
         self.head = MLP([width, d, output_dim], dropout)
 
@@ -396,8 +507,11 @@ class RTIL(MSAModel):
         q = self.pos(private[a])  # (B, T_a, D)
         extras, branches = {}, []
         for m in self.others:
-            # What modality m adds to the anchor: the cross-attention block's residual update.
-            update = self.cross[m](q, self.pos(private[m]), masks[m]) - q
+            # What modality m adds to the anchor: the pre-norm block's residual update, or the
+            # plain block's output as it is (the code's).
+            update = self.cross[m](q, self.pos(private[m]), masks[m])
+            if self.cross_block == "prenorm":
+                update = update - q
             if self.gate_kind != "none":
                 g = self._gate(m, shared, pooled_shared)
                 extras[f"gate_{m}"] = g.squeeze(-1).mean(-1)  # (B,)
