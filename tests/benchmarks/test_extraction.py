@@ -22,7 +22,7 @@ def test_extraction_benchmark_measures_a_run_and_renders_its_section(beside_scri
         run = extraction.measure("audio_faces", folder, csv, "two faces", vision="haar", fps=5, workers=1)
         ex = {{"date": "today", "machine": extraction.machine() | {{"load_average_end": [0, 0, 0]}}, "runs": [run]}}
         res = json.loads((Path(performance.DOC).with_name("performance.json")).read_text())
-        print(json.dumps({{"run": run, "page": performance.render(res, ex), "plain": performance.render(res)}}))
+        print(json.dumps({{"run": run, "page": performance.render(res, extraction=ex), "plain": performance.render(res)}}))
         """
     )
     run, page, plain = got["run"], got["page"], got["plain"]

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from sentangle.config import TrainConfig
-from sentangle.core.errors import ConfigError, TrainingError
+from sentangle.core.errors import ConfigError, TrainingError, UserError
 from sentangle.data.batch import Batch
 from sentangle.data.dataset import MSADataset
 from sentangle.evaluation.metrics import METRIC_DIRECTIONS, compute_metrics
@@ -157,6 +157,9 @@ class CompiledForward:
         self.module = module
         self.compiled: Callable | None = None
         try:
+            # Symbolic sizes from the first call: batches are cut to their longest real sequence, so
+            # lengths differ per batch, and compiling for each one (the default) hits torch's
+            # recompile limit (MISA, TSDA: 3-6x longer to compile here).
             self.compiled = torch.compile(module, dynamic=True)
         except Exception as e:  # a platform without a compiler backend
             self._fall_back(e)
@@ -174,8 +177,10 @@ class CompiledForward:
         if self.compiled is not None:
             try:
                 return self.compiled(batch)
+            except UserError:  # the model refusing its input (a config, the data) is no compiler failure
+                raise
             except Exception as e:
-                # A failure of the user's code itself fails again eagerly, with its own message.
+                # Any other failure of the model's own code fails again eagerly, with its own message.
                 self._fall_back(e)
         return self.module(batch)
 
