@@ -99,48 +99,79 @@ def _peak_mb() -> float:
     return kb / 1024
 
 
-def matmul_gflops(threads: int, n: int = 4096, reps: int = 5) -> float:
+def _sync(device) -> None:
+    """Wait for the work queued on a GPU, so that the clock reads what it cost (nothing on the CPU)."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(threads: int, n: int = 4096, reps: int = 5, device: str = "cpu", dtype: str = "float32") -> float:
     import torch
 
     _set_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dev = torch.device(device)
+    a, b = (torch.randn(n, n, device=dev, dtype=getattr(torch, dtype)) for _ in range(2))
     torch.mm(a, b)
+    _sync(dev)
     best = math.inf
     for _ in range(reps):
         t0 = time.perf_counter()
         torch.mm(a, b)
+        _sync(dev)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 
 
 def measure_model(
-    model_name: str, shape: str | dict, threads: int, batches: int, seconds: float, overrides: list[str] = ()
+    model_name: str,
+    shape: str | dict,
+    threads: int,
+    batches: int,
+    seconds: float,
+    overrides: list[str] = (),
+    warmup: int = 1,
 ) -> dict:
-    """One model on one shape (a name in SHAPES, or a spec dict like theirs for tests)."""
+    """One model on one shape (a name in SHAPES, or a spec dict like theirs for tests).
+
+    `overrides` may set train.device, train.precision and train.compile: the steps then run as
+    `fit` runs them there. `warmup` untimed batches come first (a compiled model compiles in them)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     import sentangle
     from sentangle.data.named import load_dataset
     from sentangle.runs.runner import model_for
-    from sentangle.training.trainer import make_optimizer, set_seed, train_step, training_loss
+    from sentangle.training.distributed import resolve_device
+    from sentangle.training.trainer import (
+        autocast,
+        forward_for,
+        grad_scaler,
+        make_optimizer,
+        set_seed,
+        to_device,
+        train_step,
+        training_loss,
+    )
 
     _set_threads(threads)
     spec = SHAPES[shape] if isinstance(shape, str) else shape
     cfg = sentangle.make_config(model_name, "synthetic", overrides=list(overrides))
     tc = cfg.train
+    device = resolve_device(tc.device)
     bs, ebs = tc.batch_size, tc.eval_batch_size
     n_train, _, n_test = spec["sizes"]
     epoch_batches = math.ceil(n_train / bs)
     want = min(epoch_batches, batches) if batches > 0 else epoch_batches
     want = min(want, spec.get("max_batches") or want)
     t0 = time.perf_counter()
-    # Only the samples the measurement reads are generated: one warm-up batch, the timed batches and
+    # Only the samples the measurement reads are generated: the warm-up batches, the timed batches and
     # at most four inference batches; an epoch longer than that is extrapolated.
     ds = load_dataset(
         "synthetic",
         seed=0,
-        n_train=min(n_train, (want + 1) * bs),
+        n_train=min(n_train, (want + warmup) * bs),
         n_valid=2,
         n_test=min(n_test, 4 * ebs),
         aligned=spec["aligned"],
@@ -149,14 +180,16 @@ def measure_model(
     )
     data_s = time.perf_counter() - t0
     gen = set_seed(1111)
-    model = model_for(cfg, ds)
+    model = model_for(cfg, ds).to(device)
     params = sum(p.numel() for p in model.parameters())
     weights = {**model.default_aux_weights, **tc.aux_weights}
     rss_before = (_rss_kb("VmRSS") or 0) / 1024
     peak_reset = _reset_peak()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     # FLOPs of one full training batch
-    first = next(ds.batches("train", bs))
+    first = to_device(next(ds.batches("train", bs)), device)
     model.train()
     fwd = fwd_bwd = None
     try:
@@ -176,15 +209,18 @@ def measure_model(
 
     # training: the clock covers gathering the batch too, as an epoch of `fit` pays for it
     opt = make_optimizer(model, tc)
+    forward, scaler = forward_for(model, tc.compile), grad_scaler(tc.precision, device)
     times, sizes, warm = [], [], None
     batches_ = ds.batches("train", bs, shuffle=True, generator=gen)
-    for i in range(epoch_batches + 1):
+    for i in range(epoch_batches + warmup):
         start = time.perf_counter()
         batch = next(batches_, None)
         if batch is None:
             break
-        train_step(model, batch, opt, tc, weights, ds.task)  # fit's step, without its bookkeeping
-        if i > 0:  # the first batch pays one-off allocations
+        # fit's step, without its bookkeeping
+        train_step(model, to_device(batch, device), opt, tc, weights, ds.task, forward=forward, scaler=scaler)
+        _sync(device)
+        if i >= warmup:  # the first batches pay one-off allocations (and compilation)
             times.append(time.perf_counter() - start)
             sizes.append(len(batch))
         else:
@@ -199,15 +235,16 @@ def measure_model(
     # inference, gathering included
     model.eval()
     done, spent = 0, 0.0
-    with torch.no_grad():
-        model(next(ds.batches("test", ebs)))
+    with torch.no_grad(), autocast(tc.precision, device):
+        forward(to_device(next(ds.batches("test", ebs)), device))
         batches_ = ds.batches("test", ebs)
         while spent < seconds / 2:
             start = time.perf_counter()
             batch = next(batches_, None)
             if batch is None:
                 break
-            model(batch)
+            forward(to_device(batch, device))
+            _sync(device)
             spent += time.perf_counter() - start
             done += len(batch)
     utt_s = done / spent
@@ -218,6 +255,9 @@ def measure_model(
         "model": model_name,
         "shape": shape if isinstance(shape, str) else "custom",
         "threads": threads,
+        "device": str(device),
+        "precision": tc.precision,
+        "compile": tc.compile,
         "batch_size": bs,
         "eval_batch_size": ebs,
         "overrides": list(overrides),
@@ -234,6 +274,7 @@ def measure_model(
         "rss_before_mb": rss_before,
         "peak_rss_mb": _peak_mb(),
         "peak_is_phase_only": peak_reset,
+        "gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "full_data_mb": full_data_mb,
         "data_seconds": data_s,
         "text_transformer": TEXT_TRANSFORMER.get(model_name),
@@ -441,12 +482,19 @@ def _fmt(x, digits=0):
 
 
 # Sections other scripts measure: (their JSON beside the page, the script that writes and renders it)
-SIDE_SECTIONS = (("mult_speed.json", "mult_speed"), ("extraction.json", "extraction"), ("serving.json", "serving"))
+SIDE_SECTIONS = (
+    ("mult_speed.json", "mult_speed"),
+    ("extraction.json", "extraction"),
+    ("serving.json", "serving"),
+    ("precision.json", "precision"),
+    ("gpu.json", "gpu"),
+)
 
 
-def render(res: dict, **sides: dict) -> str:
-    """The page; each of SIDE_SECTIONS' scripts (keyword: the script's name, value: its JSON, e.g.
-    `serving` from docs/serving.json) adds its section, shown as that script left it."""
+def render(res: dict, **side: dict | None) -> str:
+    """The page; `side` holds the numbers of the SIDE_SECTIONS by script name (extraction=
+    docs/extraction.json from benchmarks/extraction.py, serving=, precision=, gpu=), each section
+    shown as its script left it."""
     mm = [g for g in res["matmul_gflops"] if g]
     ref = max(mm) if mm else float("nan")
     m = res["machine"]
@@ -562,8 +610,8 @@ def render(res: dict, **sides: dict) -> str:
     elif lz:
         lines += ["## Large data read lazily", "", f"error: {lz['error']}", ""]
     for _, script in SIDE_SECTIONS:
-        if sides.get(script):
-            lines += importlib.import_module(script).render_section(sides[script])
+        if side.get(script):
+            lines += importlib.import_module(script).render_section(side[script])
     lines += [NOTES]
     return "\n".join(lines)
 
@@ -692,8 +740,8 @@ def main(argv=None) -> int:
 
 
 def side_numbers(docs: Path) -> dict[str, dict]:
-    """The other scripts' numbers lying beside the page ({"serving": ..., ...}), never
-    re-measured here."""
+    """The other scripts' numbers lying beside the page ({"extraction": ..., "serving": ...}, by
+    SIDE_SECTIONS), never re-measured here."""
     return {script: json.loads((docs / f).read_text()) for f, script in SIDE_SECTIONS if (docs / f).exists()}
 
 

@@ -50,7 +50,13 @@ class TrainConfig:
     select_metric: str = "auto"  # validation metric for early stopping (auto: mae / accuracy)
     select_split: str = "valid"
     aux_weights: dict[str, float] = field(default_factory=dict)
+    # auto (cuda when available, else cpu) | cpu | cuda | cuda:N; resolved when training starts
     device: str = "cpu"
+    # fp32 | bf16 | fp16: forward passes under torch.autocast (fp16 with a gradient scaler); bf16
+    # also runs on the CPU. Metrics are computed in float32 either way.
+    precision: str = "fp32"
+    # torch.compile the model for training and evaluation; where it cannot compile, a warning and eager
+    compile: bool = False
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     progress: bool = True
 
@@ -116,6 +122,9 @@ def read_yaml(path: str | Path) -> dict:
         )
     return data
 
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 _SHORT_FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
@@ -298,6 +307,10 @@ def from_dict(raw: dict) -> RunConfig:
         raise ConfigError(f"train.warmup is a fraction of the training steps in [0, 1), got {cfg.train.warmup!r}")
     if cfg.train.loss not in ("auto", "l1", "mse", "ce"):
         raise ConfigError(f"train.loss must be auto, l1, mse or ce, got {cfg.train.loss!r}")
+    if not DEVICE.fullmatch(cfg.train.device):
+        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N (N a GPU number), got {cfg.train.device!r}")
+    if cfg.train.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision must be {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
     for part in ("model", "dataset"):
         if not isinstance(getattr(cfg, part), dict) or "name" not in getattr(cfg, part):
             raise ConfigError(f"config section {part!r} must be a mapping with a 'name'")

@@ -237,6 +237,7 @@ def test_baseline_learns_on_synthetic(name, tiny):
 # ---- MISA --------------------------------------------------------------------------------------
 def test_misa_losses_are_the_named_measures_of_its_codes(tiny, numpy_losses):
     model = small("misa", tiny).eval()
+    model.aux_losses_in_eval = True  # eval for no dropout; the losses are what is checked
     out = model(batch_of(tiny, 16))
     aux, ex = out.aux_losses, out.extras
     assert set(aux) == {"similarity", "difference", "reconstruction"} and all(v >= 0 for v in aux.values())
@@ -260,6 +261,7 @@ def test_misa_losses_are_the_named_measures_of_its_codes(tiny, numpy_losses):
 
 def test_misa_similarity_vanishes_when_the_shared_codes_agree(tiny):
     model = small("misa", tiny).eval()
+    model.aux_losses_in_eval = True
     batch = batch_of(tiny, 16)
     assert model(batch).aux_losses["similarity"] > 1e-3
     with torch.no_grad():
@@ -271,6 +273,7 @@ def test_misa_similarity_vanishes_when_the_shared_codes_agree(tiny):
 def test_misa_loss_falls_when_optimised_alone(tiny, loss, part):
     """Only the modules the loss should steer are trained, on that loss alone: it must fall."""
     model = small("misa", tiny).eval()
+    model.aux_losses_in_eval = True
     batch = batch_of(tiny, 32)
     opt = torch.optim.Adam(getattr(model, part).parameters(), lr=1e-2)
     values = []

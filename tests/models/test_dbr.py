@@ -135,6 +135,7 @@ def test_each_switch_removes_what_it_names(option, params, aux, extras, small_sy
     batch = first_batch(small_synthetic)
     full = create_model("dbr", small_synthetic.input_dims, 1, **SMALL).eval()
     off = create_model("dbr", small_synthetic.input_dims, 1, **SMALL, **option).eval()
+    full.aux_losses_in_eval = off.aux_losses_in_eval = True
     o_full, o_off = full(batch), off(batch)
     for prefix in params:
         assert any(n.startswith(prefix) for n in names(full))
@@ -164,10 +165,13 @@ def test_plain_versions_are_time_means_and_concatenation(small_synthetic):
 
 def test_borrowing_gate_penalty_is_the_mean_gate_and_needs_two_modalities(small_synthetic):
     torch.manual_seed(0)
-    out = create_model("dbr", small_synthetic.input_dims, 1, **SMALL).eval()(first_batch(small_synthetic))
+    model = create_model("dbr", small_synthetic.input_dims, 1, **SMALL).eval()
+    model.aux_losses_in_eval = True
+    out = model(first_batch(small_synthetic))
     torch.testing.assert_close(out.aux_losses["agpr_sparsity"], out.extras["agpr_gate"].mean())
     assert 0.05 < out.extras["agpr_gate"].mean() < 0.25  # starts nearly closed (bias -2)
     text = create_model("dbr", {"text": small_synthetic.input_dims["text"]}, 1, **SMALL).eval()
+    text.aux_losses_in_eval = True
     o = text(first_batch(small_synthetic).without("audio", "vision"))
     assert "sim" not in o.aux_losses and "agpr_sparsity" not in o.aux_losses
     assert not any(n.startswith("agpr.gate") for n in names(text))

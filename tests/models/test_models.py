@@ -40,6 +40,27 @@ def test_modality_missing_at_test_time_is_not_an_error(name, small_synthetic):
     assert torch.isfinite(out.prediction).all()
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_evaluation_skips_the_auxiliary_losses_and_predicts_what_it_did_with_them(name, small_synthetic):
+    """Only training reads the auxiliary losses, so eval mode does not compute them (they cost
+    inference time); the prediction and extras are exactly those computed alongside the losses."""
+    torch.manual_seed(0)
+    model = create_model(name, small_synthetic.input_dims, 1)
+    batch = first_batch(small_synthetic, 16)
+    trained = model(batch)
+    assert bool(trained.aux_losses) == bool(model.default_aux_weights)  # training computes them
+    model.eval()
+    out = model(batch)
+    assert out.aux_losses == {}
+    model.aux_losses_in_eval = True
+    with_losses = model(batch)
+    assert bool(with_losses.aux_losses) == bool(model.default_aux_weights)
+    assert torch.equal(out.prediction, with_losses.prediction)
+    assert out.extras.keys() == with_losses.extras.keys()
+    for k, v in out.extras.items():
+        assert torch.equal(v, with_losses.extras[k]), k
+
+
 def test_unknown_model_and_option_are_named():
     with pytest.raises(UnknownNameError, match="lf_dnn"):
         create_model("lf_dn", {"text": 4})

@@ -242,6 +242,7 @@ def test_full_model_produces_every_loss(small_synthetic):
 
 def test_no_temporal_branch_is_gone_and_order_blind(small_synthetic):
     m = model(small_synthetic, temporal=False, spatial_max_frames=0).eval()
+    m.aux_losses_in_eval = True
     assert m.temporal is None and not any(n.startswith("temporal") for n in names(m))
     assert not any(".proj.temporal" in n or ".temporal." in n for n in names(m))
     b = batch_of(small_synthetic)

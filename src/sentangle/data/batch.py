@@ -45,6 +45,17 @@ class Batch:
             tokens=None if self.tokens is None else move(self.tokens),
         )
 
+    def pin_memory(self) -> Batch:
+        """The same batch in page-locked host memory, from which a copy to a GPU can run asynchronously."""
+        pin = lambda d: {k: v.pin_memory() for k, v in d.items()}  # noqa: E731
+        return Batch(
+            features=pin(self.features),
+            masks=pin(self.masks),
+            labels=self.labels.pin_memory(),
+            ids=self.ids,
+            tokens=None if self.tokens is None else pin(self.tokens),
+        )
+
     def without(self, *modalities: str) -> Batch:
         """The same batch with whole modalities removed (for ablations and missing-modality tests)."""
         keep = lambda d: {k: v for k, v in d.items() if k not in modalities}  # noqa: E731

@@ -38,7 +38,8 @@ class MSAModel(nn.Module):
 
     Subclasses build their modules from `self.input_dims` (modality -> feature size; a modality
     missing from the dataset is simply absent) and start `forward` with `self.inputs(batch)`.
-    `default_aux_weights` gives each auxiliary loss its weight unless the config overrides it.
+    `default_aux_weights` gives each auxiliary loss its weight unless the config overrides it; a
+    model computes its auxiliary losses only while `computes_aux_losses` (training mode).
     `options_added` maps each option added after checkpoints of the model were already saved to
     the value that reproduces them: a saved config lacking the key gets it when loaded.
     """
@@ -84,6 +85,16 @@ class MSAModel(nn.Module):
                 feats[m] = ref.new_zeros(ref.shape[0], 1, self.input_dims[m])
                 masks[m] = torch.zeros(ref.shape[0], 1, dtype=torch.bool, device=ref.device)
         return feats, masks
+
+    # True: the auxiliary losses in eval mode too (their values on held-out data, without dropout).
+    aux_losses_in_eval: bool = False
+
+    @property
+    def computes_aux_losses(self) -> bool:
+        """Whether forward computes the auxiliary losses: in training mode (or with
+        `aux_losses_in_eval`). They shape training and cost time; evaluation and prediction read
+        the prediction alone (and `extras`), which do not depend on them."""
+        return self.training or self.aux_losses_in_eval
 
     def text_encoder_parameters(self) -> list[nn.Parameter]:
         """The parameters of the fine-tuned pretrained encoder: the trainer gives them their own,

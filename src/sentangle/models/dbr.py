@@ -141,13 +141,16 @@ class TemporalStructuralFactorization(nn.Module):
         out = self.graph(nodes, nodes, node_mask, node_mask)
         return out.view(b, m, g, d).mean(2)  # (B, M, D)
 
-    def forward(self, shared: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], present: torch.Tensor):
+    def forward(
+        self, shared: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], present: torch.Tensor, loss: bool = True
+    ):
+        """c (B, M, D), the gate (B, M) and the redundancy loss (None unless `loss`)."""
         mods = list(shared)
         t = torch.stack([self.temporal_path(shared[m], masks[m]) for m in mods], dim=1)  # (B, M, D)
         n = self.structural_path(torch.stack([masked_mean(shared[m], masks[m]) for m in mods], 1), present)
         gate = torch.sigmoid(self.gate(torch.cat([t, n], -1)))  # (B, M, 1)
         c = gate * t + (1 - gate) * n
-        redundancy = torch.stack([self.redundancy(t[:, i], n[:, i]) for i in range(len(mods))]).mean()
+        redundancy = torch.stack([self.redundancy(t[:, i], n[:, i]) for i in range(len(mods))]).mean() if loss else None
         return c, gate.squeeze(-1), redundancy
 
 
@@ -375,11 +378,12 @@ class DBR(MSAModel):
         shared, private = self.decouple(h)
         s_mean = [masked_mean(shared[m], mk[m]) for m in self.modalities]  # (B, D) each
         p_mean = [masked_mean(private[m], mk[m]) for m in self.modalities]
-        if self.similarity and len(self.modalities) > 1:
+        wanted = self.computes_aux_losses
+        if wanted and self.similarity and len(self.modalities) > 1:
             aux["sim"] = similarity_loss(s_mean, self.cmd_moments)
-        if self.difference:
+        if wanted and self.difference:
             aux["diff"] = difference_loss(s_mean, p_mean)
-        if self.decouple.decoder is not None:
+        if wanted and self.decouple.decoder is not None:
             h_mean = [masked_mean(h[m], mk[m]) for m in self.modalities]
             aux["recon"] = self.decouple.reconstruction(h_mean, s_mean, p_mean)
 
@@ -387,7 +391,9 @@ class DBR(MSAModel):
         if self.tsf is None:
             c = torch.stack(s_mean, 1)  # (B, M, D)
         else:
-            c, extras["tsf_gate"], aux["tsf_redundancy"] = self.tsf(shared, mk, present)
+            c, extras["tsf_gate"], redundancy = self.tsf(shared, mk, present, loss=wanted)
+            if redundancy is not None:
+                aux["tsf_redundancy"] = redundancy
 
         # 3. private branch
         if self.agpr is None:
@@ -397,7 +403,8 @@ class DBR(MSAModel):
             extras["agpr_load"] = routed["load"]
             if "gate" in routed:
                 extras["agpr_gate"] = routed["gate"]
-                aux["agpr_sparsity"] = routed["sparsity"]
+                if wanted:
+                    aux["agpr_sparsity"] = routed["sparsity"]
 
         # 4. fusion
         extras["shared_pre"], extras["private_pre"] = masked_mean(c, present), masked_mean(q, present)

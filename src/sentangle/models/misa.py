@@ -124,13 +124,14 @@ class MISA(MSAModel):
 
         aux: dict[str, torch.Tensor] = {}
         pairs = list(itertools.combinations(mods, 2))
-        if self.use_similarity and pairs:
+        wanted = self.computes_aux_losses
+        if wanted and self.use_similarity and pairs:
             aux["similarity"] = total(cmd(shared[a], shared[b], self.cmd_moments) for a, b in pairs) / len(pairs)
-        if self.use_difference:
+        if wanted and self.use_difference:
             aux["difference"] = total(orthogonality(private[m], shared[m]) for m in mods) + sum(
                 orthogonality(private[a], private[b]) for a, b in pairs
             )
-        if self.recon is not None:
+        if wanted and self.recon is not None:
             aux["reconstruction"] = total(F.mse_loss(self.recon[m](private[m] + shared[m]), u[m]) for m in mods) / len(
                 mods
             )

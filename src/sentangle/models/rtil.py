@@ -381,16 +381,17 @@ class RTIL(MSAModel):
 
         # 4. auxiliary losses (unweighted)
         aux = {}
-        if self.discriminator is not None:
+        wanted = self.computes_aux_losses
+        if wanted and self.discriminator is not None:
             aux["domain"] = self._domain_loss(pooled_shared, pooled_private)
-        if self.use_cmd:
+        if wanted and self.use_cmd:
             pairs = list(itertools.combinations(self.modalities, 2))
             aux["cmd"] = losses.total(
                 losses.cmd(pooled_shared[a], pooled_shared[b], self.cmd_moments) for a, b in pairs
             ) / len(pairs)
-        if self.recon is not None:
+        if wanted and self.recon is not None:
             aux["recon"] = self._recon_loss(x, private, shared, masks)
-        if self.temporal_plan:
+        if wanted and self.temporal_plan:
             aux["temporal"] = self._temporal_loss(private, shared, masks)
 
         # 5. invariant-guided fusion and the head

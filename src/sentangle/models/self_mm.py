@@ -128,7 +128,8 @@ class UnimodalLabels:
     def store(self, rows: torch.Tensor, feats: dict[str, torch.Tensor]) -> None:
         for name, f in feats.items():
             if name not in self.features:
-                self.features[name] = f.new_zeros(self.stored.shape[0], f.shape[-1])
+                # float32 whatever precision the forward ran at (train.precision): the centres average it
+                self.features[name] = f.new_zeros(self.stored.shape[0], f.shape[-1], dtype=torch.float32)
             self.features[name][rows] = f.detach().float()
         self.stored[rows] = True
 
@@ -265,7 +266,7 @@ class SelfMM(MSAModel):
             return ModelOutput(self.head_output(y), aux, extras)
         uni = {m: self.unimodal[m](codes[m]) for m in self.modalities}  # {m: (feature, prediction)}
         extras.update({f"prediction_{m}": self.head_output(p) for m, (_, p) in uni.items()})
-        if not self.training:
+        if not self.computes_aux_losses:
             return ModelOutput(self.head_output(y), aux, extras)
         if not self.generate:
             # Class logits need class indices; a batch without them (a regression batch fed to a

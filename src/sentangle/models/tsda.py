@@ -365,7 +365,8 @@ class TSDA(MSAModel):
         aux: dict[str, torch.Tensor] = {}
         extras: dict[str, torch.Tensor] = {}
         # 5. Factor purity over real tokens; each factor's tokens weigh half, whatever their count.
-        if self.discriminator is not None:
+        wanted = self.computes_aux_losses
+        if wanted and self.discriminator is not None:
             aux["purity"] = self._purity(aligned)
 
         # Summaries: masked mean over each modality's real tokens of each factor, normalised.
@@ -386,7 +387,7 @@ class TSDA(MSAModel):
                     extras[f"y_{f}_{m}"] = heads[f]["prediction"]
                     # Labels that do not fit the head (float labels for a C-way output in a shape
                     # check) give no aux loss; the trainer's task loss reports a real mismatch.
-                    if keep.any() and (labels.is_floating_point() != heads_of_m[f].classify):
+                    if wanted and keep.any() and (labels.is_floating_point() != heads_of_m[f].classify):
                         kept = {k: v[keep] for k, v in heads[f].items()}
                         per_mod[f"aux_{f}"].append(FactorHead.loss(kept, labels[keep]))
             h, p, g = self.recouple[m](s, heads)  # 7. gated recouple
@@ -397,7 +398,7 @@ class TSDA(MSAModel):
                 extras[f"summary_{f}_{m}"] = s[f]
             # 6. Summary decorrelation and the orthogonality of the recoupled projections.
             st, ss = s.get("temporal"), s.get("spatial")
-            if keep.sum() >= 2 and st is not None and ss is not None:  # the losses need both factors
+            if wanted and keep.sum() >= 2 and st is not None and ss is not None:  # the losses need both factors
                 if self.cos_loss:
                     per_mod["cos"].append(losses.cosine_squared(st[keep], ss[keep]))
                 if self.hsic_loss:

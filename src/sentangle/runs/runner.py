@@ -156,7 +156,7 @@ def _train_and_write(
             continue
         outputs, stored = {}, {}
         for split in ds.splits:
-            pred, label, ids = predict(model, ds, split, cfg.train.eval_batch_size, cfg.train.device)
+            pred, label, ids = predict(model, ds, split, cfg.train.eval_batch_size, ddp.device, cfg.train.precision)
             stored[split] = pred, label, ids
             outputs[split] = pred, label
         write_seed_predictions(seed_dir, stored, (ds.class_names or []) if ds.task != "regression" else None)
@@ -184,6 +184,7 @@ def _train_and_write(
                 "look at the loss history in metrics.json",
                 stacklevel=2,
             )
+        model.cpu()  # checkpoints and diagnostics hold and read CPU tensors, whatever train.device was
         save_checkpoint(seed_dir / "checkpoint.pt", model, cfg, ds, seed)
         write_seed_diagnostics(seed_dir, cfg.model["name"], model, ds)  # report/diagnose.py: opt-in per model
         # metrics.json last: its presence marks the seed as finished for resuming.

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from sentangle.core.errors import TrainingError
+from sentangle.config import DEVICE
+from sentangle.core.errors import ConfigError, TrainingError
 from sentangle.data.batch import Batch
 
 # Attributes holding per-sample training state that DDP cannot keep consistent (see module doc).
@@ -183,22 +184,41 @@ class _LossOutputs(torch.nn.Module):
 _context: Context | None = None
 
 
-def setup(device: str = "cpu") -> Context:
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """train.device as a torch.device: `auto` is cuda when CUDA is available, else cpu; a GPU that
+    this machine lacks is a ConfigError here, before any work."""
+    text = str(device)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not DEVICE.fullmatch(text):
+        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N (N a GPU number), got {text!r}")
+    dev = torch.device(text)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a build without CUDA"
+        raise ConfigError(
+            f"train.device={text!r}, but CUDA is not available here (torch {torch.__version__}, {build}); "
+            "expected cpu or auto on this machine"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"train.device={text!r}, but this machine has {torch.cuda.device_count()} GPU(s): "
+            f"expected cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+        )
+    return dev
+
+
+def setup(device: str | torch.device = "cpu") -> Context:
     """The process's context; joins the process group on first call under torchrun (WORLD_SIZE > 1)."""
     global _context
     rank, world, local = _env()
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if world <= 1:
         return Context(device=dev)
     if _context is not None:
         return _context
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise _error(f"train.device={device!r} but CUDA is not available on this node")
+    if dev.type == "cuda":  # one GPU per process: the local rank's, whatever index was given
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
-    elif dev.type != "cpu":
-        raise _error(f"train.device={device!r}: data-parallel training supports cpu (gloo) and cuda (nccl)")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         atexit.register(shutdown)

@@ -3,10 +3,17 @@
 loss = task loss + sum_k weight_k * aux_k, with each model's auxiliary losses named in its output
 and weighted from the config. Model selection is on the validation split only; the test split is
 evaluated once, with the selected weights, after training ends.
+
+Where it runs is one switch each: `train.device` (auto | cpu | cuda | cuda:N), `train.precision`
+(fp32 | bf16 | fp16: the forward passes under torch.autocast, fp16 with a gradient scaler; losses
+and metrics in float32) and `train.compile` (torch.compile; eager, with a warning, where it cannot
+compile). The hot loop never waits for the device: losses are summed as tensors and read once per
+epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -21,12 +28,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from sentangle.config import TrainConfig
-from sentangle.core.errors import TrainingError
+from sentangle.core.errors import ConfigError, TrainingError, UserError
 from sentangle.data.batch import Batch
 from sentangle.data.dataset import MSADataset
 from sentangle.evaluation.metrics import METRIC_DIRECTIONS, compute_metrics
 from sentangle.models.base import ModelOutput, MSAModel
+from sentangle.training.distributed import resolve_device
 from sentangle.training.distributed import setup as distributed_setup
+
+Forward = Callable[[Batch], ModelOutput]
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -80,25 +90,142 @@ def warmup_linear(total: int, warmup: float):
     return lambda step: min((step + 1) / warm, max(total - step, 0) / max(total - warm, 1))
 
 
+# ---- device, precision, compilation ------------------------------------------------------------
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {precision!r}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"train.precision=bf16: the GPU {device} does not support bfloat16; expected fp16 or fp32")
+
+
+def _onednn_lacks(dtype: torch.dtype) -> bool:
+    """Whether oneDNN has no kernels of `dtype` on this CPU (they need AVX-512 BF16/FP16 or AMX)."""
+    supported = (
+        torch.ops.mkldnn._is_mkldnn_bf16_supported
+        if dtype == torch.bfloat16
+        else torch.ops.mkldnn._is_mkldnn_fp16_supported
+    )
+    return not supported()
+
+
+@contextlib.contextmanager
+def _onednn_off():
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = was
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The context of a forward pass at train.precision. fp32 is no autocast at all, so it computes
+    exactly what it did before precision was a setting."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    device = torch.device(device)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    stack = contextlib.ExitStack()
+    if device.type == "cpu" and _onednn_lacks(dtype):
+        # Autocast sends LSTMs to oneDNN in reduced precision, which fails on CPUs without its
+        # instructions ("could not create a primitive descriptor"); without oneDNN they run in
+        # float32 and everything else still autocasts.
+        stack.enter_context(_onednn_off())
+    stack.enter_context(torch.autocast(device.type, dtype=dtype))
+    return stack
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """fp16's loss scaling (small gradients would underflow to 0); bf16 has float32's range and needs none."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """The batch on `device`, copied once; to a GPU from pinned host memory, so the copy does not
+    hold the host up (non_blocking)."""
+    if device.type == "cuda":
+        batch = batch.pin_memory()
+    return batch.to(device)
+
+
+class CompiledForward:
+    """`module` through torch.compile. A call that fails to compile warns once, naming train.compile
+    and the reason, and that call and every later one run the plain module eagerly (the module is
+    never replaced: its state dict keeps its own keys)."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+        self.compiled: Callable | None = None
+        try:
+            # Symbolic sizes from the first call: batches are cut to their longest real sequence, so
+            # lengths differ per batch, and compiling for each one (the default) hits torch's
+            # recompile limit (MISA, TSDA: 3-6x longer to compile here).
+            self.compiled = torch.compile(module, dynamic=True)
+        except Exception as e:  # a platform without a compiler backend
+            self._fall_back(e)
+
+    def _fall_back(self, e: Exception) -> None:
+        self.compiled = None
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        warnings.warn(
+            f"train.compile=true: torch.compile cannot compile {type(self.module).__name__} here "
+            f"({type(e).__name__}: {reason}); training and evaluating it eagerly instead",
+            stacklevel=3,
+        )
+
+    def __call__(self, batch: Batch) -> ModelOutput:
+        if self.compiled is not None:
+            try:
+                return self.compiled(batch)
+            except UserError:  # the model refusing its input (a config, the data) is no compiler failure
+                raise
+            except Exception as e:
+                # Any other failure of the model's own code fails again eagerly, with its own message.
+                self._fall_back(e)
+        return self.module(batch)
+
+
+def forward_for(model: torch.nn.Module, compile: bool) -> Forward:
+    return CompiledForward(model) if compile else model
+
+
+# ---- evaluation -------------------------------------------------------------------------------
 @torch.no_grad()
 def predict(
-    model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 256, device: str | torch.device = "cpu"
+    model: MSAModel,
+    dataset: MSADataset,
+    split: str,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    forward: Forward | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Predictions (N,) or logits (N, C), labels and ids of one split, in dataset order."""
+    """Predictions (N,) or logits (N, C), labels and ids of one split, in dataset order.
+
+    The forward pass runs at `precision` (train.precision) through `forward` (a compiled `model`)
+    if given; predictions come back as float32."""
     model.eval()
+    device = resolve_device(device)
     preds, labels, ids = [], [], []
     for batch in dataset.batches(split, batch_size):
-        out = model(batch.to(device))
-        preds.append(out.prediction.float().cpu())
+        with autocast(precision, device):
+            out = (forward or model)(to_device(batch, device))
+        preds.append(out.prediction.float())
         labels.append(batch.labels)
         ids += batch.ids
-    return torch.cat(preds).numpy(), torch.cat(labels).numpy(), ids
+    return torch.cat(preds).cpu().numpy(), torch.cat(labels).numpy(), ids
 
 
 def evaluate(
-    model: MSAModel, dataset: MSADataset, split: str, batch_size: int = 256, device: str | torch.device = "cpu"
+    model: MSAModel,
+    dataset: MSADataset,
+    split: str,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    forward: Forward | None = None,
 ) -> dict[str, float]:
-    pred, label, _ = predict(model, dataset, split, batch_size, device)
+    pred, label, _ = predict(model, dataset, split, batch_size, device, precision, forward)
     return compute_metrics(dataset.task, pred, label, dataset.num_classes)
 
 
@@ -116,11 +243,13 @@ def training_loss(
     out: ModelOutput, labels: torch.Tensor, task: str, cfg: TrainConfig, weights: dict[str, float]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss `fit` minimises for one batch's output (task loss plus the weighted auxiliary
-    losses; a weight of 0 leaves its loss out of the graph) and its parts, detached, for the history."""
-    loss = task_loss(out.prediction, labels, task, cfg.loss)
+    losses; a weight of 0 leaves its loss out of the graph) and its parts, detached, for the history.
+    In float32 whatever precision the forward pass ran at."""
+    loss = task_loss(out.prediction.float(), labels, task, cfg.loss)
     parts = {"task": loss.detach()}
     for name, value in out.aux_losses.items():
         w = weights.get(name, 1.0)
+        value = value.float()
         parts[name] = value.detach()
         if w:
             loss = loss + w * value
@@ -135,27 +264,39 @@ def train_step(
     weights: dict[str, float],
     task: str,
     *,
-    forward: Callable[[Batch], ModelOutput] | None = None,
+    forward: Forward | None = None,
     share: float = 1.0,
     before_backward: Callable[[ModelOutput, torch.Tensor, dict[str, torch.Tensor]], None] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One optimiser step of `fit` on one batch: forward, loss, backward, gradient clipping, step.
+    """One optimiser step of `fit` on one batch (already on the model's device): forward at
+    cfg.precision, loss, backward, gradient clipping, step.
 
-    `forward` replaces `model` for the forward pass (a DistributedDataParallel wrapper), `share`
-    scales the loss of this rank's slice, and `before_backward` may refuse the step (raise) after
-    seeing the output and the loss. Returns the loss and its detached parts.
+    `forward` replaces `model` for the forward pass (a DistributedDataParallel wrapper, a compiled
+    model), `share` scales the loss of this rank's slice, `before_backward` may refuse the step
+    (raise) after seeing the output and the loss, and `scaler` scales the loss for fp16 (see
+    grad_scaler). Returns the loss and its detached parts, as tensors (reading them waits for the device).
     """
-    out = (forward or model)(batch)
+    with autocast(cfg.precision, batch.labels.device):
+        out = (forward or model)(batch)
     loss, parts = training_loss(out, batch.labels, task, cfg, weights)
     if before_backward is not None:
         before_backward(out, loss, parts)
     opt.zero_grad(set_to_none=True)
-    (loss * share).backward()
+    if scaler is None:
+        (loss * share).backward()
+    else:
+        scaler.scale(loss * share).backward()
+        scaler.unscale_(opt)  # clipping compares the true gradients with its thresholds
     if cfg.grad_clip_value > 0:
         torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    opt.step()
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)  # skipped when the scaled gradients overflowed; the scale then shrinks
+        scaler.update()
     return loss, parts
 
 
@@ -179,13 +320,15 @@ def _check_aux_names(model: MSAModel, out: ModelOutput, cfg: TrainConfig) -> Non
 
 
 def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc: str = "") -> FitResult:
-    """Train with early stopping on the validation split; leaves the best weights in `model`."""
+    """Train with early stopping on the validation split; leaves the best weights in `model`, on
+    the device train.device names."""
     gen = set_seed(seed)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     ddp = distributed_setup(cfg.device)  # a pass-through unless launched by torchrun with WORLD_SIZE > 1
     ddp.reseed(seed)
     device = ddp.device
+    check_precision(cfg.precision, device)
     model.to(device)
     metric, direction = selection(cfg, dataset.task)
     better = (lambda a, b: a < b) if direction == "min" else (lambda a, b: a > b)
@@ -218,6 +361,10 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
         mininterval=0.5,
     )
     net = ddp.wrap(model, dataset, cfg.batch_size, weights)  # DistributedDataParallel, or `model` alone
+    forward = forward_for(net, cfg.compile)
+    # Evaluation (rank 0 alone) calls the model itself, not the DDP wrapper.
+    eval_forward = forward if net is model else forward_for(model, cfg.compile)
+    scaler = grad_scaler(cfg.precision, device)
     checked_names = False
     trials = 0
 
@@ -226,41 +373,59 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
         if not checked_names:
             _check_aux_names(model, out, cfg)
             checked_names = True
-        if not ddp.all_finite(loss):
-            raise TrainingError(
-                f"{desc}: loss is {loss.item()} at epoch {epoch + 1} "
-                f"(parts: { {k: float(v) for k, v in parts.items()} }); try a lower train.lr"
-            )
+
+    def evaluate_on(split: str) -> dict[str, float]:
+        return evaluate(model, dataset, split, cfg.eval_batch_size, device, cfg.precision, eval_forward)
 
     for epoch in range(cfg.epochs):
         model.train()
-        sums: dict[str, float] = {}
+        # Running sums stay on the device (float64, as Python floats summed them): reading a
+        # loss every step would make the host wait for the device every step.
+        sums: dict[str, torch.Tensor] = {}
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # non-finite once any loss is
         seen = 0
         for batch in dataset.batches(
             "train", cfg.batch_size, shuffle=True, generator=gen, group_by_length=cfg.group_by_length
         ):
             batch, share = ddp.shard(batch)  # this rank's slice; share scales its loss (1.0 alone)
-            batch = batch.to(device)
+            batch = to_device(batch, device)
             loss, parts = train_step(
-                model, batch, opt, cfg, weights, dataset.task, forward=net, share=share, before_backward=guard
+                model,
+                batch,
+                opt,
+                cfg,
+                weights,
+                dataset.task,
+                forward=forward,
+                share=share,
+                before_backward=guard,
+                scaler=scaler,
             )
             if step_sched is not None:
                 step_sched.step()
             b = len(batch) if share else 0
             seen += b
+            loss_sum += loss.detach()
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * b
+                sums[k] = sums.get(k, 0.0) + v.double() * b
             bar.update(b * ddp.world)
+        if not ddp.all_finite(loss_sum):  # all ranks stop together
+            means = {k: float(v) / max(seen, 1) for k, v in sums.items()}
+            raise TrainingError(
+                f"{desc}: loss is {float(loss_sum)} at epoch {epoch + 1} "
+                f"(epoch means of its parts: {means}); try a lower train.lr"
+            )
         hook = getattr(model, "on_epoch_end", None)
         if hook is not None:
             hook(epoch)
-        sums, seen = ddp.reduce_sums(sums, seen)
+        totals = dict(zip(sums, torch.stack(list(sums.values())).tolist())) if sums else {}
+        totals, seen = ddp.reduce_sums(totals, seen)
         # One validation result for all ranks, so that selection and early stopping agree.
-        val = ddp.on_main(lambda: evaluate(model, dataset, cfg.select_split, cfg.eval_batch_size, device))
+        val = ddp.on_main(lambda: evaluate_on(cfg.select_split))
         score = val[metric]
         record = {
             "epoch": epoch + 1,
-            **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
+            **{f"train_{k}": v / max(seen, 1) for k, v in totals.items()},
             **{f"{cfg.select_split}_{k}": v for k, v in val.items()},
         }
         history.append(record)
@@ -288,5 +453,5 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
     if best_state is None:
         raise TrainingError(f"{desc}: no epoch produced a usable {cfg.select_split} {metric} (is train.epochs > 0?)")
     model.load_state_dict(best_state)
-    metrics = ddp.on_main(lambda: {s: evaluate(model, dataset, s, cfg.eval_batch_size, device) for s in dataset.splits})
+    metrics = ddp.on_main(lambda: {s: evaluate_on(s) for s in dataset.splits})
     return FitResult(best_epoch, best_score, metric, history, metrics, time.perf_counter() - start)
