@@ -243,12 +243,7 @@ def main(argv=None) -> int:
     }
     print("\n".join(render_section(record)))
     if not args.no_doc:
-        from sentangle.core.io import write_json
-
-        write_json(args.json, record)
-        print(f"wrote {args.json}")
-        if Path(args.json) == JSON and performance.rerender():
-            print(f"wrote {performance.DOC}")
+        performance.publish(record, args.json, JSON)
     return 0
 
 

@@ -264,10 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     res = measure(args.mmsa, QUICK if args.quick else MOSI, 2 if args.quick else args.steps, args.threads)
     print(json.dumps(res, indent=1))
     if not args.no_doc:
-        from sentangle.core.io import write_json
-
-        write_json(DOCS / "mult_speed.json", res)
-        performance.rerender()
+        performance.publish(res, DOCS / "mult_speed.json", DOCS / "mult_speed.json")
     return 0
 
 

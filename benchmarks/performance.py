@@ -745,6 +745,17 @@ def side_numbers(docs: Path) -> dict[str, dict]:
     return {script: json.loads((docs / f).read_text()) for f, script in SIDE_SECTIONS if (docs / f).exists()}
 
 
+def publish(record: dict, path: str | Path, usual: Path) -> None:
+    """Write a side section's numbers to `path` and, when that is their usual file (`usual`, which
+    the page reads), the page again."""
+    from sentangle.core.io import write_json
+
+    write_json(path, record)
+    print(f"wrote {path}")
+    if Path(path) == usual and rerender():
+        print(f"wrote {DOC}")
+
+
 def rerender(doc: str | Path = DOC) -> Path | None:
     """Write the page again from docs/performance.json and the side sections' JSON (what the other
     scripts call after measuring); None when performance.json is missing."""

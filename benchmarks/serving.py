@@ -197,12 +197,9 @@ def main(argv=None) -> int:
     }
     print("\n".join(render_section(record)))
     if not args.no_doc:
-        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.json}")
         import performance
 
-        if Path(args.json) == JSON and performance.rerender():
-            print(f"wrote {performance.DOC}")
+        performance.publish(record, args.json, JSON)
     return 0
 
 
