@@ -35,8 +35,9 @@ MODELS = ("lf_dnn", "text_only", "tsda")
 # train settings per column; "compiled fp32" is the fp32 computation through torch.compile
 SETTINGS = {"fp32": {}, "bf16": {"precision": "bf16"}, "compiled fp32": {"compile": True}}
 # 15 % of the MOSI-shaped synthetic benchmark (193 / 34 / 103 samples) at MOSI's feature sizes, its
-# sequences cut to 30-40 frames, 6 epochs: the 27 runs take about 20 minutes on 2 cores, most of it
-# compiling TSDA and TSDA in bf16 (this CPU emulates bf16 arithmetic).
+# sequences cut to 30-40 frames, 6 epochs: the 27 runs took 7.5 minutes on 2 idle cores (21 while
+# other processes took half of them), most of it TSDA in bf16 (a CPU without bf16 instructions
+# emulates it) and compiling TSDA.
 DATA = {"seed": 0, "scale": 0.15, "lengths": {"text": 30, "audio": 40, "vision": 40}}
 QUICK_DATA = {"seed": 0, "scale": 0.05, "lengths": 8, "dims": {"text": 16, "audio": 5, "vision": 8}}
 METRICS = (("valid", "mae"), ("test", "mae"), ("test", "corr"), ("test", "acc2_has0"))
@@ -115,8 +116,9 @@ def render_section(numbers: dict) -> list[str]:
         f"Measured by `python benchmarks/precision.py` on {numbers['date']} ({m['cpu']}, {m['logical_cores']} "
         f"logical cores, **{s['threads']} threads**, torch {m['torch']}; load average {m['load_average_start'][0]:.1f} "
         f"at start, {m['load_average_end'][0]:.1f} at end); raw numbers: [precision.json](precision.json). "
-        f"The synthetic benchmark at scale {data.get('scale')} (seed {data.get('seed')}; lengths {data.get('lengths')}"
-        f"{'; dims ' + str(data['dims']) if data.get('dims') else ', MOSI feature sizes'}), each model's default "
+        f"The synthetic benchmark at scale {data.get('scale')} (seed {data.get('seed')}; at most "
+        f"{_per_modality(data.get('lengths'))} frames, "
+        f"{_per_modality(data['dims']) + ' features' if data.get('dims') else 'MOSI feature sizes'}), each model's default "
         f"config, {s['epochs']} epochs (patience = epochs), seeds {', '.join(map(str, s['seeds']))}: mean +- std "
         "over the seeds of the selected epoch's metrics. `train.precision=bf16` runs the forward passes under "
         "CPU autocast (losses and metrics in float32); `compiled fp32` is `train.compile=true`. Seconds per "
@@ -154,6 +156,10 @@ def render_section(numbers: dict) -> list[str]:
             f"{_fmt_share(r.get('other_processes'))} |"
         )
     return [*lines, ""]
+
+
+def _per_modality(value) -> str:
+    return ", ".join(f"{m} {v}" for m, v in value.items()) if isinstance(value, dict) else str(value)
 
 
 def _fmt_s(x: float | None) -> str:
