@@ -50,6 +50,8 @@ class TrainConfig:
     select_metric: str = "auto"  # validation metric for early stopping (auto: mae / accuracy)
     select_split: str = "valid"
     aux_weights: dict[str, float] = field(default_factory=dict)
+    # multiplies every auxiliary weight (after aux_weights): one knob for a search over them all
+    aux_scale: float = 1.0
     # auto (cuda when available, else cpu) | cpu | cuda | cuda:N; resolved when training starts
     device: str = "cpu"
     # fp32 | bf16 | fp16: forward passes under torch.autocast (fp16 with a gradient scaler); bf16
@@ -249,6 +251,7 @@ _RANGES = {
     "select_from_epoch": (">=", 1),
     "lr_decay_trials": (">=", 0),
     "lr_decay": (">", 0),
+    "aux_scale": (">=", 0),
     "threads": (">=", 0),
 }
 

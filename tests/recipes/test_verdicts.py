@@ -28,6 +28,7 @@ def test_every_kind_is_registered():
         [
             "best_model",
             "beats_all",
+            "beats_every_baseline",
             "shortcut",
             "pairwise",
             "ablation",
@@ -83,6 +84,23 @@ def test_claim_checks_report_the_paired_interval():
     res["g"]["tsda"] = _run([0.70, 0.75], seeds=(1, 4))
     _, detail, clear = judge(_check("pairwise", model="tsda", against="lf_dnn", groups=["g"], metric="mae"), ctx)
     assert "paired difference -0.100" in detail and "over 1 seeds" in detail and clear == "n/a"
+
+
+def test_beats_every_baseline_needs_each_paired_difference_clear_of_noise():
+    # p vs b1: -0.10, -0.12, -0.08 (mean -0.10, std 0.02, 2 SE 0.0231): wholly below 0.
+    # p vs b2: -0.02, +0.01, -0.05 (mean -0.02, std 0.03, 2 SE 0.0346): straddles 0.
+    runs = {"p": _run([0.70, 0.70, 0.70]), "b1": _run([0.80, 0.82, 0.78]), "b2": _run([0.72, 0.69, 0.75])}
+    ctx = VerdictContext({"g": runs}, proposed=["p"], baselines=["b1", "b2"])
+    verdict, detail, clear = judge(_check("beats_every_baseline", group="g"), ctx)
+    # p beats both on the mean (0.70 < 0.72) but not b2 beyond noise
+    assert (verdict, clear) == ("FAIL", "no")
+    assert "`b2` paired difference -0.020, ± 2 SE [-0.055, +0.015] over 3 seeds" in detail
+    # without b2, p clears every baseline
+    ctx2 = VerdictContext({"g": {k: runs[k] for k in ("p", "b1")}}, proposed=["p"], baselines=["b1"])
+    assert judge(_check("beats_every_baseline", group="g"), ctx2)[::2] == ("PASS", "yes")
+    # a run with one seed only: pending (min_seeds 2 by default)
+    ctx3 = VerdictContext({"g": {"p": _run([0.7], seeds=(1,)), "b1": _run([0.8], seeds=(1,))}}, ["p"], ["b1"])
+    assert judge(_check("beats_every_baseline", group="g"), ctx3)[0] == "PENDING"
 
 
 def test_beats_all_fails_only_when_every_group_is_decided():

@@ -60,6 +60,19 @@ def test_aux_weight_zero_removes_the_loss_and_nonzero_applies_it():
     assert on.extra.detach().abs().max() < 0.5
 
 
+def test_aux_scale_multiplies_every_auxiliary_weight():
+    ds = linear_dataset()
+    runs = {}
+    for key, kw in {"1x1": {}, "0.25x4": {"aux_weights": {"pull": 0.25}, "aux_scale": 4.0}, "0": {"aux_scale": 0.0}}.items():
+        torch.manual_seed(0)  # the same initial weights for each
+        model = AuxModel(ds.input_dims)
+        fit(model, ds, cfg(**kw), seed=1)
+        runs[key] = model.extra.detach().clone()
+    torch.testing.assert_close(runs["0.25x4"], runs["1x1"])  # the same effective weight, 1.0
+    torch.testing.assert_close(runs["0"], torch.ones(3))  # scaled to 0: no gradient at all
+    assert runs["1x1"].abs().max() < 0.5
+
+
 def test_unknown_aux_weight_is_an_error():
     ds = linear_dataset()
     with pytest.raises(TrainingError, match=r"\['pul'\].*\['pull'\]"):

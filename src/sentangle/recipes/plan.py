@@ -10,7 +10,7 @@ of groups or ablation variants, per-seed diagnostics, and checks judged by `reci
     documents: [{file, title, intro, sections, provenance}]
     sections:  [{id, title, note, needs, references, oracle, include,
                  groups:   [{id, title, dataset, models, overrides, model_options, model_overrides,
-                             seeds, note}],
+                             seeds, note, tune: {space, trials, seed, sampler_seed, defaults}}],
                  show:     [{group, models, title, note}],
                  analysis: {kind: shortcut, clean_group, controls, robust},
                  robust:   {group, models | ablation, variants, noise_levels, drop_rates, seed}
@@ -19,7 +19,8 @@ of groups or ablation variants, per-seed diagnostics, and checks judged by `reci
                  diagnostics: [{title, runs: [{group, model} | {ablation, variant}], rows: {label: key}}],
                  checks:   [verdict specs]}]
 
-Paths in a plan (include, references) are relative to the plan file. `Planner` turns sections
+A group with `tune` searches each model's space first (recipes/tune.py) and trains the best values.
+Paths in a plan (include, references, tune.space) are relative to the plan file. `Planner` turns sections
 into `Job`s (a run folder to train, or a robustness evaluation of run folders); `train_all` runs
 them; `recipes.results` renders the documents from the run folders alone.
 """
@@ -51,6 +52,15 @@ from sentangle.recipes.ablate import load_ablation, variant_configs
 from sentangle.recipes.compare import seed_facts
 from sentangle.recipes.robust import robust
 from sentangle.recipes.specfile import read_mapping
+from sentangle.recipes.tune import (
+    check_tune,
+    read_search,
+    read_spaces,
+    search_done,
+    shown_values,
+    tune_and_train,
+    tuned_config,
+)
 from sentangle.recipes.verdicts import check_spec, spec_groups
 from sentangle.runs.folder import comparable_config, finished, resolved_config
 from sentangle.runs.provenance import (
@@ -82,7 +92,18 @@ SECTION_KEYS = {
     "checks",
     "include",
 }
-GROUP_KEYS = {"id", "title", "dataset", "models", "overrides", "model_options", "model_overrides", "seeds", "note"}
+GROUP_KEYS = {
+    "id",
+    "title",
+    "dataset",
+    "models",
+    "overrides",
+    "model_options",
+    "model_overrides",
+    "seeds",
+    "note",
+    "tune",
+}
 SHOW_KEYS = {"group", "models", "title", "note"}
 DOCUMENT_KEYS = {"file", "title", "intro", "sections", "provenance"}
 ROBUST_KEYS = {"group", "models", "ablation", "variants", "noise_levels", "drop_rates", "seed"}
@@ -148,6 +169,8 @@ def read_plan(path: Path) -> dict:
             if g["id"] in groups:
                 raise PlanError(f"{where}.groups[{j}]: group id {g['id']!r} given twice")
             groups[g["id"]] = g
+            if "tune" in g:
+                _read_tune(path, g, f"{where}.groups[{j}] ({g['id']})")
         _entries(sec.get("show") or [], f"{where}.show", SHOW_KEYS, ("group",))
         for r in _entries(sec.get("robust") or [], f"{where}.robust", ROBUST_KEYS):
             if ("group" in r) == ("ablation" in r):
@@ -158,7 +181,8 @@ def read_plan(path: Path) -> dict:
             if not isinstance(d["rows"], dict) or not d["rows"]:
                 raise PlanError(f"{where}.diagnostics.rows: expected a mapping label -> diagnostics key")
     for sec in plan["sections"]:
-        refs = [r.get("group") for r in robust_entries(sec)] + [(sec.get("analysis") or {}).get("clean_group")]
+        refs = [(g.get("tune") or {}).get("defaults") for g in sec.get("groups") or []]
+        refs += [r.get("group") for r in robust_entries(sec)] + [(sec.get("analysis") or {}).get("clean_group")]
         refs += [s["group"] for s in sec.get("show") or []]
         refs += [r.get("group") for d in sec.get("diagnostics") or [] for r in d["runs"]]
         for k, c in enumerate(sec.get("checks") or []):
@@ -187,6 +211,17 @@ def read_plan(path: Path) -> dict:
     plan["_groups"] = groups
     plan["_file"] = str(path)
     return plan
+
+
+def _read_tune(path: Path, group: dict, where: str) -> None:
+    """A tuned group (recipes/tune.py): its settings checked, each model's space read into `_spaces`."""
+    try:
+        check_tune(group["tune"], where)
+        if not isinstance(group["models"], list) or group.get("model_options"):
+            raise ConfigError(f"{where}: a tuned group lists its models by name and takes no model_options")
+        group["_spaces"] = read_spaces(path.parent / str(group["tune"]["space"]), group["models"], where)
+    except ConfigError as e:
+        raise PlanError(f"plan file {path}: {e}") from None
 
 
 def plan_path(plan: dict, rel: str) -> Path:
@@ -285,6 +320,9 @@ class Planner:
         jobs = []
         for m in models if only_models is None else [m for m in models if m in only_models]:
             shown = dotted(group.get("overrides")) + dotted((group.get("model_overrides") or {}).get(m))
+            if "tune" in group:
+                jobs.append(self.tuned_job(section, group, m, shown))
+                continue
             opts = (group.get("model_options") or {}).get(m)
             cfg = make_config(
                 {"name": m, **opts} if opts else m,
@@ -308,6 +346,38 @@ class Planner:
                 )
             )
         return jobs
+
+    def tuned_job(self, section: str, group: dict, model: str, shown: list[str]) -> Job:
+        """A model of a tuned group: its run at the search's best values once the search has finished,
+        else a job that finishes the search first (options["search"], plain data for a worker)."""
+        tune, ds = group["tune"], group["dataset"]
+        ds_name = ds if isinstance(ds, str) else ds.get("name")
+        search = {
+            "model": model,
+            "dataset": ds,
+            "seeds": self.seeds(group.get("seeds")),
+            "out": f"{self.out}/{group['id']}",
+            "data_root": self.root_for(ds_name),
+            "overrides": shown + self.extra(ds_name),
+            "space": group["_spaces"][model],
+            "trials": int(self.q.get("trials", 2)) if self.quick else int(tune["trials"]),
+            "seed": int(tune.get("seed", 2026)),
+            "sampler_seed": int(tune.get("sampler_seed", 0)),
+        }
+        record = read_search(Path(search["out"]) / model)
+        done = search_done(record, search["trials"])
+        cfg = tuned_config(search, record if done else None)
+        _check_dataset_options(cfg, f"{self.plan['_file']}: group {group['id']!r}, model {model!r}")
+        tuned = shown_values(record["best"]["params"]) if done and record else []
+        return Job(
+            section,
+            "train",
+            f"{group['id']}/{model}",
+            cfg,
+            shown + (tuned or [f"(search: {(record or {}).get('complete', 0)}/{search['trials']} trials)"]),
+            options={} if done else {"search": search},
+            dataset=yaml_value(ds),
+        )
 
     def ablation(self, entry: dict) -> tuple[dict, dict[str, RunConfig]]:
         """The spec and one config per variant, exactly as recipes.ablate.ablate builds them."""
@@ -547,6 +617,9 @@ def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
             return True
         return False
 
+    def train(job: Job) -> dict:
+        return tune_and_train(job.options["search"]) if "search" in job.options else run(job.cfg)
+
     def robust_job(job: Job) -> None:
         # only the folders whose robust.json is out of date: the others may have no checkpoints here
         stale = [f for f in job.folders if _finished_seeds(f) and not robust_fresh(f, job.options)]
@@ -560,7 +633,15 @@ def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
         ) as pool:
             # `run` itself (importable in the worker), without bars; threads come from the plan (1).
             quiet = lambda cfg: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, progress=False))  # noqa: E731
-            futures = {pool.submit(run, quiet(j.cfg)): j for j in jobs if j.kind == "train" and pending(j)}
+            futures = {
+                (
+                    pool.submit(tune_and_train, j.options["search"], False)
+                    if "search" in j.options
+                    else pool.submit(run, quiet(j.cfg))
+                ): j
+                for j in jobs
+                if j.kind == "train" and pending(j)
+            }
             training = {j.folder: f for f, j in futures.items()}
             robust_left = [j for j in jobs if j.kind == "robust"]
             bar.update(sum(j.kind == "train" for j in jobs) - len(futures))
@@ -582,7 +663,7 @@ def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
         jobs = robust_left
     for job in jobs:
         bar.set_postfix_str(job.label)
-        attempt(job, (lambda: pending(job) and run(job.cfg)) if job.kind == "train" else (lambda: robust_job(job)))
+        attempt(job, (lambda: pending(job) and train(job)) if job.kind == "train" else (lambda: robust_job(job)))
         bar.update(1)
     bar.close()
     return failures

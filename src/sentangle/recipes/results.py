@@ -73,6 +73,7 @@ from sentangle.recipes.plan import (
     write_records,
 )
 from sentangle.recipes.robust import robust_table
+from sentangle.recipes.tune import tune_section
 from sentangle.recipes.verdicts import VerdictContext, judge
 from sentangle.report import plots
 from sentangle.report.tables import LABELS, RAW_SCALE, fmt
@@ -441,6 +442,9 @@ def section_text(n: int, sec: dict, plan: dict, planner: Planner, jobs: list[Job
         parts.append(group_section(g, group_jobs(g["id"], s.get("models")), doc, bool(sec.get("oracle")), name, s)[0])
     for g in sec.get("groups") or []:
         parts.append(group_section(g, group_jobs(g["id"]), doc, oracle=bool(sec.get("oracle")))[0])
+        if "tune" in g:
+            defaults = ctx.results.get(g["tune"].get("defaults")) or {}
+            parts.append(tune_section(g, ctx.results.get(g["id"]) or {}, defaults, ctx.proposed, planner.out))
     if sec.get("references"):
         parts.append(references_section(sec["references"], refs, refs.get("_file", "")))
     analysis = sec.get("analysis") or {}

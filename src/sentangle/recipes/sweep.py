@@ -69,10 +69,15 @@ def read_space(path: str | Path) -> dict[str, dict]:
             f"{e}; expected a mapping of dotted config keys to distributions, "
             "e.g. 'train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}'"
         ) from None
+    return check_space(raw, path)
+
+
+def check_space(raw: dict, path: str | Path) -> dict[str, dict]:
+    """A space given as a mapping (read from `path`, which messages name), checked."""
     return {str(key): _distribution(path, str(key), spec) for key, spec in raw.items()}
 
 
-def _distribution(path: Path, key: str, spec: Any) -> dict:
+def _distribution(path: str | Path, key: str, spec: Any) -> dict:
     where = f"space file {path}: {key}"
     if isinstance(spec, list):
         spec = {"type": "categorical", "choices": spec}
@@ -174,7 +179,7 @@ def suggest(trial, key: str, spec: dict) -> Any:
 def sweep(
     model: str | None,
     dataset: str | None,
-    space_file: str | Path,
+    space_file: str | Path | tuple[str, dict],
     trials: int,
     storage: str | None = None,
     study: str | None = None,
@@ -186,7 +191,8 @@ def sweep(
     progress: bool = True,
     sampler_seed: int | None = None,
 ) -> dict:
-    """Run `trials` more trials of a (possibly shared) study; write best.yaml and the trials table."""
+    """Run `trials` more trials of a (possibly shared) study; write best.yaml and the trials table.
+    `space_file`: a space file, or (its name in messages, a space `check_space` returned)."""
 
     if not is_main():
         raise SweepError(
@@ -196,7 +202,10 @@ def sweep(
     optuna = import_optuna()
     if trials < 1:
         raise SweepError(f"--trials must be at least 1, got {trials}")
-    space = read_space(space_file)
+    if isinstance(space_file, tuple):  # (what messages call it, an already checked space)
+        space_file, space = space_file
+    else:
+        space = read_space(space_file)
     base = make_config(model, dataset, config, seeds, None, None, data_root, overrides)
     check_keys(space_file, space, base)
     if base.train.select_split == "test":

@@ -287,6 +287,34 @@ def beats_all(c: dict, ctx: VerdictContext) -> Verdict:
     return "PENDING", "; ".join(details), "n/a"
 
 
+@verdict("beats_every_baseline", required=("group",), optional=("metric", "min_seeds"))
+def beats_every_baseline(c: dict, ctx: VerdictContext) -> Verdict:
+    """Some proposed model of `group` beats every baseline of the group beyond seed noise: for each
+    baseline, the paired per-seed difference (mean +- 2 SE) lies wholly on the proposed model's side.
+    PASS names the models that do; FAIL names, for the best proposed model (by the test mean), the
+    baselines it does not clear."""
+    metric, need = c.get("metric", "mae"), c.get("min_seeds", 2)
+    rs = {m: r for m, r in (ctx.results.get(c["group"]) or {}).items() if r}
+    base = [m for m in rs if m in ctx.baselines]
+    prop = [m for m in rs if m in ctx.proposed]
+    if not _complete(ctx, c["group"], need) or not base or not prop:
+        return "PENDING", f"{c['group']}: not every run has {need} seeds yet", "n/a"
+    side = _claimed_side(metric)
+    diffs = {(p, b): _paired(rs[p]["per_seed"], rs[b]["per_seed"], _test_value(metric)) for p in prop for b in base}
+    if any(d is None or d["n"] < 2 for d in diffs.values()):
+        return "PENDING", f"{c['group']}: seed noise needs at least 2 seeds in common per pair", "n/a"
+    clears = {p: [b for b in base if diffs[p, b] and beyond_noise(diffs[p, b], side) == "yes"] for p in prop}
+    winners = [p for p in prop if len(clears[p]) == len(base)]
+    best = min if METRIC_DIRECTIONS.get(metric) == "min" else max
+    shown = winners[0] if winners else best(prop, key=lambda m: _mean(rs[m], metric))
+    detail = (
+        (f"beyond seed noise over every baseline: {', '.join(f'`{p}`' for p in winners)}; " if winners else "")
+        + f"`{shown}` {_show(metric, _mean(rs[shown], metric))} minus each baseline: "
+        + "; ".join(f"`{b}` {_diff_text(metric, diffs[shown, b])}" for b in base)
+    )
+    return ("PASS", detail, "yes") if winners else ("FAIL", detail, "no")
+
+
 @verdict("shortcut", required=("group", "clean_group"), optional=("controls", "min_seeds"))
 def shortcut(c: dict, ctx: VerdictContext) -> Verdict:
     """The proposed models' mean test-MAE increase from `group` over `clean_group` (the harm of a

@@ -340,7 +340,7 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min" if direction == "min" else "max", factor=0.5, patience=max(cfg.patience // 3, 1)
         )
-    weights = {**model.default_aux_weights, **cfg.aux_weights}
+    weights = {k: w * cfg.aux_scale for k, w in {**model.default_aux_weights, **cfg.aux_weights}.items()}
     n_train = len(dataset.splits["train"])
     step_sched = None
     if cfg.scheduler == "linear":
