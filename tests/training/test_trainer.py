@@ -63,7 +63,11 @@ def test_aux_weight_zero_removes_the_loss_and_nonzero_applies_it():
 def test_aux_scale_multiplies_every_auxiliary_weight():
     ds = linear_dataset()
     runs = {}
-    for key, kw in {"1x1": {}, "0.25x4": {"aux_weights": {"pull": 0.25}, "aux_scale": 4.0}, "0": {"aux_scale": 0.0}}.items():
+    for key, kw in {
+        "1x1": {},
+        "0.25x4": {"aux_weights": {"pull": 0.25}, "aux_scale": 4.0},
+        "0": {"aux_scale": 0.0},
+    }.items():
         torch.manual_seed(0)  # the same initial weights for each
         model = AuxModel(ds.input_dims)
         fit(model, ds, cfg(**kw), seed=1)

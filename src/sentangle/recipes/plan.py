@@ -611,6 +611,9 @@ def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
             tqdm.write(f"FAILED {job.label}:\n{traceback.format_exc()}")
 
     def pending(job: Job) -> bool:
+        if "search" in job.options:  # an unfinished search: its run's config is not known yet
+            tqdm.write(f"searching {job.label}: {job.shown[-1]}")
+            return True
         done, _ = status(job.cfg)
         if len(done) < len(job.cfg.seeds):
             tqdm.write(f"training {job.label}: seeds {job.cfg.seeds}, {len(done)} finished")

@@ -707,7 +707,8 @@ def main(argv: list[str] | None = None, prog: str = "sentangle results") -> int:
     if args.plan:
         print_plan(jobs, skipped)
         return 0
-    conflicts = [str(j.folder) for j in jobs if j.kind == "train" and status(j.cfg)[1]]
+    # (a search still running decides its run's config when it ends: recipes/tune.py)
+    conflicts = [str(j.folder) for j in jobs if j.kind == "train" and "search" not in j.options and status(j.cfg)[1]]
     if conflicts:
         raise PlanError(
             "these run folders hold runs with other settings (delete them and their records "

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import datetime
 import json
+import sys
 from pathlib import Path
 
-from sentangle.config import RunConfig, make_config, yaml_value
+from sentangle.config import RunConfig, make_config, read_yaml, yaml_value
 from sentangle.core.errors import ConfigError, SweepError
 from sentangle.core.io import write_json
 from sentangle.recipes.specfile import read_mapping
 from sentangle.recipes.sweep import check_space, import_optuna, sweep
+from sentangle.runs.folder import comparable_config, finished, resolved_config
 from sentangle.runs.runner import run
 
 TUNE_KEYS = {"space", "trials", "seed", "sampler_seed", "defaults"}
@@ -94,7 +96,8 @@ def read_search(folder: Path) -> dict | None:
 
 
 def search_done(record: dict | None, trials: int) -> bool:
-    return bool(record) and record["best"] is not None and record["complete"] >= trials
+    """The search has run the plan's budget (a record written for another budget is written again)."""
+    return bool(record) and record["best"] is not None and record["complete"] >= trials == record["trials_planned"]
 
 
 def tuned_overrides(record: dict) -> list[str]:
@@ -113,7 +116,15 @@ def tune_and_train(search: dict, progress: bool = True) -> dict:
     record = run_search(search, progress)
     if record["best"] is None:
         raise ConfigError(f"{search['out']}/{search['model']}: no trial of the search finished; nothing to train")
-    return run(tuned_config(search, record))
+    cfg = tuned_config(search, record)
+    folder = Path(cfg.out) / cfg.run_name
+    # more trials found other best values: the run at the old ones no longer answers the plan
+    replaced = bool(finished(folder)) and comparable_config(read_yaml(folder / "config.yaml")) != comparable_config(
+        resolved_config(cfg).to_dict()
+    )
+    if replaced:
+        print(f"{folder}: the search's best values changed; its runs train again at the new ones", file=sys.stderr)
+    return run(cfg, overwrite=replaced)
 
 
 def tuned_config(search: dict, record: dict | None) -> RunConfig:
@@ -218,13 +229,18 @@ def write_search(optuna, storage: str, name: str, folder: Path, search: dict) ->
         }
         for t in st.trials
     ]
-    best = st.best_trial if done else None
+    # the same budget for every model: the best of the first `trials` finished trials, even where a
+    # study holds more (a budget lowered after some searches had run further)
+    budget = done[: search["trials"]]
+    pick = min if st.direction == optuna.study.StudyDirection.MINIMIZE else max
+    best = pick(budget, key=lambda t: t.value) if budget else None
     record = {
         "model": search["model"],
         "dataset": search["dataset"],
         "space": search["space"],
         "trials_planned": search["trials"],
         "complete": len(done),
+        "budget_trials": [t.number for t in budget],
         "search_seed": search["seed"],
         "sampler_seed": search["sampler_seed"],
         "direction": st.direction.name.lower(),
