@@ -13,7 +13,7 @@ import pytest
 
 from sentangle.cli import main as cli_main
 from sentangle.recipes import results
-from sentangle.recipes.plan import PlanError, read_plan
+from sentangle.recipes.plan import PlanError, neural_models, read_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = str(ROOT / "benchmarks" / "results_plan.yaml")
@@ -78,7 +78,7 @@ def test_quick_synthetic_writes_tables_and_resumes(tmp_path, capsys):
     import sentangle
 
     section = md.split("## 6.")[1].split("## 7.")[0]
-    for m in sentangle.list_models():
+    for m in neural_models():
         assert f"| `{m}` | 1 |" in section, m
     assert "| Bayes oracle | s, a, b, c |" in section and "| static floor (order-blind) |" in section
     # computed verdicts: the synthetic claim is decided, real-data checks wait for their runs

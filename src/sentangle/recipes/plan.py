@@ -255,6 +255,12 @@ class Job:
         return Path(self.cfg.out) / self.cfg.run_name
 
 
+def neural_models() -> list[str]:
+    """What `models: all` means: every registered model trained by gradient steps. The closed-form
+    floor (`linear`, fitted by scikit-learn) is named where a plan wants it."""
+    return [m for m in list_models() if not getattr(MODELS.get(m), "closed_form", False)]
+
+
 class Planner:
     """Turns the plan into run configs; knows the output folder, the seeds and --quick."""
 
@@ -269,7 +275,7 @@ class Planner:
 
     def models(self, spec, where: str) -> list[str]:
         if spec == "all":
-            return list_models()
+            return neural_models()
         if spec == "text_capable":
             return self.text_capable()
         if not isinstance(spec, list):
@@ -287,7 +293,7 @@ class Planner:
             ds.select_modalities(["text"])
             batch = next(iter(ds.batches("train", 4)))
             ok: list[str] = []
-            for m in list_models():
+            for m in neural_models():
                 try:
                     model_for(build_config(m, "synthetic"), ds)(batch)
                     ok.append(m)

@@ -319,6 +319,31 @@ def _check_aux_names(model: MSAModel, out: ModelOutput, cfg: TrainConfig) -> Non
         )
 
 
+def fit_closed_form(model, dataset: MSADataset, cfg: TrainConfig, seed: int, device, metric: str, better) -> FitResult:
+    """A model fitted in closed form (models/linear.py): one fit per value of its grid on the training
+    split, the value kept that scores best on the selection split, as `fit` keeps an epoch."""
+    start = time.perf_counter()
+    model.eval()
+    xs, ys = [], []
+    with torch.no_grad():
+        for batch in dataset.batches("train", cfg.eval_batch_size):
+            batch = to_device(batch, device)
+            xs.append(model.pooled(batch).double().cpu())
+            ys.append(batch.labels.cpu())
+    x, y = torch.cat(xs).numpy(), torch.cat(ys).numpy()
+    history, best_score, best_index, best_state = [], math.nan, -1, None
+    for i, value in enumerate(tqdm(model.grid, desc=f"{type(model).__name__} grid", disable=not cfg.progress)):
+        record = {"epoch": i + 1, **model.fit_candidate(x, y, value, seed)}
+        val = evaluate(model, dataset, cfg.select_split, cfg.eval_batch_size, device, cfg.precision)
+        record.update({f"{cfg.select_split}_{k}": v for k, v in val.items()})
+        history.append(record)
+        if best_state is None or better(val[metric], best_score):
+            best_score, best_index, best_state = val[metric], i + 1, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    metrics = {s: evaluate(model, dataset, s, cfg.eval_batch_size, device, cfg.precision) for s in dataset.splits}
+    return FitResult(best_index, best_score, metric, history, metrics, time.perf_counter() - start)
+
+
 def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc: str = "") -> FitResult:
     """Train with early stopping on the validation split; leaves the best weights in `model`, on
     the device train.device names."""
@@ -332,6 +357,8 @@ def fit(model: MSAModel, dataset: MSADataset, cfg: TrainConfig, seed: int, desc:
     model.to(device)
     metric, direction = selection(cfg, dataset.task)
     better = (lambda a, b: a < b) if direction == "min" else (lambda a, b: a > b)
+    if getattr(model, "closed_form", False):
+        return fit_closed_form(model, dataset, cfg, seed, device, metric, better)
     opt = make_optimizer(model, cfg)
     sched: torch.optim.lr_scheduler.LRScheduler | None = None
     if cfg.scheduler == "cosine":
