@@ -19,13 +19,14 @@ LABELS = {
     "acc5": "Acc-5",
     "acc3": "Acc-3",
     "accuracy": "Acc",
+    "uar": "UAR",
     "f1_macro": "F1 macro",
     "precision_macro": "P macro",
     "recall_macro": "R macro",
     "f1_weighted": "F1 weighted",
 }
 REGRESSION_ORDER = ["mae", "corr", "acc7", "acc5", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0"]
-CLASSIFICATION_ORDER = ["accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted"]
+CLASSIFICATION_ORDER = ["accuracy", "uar", "f1_macro", "precision_macro", "recall_macro", "f1_weighted"]
 RAW_SCALE = {"mae", "corr"}  # every other metric is a fraction shown in percent
 
 
