@@ -69,11 +69,11 @@ def metric_order(task: str, names) -> list[str]:
     return [m for m in order if m in names]
 
 
-def split_table(summary: dict[str, dict[str, dict]], task: str) -> str:
-    """summary: split -> metric -> {mean, std, n}. One row per split."""
+def split_table(summary: dict[str, dict[str, dict]], task: str, label: str = "split") -> str:
+    """summary: split (or another row name, headed `label`) -> metric -> {mean, std, n}. One row per split."""
     first = next(iter(summary.values()))
     cols = metric_order(task, first)
-    lines = ["| split | " + " | ".join(LABELS[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines = [f"| {label} | " + " | ".join(LABELS[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for split, stats in summary.items():
         lines.append(f"| {split} | " + " | ".join(fmt(c, stats[c]) for c in cols) + " |")
     return "\n".join(lines)
