@@ -162,6 +162,8 @@ def test_report_confusion_matrix_with_class_names(small_synthetic, tmp_path):
     rows = list(csv.reader((tmp_path / "cls" / "report" / "confusion_cls.csv").read_text().splitlines()))
     counts = np.bincount(three.splits["test"].labels, minlength=3).tolist()
     assert rows[0][1:] == ["neg", "neu", "pos"] and [sum(map(int, r[1:])) for r in rows[1:]] == counts
+    # the run folder has the same matrix, written when the run finished
+    assert (tmp_path / "cls" / "confusion.csv").read_text().splitlines() == [",".join(r) for r in rows]
     assert "true \\ predicted" in Path(res["markdown"]).read_text()
 
 

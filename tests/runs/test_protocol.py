@@ -31,14 +31,14 @@ def speech_dataset(seed: int = 0) -> MSADataset:
     sits in more than one of them (the protocol pools them anyway). The audio carries the class,
     plus a per-speaker offset that a leak of test speakers' statistics would move."""
     rng = np.random.default_rng(seed)
-    centre = rng.normal(size=(len(CLASSES), 4)) * 2
+    centre = rng.normal(size=(len(CLASSES), 4)) * 3
     rows = []
     for s, spk in enumerate(SPEAKERS):
-        offset = rng.normal(size=4) * 3 + s
+        offset = rng.normal(size=4) + 0.5 * s
         for c in range(CLIPS):
             label = c % len(CLASSES)
             x = centre[label] + offset + rng.normal(size=(5, 4)) * 0.5
-            rows.append((f"{spk}$_$clip{c}", label, x.astype(np.float32), "train test valid".split()[c % 3]))
+            rows.append((f"{spk}$_$clip{c}", label, x.astype(np.float32), "train test valid".split()[c // 3]))
     splits = {}
     for split, frames in (("train", 5), ("valid", 3), ("test", 4)):  # unequal lengths: pooling pads
         part = [r for r in rows if r[3] == split]

@@ -95,7 +95,10 @@ def comparable_config(config: dict) -> dict:
     for k in ("progress", "threads"):
         d["train"].pop(k)
     if d["train"]["protocol"] == "fixed":
-        d["train"].pop("folds")  # read by grouped_cv only
+        # the default protocol, and folds that only grouped_cv reads, leave a config as it was
+        # before they existed (a sweep study's stored identity included)
+        for k in ("protocol", "folds"):
+            d["train"].pop(k)
     # Where the files lie does not decide the results (a clone elsewhere passes --data-root); the data
     # themselves are compared separately (sizes, shapes, label statistics: check_same_data).
     d["dataset"].pop("root", None)
