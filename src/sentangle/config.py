@@ -61,6 +61,10 @@ class TrainConfig:
     compile: bool = False
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     progress: bool = True
+    # fixed: the dataset's own train / valid / test splits. grouped_cv: every split pooled and dealt
+    # into `folds` folds by speaker (the id's prefix before "$_$"); runs/protocol.py
+    protocol: str = "fixed"
+    folds: int = 0  # grouped_cv: K folds, or 0 (also written "loso") for one fold per group
 
 
 @dataclass
@@ -127,6 +131,7 @@ def read_yaml(path: str | Path) -> dict:
 
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 PRECISIONS = ("fp32", "bf16", "fp16")
+PROTOCOLS = ("fixed", "grouped_cv")
 
 _SHORT_FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
@@ -253,6 +258,7 @@ _RANGES = {
     "lr_decay": (">", 0),
     "aux_scale": (">=", 0),
     "threads": (">=", 0),
+    "folds": (">=", 0),
 }
 
 
@@ -286,13 +292,15 @@ def from_dict(raw: dict) -> RunConfig:
     unknown = set(raw) - {f.name for f in dataclasses.fields(RunConfig)}
     if unknown:
         raise ConfigError(f"unknown top-level config keys {sorted(unknown)}")
+    if isinstance(train.get("folds"), str) and train["folds"].strip().lower() == "loso":
+        train["folds"] = 0  # leave one speaker (group) out: one fold per group
     types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     for k, v in train.items():
         number = isinstance(v, (int, float)) and not isinstance(v, bool)
         if types[k] == "int" and number and float(v).is_integer():
             train[k] = int(v)
         elif types[k] == "int":  # 2.5 epochs is a mistake to report, not to round
-            raise ConfigError(f"train.{k} must be a whole number, got {v!r}")
+            raise ConfigError(f"train.{k} must be a whole number{' or loso' if k == 'folds' else ''}, got {v!r}")
         elif types[k] == "float" and number:
             train[k] = float(v)
         elif types[k] == "float":
@@ -312,6 +320,13 @@ def from_dict(raw: dict) -> RunConfig:
         raise ConfigError(f"train.loss must be auto, l1, mse or ce, got {cfg.train.loss!r}")
     if not DEVICE.fullmatch(cfg.train.device):
         raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N (N a GPU number), got {cfg.train.device!r}")
+    if cfg.train.protocol not in PROTOCOLS:
+        raise ConfigError(f"train.protocol must be {' or '.join(PROTOCOLS)}, got {cfg.train.protocol!r}")
+    if cfg.train.folds in (1, 2):
+        raise ConfigError(
+            f"train.folds must be 0 or loso (one fold per group) or at least 3 (a fold each for test and "
+            f"valid, the rest for train), got {cfg.train.folds}"
+        )
     if cfg.train.precision not in PRECISIONS:
         raise ConfigError(f"train.precision must be {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
     for part in ("model", "dataset"):

@@ -273,6 +273,37 @@ def test_classification_without_num_classes_averages_over_seen_classes():
     assert m["accuracy"] == approx(0.8)
 
 
+def test_uar_by_hand_and_where_it_differs_from_recall_macro():
+    # labels 0 0 0 1 2 2, preds 0 1 1 1 2 0: recall of 0 = 1/3, of 1 = 1/1, of 2 = 1/2
+    # UAR = (1/3 + 1 + 1/2) / 3 = 11/18, while accuracy = 3/6 = 1/2 (the big class drags it down)
+    label, pred = [0, 0, 0, 1, 2, 2], [0, 1, 1, 1, 2, 0]
+    m = classification_metrics(pred, label)
+    assert m["uar"] == approx(11 / 18) and m["accuracy"] == approx(1 / 2)
+    assert m["recall_macro"] == approx(11 / 18)  # every class occurs in the labels: the two agree
+    # With a fourth class that never occurs, recall_macro counts it as recall 0; UAR does not.
+    four = classification_metrics(pred, label, num_classes=4)
+    assert four["uar"] == approx(11 / 18) and four["recall_macro"] == approx(11 / 24)
+    # A prediction of a class absent from the labels is a miss, nothing more (and no warning):
+    # labels 0 0 1, preds 0 2 1 -> recalls 1/2 and 1 -> 3/4 (recall_macro also averages class 2's 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        other = classification_metrics([0, 2, 1], [0, 0, 1])
+    assert other["uar"] == approx(3 / 4) and other["recall_macro"] == approx(1 / 2)
+
+
+def test_uar_is_sklearns_balanced_accuracy():
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        c = int(rng.integers(2, 9))
+        label, pred = rng.integers(0, c, size=40), rng.integers(0, c, size=40)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn warns when pred has a class the labels lack
+            ref = balanced_accuracy_score(label, pred)
+        assert classification_metrics(pred, label, c)["uar"] == approx(ref, abs=1e-12)
+
+
 def test_class_only_predicted_counts_in_the_macro_average():
     # label 0 0, pred 0 1: class 0 (1, 0, 1) -> F1 2/3 ; class 1 (0, 1, 0) -> P 0, R 0 -> F1 0
     # macro over the seen classes {0, 1}: (2/3 + 0) / 2 = 1/3
@@ -453,6 +484,11 @@ def _slow_classification(pred, label, num_classes):
     k, n = len(rows), len(label)
     return {
         "accuracy": sum(p == y for p, y in zip(pred, label)) / n,
+        # recall of each class that has a label, averaged with equal weight per class
+        "uar": math.fsum(
+            sum(p == c for p, y in zip(pred, label) if y == c) / label.count(c) for c in sorted(set(label))
+        )
+        / len(set(label)),
         "f1_macro": math.fsum(r[2] for r in rows) / k,
         "precision_macro": math.fsum(r[0] for r in rows) / k,
         "recall_macro": math.fsum(r[1] for r in rows) / k,

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import matplotlib.image
 import numpy as np
@@ -156,7 +157,14 @@ def test_report_confusion_matrix_with_class_names(small_synthetic, tmp_path):
     assert names == ["neg", "neu", "pos"] and set(label) <= {0, 1, 2} and len(pred) == len(three.splits["test"])
     res = report([tmp_path / "cls"], gates=False)
     is_png(tmp_path / "cls" / "report" / "pred_cls.png")
-    assert "F1 macro" in res["table"]
+    assert "F1 macro" in res["table"] and "UAR" in res["table"]
+    # the confusion counts of the one seed: each row sums to its class's number of test samples
+    rows = list(csv.reader((tmp_path / "cls" / "report" / "confusion_cls.csv").read_text().splitlines()))
+    counts = np.bincount(three.splits["test"].labels, minlength=3).tolist()
+    assert rows[0][1:] == ["neg", "neu", "pos"] and [sum(map(int, r[1:])) for r in rows[1:]] == counts
+    # the run folder has the same matrix, written when the run finished
+    assert (tmp_path / "cls" / "confusion.csv").read_text().splitlines() == [",".join(r) for r in rows]
+    assert "true \\ predicted" in Path(res["markdown"]).read_text()
 
 
 def test_gate_values_shapes(small_synthetic):

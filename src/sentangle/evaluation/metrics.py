@@ -1,7 +1,8 @@
 """Evaluation metrics, computed the way the field computes them (see shared/design/METRICS.md).
 
 Regression follows MMSA's ``MetricsTop`` for CMU-MOSI / CMU-MOSEI; classification follows the
-MIntRec evaluation (sklearn accuracy and macro precision / recall / F1). Every value is a plain
+MIntRec evaluation (sklearn accuracy and macro precision / recall / F1), plus the unweighted
+average recall (UAR) that speech-emotion benchmarks report. Every value is a plain
 Python float in fraction units (0..1 for accuracies and F1); reports convert to percent.
 
 Decisions that the published code leaves open, made here once:
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 REGRESSION_KEYS = ("mae", "corr", "acc7", "acc5", "acc3", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0")
-CLASSIFICATION_KEYS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted")
+CLASSIFICATION_KEYS = ("accuracy", "uar", "f1_macro", "precision_macro", "recall_macro", "f1_weighted")
 
 # Model selection needs to know which way is better; only the error metric is minimised.
 METRIC_DIRECTIONS: dict[str, str] = {k: ("min" if k == "mae" else "max") for k in REGRESSION_KEYS + CLASSIFICATION_KEYS}
@@ -172,8 +173,16 @@ def _class_ids(arr: np.ndarray, name: str) -> np.ndarray:
     return ids
 
 
+def _uar(y: np.ndarray, pred: np.ndarray) -> float:
+    # Mean over the classes present in the labels of the share of their samples predicted as
+    # themselves: sklearn's balanced_accuracy_score, without its warning when a prediction names a
+    # class absent from the labels (that prediction is simply a miss for its true class).
+    classes = np.unique(y)
+    return float(np.mean([np.mean(pred[y == c] == c) for c in classes]))
+
+
 def classification_metrics(logits_or_pred: Any, label: Any, num_classes: int | None = None) -> dict[str, float]:
-    """Accuracy plus macro precision / recall / F1 and weighted F1 (sklearn, zero_division=0).
+    """Accuracy, UAR, macro precision / recall / F1 and weighted F1 (sklearn, zero_division=0).
 
     `logits_or_pred` is (N, C) scores (argmax taken; ties go to the lowest index, as in torch)
     or (N,) / (N, 1) integer class ids; `label` is (N,) or (N, 1) integer class ids.
@@ -185,6 +194,12 @@ def classification_metrics(logits_or_pred: Any, label: Any, num_classes: int | N
     small subsets, where ours is the stricter, split-independent definition. Without
     `num_classes` we behave exactly like MIntRec. Weighted F1 is the same either way (an absent
     class has weight 0).
+
+    `uar` (unweighted average recall, the speech-emotion field's main score) is the mean recall
+    over the classes present in the labels, sklearn's balanced_accuracy_score. It ignores
+    `num_classes`: it equals `recall_macro` when every class occurs in the labels, and is higher
+    when a class is absent from the labels (recall_macro then counts that class as recall 0 with
+    `num_classes`, or counts a class that occurs only in the predictions without it).
     """
     scores = _to_numpy(logits_or_pred, "logits_or_pred")
     if num_classes is not None and (
@@ -212,6 +227,7 @@ def classification_metrics(logits_or_pred: Any, label: Any, num_classes: int | N
     precision, recall, f1, _ = precision_recall_fscore_support(y, pred, labels=labels, average="macro", zero_division=0)
     return {
         "accuracy": float(accuracy_score(y, pred)),
+        "uar": _uar(y, pred),
         "f1_macro": float(f1),
         "precision_macro": float(precision),
         "recall_macro": float(recall),

@@ -40,7 +40,7 @@ from sentangle.runs.runner import run
 __all__ = ["load_ablation", "ablate", "ablation_table"]
 
 KEYS = {"name", "model", "dataset", "config", "overrides", "seeds", "out", "reference", "variants"}
-DELTA_METRICS = {"regression": ("mae", "corr", "acc2_non0"), "classification": ("accuracy", "f1_macro")}
+DELTA_METRICS = {"regression": ("mae", "corr", "acc2_non0"), "classification": ("accuracy", "uar", "f1_macro")}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 

@@ -11,6 +11,8 @@ writes into `out`:
     pred_<run>.png             predicted vs true on test (regression), or the confusion matrix with
                                class names (classification), every seed's predictions pooled (from
                                seed_<s>/predictions.npz; a note instead where no seed has them)
+    confusion_<run>.csv        classification: that confusion matrix as counts (rows true, columns
+                               predicted), also shown in report.md
     gates_<run>.png            distributions of the gates / branch weights in ModelOutput.extras
                                (reloads the checkpoints and the dataset; skipped, saying why, if it cannot)
     robust_*.png               robustness curves, when the run folders hold robust.json (`sentangle robust`)
@@ -29,6 +31,7 @@ from sentangle.core.io import write_text
 from sentangle.recipes.compare import SPLITS_SHOWN, csv_table, seed_facts
 from sentangle.recipes.robust import robust_table, run_labels
 from sentangle.report import plots
+from sentangle.report.confusion import confusion_counts, confusion_csv, confusion_markdown
 from sentangle.report.diagnose import gate_values, shown_keys
 from sentangle.report.tables import aggregate, results_table
 from sentangle.runs.checkpoint import load_checkpoint
@@ -79,6 +82,19 @@ def _prediction_plot(label: str, summary: dict, out: Path, split: str = "test") 
             np.concatenate([d[0] for d in data.values()]), np.concatenate([d[1] for d in data.values()]), names, title
         )
     return plots.save(fig, out / f"pred_{_safe(label)}.png")
+
+
+def _confusion_section(label: str, summary: dict, out: Path, split: str = "test") -> str | None:
+    """The pooled confusion counts of a classification run as Markdown (and confusion_<run>.csv)."""
+    folder = Path(summary["folder"])
+    read = [read_seed_predictions(folder / f"seed_{s}", split) for s in summary["seeds"]]
+    data = [d for d in read if d is not None and d[2] is not None]
+    if not data:
+        return None
+    names = list(data[0][2] or [])
+    counts = confusion_counts(np.concatenate([d[0] for d in data]), np.concatenate([d[1] for d in data]), len(names))
+    write_text(out / f"confusion_{_safe(label)}.csv", confusion_csv(counts, names))
+    return f"`{label}`, {split}, {len(data)} seed(s) pooled:\n\n" + confusion_markdown(counts, names) + "\n"
 
 
 def _gates(label: str, summary: dict, out: Path, data_root, cache: dict) -> tuple[Path | None, str]:
@@ -191,6 +207,9 @@ def report(run_folders, out: str | Path | None = None, data_root: str | None = N
         else:
             pngs.append(p)
             parts.append(f"![{lab}]({p.name})")
+        confusion = _confusion_section(lab, s, out) if task == "classification" else None
+        if confusion:
+            parts.append(confusion)
     diag = _diagnostics_table(runs)
     if diag:
         parts.append("\n## Branch diagnostics (test; mean ± std over seeds, from summary.json)\n\n" + diag + "\n")

@@ -202,7 +202,7 @@ def references_section(key: str, refs: dict, refs_name: str) -> str:
     r = refs[key]
     order = [
         m
-        for m in ("mae", "corr", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "accuracy", "f1_macro")
+        for m in ("mae", "corr", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "accuracy", "uar", "f1_macro")
         if any(m in row for row in r["rows"])
     ]
     lines = [

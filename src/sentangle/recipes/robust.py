@@ -216,6 +216,12 @@ def load_run(folder: str | Path) -> dict:
             f"{folder}: not a run folder (no config.yaml); expected the folder `sentangle train` wrote"
         )
     cfg = from_dict(read_yaml(folder / "config.yaml"))
+    if cfg.train.protocol == "grouped_cv":
+        raise ConfigError(
+            f"{folder}: a grouped cross-validation run (train.protocol: grouped_cv) has one model per fold, each "
+            "to be tested on its own fold's speakers; robustness evaluation reads one test split per run and "
+            "supports train.protocol: fixed runs only"
+        )
     ckpts = sorted(folder.glob("seed_*/checkpoint.pt"))
     if not ckpts:
         raise CheckpointError(f"{folder}: no seed_<s>/checkpoint.pt; train the run first")

@@ -19,13 +19,14 @@ LABELS = {
     "acc5": "Acc-5",
     "acc3": "Acc-3",
     "accuracy": "Acc",
+    "uar": "UAR",
     "f1_macro": "F1 macro",
     "precision_macro": "P macro",
     "recall_macro": "R macro",
     "f1_weighted": "F1 weighted",
 }
 REGRESSION_ORDER = ["mae", "corr", "acc7", "acc5", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0"]
-CLASSIFICATION_ORDER = ["accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted"]
+CLASSIFICATION_ORDER = ["accuracy", "uar", "f1_macro", "precision_macro", "recall_macro", "f1_weighted"]
 RAW_SCALE = {"mae", "corr"}  # every other metric is a fraction shown in percent
 
 
@@ -68,11 +69,11 @@ def metric_order(task: str, names) -> list[str]:
     return [m for m in order if m in names]
 
 
-def split_table(summary: dict[str, dict[str, dict]], task: str) -> str:
-    """summary: split -> metric -> {mean, std, n}. One row per split."""
+def split_table(summary: dict[str, dict[str, dict]], task: str, label: str = "split") -> str:
+    """summary: split (or another row name, headed `label`) -> metric -> {mean, std, n}. One row per split."""
     first = next(iter(summary.values()))
     cols = metric_order(task, first)
-    lines = ["| split | " + " | ".join(LABELS[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines = [f"| {label} | " + " | ".join(LABELS[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for split, stats in summary.items():
         lines.append(f"| {split} | " + " | ".join(fmt(c, stats[c]) for c in cols) + " |")
     return "\n".join(lines)

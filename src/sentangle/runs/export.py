@@ -36,6 +36,14 @@ def checkpoint_of(source: str | os.PathLike) -> Path:
         return path
     if (path / CHECKPOINT).is_file():
         return path / CHECKPOINT
+    folds = sorted(p.parent for p in path.glob(f"folds/fold_*/{CHECKPOINT}")) or sorted(
+        p.parent for p in path.glob(f"seed_*/folds/fold_*/{CHECKPOINT}")
+    )
+    if folds:
+        raise CheckpointError(
+            f"{path} is from a grouped cross-validation run: each seed has one model per fold, each trained "
+            f"without its fold's speakers; expected one fold folder ({', '.join(map(str, folds[:3]))})"
+        )
     seeds = sorted(p.parent for p in path.glob(f"seed_*/{CHECKPOINT}"))
     if seeds:
         raise CheckpointError(

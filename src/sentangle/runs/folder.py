@@ -22,6 +22,12 @@ def finished(folder: Path) -> list[Path]:
     return sorted(folder.glob("seed_*/metrics.json"))
 
 
+def finished_folds(folder: Path) -> list[Path]:
+    """The metrics.json of every finished fold of a cross-validation run (runs/protocol.py), also of
+    seeds not finished yet: finished work that a resume keeps, like finished seeds."""
+    return sorted(folder.glob("seed_*/folds/fold_*/metrics.json"))
+
+
 def finished_metrics(done: Path) -> dict | None:
     """The metrics of a finished seed, or None when it has to be (re)trained."""
     if not done.exists():
@@ -37,11 +43,11 @@ def prepare_folder(folder: Path, resolved: dict) -> None:
     """Before writing config.yaml: drop leftovers of killed writes, and when the config changed
     (--overwrite, or nothing had finished) forget the old results, so a later resume can never mix
     seeds of two configs into one summary."""
-    for tmp in [*folder.glob(".*.tmp"), *folder.glob("seed_*/.*.tmp")]:
+    for tmp in [*folder.glob(".*.tmp"), *folder.glob("seed_*/.*.tmp"), *folder.glob("seed_*/folds/fold_*/.*.tmp")]:
         tmp.unlink(missing_ok=True)
     old = folder / "config.yaml"
     if old.exists() and comparable_config(read_yaml(old)) != comparable_config(resolved):
-        for path in [*finished(folder), folder / "summary.json", folder / "summary.md"]:
+        for path in [*finished(folder), *finished_folds(folder), folder / "summary.json", folder / "summary.md"]:
             path.unlink(missing_ok=True)
 
 
@@ -56,7 +62,7 @@ def check_same_data(folder: Path, ds: MSADataset) -> None:
     """Finished seeds are only reused on the data they were trained on: a feature file regenerated
     under the same name would otherwise mix old and new results in one summary."""
     old = folder / "dataset.json"
-    if not old.exists() or not finished(folder):
+    if not old.exists() or not (finished(folder) or finished_folds(folder)):
         return
     before, now = _data_fingerprint(json.loads(old.read_text(encoding="utf-8"))), _data_fingerprint(describe(ds))
     if before != now:
@@ -88,6 +94,11 @@ def comparable_config(config: dict) -> dict:
     d["model"]["text_encoder"] = text_setting(d["model"].get("text_encoder"))
     for k in ("progress", "threads"):
         d["train"].pop(k)
+    if d["train"]["protocol"] == "fixed":
+        # the default protocol, and folds that only grouped_cv reads, leave a config as it was
+        # before they existed (a sweep study's stored identity included)
+        for k in ("protocol", "folds"):
+            d["train"].pop(k)
     # Where the files lie does not decide the results (a clone elsewhere passes --data-root); the data
     # themselves are compared separately (sizes, shapes, label statistics: check_same_data).
     d["dataset"].pop("root", None)

@@ -118,6 +118,13 @@ def input_dataset(
         trust: dict = {"trusted": trusted} if pickled else {}
         ds = load_dataset(data, root=root, text_encoder=text, **trust, **options)
     elif cfg is not None:
+        if cfg.train.protocol == "grouped_cv":
+            raise ConfigError(
+                f"{trained.what} is one fold's model of a grouped cross-validation run (train.protocol: "
+                "grouped_cv): its dataset's own splits hold speakers it trained on, so their metrics would not "
+                "be held-out ones (those are in the run folder: the fold's and the seed's metrics.json and "
+                "predictions.npz); give the data to read (a dataset name or feature file)"
+            )
         ds = dataset_from_config(cfg, root, **options)
     else:
         spec = dict(features.get("dataset") or {})

@@ -72,6 +72,12 @@ def _stored(seed_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[st
         return z[f"{split}.prediction"], z[f"{split}.label"], [str(i) for i in z[f"{split}.id"]], names
 
 
+def stored_predictions(seed_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str] | None] | None:
+    """(predictions or logits as stored, labels, ids, class names) of `split` from the folder's
+    predictions.npz; None when it holds none."""
+    return _stored(seed_dir, split)
+
+
 def predictions_csv(seed_dir: Path, split: str) -> str | None:
     """The seed's predictions on `split` as CSV: id, prediction, label and the logits, the first columns
     of what `sentangle predict` writes (None when not stored)."""

@@ -123,13 +123,14 @@ def _fingerprint_of(roots: frozenset[str]) -> tuple[tuple[str, str], ...]:
     return tuple(fingerprint(roots, _TEXTS).items())
 
 
-def code_fingerprint(model_class: type) -> dict[str, str]:
+def code_fingerprint(model_class: type, extra: tuple[str, ...] = ()) -> dict[str, str]:
     """{source file: SHA-256 (16 hex digits)} for the files that `model_class`'s module(s) (its
     sentangle base classes included) and the training path (`TRAINING_PATH`) import, transitively,
     as they were when the package was imported. Config equality alone cannot tell that a seed was
     trained before a code change; this can, without git, and names the files that changed: a model
-    that borrows another's layers (LMF imports TFN's) depends on that file too."""
-    return dict(_fingerprint_of(frozenset(model_files(model_class)) | frozenset(TRAINING_PATH)))
+    that borrows another's layers (LMF imports TFN's) depends on that file too. `extra`: further
+    package files the run's numbers depend on (runs/protocol.py for cross-validation)."""
+    return dict(_fingerprint_of(frozenset(model_files(model_class)) | frozenset(TRAINING_PATH) | frozenset(extra)))
 
 
 @functools.cache
@@ -152,6 +153,16 @@ def code_changes(recorded: dict | None, current: dict[str, str]) -> list[str]:
     return sorted(f for f in set(recorded) | set(current) if recorded.get(f) != current.get(f))
 
 
+def record_changes(record: dict, code: dict[str, str]) -> list[str]:
+    """The source files that differ between a finished seed's (or fold's) metrics.json and `code`;
+    [] when only comments, docstrings or layout changed."""
+    changed = code_changes(record.get("code"), code)
+    structure = record.get("code_structure")
+    if changed and isinstance(structure, dict) and not code_changes(structure, code_structure(code)):
+        return []
+    return changed
+
+
 def stale_seeds(folder: Path, code: dict[str, str], seeds=None) -> dict[str, list[str]]:
     """{seed folder name: files that differ} for the finished seeds of `folder` (those in `seeds`
     when given) trained by code other than `code` (this checkout's) and not vouched for by a replay
@@ -163,12 +174,9 @@ def stale_seeds(folder: Path, code: dict[str, str], seeds=None) -> dict[str, lis
             continue
         try:
             record = json.loads(done.read_text(encoding="utf-8"))
-            recorded, structure = record.get("code"), record.get("code_structure")
+            recorded, changed = record.get("code"), record_changes(record, code)
         except (OSError, ValueError, AttributeError):
             continue  # unreadable: run() trains it again anyway
-        changed = code_changes(recorded, code)
-        if changed and isinstance(structure, dict) and not code_changes(structure, code_structure(code)):
-            continue  # the files differ in comments, docstrings or layout only
         if changed and not (isinstance(recorded, dict) and code_key(recorded) in vouched):
             out[done.parent.name] = changed
     return out
