@@ -75,7 +75,6 @@ def test_quick_synthetic_writes_tables_and_resumes(tmp_path, capsys):
     ):
         assert heading in md, heading
     # one row per registered model in the synthetic test table, with the oracle table beside it
-    import sentangle
 
     section = md.split("## 6.")[1].split("## 7.")[0]
     for m in neural_models():

@@ -60,6 +60,8 @@ class Linear(MSAModel):
             raise ConfigError(f"linear: model.modalities {unknown} are not in the data ({list(self.input_dims)})")
         self.classifier, self.grid, self.max_iter = classifier, [float(c) for c in grid], int(max_iter)
         d = sum(self.input_dims[m] for m in self.use)
+        self.mean: torch.Tensor
+        self.scale: torch.Tensor
         self.register_buffer("mean", torch.zeros(d))
         self.register_buffer("scale", torch.ones(d))
         self.weight = nn.Parameter(torch.zeros(output_dim, d), requires_grad=False)

@@ -97,7 +97,9 @@ def read_search(folder: Path) -> dict | None:
 
 def search_done(record: dict | None, trials: int) -> bool:
     """The search has run the plan's budget (a record written for another budget is written again)."""
-    return bool(record) and record["best"] is not None and record["complete"] >= trials == record["trials_planned"]
+    return (
+        record is not None and record["best"] is not None and record["complete"] >= trials == record["trials_planned"]
+    )
 
 
 def tuned_overrides(record: dict) -> list[str]:

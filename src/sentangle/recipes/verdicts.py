@@ -303,7 +303,7 @@ def beats_every_baseline(c: dict, ctx: VerdictContext) -> Verdict:
     diffs = {(p, b): _paired(rs[p]["per_seed"], rs[b]["per_seed"], _test_value(metric)) for p in prop for b in base}
     if any(d is None or d["n"] < 2 for d in diffs.values()):
         return "PENDING", f"{c['group']}: seed noise needs at least 2 seeds in common per pair", "n/a"
-    clears = {p: [b for b in base if diffs[p, b] and beyond_noise(diffs[p, b], side) == "yes"] for p in prop}
+    clears = {p: [b for b in base if beyond_noise(diffs[p, b] or {}, side) == "yes"] for p in prop}
     winners = [p for p in prop if len(clears[p]) == len(base)]
     best = min if METRIC_DIRECTIONS.get(metric) == "min" else max
     shown = winners[0] if winners else best(prop, key=lambda m: _mean(rs[m], metric))
