@@ -190,7 +190,7 @@ def test_perturbation_reaches_the_test_clips_only(emodb_six):
 
 def test_ravdess_flac_clips(shared_data, tmp_path):
     rows = small_copy(shared_data, tmp_path, "ravdess", per_split=1)
-    ds = load_dataset("ravdess", root=tmp_path, text="none", normalize=())
+    ds = load_dataset("ravdess", root=tmp_path, text="none", normalize=(), workers=2)  # extracted in 2 processes
     for s, sp in ds.splits.items():
         r = next(r for r in rows if r["mode"] == s)
         assert sp.ids == [f"{r['video_id']}$_${r['clip_id']}"] and ds.class_names[sp.labels[0]] == r["emotion"]
