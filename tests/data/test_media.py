@@ -159,7 +159,7 @@ def test_missing_optional_package_names_the_extra():
 
 # ---- audio extractors -----------------------------------------------------------------------------
 def test_registry_lists_the_extractors_and_refuses_unknown_names():
-    assert audio_extractors() == ["compare", "egemaps", "librosa"]
+    assert audio_extractors() == ["compare", "compare_functionals", "egemaps", "egemaps_functionals", "librosa"]
     with pytest.raises(UnknownNameError, match="did you mean|Did you mean"):
         audio_extractor("egemap")
 

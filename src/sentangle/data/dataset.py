@@ -446,6 +446,18 @@ class MSADataset:
             yield collate(sp, index, self.task)
 
 
+def group_of(sample_id: str) -> str:
+    """The group of a sample (its video, or speaker in the speech corpora) from its id:
+    "video$_$clip" (MMSA) or "video_clip"."""
+    return sample_id.split("$_$")[0] if "$_$" in sample_id else sample_id.rsplit("_", 1)[0]
+
+
+def sample_groups(ds: MSADataset, split: str) -> list[str]:
+    """`group_of` every sample of `split`, in order: the groups a speaker-independent protocol
+    keeps apart (emodb: speaker "03"; ravdess: actor "Actor_01")."""
+    return [group_of(i) for i in ds.splits[split].ids]
+
+
 def lengths(sp: Split) -> np.ndarray:
     """Per sample, what its cost grows with: its token count when a text encoder runs inside the
     model (it dominates), otherwise its real frames summed over modalities."""

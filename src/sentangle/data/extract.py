@@ -43,6 +43,7 @@ from sentangle.data.lazy import LazyWriter, read_lazy
 from sentangle.data.media import MEDIA_EXTENSIONS, decode_audio, probe
 from sentangle.data.readers.labelcsv import MODE_ALIASES, label_rows
 from sentangle.data.text import default_cache_dir
+from sentangle.data.waveform import perturb
 
 REQUIRED = ("video_id", "clip_id", "text")
 CACHE_VERSION = "sentangle-extract-1"  # bump when a cache entry's layout or content changes
@@ -84,6 +85,7 @@ class Job:
     cache_dir: str
     vision_path: str | None = None
     asr: str | None = None  # a recogniser (extractors/asr.py) when the clip has no transcript
+    perturb: dict | None = None  # a waveform perturbation (waveform.perturbation) before audio extraction
 
     @property
     def video(self) -> str:
@@ -262,11 +264,15 @@ def _save_entry(file: Path, features, mask, names, spec: dict, seconds: float) -
 
 def _audio_entry(job: Job, identity: dict) -> dict:
     extractor = audio_extractor(job.audio)
+    if job.perturb:  # only then, so that the keys of clean clips stay what they were
+        identity = {**identity, "perturb": job.perturb}
     file = _cache_file(job.cache_dir, "audio", {**identity, "spec": extractor.spec})
     entry = load_entry(file)
     if entry is not None:
         return {**entry, "cached": True, "file": file}
     signal = decode_audio(job.path, SAMPLE_RATE, job.start, job.end)
+    if job.perturb:
+        signal = perturb(signal, job.perturb, SAMPLE_RATE, Path(job.path).name)
     x, names, fps = extractor(signal, SAMPLE_RATE)
     spec = {**extractor.spec, "frames_per_second": fps}
     mask = np.ones(len(x), bool)
@@ -422,7 +428,8 @@ def extract(
     under `media_dir` into the feature folder `out` (`sentangle train -d OUT` reads it); returns the
     report (also written as OUT/report.json and report.md).
 
-    audio: a registered audio extractor ("egemaps", "compare", "librosa") or None / "none".
+    audio: a registered audio extractor ("egemaps", "compare", "librosa", "egemaps_functionals",
+    "compare_functionals") or None / "none".
     vision: a face detector name for data/extractors/vision.py, or None (audio + text only).
     fps: video frames per second for vision. max_frames: cap on frames per clip (window averages of
     real frames). workers: processes. cache_dir: per-clip cache (default $SENTANGLE_CACHE/extract).

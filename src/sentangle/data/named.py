@@ -14,13 +14,15 @@ import numpy as np
 
 from sentangle.core.errors import DataError
 from sentangle.core.registry import DATASETS, check_options
-from sentangle.data.dataset import MSADataset, Split
+from sentangle.data.dataset import MSADataset, Split, sample_groups
 from sentangle.data.lazy import is_lazy_folder, read_lazy
 from sentangle.data.readers.labelcsv import read_label_csv
 from sentangle.data.readers.mintrec import read_mintrec
 from sentangle.data.readers.mmsa import read_mmsa_pickle
 from sentangle.data.readers.mult import read_mult_pickle
 from sentangle.data.readers.npz import read_npz_utterances
+from sentangle.data.readers.speech import check_options as check_speech_options
+from sentangle.data.readers.speech import read_speech
 from sentangle.data.readers.urfunny import read_urfunny
 from sentangle.data.safe_pickle import load_pickle
 from sentangle.data.synthetic import make_synthetic
@@ -108,6 +110,29 @@ def mosi_utt(root=None, shortcut_vision=False) -> MSADataset:
     return ds
 
 
+@DATASETS.register("emodb")
+def emodb(root=None, audio="egemaps", text="en", max_frames=None, workers=1, perturb=None) -> MSADataset:
+    """EmoDB (Berlin emotional speech): 535 German utterances, 10 speakers, 7 emotions, the fixed
+    speaker-independent split 344/99/92. audio: a registered audio extractor or none; text: en (an
+    English rendering of the sentence), de (the German sentence spoken) or none; max_frames caps the
+    frames (window averages); workers: extraction processes; perturb: a waveform perturbation of
+    the test clips (data/waveform.py). See readers/speech.py."""
+
+    check_speech_options("emodb", audio, text, max_frames, workers, perturb)  # before looking for files
+    path = find_file(root, "emodb/labels.csv", "emodb")
+    return read_speech(path, "emodb", audio, text, max_frames, workers, perturb)
+
+
+@DATASETS.register("ravdess")
+def ravdess(root=None, audio="egemaps", text="en", max_frames=None, workers=1, perturb=None) -> MSADataset:
+    """RAVDESS speech: 1,440 English utterances, 24 actors, 8 emotions, the fixed actor-independent
+    split 960/240/240. Options as emodb's; text: en (the statement spoken) or none."""
+
+    check_speech_options("ravdess", audio, text, max_frames, workers, perturb)  # before looking for files
+    path = find_file(root, "ravdess/labels.csv", "ravdess")
+    return read_speech(path, "ravdess", audio, text, max_frames, workers, perturb)
+
+
 @DATASETS.register("mmsa")
 def mmsa(root=None, file="MOSI/Processed/unaligned_50.pkl", text="auto", trusted=False) -> MSADataset:
     """An MMSA feature pickle (aligned_50.pkl / unaligned_50.pkl), `file` under the data root."""
@@ -176,7 +201,7 @@ def holdout_from_valid(ds: MSADataset) -> MSADataset:
     if "test" in ds.splits:
         raise DataError(f"{ds.source}: holdout_from_valid asked for, but the data already has a test split")
     sp = ds.splits["valid"]
-    videos = [i.split("$_$")[0] if "$_$" in i else i.rsplit("_", 1)[0] for i in sp.ids]
+    videos = sample_groups(ds, "valid")
     order = sorted(set(videos))
     first = set(order[: len(order) // 2])
     idx = np.arange(len(sp))

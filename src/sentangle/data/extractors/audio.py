@@ -7,6 +7,9 @@ made them (stored in the feature folder, and part of the cache key of every clip
 - "egemaps" (default): openSMILE eGeMAPSv02 low-level descriptors, 25 per 10 ms frame
   (Eyben et al. 2016, the minimal standard set for voice research and affective computing).
 - "compare": openSMILE ComParE_2016 low-level descriptors, 65 per 10 ms frame.
+- "egemaps_functionals", "compare_functionals": the same sets' functionals (statistics of the
+  descriptors over the whole clip: 88 and 6,373 features), one frame per clip; frames_per_second
+  is 0 for them (not a rate). The standard utterance-level baselines of speech emotion recognition.
 - "librosa": 20 MFCCs, log F0 (YIN), RMS energy, zero-crossing rate, spectral centroid and roll-off
   per 10 ms frame, as MMSA-FET's librosa audio config computes them; permissively licensed (ISC).
 
@@ -30,6 +33,7 @@ SAMPLE_RATE = 16000
 DEFAULT = "egemaps"
 
 
+@functools.cache  # read from the installed metadata once: every clip's cache key names it
 def package_version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -79,15 +83,18 @@ class AudioExtractor(Tool):
 class _OpenSmile(AudioExtractor):
     package = "opensmile"
     feature_set = ""
+    feature_level = "LowLevelDescriptors"
 
     def __init__(self) -> None:
         super().__init__()
         opensmile = optional_import("opensmile")
         self.smile = opensmile.Smile(
             feature_set=getattr(opensmile.FeatureSet, self.feature_set),
-            feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
+            feature_level=getattr(opensmile.FeatureLevel, self.feature_level),
         )
-        self.settings.update(feature_set=self.feature_set, feature_level="LowLevelDescriptors", hop_s=0.01)
+        self.settings.update(feature_set=self.feature_set, feature_level=self.feature_level)
+        if self.feature_level == "LowLevelDescriptors":
+            self.settings["hop_s"] = 0.01
 
     def compute(self, signal: np.ndarray) -> tuple[np.ndarray, list[str]]:
         with warnings.catch_warnings():
@@ -107,6 +114,22 @@ class Egemaps(_OpenSmile):
 class Compare(_OpenSmile):
     name = "compare"
     feature_set = "ComParE_2016"
+
+
+@AUDIO_EXTRACTORS.register("egemaps_functionals")
+class EgemapsFunctionals(_OpenSmile):
+    name = "egemaps_functionals"
+    feature_set = "eGeMAPSv02"
+    feature_level = "Functionals"
+    frames_per_second = 0.0
+
+
+@AUDIO_EXTRACTORS.register("compare_functionals")
+class CompareFunctionals(_OpenSmile):
+    name = "compare_functionals"
+    feature_set = "ComParE_2016"
+    feature_level = "Functionals"
+    frames_per_second = 0.0
 
 
 @AUDIO_EXTRACTORS.register("librosa")
