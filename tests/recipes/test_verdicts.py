@@ -29,6 +29,7 @@ def test_every_kind_is_registered():
             "best_model",
             "beats_all",
             "beats_every_baseline",
+            "beats_reference",
             "shortcut",
             "pairwise",
             "ablation",
@@ -101,6 +102,21 @@ def test_beats_every_baseline_needs_each_paired_difference_clear_of_noise():
     # a run with one seed only: pending (min_seeds 2 by default)
     ctx3 = VerdictContext({"g": {"p": _run([0.7], seeds=(1,)), "b1": _run([0.8], seeds=(1,))}}, ["p"], ["b1"])
     assert judge(_check("beats_every_baseline", group="g"), ctx3)[0] == "PENDING"
+
+
+def test_beats_reference_takes_the_best_proposed_model_against_a_floor_elsewhere():
+    # test MAE per seed; proposed p (0.60) and q (0.80), baseline b in the same group, floor f elsewhere
+    runs = {"p": _run([0.6, 0.6, 0.6]), "q": _run([0.8, 0.82, 0.78]), "b": _run([0.9, 0.9, 0.9])}
+    ctx = VerdictContext({"g": runs, "h": {"f": _run([0.70, 0.70, 0.70])}}, proposed=["p", "q"], baselines=["b", "f"])
+    spec = _check("beats_reference", groups=["g"], reference_group="h", reference="f", metric="mae")
+    # with MAE (lower is better) the best proposed is p (0.60), below the floor's 0.70 by 0.10 each seed
+    verdict, detail, clear = judge(spec, ctx)
+    assert (verdict, clear) == ("PASS", "yes") and detail.startswith("best proposed `p` (g) 0.600 vs `f` (h) 0.700")
+    # a floor that is better than every proposed model fails, beyond noise
+    ctx.results["h"]["f"] = _run([0.5, 0.5, 0.5])
+    assert judge(spec, ctx)[::2] == ("FAIL", "yes")
+    del ctx.results["h"]["f"]
+    assert judge(spec, ctx)[0] == "PENDING"
 
 
 def test_beats_all_fails_only_when_every_group_is_decided():

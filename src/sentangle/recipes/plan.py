@@ -10,7 +10,8 @@ of groups or ablation variants, per-seed diagnostics, and checks judged by `reci
     documents: [{file, title, intro, sections, provenance}]
     sections:  [{id, title, note, needs, references, oracle, include,
                  groups:   [{id, title, dataset, models, overrides, model_options, model_overrides,
-                             seeds, note, tune: {space, trials, seed, sampler_seed, defaults}}],
+                             seeds, note, metric (the figure's; default MAE / accuracy),
+                             tune: {space, trials, seed, sampler_seed, defaults}}],
                  show:     [{group, models, title, note}],
                  analysis: {kind: shortcut, clean_group, controls, robust},
                  robust:   {group, models | ablation, variants, noise_levels, drop_rates, seed}
@@ -103,6 +104,7 @@ GROUP_KEYS = {
     "seeds",
     "note",
     "tune",
+    "metric",
 }
 SHOW_KEYS = {"group", "models", "title", "note"}
 DOCUMENT_KEYS = {"file", "title", "intro", "sections", "provenance"}

@@ -76,6 +76,7 @@ from sentangle.recipes.robust import robust_table
 from sentangle.recipes.tune import tune_section
 from sentangle.recipes.verdicts import VerdictContext, judge
 from sentangle.report import plots
+from sentangle.report.confusion import read_confusion_csv
 from sentangle.report.tables import LABELS, RAW_SCALE, fmt
 from sentangle.runs.folder import finished
 from sentangle.runs.provenance import code_fingerprint, code_key, stale_seeds, vouched_codes
@@ -166,7 +167,7 @@ def group_section(
                     + "\n"
                 )
         csv_link = doc.file(f"{name}.csv", csv_table(done, task, facts))
-        metric = main_metric(task)
+        metric = group.get("metric") or main_metric(task)
         sc = _scale(metric)
         fig = plots.metric_bars(
             {
@@ -183,6 +184,8 @@ def group_section(
         parts.append(f"CSV: [{csv_link}]({csv_link})\n\n![{group['id']}: test {metric}]({png})\n")
         if oracle:
             parts.append(oracle_section(done))
+        if task == "classification":
+            parts.append(confusion_links(done, name, doc))
         short = [
             f"`{m}` {len(r['per_seed'])}/{r['planned_seeds']}"
             for m, r in done.items()
@@ -194,6 +197,25 @@ def group_section(
     if missing:
         parts.append("Not finished yet (no seed in its run folder): " + ", ".join(f"`{m}`" for m in missing) + ".\n")
     return "\n".join(parts), results
+
+
+def confusion_links(done: dict, name: str, doc: Doc) -> str:
+    """Each model's test confusion matrix (seeds pooled), as the run folder's record keeps it: CSV and
+    a row-normalised plot."""
+    links = []
+    for m, r in done.items():
+        path = Path(r["folder"]) / "confusion.csv"
+        if path.is_file():
+            counts, names = read_confusion_csv(path.read_text(encoding="utf-8"))
+            table = doc.file(f"{name}-{m}-confusion.csv", path.read_text(encoding="utf-8"))
+            png = doc.figure(
+                f"{name}-{m}-confusion.png",
+                plots.confusion_plot(counts, names, f"{m}: test, {len(r['per_seed'])} seed(s) pooled"),
+            )
+            links.append(f"`{m}` [CSV]({table}) [plot]({png})")
+    if not links:
+        return ""
+    return "Test confusion matrices (rows: true class; seeds pooled): " + "; ".join(links) + ".\n"
 
 
 def references_section(key: str, refs: dict, refs_name: str) -> str:

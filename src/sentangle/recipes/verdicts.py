@@ -315,6 +315,27 @@ def beats_every_baseline(c: dict, ctx: VerdictContext) -> Verdict:
     return ("PASS", detail, "yes") if winners else ("FAIL", detail, "no")
 
 
+@verdict("beats_reference", required=("groups", "reference_group", "reference"), optional=("metric", "min_seeds"))
+def beats_reference(c: dict, ctx: VerdictContext) -> Verdict:
+    """The best proposed model of `groups` (by the test mean) beats model `reference` of
+    `reference_group` (a floor trained elsewhere, e.g. on other features), paired by seed."""
+    metric, need = c.get("metric", "mae"), c.get("min_seeds", 1)
+    ref = (ctx.results.get(c["reference_group"]) or {}).get(c["reference"])
+    cands = [(g, m, r) for g in c["groups"] for m, r in (ctx.results.get(g) or {}).items() if r and m in ctx.proposed]
+    if not ref or not cands or not all(_complete(ctx, g, need) for g in c["groups"]):
+        return "PENDING", f"{c['reference_group']}/{c['reference']} or the proposed runs of {c['groups']} not finished", "n/a"
+    pick = min if METRIC_DIRECTIONS.get(metric, "max") == "min" else max
+    g, m, r = pick(cands, key=lambda x: _mean(x[2], metric))
+    st = _paired(r["per_seed"], ref["per_seed"], _test_value(metric))
+    ok = _better(metric, _mean(r, metric), _mean(ref, metric))
+    detail = (
+        f"best proposed `{m}` ({g}) {_show(metric, _mean(r, metric))} vs `{c['reference']}` ({c['reference_group']}) "
+        f"{_show(metric, _mean(ref, metric))} ({_diff_text(metric, st)})"
+    )
+    side = _claimed_side(metric)
+    return ("PASS" if ok else "FAIL"), detail, _clear([st], side if ok else _flip(side), all)
+
+
 @verdict("shortcut", required=("group", "clean_group"), optional=("controls", "min_seeds"))
 def shortcut(c: dict, ctx: VerdictContext) -> Verdict:
     """The proposed models' mean test-MAE increase from `group` over `clean_group` (the harm of a

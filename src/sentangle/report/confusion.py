@@ -11,7 +11,7 @@ import io
 
 import numpy as np
 
-__all__ = ["confusion_counts", "confusion_csv", "confusion_markdown"]
+__all__ = ["confusion_counts", "confusion_csv", "confusion_markdown", "read_confusion_csv"]
 
 CORNER = "true \\ predicted"
 
@@ -29,6 +29,13 @@ def confusion_csv(counts: np.ndarray, names: list[str]) -> str:
     w.writerow([CORNER, *names])
     w.writerows([name, *(int(v) for v in row)] for name, row in zip(names, counts))
     return buf.getvalue()
+
+
+def read_confusion_csv(text: str) -> tuple[np.ndarray, list[str]]:
+    """(counts, class names) from `confusion_csv`'s text."""
+    rows = list(csv.reader(io.StringIO(text)))
+    names = rows[0][1:]
+    return np.array([[int(v) for v in r[1:]] for r in rows[1:]], dtype=np.int64).reshape(len(names), -1), names
 
 
 def confusion_markdown(counts: np.ndarray, names: list[str]) -> str:

@@ -102,10 +102,16 @@ def prediction_scatter(pred: dict[str, np.ndarray], label: dict[str, np.ndarray]
 
 def confusion_matrix(pred: np.ndarray, label: np.ndarray, names: list[str], title: str):
     """pred/label: class indices (pooled over seeds); rows = true class, normalised to sum to 1."""
+    m = np.zeros((len(names), len(names)))
+    np.add.at(m, (label.astype(int), pred.astype(int)), 1)
+    return confusion_plot(m, names, title)
+
+
+def confusion_plot(m: np.ndarray, names: list[str], title: str):
+    """A confusion matrix of counts (rows = true class), each row normalised to sum to 1."""
     plt = _plt()
     k = len(names)
-    m = np.zeros((k, k))
-    np.add.at(m, (label.astype(int), pred.astype(int)), 1)
+    m = np.asarray(m, dtype=float)
     rows = m.sum(1, keepdims=True)
     norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
     fig, ax = plt.subplots(figsize=(max(3.5, 0.35 * k + 2), max(3.2, 0.35 * k + 1.8)))

@@ -7,7 +7,7 @@ the folder, see `record_path`) holds their content in one file:
     config        config.yaml, parsed        environment   environment.json
     dataset       dataset.json               summary       summary.json
     summary_md    summary.md, as text        robust        robust.json (when the folder has one)
-    replays       replays.json (idem)
+    replays       replays.json (idem)        confusion     confusion.csv, as text (classification)
     seeds         {"seed_<s>": {"metrics": metrics.json less its history and code hashes,
                                 "code_version": index into code_versions,
                                 "diagnostics": diagnostics.json (when written)}}, finished seeds only
@@ -45,6 +45,7 @@ FILES = {
     "summary_md": "summary.md",
     "robust": "robust.json",
     "replays": "replays.json",
+    "confusion": "confusion.csv",  # classification: test counts, seeds pooled (runs/confusion.py)
 }
 SEED_FILES = {"metrics": "metrics.json", "diagnostics": "diagnostics.json"}
 # In the run folder: the digest of the record it was last in step with. A record that no longer
