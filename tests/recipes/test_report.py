@@ -165,6 +165,11 @@ def test_report_confusion_matrix_with_class_names(small_synthetic, tmp_path):
     # the run folder has the same matrix, written when the run finished
     assert (tmp_path / "cls" / "confusion.csv").read_text().splitlines() == [",".join(r) for r in rows]
     assert "true \\ predicted" in Path(res["markdown"]).read_text()
+    # what a results document reads back from the run's record
+    from sentangle.report.confusion import read_confusion_csv
+
+    back, back_names = read_confusion_csv((tmp_path / "cls" / "confusion.csv").read_text())
+    assert back_names == ["neg", "neu", "pos"] and back.sum(1).tolist() == counts
 
 
 def test_gate_values_shapes(small_synthetic):

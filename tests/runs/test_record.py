@@ -45,6 +45,7 @@ def trained(tmp_path_factory) -> Path:
     folder = out / "r"
     (folder / "seed_1111" / "diagnostics.json").write_text(json.dumps({"share": [0.25, 0.75]}))
     (folder / "replays.json").write_text(json.dumps([{"seed": "seed_1112", "identical": True}]))
+    (folder / "confusion.csv").write_text("true \\ predicted,a,b\na,3,1\nb,0,4\n")  # a classification run's
     return folder
 
 
@@ -59,6 +60,7 @@ def test_pack_keeps_every_file_but_the_history(trained):
     assert record["summary"] == json.loads((trained / "summary.json").read_text())
     assert record["summary_md"] == (trained / "summary.md").read_text()
     assert record["replays"] == [{"seed": "seed_1112", "identical": True}] and "robust" not in record
+    assert record["confusion"] == (trained / "confusion.csv").read_text()
     entries = seed_entries(record)
     assert sorted(entries) == ["seed_1111", "seed_1112"]
     for seed, entry in entries.items():

@@ -323,7 +323,11 @@ def beats_reference(c: dict, ctx: VerdictContext) -> Verdict:
     ref = (ctx.results.get(c["reference_group"]) or {}).get(c["reference"])
     cands = [(g, m, r) for g in c["groups"] for m, r in (ctx.results.get(g) or {}).items() if r and m in ctx.proposed]
     if not ref or not cands or not all(_complete(ctx, g, need) for g in c["groups"]):
-        return "PENDING", f"{c['reference_group']}/{c['reference']} or the proposed runs of {c['groups']} not finished", "n/a"
+        return (
+            "PENDING",
+            f"{c['reference_group']}/{c['reference']} or the proposed runs of {c['groups']} not finished",
+            "n/a",
+        )
     pick = min if METRIC_DIRECTIONS.get(metric, "max") == "min" else max
     g, m, r = pick(cands, key=lambda x: _mean(x[2], metric))
     st = _paired(r["per_seed"], ref["per_seed"], _test_value(metric))
