@@ -115,6 +115,9 @@ def test_beats_reference_takes_the_best_proposed_model_against_a_floor_elsewhere
     # a floor that is better than every proposed model fails, beyond noise
     ctx.results["h"]["f"] = _run([0.5, 0.5, 0.5])
     assert judge(spec, ctx)[::2] == ("FAIL", "yes")
+    # a deterministic floor trained with one seed is compared with each of p's seeds
+    ctx.results["h"]["f"] = _run([0.65], seeds=(9,))
+    assert judge(spec, ctx)[::2] == ("PASS", "yes")  # 0.60 - 0.65 on every seed
     del ctx.results["h"]["f"]
     assert judge(spec, ctx)[0] == "PENDING"
 

@@ -318,7 +318,8 @@ def beats_every_baseline(c: dict, ctx: VerdictContext) -> Verdict:
 @verdict("beats_reference", required=("groups", "reference_group", "reference"), optional=("metric", "min_seeds"))
 def beats_reference(c: dict, ctx: VerdictContext) -> Verdict:
     """The best proposed model of `groups` (by the test mean) beats model `reference` of
-    `reference_group` (a floor trained elsewhere, e.g. on other features), paired by seed."""
+    `reference_group` (a floor trained elsewhere, e.g. on other features), paired by seed; a reference
+    with one seed (a deterministic floor) is compared with every seed."""
     metric, need = c.get("metric", "mae"), c.get("min_seeds", 1)
     ref = (ctx.results.get(c["reference_group"]) or {}).get(c["reference"])
     cands = [(g, m, r) for g in c["groups"] for m, r in (ctx.results.get(g) or {}).items() if r and m in ctx.proposed]
@@ -330,7 +331,11 @@ def beats_reference(c: dict, ctx: VerdictContext) -> Verdict:
         )
     pick = min if METRIC_DIRECTIONS.get(metric, "max") == "min" else max
     g, m, r = pick(cands, key=lambda x: _mean(x[2], metric))
-    st = _paired(r["per_seed"], ref["per_seed"], _test_value(metric))
+    ref_seeds = ref["per_seed"]
+    if len(ref_seeds) == 1:  # a deterministic floor (one seed): every seed is compared with its value
+        only = next(iter(ref_seeds.values()))
+        ref_seeds = {s: only for s in r["per_seed"]}
+    st = _paired(r["per_seed"], ref_seeds, _test_value(metric))
     ok = _better(metric, _mean(r, metric), _mean(ref, metric))
     detail = (
         f"best proposed `{m}` ({g}) {_show(metric, _mean(r, metric))} vs `{c['reference']}` ({c['reference_group']}) "
