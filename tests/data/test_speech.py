@@ -230,3 +230,43 @@ def test_bad_options_exit_2_with_one_line_naming_them(dataset, override, expecte
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert "Traceback" not in err and len(lines) == 1 and expected in lines[0], err
     assert not (tmp_path / "runs").exists()
+
+
+# ---- robustness to waveform perturbations ----------------------------------------------------------
+def test_waveform_robustness_re_extracts_the_test_clips(shared_data, tmp_path):
+    """`sentangle robust`'s waveform conditions (recipes/robust.py) give what the same checkpoint
+    predicts on the dataset loaded with that perturbation directly."""
+    from sentangle.config import make_config
+    from sentangle.evaluation.metrics import compute_metrics
+    from sentangle.recipes.robust import robust
+    from sentangle.runs.checkpoint import load_checkpoint
+    from sentangle.runs.runner import run
+    from sentangle.training.trainer import predict
+
+    small_copy(shared_data, tmp_path, "emodb", per_split=4)
+    data = {"name": "emodb", "text": "none"}
+    over = ["train.epochs=2", "train.progress=false", "model.hidden=16", "model.fusion_hidden=16"]
+    cfg = make_config("lf_dnn", data, seeds=1, out=str(tmp_path / "runs"), data_root=str(tmp_path), overrides=over)
+    run(cfg)
+    folder = tmp_path / "runs" / "lf_dnn-emodb"
+    waves = [{"kind": "noise", "level": 0}, {"kind": "clip", "level": 0.05}]
+    res = robust([folder], noise_levels=(), drop_rates=(), data_root=str(tmp_path), plots=False, waveform=waves)
+    conds = {c["name"]: c for c in res["results"]["lf_dnn-emodb"]["conditions"]}
+    assert {"clean", "wave:noise@0", "wave:clip@0.05"} <= set(conds)
+    model, _, _ = load_checkpoint(folder / "seed_1111" / "checkpoint.pt")
+    for name, spec in (("wave:noise@0", waves[0]), ("wave:clip@0.05", waves[1])):
+        ds = load_dataset("emodb", root=tmp_path, text="none", perturb={**spec, "seed": 0})
+        pred, label, _ = predict(model, ds, "test")
+        expected = compute_metrics(ds.task, pred, label, ds.num_classes)
+        assert conds[name]["per_seed"]["1111"] == pytest.approx(expected)
+    # features of 0 dB noise are not the clean ones: the condition changed what the model read
+    clean = load_dataset("emodb", root=tmp_path, text="none").splits["test"].features["audio"]
+    noisy = load_dataset("emodb", root=tmp_path, text="none", perturb={**waves[0], "seed": 0})
+    assert not np.allclose(clean, noisy.splits["test"].features["audio"])
+    # a dataset not read from audio has no waveform to change
+    syn = make_config(
+        "lf_dnn", "synthetic", seeds=1, out=str(tmp_path / "runs"), overrides=over + ["dataset.scale=0.02"]
+    )
+    run(syn)
+    with pytest.raises(ConfigError, match="dataset 'synthetic' is not read from audio"):
+        robust([tmp_path / "runs" / "lf_dnn-synthetic"], noise_levels=(), drop_rates=(), plots=False, waveform=waves)

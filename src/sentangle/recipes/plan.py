@@ -14,7 +14,8 @@ of groups or ablation variants, per-seed diagnostics, and checks judged by `reci
                              tune: {space, trials, seed, sampler_seed, defaults}}],
                  show:     [{group, models, title, note}],
                  analysis: {kind: shortcut, clean_group, controls, robust},
-                 robust:   {group, models | ablation, variants, noise_levels, drop_rates, seed}
+                 robust:   {group, models | ablation, variants, noise_levels, drop_rates, seed,
+                            waveform: [{kind, level}] (data/waveform.py; audio-read datasets)}
                            (or a list of them),
                  ablations: [{file, seeds, variants}], ablation_note,
                  diagnostics: [{title, runs: [{group, model} | {ablation, variant}], rows: {label: key}}],
@@ -51,7 +52,7 @@ from sentangle.models import list_models
 from sentangle.models.base import check_model_options
 from sentangle.recipes.ablate import load_ablation, variant_configs
 from sentangle.recipes.compare import seed_facts
-from sentangle.recipes.robust import robust
+from sentangle.recipes.robust import robust, waveform_conditions
 from sentangle.recipes.specfile import read_mapping
 from sentangle.recipes.tune import (
     check_tune,
@@ -108,7 +109,7 @@ GROUP_KEYS = {
 }
 SHOW_KEYS = {"group", "models", "title", "note"}
 DOCUMENT_KEYS = {"file", "title", "intro", "sections", "provenance"}
-ROBUST_KEYS = {"group", "models", "ablation", "variants", "noise_levels", "drop_rates", "seed"}
+ROBUST_KEYS = {"group", "models", "ablation", "variants", "noise_levels", "drop_rates", "seed", "waveform"}
 ABLATION_KEYS = {"file", "seeds", "variants"}
 DIAGNOSTICS_KEYS = {"title", "runs", "rows", "note"}
 LOAD_OPTIONS = ("root", "modalities", "normalize", "holdout_valid")  # load_dataset's own, not the reader's
@@ -406,10 +407,12 @@ class Planner:
             "seed": int(opts.get("seed", 0)),
             "noise_levels": tuple(opts.get("noise_levels", (0.25, 0.5, 1.0, 2.0))),
             "drop_rates": tuple(opts.get("drop_rates", (0.1, 0.3, 0.5, 0.7))),
+            "waveform": tuple(opts.get("waveform", ())),
         }
         if self.quick:  # fewer levels; an empty list in the plan stays empty
             o["noise_levels"] = tuple(self.q.get("noise_levels", ())) if o["noise_levels"] else ()
             o["drop_rates"] = tuple(self.q.get("drop_rates", ())) if o["drop_rates"] else ()
+            o["waveform"] = o["waveform"][:1]
         return o
 
     def section_jobs(self, sec: dict) -> list[Job]:
@@ -595,8 +598,10 @@ def robust_fresh(folder: Path, opts: dict) -> bool:
     seeds = _finished_seeds(folder)
     levels = lambda kind: sorted(c["level"] for c in r["conditions"] if c["kind"] == kind)  # noqa: E731
     noise = sorted({c["level"] for c in r["conditions"] if c["kind"] == "noise"})
+    waves = sorted(c["name"] for c in r["conditions"] if c["kind"] == "wave")
     return (
         r.get("seeds") == seeds
+        and waves == sorted(c["name"] for c in waveform_conditions(opts.get("waveform"), opts["seed"]))
         and r.get("perturbation_seed") == opts["seed"]
         and noise == sorted(opts["noise_levels"])
         and levels("frame_drop") in ([], sorted(opts["drop_rates"]))

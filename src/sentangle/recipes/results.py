@@ -72,7 +72,7 @@ from sentangle.recipes.plan import (
     unpack_records,
     write_records,
 )
-from sentangle.recipes.robust import robust_table
+from sentangle.recipes.robust import robust_table, waveform_conditions
 from sentangle.recipes.tune import tune_section
 from sentangle.recipes.verdicts import VerdictContext, judge
 from sentangle.report import plots
@@ -323,7 +323,14 @@ def robustness_section(job: Job, doc: Doc) -> str:
     opts = job.options
     return (
         f"Runs: {', '.join(f'`{f.parent.name}/{f.name}`' for f in job.folders)}; noise levels "
-        f"{list(opts['noise_levels'])}, frame-drop rates {list(opts['drop_rates'])}; perturbation seed {opts['seed']}.\n\n"
+        f"{list(opts['noise_levels'])}, frame-drop rates {list(opts['drop_rates'])}"
+        + (
+            "; waveform perturbations of the test clips before extraction (data/waveform.py): "
+            + ", ".join(c["name"] for c in waveform_conditions(opts["waveform"], opts["seed"]))
+            if opts.get("waveform")
+            else ""
+        )
+        + f"; perturbation seed {opts['seed']}.\n\n"
         + robust_table(res)
         + "\n\n"
         + links

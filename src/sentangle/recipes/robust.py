@@ -11,6 +11,10 @@ normalisation) and evaluated on the test split under these conditions (docs/robu
     missing:<m>                modality m removed (the models' own missing-modality path)
     frame_drop@<rate>          each real frame of every sequence modality masked out with prob. rate
     shuffle:<m>                m's real frames permuted within each sample's valid positions
+    wave:<kind>@<level>        (`waveform`, datasets read from audio: emodb, ravdess) the test clips'
+                               waveforms changed before extraction (data/waveform.py: noise at an
+                               SNR in dB, clip, band, drop), then extracted and normalised as the
+                               clean ones; train and valid stay clean
 
 The corrupted split is built once per condition from the full padded arrays, with a generator that
 depends only on (seed, perturbation), so every model and seed sees identical corrupted data, and the
@@ -34,6 +38,7 @@ import torch
 from sentangle.config import from_dict, read_yaml
 from sentangle.core.errors import CheckpointError, ConfigError, DataError
 from sentangle.core.io import write_json, write_text
+from sentangle.core.registry import DATASETS, signature_options
 from sentangle.data.dataset import MSADataset, Split, feature_stats
 from sentangle.evaluation.metrics import METRIC_DIRECTIONS, compute_metrics
 from sentangle.evaluation.perturb import drop_frames, feature_scale, gaussian_noise, generator_for, shuffle_frames
@@ -163,6 +168,42 @@ def perturb_split(sp: Split, cond: dict, seed: int, scales: dict[str, np.ndarray
     return Split(features=feats, masks=masks, labels=sp.labels, ids=sp.ids, texts=sp.texts, tokens=tokens)
 
 
+def waveform_conditions(entries, seed: int) -> list[dict]:
+    """Conditions from waveform perturbations [{kind, level}] (data/waveform.py checks them when the
+    dataset loads). Numeric levels of one kind make a curve; a band [low, high] stands alone."""
+    conds = []
+    for e in entries or ():
+        if not isinstance(e, dict) or set(e) - {"kind", "level"} or "kind" not in e:
+            raise ConfigError(
+                f"robust: waveform condition {e!r}; expected a mapping {{kind, level}} (data/waveform.py)"
+            )
+        level = e.get("level")
+        numeric = isinstance(level, (int, float)) and not isinstance(level, bool)
+        shown = f"{level:g}" if numeric else "-".join(f"{v:g}" for v in level) if isinstance(level, list) else "default"
+        conds.append(
+            {
+                "name": f"wave:{e['kind']}@{shown}",
+                "family": f"wave:{e['kind']}",
+                "kind": "wave",
+                "modality": "audio",
+                "level": float(level) if numeric else None,
+                "perturb": {"kind": e["kind"], **({"level": level} if level is not None else {}), "seed": seed},
+            }
+        )
+    return conds
+
+
+def waveform_split(cfg, cond: dict, data_root: str | None) -> Split:
+    """The test split of `cfg`'s dataset with `cond`'s waveform perturbation, read again from audio."""
+    if "perturb" not in signature_options(DATASETS.get(cfg.dataset["name"]), ()):
+        raise ConfigError(
+            f"robust: waveform conditions re-extract the test clips' audio; dataset {cfg.dataset['name']!r} "
+            "is not read from audio (emodb and ravdess are)"
+        )
+    changed = dataclasses.replace(cfg, dataset={**cfg.dataset, "perturb": cond["perturb"]})
+    return as_seen(dataset_from_config(changed, data_root).splits["test"])
+
+
 def as_seen(sp: Split) -> Split:
     """The split as the model sees it. Memory-mapped data keep raw values and normalise each batch as
     it is gathered (Split.transforms); perturbations and their noise unit must act on the normalised
@@ -242,6 +283,7 @@ def robust(
     data_root: str | None = None,
     batch_size: int = 256,
     plots: bool = True,
+    waveform=(),
 ) -> dict:
     """Evaluate every run's seeds under every condition (module doc); write the files; return
     {"results": label -> robust.json content, "table": Markdown, "markdown", "plots": paths}."""
@@ -262,12 +304,18 @@ def robust(
                 f"{runs[members[0]]['folder']}: dataset {ds.name!r} has no test split; it has {sorted(ds.splits)}"
             )
         conds, skipped = robust_conditions(ds, noise_levels, drop_rates)
+        conds += waveform_conditions(waveform, seed)
         scales = train_scales(ds)
         models = {i: [load_checkpoint(p) for p in runs[i]["checkpoints"]] for i in members}
         per: dict[int, dict[str, dict[int, dict[str, float]]]] = {i: {c["name"]: {} for c in conds} for i in members}
         clean = as_seen(ds.splits["test"])
         for c in conds:
-            view = dataclasses.replace(ds, splits={**ds.splits, "test": perturb_split(clean, c, seed, scales)})
+            test = (
+                waveform_split(runs[members[0]]["cfg"], c, data_root)
+                if c["kind"] == "wave"
+                else perturb_split(clean, c, seed, scales)
+            )
+            view = dataclasses.replace(ds, splits={**ds.splits, "test": test})
             for i in members:
                 for model, _, payload in models[i]:
                     pred, label, _ = predict(model, view, "test", batch_size)

@@ -50,16 +50,26 @@ def robust_curves(results: dict[str, dict], out: str | Path, metric: str | None 
     paths = []
     for fam in families:
         fig, ax = plt.subplots(figsize=(5, 3.6))
+        wave = fam.startswith("wave:")
         for lab, r in results.items():
             clean = next(c for c in r["conditions"] if c["name"] == "clean")
-            pts = [(0.0, clean)] + [(c["level"], c) for c in r["conditions"] if c["family"] == fam]
-            if len(pts) < 2:
+            # a waveform level (an SNR in dB, a fraction) has no "0 = clean": clean is a dashed line
+            pts = ([] if wave else [(0.0, clean)]) + [(c["level"], c) for c in r["conditions"] if c["family"] == fam]
+            if len(pts) < (1 if wave else 2):
                 continue
             x = [p[0] for p in pts]
             y = np.array([p[1]["metrics"][metric]["mean"] for p in pts], dtype=float) * scale
             e = np.array([p[1]["metrics"][metric]["std"] for p in pts], dtype=float) * scale
-            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=lab)
-        unit = "noise sigma (x train std)" if fam.startswith("noise") else "frame drop rate"
+            line = ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=lab)
+            if wave:
+                ax.axhline(clean["metrics"][metric]["mean"] * scale, ls="--", lw=1, color=line[0].get_color())
+        unit = {
+            "wave:noise": "SNR (dB; dashed: clean)",
+            "wave:clip": "clipped at (fraction of the peak; dashed: clean)",
+            "wave:drop": "fraction of 50 ms chunks dropped (dashed: clean)",
+        }.get(fam, "noise sigma (x train std)" if fam.startswith("noise") else "frame drop rate")
+        if fam == "wave:noise":
+            ax.invert_xaxis()  # from mild (high SNR) to severe
         ax.set_xlabel(unit)
         ax.set_ylabel(f"test {metric}" + (" (%)" if scale != 1 else ""))
         ax.set_title(fam)
