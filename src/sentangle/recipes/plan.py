@@ -403,7 +403,7 @@ class Planner:
         return spec, cfgs
 
     def robust_options(self, opts: dict) -> dict:
-        o = {
+        o: dict = {
             "seed": int(opts.get("seed", 0)),
             "noise_levels": tuple(opts.get("noise_levels", (0.25, 0.5, 1.0, 2.0))),
             "drop_rates": tuple(opts.get("drop_rates", (0.1, 0.3, 0.5, 0.7))),

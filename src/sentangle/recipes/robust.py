@@ -179,6 +179,7 @@ def waveform_conditions(entries, seed: int) -> list[dict]:
             )
         level = e.get("level")
         numeric = isinstance(level, (int, float)) and not isinstance(level, bool)
+        value = float(level) if isinstance(level, (int, float)) and numeric else None
         shown = f"{level:g}" if numeric else "-".join(f"{v:g}" for v in level) if isinstance(level, list) else "default"
         conds.append(
             {
@@ -186,7 +187,7 @@ def waveform_conditions(entries, seed: int) -> list[dict]:
                 "family": f"wave:{e['kind']}",
                 "kind": "wave",
                 "modality": "audio",
-                "level": float(level) if numeric else None,
+                "level": value,
                 "perturb": {"kind": e["kind"], **({"level": level} if level is not None else {}), "seed": seed},
             }
         )
