@@ -279,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--noise-levels", default="0.25,0.5,1,2", help="noise sigmas in train-std units (default 0.25,0.5,1,2)"
     )
     p.add_argument("--drop-rates", default="0.1,0.3,0.5,0.7", help="frame drop rates (default 0.1,0.3,0.5,0.7)")
+    p.add_argument(
+        "--waveform",
+        action="append",
+        default=[],
+        metavar="KIND[=LEVEL]",
+        help="a waveform perturbation of the test clips before extraction, for runs on audio-read datasets "
+        "(emodb, ravdess): noise=SNR_DB, clip=FRACTION, band=LOW-HIGH (Hz), drop=FRACTION; repeat it",
+    )
     p.add_argument("--no-plots", action="store_true", help="tables only")
     _add_data_root(p)
 
@@ -561,6 +569,20 @@ def _floats(text: str, flag: str, low: float, high: float, what: str) -> tuple[f
     return values
 
 
+def _waveform(text: str) -> dict:
+    """--waveform KIND[=LEVEL] as {kind, level} (data/waveform.py checks the values when the dataset loads)."""
+    kind, _, level = text.partition("=")
+    if not level:
+        return {"kind": kind}
+    try:
+        parts = [float(v) for v in level.split("-")] if kind == "band" else [float(level)]
+    except ValueError:
+        raise ConfigError(
+            f"--waveform {text}: expected KIND[=LEVEL] such as noise=10, clip=0.3, band=300-3400 or drop=0.2"
+        ) from None
+    return {"kind": kind, "level": parts if kind == "band" else parts[0]}
+
+
 def cmd_robust(args) -> int:
     if args.out:
         check_output(args.out, "folder")
@@ -572,6 +594,7 @@ def cmd_robust(args) -> int:
         _floats(args.drop_rates, "--drop-rates", 0, 1, "frame drop rates in [0, 1) (e.g. 0.1,0.5)"),
         args.data_root,
         plots=not args.no_plots,
+        waveform=[_waveform(w) for w in args.waveform],
     )
     print(res["table"])
     print(

@@ -7,6 +7,7 @@ labels.csv in tmp_path whose audio is the real corpus's (a link to its folder)."
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +264,22 @@ def test_waveform_robustness_re_extracts_the_test_clips(shared_data, tmp_path):
     clean = load_dataset("emodb", root=tmp_path, text="none").splits["test"].features["audio"]
     noisy = load_dataset("emodb", root=tmp_path, text="none", perturb={**waves[0], "seed": 0})
     assert not np.allclose(clean, noisy.splits["test"].features["audio"])
+    # the same through the command line; a level that is not a number is refused with exit 2
+    argv = [
+        "robust",
+        str(folder),
+        "--noise-levels",
+        "0",
+        "--drop-rates",
+        "0",
+        "--no-plots",
+        "--data-root",
+        str(tmp_path),
+    ]
+    assert cli.main([*argv, "--waveform", "drop=0.5"]) == 0
+    names = [c["name"] for c in json.loads((folder / "robust.json").read_text())["conditions"]]
+    assert "wave:drop@0.5" in names
+    assert cli.main([*argv, "--waveform", "noise=loud"]) == 2
     # a dataset not read from audio has no waveform to change
     syn = make_config(
         "lf_dnn", "synthetic", seeds=1, out=str(tmp_path / "runs"), overrides=over + ["dataset.scale=0.02"]
