@@ -176,6 +176,10 @@ def test_architecture_doc_plan_section_renders_its_verdict(tmp_path, monkeypatch
     plan["sections"].append(section)
     plan["documents"].append(document)
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan), encoding="utf-8")
+    # the files the plan names beside it (a tuned group's spaces)
+    (tmp_path / "fair_spaces.yaml").write_text(
+        (SRC.parents[1] / "benchmarks" / "fair_spaces.yaml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
     monkeypatch.chdir(tmp_path)
     args = ["results", "--plan-file", "plan.yaml", "--quick", "--out", "out", "--only", "lf_dnn_lr"]
     assert main(args) == 0
