@@ -129,6 +129,31 @@ def beside_scripts():
     return run
 
 
+@pytest.fixture
+def side_section(beside_scripts):
+    """Run benchmarks/<script>.py's main(argv) (its stdout swallowed), which writes its numbers to
+    `out`; return {"code", "numbers", "page": the performance page rendered with them as section
+    `script`, "plain": the page without them}."""
+
+    def run(script: str, argv: list[str], out) -> dict:
+        return beside_scripts(
+            f"""
+            import contextlib, io, json
+            import performance, {script}
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = {script}.main({[*argv, "--json", str(out)]!r})
+            numbers = json.load(open({str(out)!r}))
+            res = json.loads(performance.DOC.with_name("performance.json").read_text())
+            print(json.dumps({{"code": code, "numbers": numbers,
+                              "page": performance.render(res, **{{{script!r}: numbers}}),
+                              "plain": performance.render(res)}}))
+            """
+        )
+
+    return run
+
+
 def _assert_same_predictions(got: str, stored: str, tol: float = 1e-5) -> None:
     """`sentangle predict` CSV text `got` against a seed's stored predictions (predictions_csv):
     same ids in the same order and, in every column the stored CSV has, the same value (numbers

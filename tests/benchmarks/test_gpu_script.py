@@ -26,21 +26,8 @@ def test_without_cuda_it_exits_2_with_the_way_out(tmp_path):
     assert r.returncode == 2 and "only with --quick" in r.stderr
 
 
-def test_quick_cpu_run_measures_each_setting_and_renders_the_section(beside_scripts, tmp_path):
-    out = tmp_path / "gpu.json"
-    got = beside_scripts(
-        f"""
-        import contextlib, io, json
-        import gpu, performance
-
-        with contextlib.redirect_stdout(io.StringIO()):
-            code = gpu.main(["--device", "cpu", "--quick", "--threads", "1", "--json", {str(out)!r}])
-        numbers = json.load(open({str(out)!r}))
-        res = json.loads(performance.DOC.with_name("performance.json").read_text())
-        print(json.dumps({{"code": code, "numbers": numbers, "page": performance.render(res, gpu=numbers),
-                          "plain": performance.render(res)}}))
-        """
-    )
+def test_quick_cpu_run_measures_each_setting_and_renders_the_section(side_section, tmp_path):
+    got = side_section("gpu", ["--device", "cpu", "--quick", "--threads", "1"], tmp_path / "gpu.json")
     assert got["code"] == 0
     rows = got["numbers"]["results"]
     assert [(r["model"], r["shape"], r["setting"]) for r in rows] == [

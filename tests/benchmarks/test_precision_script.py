@@ -5,21 +5,9 @@ from __future__ import annotations
 import pytest
 
 
-def test_quick_run_summarises_the_seeds_and_renders_its_section(beside_scripts, tmp_path):
-    out = tmp_path / "precision.json"
-    got = beside_scripts(
-        f"""
-        import contextlib, io, json
-        import performance, precision
-
-        with contextlib.redirect_stdout(io.StringIO()):
-            code = precision.main(["--quick", "--settings", "fp32,bf16", "--threads", "1", "--json", {str(out)!r}])
-        numbers = json.load(open({str(out)!r}))
-        res = json.loads(performance.DOC.with_name("performance.json").read_text())
-        print(json.dumps({{"code": code, "numbers": numbers, "page": performance.render(res, precision=numbers),
-                          "plain": performance.render(res)}}))
-        """
-    )
+def test_quick_run_summarises_the_seeds_and_renders_its_section(side_section, tmp_path):
+    argv = ["--quick", "--settings", "fp32,bf16", "--threads", "1"]
+    got = side_section("precision", argv, tmp_path / "precision.json")
     assert got["code"] == 0
     rows = got["numbers"]["results"]
     assert [(r["model"], r["setting"], r["seeds"]) for r in rows] == [("lf_dnn", "fp32", 2), ("lf_dnn", "bf16", 2)]
