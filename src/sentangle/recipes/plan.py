@@ -41,7 +41,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sentangle.config import RunConfig, build_config, make_config, parse_seeds, read_yaml, yaml_value
+from sentangle.config import RunConfig, build_config, make_config, parse_seeds, yaml_value
 from sentangle.core.errors import ConfigError
 from sentangle.core.io import exit_with_parent
 from sentangle.core.registry import DATASETS, MODELS, check_options
@@ -64,7 +64,7 @@ from sentangle.recipes.tune import (
     tuned_config,
 )
 from sentangle.recipes.verdicts import check_spec, spec_groups
-from sentangle.runs.folder import comparable_config, finished, resolved_config
+from sentangle.runs.folder import finished, holds_other_config
 from sentangle.runs.provenance import (
     REPLACED,
     code_fingerprint,
@@ -510,14 +510,7 @@ def status(cfg: RunConfig) -> tuple[list[int], bool]:
     folder = Path(cfg.out) / cfg.run_name
     have = set(_finished_seeds(folder))
     done = [s for s in cfg.seeds if s in have]
-    stored = folder / "config.yaml"
-    conflict = False
-    if done and stored.is_file():
-        try:
-            conflict = comparable_config(read_yaml(stored)) != comparable_config(resolved_config(cfg).to_dict())
-        except (ConfigError, TypeError, KeyError):
-            conflict = True
-    return done, conflict
+    return done, bool(done) and holds_other_config(folder, cfg)
 
 
 def load_result(cfg: RunConfig) -> dict | None:

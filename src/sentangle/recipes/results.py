@@ -206,8 +206,9 @@ def confusion_links(done: dict, name: str, doc: Doc) -> str:
     for m, r in done.items():
         path = Path(r["folder"]) / "confusion.csv"
         if path.is_file():
-            counts, names = read_confusion_csv(path.read_text(encoding="utf-8"))
-            table = doc.file(f"{name}-{m}-confusion.csv", path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            counts, names = read_confusion_csv(text)
+            table = doc.file(f"{name}-{m}-confusion.csv", text)
             png = doc.figure(
                 f"{name}-{m}-confusion.png",
                 plots.confusion_plot(counts, names, f"{m}: test, {len(r['per_seed'])} seed(s) pooled"),

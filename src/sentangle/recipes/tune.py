@@ -25,12 +25,12 @@ import json
 import sys
 from pathlib import Path
 
-from sentangle.config import RunConfig, make_config, read_yaml, yaml_value
+from sentangle.config import RunConfig, make_config, yaml_value
 from sentangle.core.errors import ConfigError, SweepError
 from sentangle.core.io import write_json
 from sentangle.recipes.specfile import read_mapping
 from sentangle.recipes.sweep import check_space, import_optuna, sweep
-from sentangle.runs.folder import comparable_config, finished, resolved_config
+from sentangle.runs.folder import finished, holds_other_config
 from sentangle.runs.runner import run
 
 TUNE_KEYS = {"space", "trials", "seed", "sampler_seed", "defaults"}
@@ -121,9 +121,7 @@ def tune_and_train(search: dict, progress: bool = True) -> dict:
     cfg = tuned_config(search, record)
     folder = Path(cfg.out) / cfg.run_name
     # more trials found other best values: the run at the old ones no longer answers the plan
-    replaced = bool(finished(folder)) and comparable_config(read_yaml(folder / "config.yaml")) != comparable_config(
-        resolved_config(cfg).to_dict()
-    )
+    replaced = bool(finished(folder)) and holds_other_config(folder, cfg)
     if replaced:
         print(f"{folder}: the search's best values changed; its runs train again at the new ones", file=sys.stderr)
     return run(cfg, overwrite=replaced)

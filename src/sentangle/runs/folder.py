@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from sentangle.config import RunConfig, from_dict, read_yaml
+from sentangle.core.errors import ConfigError
 from sentangle.data.dataset import MSADataset
 from sentangle.data.named import describe
 from sentangle.data.text import text_setting
@@ -103,6 +104,18 @@ def comparable_config(config: dict) -> dict:
     # themselves are compared separately (sizes, shapes, label statistics: check_same_data).
     d["dataset"].pop("root", None)
     return d
+
+
+def holds_other_config(folder: Path, cfg: RunConfig) -> bool:
+    """`folder` has a config.yaml whose results `cfg` would not reproduce (`comparable_config` differs;
+    one that cannot be read counts as other): `run` refuses such a folder without overwrite."""
+    stored = Path(folder) / "config.yaml"
+    if not stored.is_file():
+        return False
+    try:
+        return comparable_config(read_yaml(stored)) != comparable_config(resolved_config(cfg).to_dict())
+    except (ConfigError, TypeError, KeyError):
+        return True
 
 
 def differences(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
