@@ -403,7 +403,8 @@ def cmd_train(args) -> int:
         cfg.train.progress = False
 
     print(f"training {cfg.model['name']} on {cfg.dataset['name']}, seeds {cfg.seeds}", file=sys.stderr)
-    if cfg.model.get("text_encoder") is not None:  # a pair config may turn fine-tuning on: say so
+    # a pair config may turn fine-tuning on: say so (not for a dataset read without its text)
+    if cfg.model.get("text_encoder") is not None and cfg.dataset.get("text") != "none":
         print(f"text encoder: {describe_setting(cfg.model['text_encoder'])}", file=sys.stderr)
     summary = run(cfg, overwrite=args.overwrite)
     if is_main():  # under torchrun every rank gets the summary; one prints it

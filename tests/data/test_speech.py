@@ -177,6 +177,17 @@ def test_frame_cap_functionals_and_text(emodb_six):
     assert not text_only.splits["train"].features and text_only.splits["train"].texts
 
 
+def test_train_runs_end_to_end_and_names_no_text_encoder_without_text(emodb_six, tmp_path, capsys):
+    root, _ = emodb_six
+    argv = ["train", "-m", "tsda", "-d", "emodb", "--data-root", str(root), "--seeds", "1", "--no-progress"]
+    argv += ["--out", str(tmp_path), "dataset.text=none", "dataset.max_frames=20", "train.epochs=1"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "training tsda on emodb" in err and "text encoder" not in err
+    metrics = json.loads((tmp_path / "tsda-emodb" / "seed_1111" / "metrics.json").read_text())
+    assert 0.0 <= metrics["metrics"]["test"]["uar"] <= 1.0
+
+
 def test_perturbation_reaches_the_test_clips_only(emodb_six):
     root, _ = emodb_six
     clean = load_dataset("emodb", root=root, text="none", normalize=())

@@ -238,3 +238,53 @@ def test_collapsed_seeds_are_listed(tmp_path):
     assert "2 seed(s) have" in text and "seed_1114" not in text
     assert "mosei/lf_dnn" not in text and "1 seed(s) were trained before" in text
     assert "No checked seed has collapsed" in results.collapse_section({"mosei": [ok]})
+
+
+BEST_OF_PLAN = """\
+seeds: 2
+overrides: {train.threads: 1, train.epochs: 1, train.patience: 1, dataset.scale: 0.03, dataset.lengths: 8, dataset.dims: 8}
+sections:
+  - id: s
+    title: picked on validation
+    groups:
+      - {id: fixed, dataset: synthetic, models: [lf_dnn, lmf, tfn]}
+      - {id: other, dataset: synthetic, models: {best_of: fixed, families: [[lf_dnn, lmf], [tfn]]},
+         overrides: {train.lr: 2.0e-3}}
+"""
+
+
+def test_best_of_trains_each_familys_best_on_validation_once_the_family_has_finished(tmp_path, capsys):
+    plan, out = tmp_path / "plan.yaml", tmp_path / "out"
+    plan.write_text(BEST_OF_PLAN)
+    args = ["results", "--plan-file", str(plan), "--out", str(out), "--docs", str(tmp_path / "docs")]
+    assert cli_main([*args, "--plan"]) == 0
+    assert "other/" not in capsys.readouterr().out  # nothing to pick from yet
+    assert cli_main([*args, "--skip", "other"]) == 0
+    assert cli_main([*args, "--plan"]) == 0
+    listed = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("s ")]
+
+    def valid_mae(model):
+        seeds = sorted((out / "fixed" / model).glob("seed_*/metrics.json"))
+        assert len(seeds) == 2
+        return np.mean([json.loads(p.read_text())["metrics"]["valid"]["mae"] for p in seeds])
+
+    best = min(("lf_dnn", "lmf"), key=valid_mae)  # MAE: lower is better
+    assert sorted(x for x in listed if x.startswith("other/")) == sorted([f"other/{best}", "other/tfn"])
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ("{best_of: nope, families: [[lf_dnn]]}", r"refers to unknown group\(s\) \['nope'\]"),
+        ("{best_of: fixed, families: []}", r"\(other\)\.models\.families: expected a list of non-empty lists"),
+        ("{best_of: fixed, families: [[lf_dnn]], metric: speed}", r"\.models\.metric: 'speed'; expected one of"),
+        ("{best_of: fixed, families: [[lf_dnn, nosuch]]}", r"nosuch"),
+    ],
+)
+def test_best_of_errors_name_the_entry(tmp_path, models, message):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        BEST_OF_PLAN.split("      - {id: other")[0] + f"      - {{id: other, dataset: synthetic, models: {models}}}\n"
+    )
+    with pytest.raises((PlanError, KeyError), match=message):
+        read_plan(plan)

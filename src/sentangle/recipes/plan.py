@@ -12,6 +12,7 @@ of groups or ablation variants, per-seed diagnostics, and checks judged by `reci
                  groups:   [{id, title, dataset, models, overrides, model_options, model_overrides,
                              seeds, note, metric (the figure's; default MAE / accuracy),
                              tune: {space, trials, seed, sampler_seed, defaults}}],
+                           (models: a list, all, text_capable, or {best_of: group, families, metric})
                  show:     [{group, models, title, note}],
                  analysis: {kind: shortcut, clean_group, controls, robust},
                  robust:   {group, models | ablation, variants, noise_levels, drop_rates, seed,
@@ -48,6 +49,7 @@ from sentangle.core.registry import DATASETS, MODELS, check_options
 from sentangle.data.dataset import MSADataset
 from sentangle.data.named import READER_ARGUMENTS, find_file
 from sentangle.data.synthetic import make_synthetic
+from sentangle.evaluation.metrics import METRIC_DIRECTIONS
 from sentangle.models import list_models
 from sentangle.models.base import check_model_options
 from sentangle.recipes.ablate import load_ablation, variant_configs
@@ -172,6 +174,8 @@ def read_plan(path: Path) -> dict:
             if g["id"] in groups:
                 raise PlanError(f"{where}.groups[{j}]: group id {g['id']!r} given twice")
             groups[g["id"]] = g
+            if isinstance(g["models"], dict):
+                _check_best_of(g["models"], f"{where}.groups[{j}] ({g['id']}).models")
             if "tune" in g:
                 _read_tune(path, g, f"{where}.groups[{j}] ({g['id']})")
         _entries(sec.get("show") or [], f"{where}.show", SHOW_KEYS, ("group",))
@@ -185,6 +189,7 @@ def read_plan(path: Path) -> dict:
                 raise PlanError(f"{where}.diagnostics.rows: expected a mapping label -> diagnostics key")
     for sec in plan["sections"]:
         refs = [(g.get("tune") or {}).get("defaults") for g in sec.get("groups") or []]
+        refs += [g["models"].get("best_of") for g in sec.get("groups") or [] if isinstance(g["models"], dict)]
         refs += [r.get("group") for r in robust_entries(sec)] + [(sec.get("analysis") or {}).get("clean_group")]
         refs += [s["group"] for s in sec.get("show") or []]
         refs += [r.get("group") for d in sec.get("diagnostics") or [] for r in d["runs"]]
@@ -214,6 +219,22 @@ def read_plan(path: Path) -> dict:
     plan["_groups"] = groups
     plan["_file"] = str(path)
     return plan
+
+
+def _check_best_of(spec: dict, where: str) -> None:
+    bad = set(spec) - {"best_of", "families", "metric"}
+    families = spec.get("families")
+    if bad or not isinstance(spec.get("best_of"), str):
+        raise PlanError(
+            f"{where}: expected {{best_of: a group id, families: [[model, ...], ...], metric}}, got {spec!r}"
+        )
+    if not isinstance(families, list) or not families or not all(isinstance(f, list) and f for f in families):
+        raise PlanError(f"{where}.families: expected a list of non-empty lists of model names, got {families!r}")
+    list_models()
+    for m in (m for f in families for m in f):
+        MODELS.get(m)  # an unknown name fails here, naming the registered ones
+    if spec.get("metric") is not None and spec["metric"] not in METRIC_DIRECTIONS:
+        raise PlanError(f"{where}.metric: {spec['metric']!r}; expected one of {sorted(METRIC_DIRECTIONS)}")
 
 
 def _read_tune(path: Path, group: dict, where: str) -> None:
@@ -281,12 +302,33 @@ class Planner:
             return neural_models()
         if spec == "text_capable":
             return self.text_capable()
+        if isinstance(spec, dict):
+            return self.best_of(spec)
         if not isinstance(spec, list):
-            raise PlanError(f"{where}: models must be a list, 'all' or 'text_capable', got {spec!r}")
+            raise PlanError(
+                f"{where}: models must be a list, 'all', 'text_capable' or {{best_of, families}}, got {spec!r}"
+            )
         list_models()
         for m in spec:
             MODELS.get(m)  # an unknown name fails here, naming the registered ones
         return list(spec)
+
+    def best_of(self, spec: dict) -> list[str]:
+        """`models: {best_of: GROUP, families: [[model, ...], ...], metric}`: from each family, the model
+        with the best mean validation `metric` in GROUP (selected on validation, never on test; metric
+        default: GROUP's). A family joins once all of its models have finished their seeds there, so a
+        costly protocol trains the families' best rather than a guess made before the runs."""
+        source = self.plan["_groups"][spec["best_of"]]
+        metric = spec.get("metric") or source.get("metric", "mae")
+        results = {j.cfg.model["name"]: load_result(j.cfg) for j in self.group_jobs("", source)}
+        picked = []
+        for family in spec["families"]:
+            done = {m: results.get(m) for m in family}
+            if all(r and len(r["per_seed"]) == r["planned_seeds"] for r in done.values()):
+                means = {m: r["splits"]["valid"][metric]["mean"] for m, r in done.items() if r}
+                sign = 1 if METRIC_DIRECTIONS.get(metric, "max") == "max" else -1
+                picked.append(max(family, key=lambda m: sign * means[m]))
+        return picked
 
     def text_capable(self) -> list[str]:
         """Every model that builds and runs forward on a text-only batch (tried, not assumed)."""
@@ -782,7 +824,9 @@ def print_plan(jobs: list[Job], skipped: dict[str, str]) -> None:
             seeds_left += again
             print(
                 f"{j.section:<11} {j.label:<42} test-time perturbations of {len(j.folders)} run folders "
-                f"(noise {list(j.options['noise_levels'])}, drop {list(j.options['drop_rates'])}), "
+                f"(noise {list(j.options['noise_levels'])}, drop {list(j.options['drop_rates'])}"
+                + (f", {len(j.options['waveform'])} waveform conditions" if j.options.get("waveform") else "")
+                + "), "
                 f"{sum(robust_fresh(f, j.options) for f in j.folders)} up to date"
                 + (f"; {again} finished seed(s) without a checkpoint here train again first" if again else "")
             )
