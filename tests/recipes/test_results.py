@@ -288,3 +288,19 @@ def test_best_of_errors_name_the_entry(tmp_path, models, message):
     )
     with pytest.raises((PlanError, KeyError), match=message):
         read_plan(plan)
+
+
+def test_robustness_tables_and_curves_use_the_groups_metric(tmp_path):
+    plan, out, docs = tmp_path / "plan.yaml", tmp_path / "out", tmp_path / "docs"
+    plan.write_text(
+        BEST_OF_PLAN.split("      - {id: fixed")[0].replace("seeds: 2", "seeds: 1")
+        + "      - {id: fixed, dataset: synthetic, models: [lf_dnn], metric: corr}\n"
+        + "    robust: {group: fixed, models: [lf_dnn], noise_levels: [1.0], drop_rates: []}\n"
+    )
+    assert cli_main(["results", "--plan-file", str(plan), "--out", str(out), "--docs", str(docs)]) == 0
+    section = (docs / "RESULTS.md").read_text().split("### Test-time robustness")[1]
+    assert "Test Corr (mean" in section and "Test MAE" not in section
+    robust = json.loads((out / "fixed" / "lf_dnn" / "robust.json").read_text())
+    corr = next(c for c in robust["conditions"] if c["name"] == "clean")["metrics"]["corr"]["mean"]
+    assert f"| clean | {corr:.3f}" in section
+    assert list((docs / "results").glob("robust-fixed/*.png"))

@@ -16,7 +16,8 @@ of groups or ablation variants, per-seed diagnostics, and checks judged by `reci
                  show:     [{group, models, title, note}],
                  analysis: {kind: shortcut, clean_group, controls, robust},
                  robust:   {group, models | ablation, variants, noise_levels, drop_rates, seed,
-                            waveform: [{kind, level}] (data/waveform.py; audio-read datasets)}
+                            waveform: [{kind, level}] (data/waveform.py; audio-read datasets),
+                            metric (of the table and curves; default the group's, else the task's)}
                            (or a list of them),
                  ablations: [{file, seeds, variants}], ablation_note,
                  diagnostics: [{title, runs: [{group, model} | {ablation, variant}], rows: {label: key}}],
@@ -111,7 +112,7 @@ GROUP_KEYS = {
 }
 SHOW_KEYS = {"group", "models", "title", "note"}
 DOCUMENT_KEYS = {"file", "title", "intro", "sections", "provenance"}
-ROBUST_KEYS = {"group", "models", "ablation", "variants", "noise_levels", "drop_rates", "seed", "waveform"}
+ROBUST_KEYS = {"group", "models", "ablation", "variants", "noise_levels", "drop_rates", "seed", "waveform", "metric"}
 ABLATION_KEYS = {"file", "seeds", "variants"}
 DIAGNOSTICS_KEYS = {"title", "runs", "rows", "note"}
 LOAD_OPTIONS = ("root", "modalities", "normalize", "holdout_valid")  # load_dataset's own, not the reader's
@@ -267,6 +268,7 @@ class Job:
     folders: list[Path] = field(default_factory=list)  # robust jobs: the run folders they read
     options: dict = field(default_factory=dict)
     dataset: str = ""  # as the plan gives it, for --plan
+    metric: str | None = None  # robust jobs: the metric of their tables and curves (default: the task's)
 
     @property
     def cfg(self) -> RunConfig:
@@ -494,6 +496,7 @@ class Planner:
                     f"robust {name}",
                     folders=[j.folder for j in deps],
                     options=self.robust_options(r),
+                    metric=r.get("metric") or (groups[r["group"]].get("metric") if "group" in r else None),
                 )
             )
         for d in sec.get("diagnostics") or []:

@@ -317,7 +317,7 @@ def robustness_section(job: Job, doc: Doc) -> str:
     res = read_robust(job.folders)
     if not res:
         return "No robustness results yet (`robust.json` in the run folders).\n"
-    curves = plots.robust_curves(res, doc.figdir / job.label.replace(" ", "-"))
+    curves = plots.robust_curves(res, doc.figdir / job.label.replace(" ", "-"), job.metric)
     for p in curves:
         doc.written.add(Path(p).resolve())
     links = "\n".join(f"![{Path(p).stem}]({os.path.relpath(p, doc.path.parent)})" for p in curves)
@@ -332,7 +332,7 @@ def robustness_section(job: Job, doc: Doc) -> str:
             else ""
         )
         + f"; perturbation seed {opts['seed']}.\n\n"
-        + robust_table(res)
+        + robust_table(res, job.metric)
         + "\n\n"
         + links
         + "\n"

@@ -43,7 +43,7 @@ from sentangle.data.dataset import MSADataset, Split, feature_stats
 from sentangle.evaluation.metrics import METRIC_DIRECTIONS, compute_metrics
 from sentangle.evaluation.perturb import drop_frames, feature_scale, gaussian_noise, generator_for, shuffle_frames
 from sentangle.report.plots import robust_curves
-from sentangle.report.tables import aggregate, fmt
+from sentangle.report.tables import LABELS, aggregate, fmt
 from sentangle.runs.checkpoint import load_checkpoint
 from sentangle.runs.runner import dataset_from_config, dataset_key
 from sentangle.training.trainer import predict
@@ -379,7 +379,7 @@ def robust_table(results: dict[str, dict], metric: str | None = None) -> str:
     names = list(dict.fromkeys(c["name"] for r in results.values() for c in r["conditions"]))
     by = {lab: {c["name"]: c["metrics"].get(metric) for c in r["conditions"]} for lab, r in results.items()}
     lines = [
-        f"Test {metric} (mean ± sample std over seeds; in brackets the change from clean; best per row in bold; "
+        f"Test {LABELS.get(metric, metric)} (mean ± sample std over seeds; in brackets the change from clean; best per row in bold; "
         f"noise sigma in units of the modality's train std). Perturbation seed "
         f"{first['perturbation_seed']}.",
         "",
