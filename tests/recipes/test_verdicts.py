@@ -269,6 +269,19 @@ def test_pairwise_compares_a_model_across_two_groups():
     assert judge(spec, ctx)[::2] == ("FAIL", "yes")
 
 
+def test_pairwise_beyond_noise_fails_a_win_on_the_mean_alone():
+    # m minus n per seed: -0.05, +0.01, -0.02 -> mean -0.0200, std 0.0300, 2 SE 0.0346: straddles 0
+    ctx = VerdictContext({"a": {"m": _run([0.75, 0.81, 0.78])}, "b": {"m": _run([0.80, 0.80, 0.80])}})
+    spec = _check("pairwise", model="m", against="m", groups=["a"], against_groups=["b"])
+    assert judge(spec, ctx)[::2] == ("PASS", "no")
+    assert judge({**spec, "beyond_noise": True}, ctx)[::2] == ("FAIL", "no")
+    # a clear win stays a PASS: -0.05, -0.04, -0.06 (mean -0.05, 2 SE 0.0115)
+    ctx.results["a"]["m"] = _run([0.75, 0.76, 0.74])
+    assert judge({**spec, "beyond_noise": True}, ctx)[::2] == ("PASS", "yes")
+    with pytest.raises(ConfigError, match="key 'beyond_noise' must be true or false, got 'yes'"):
+        check_spec({**spec, "beyond_noise": "yes"})
+
+
 def _with_oracle(run: dict, **oracle) -> dict:
     return {**run, "oracle": oracle}
 

@@ -95,6 +95,8 @@ def check_spec(spec: object, where: str = "check") -> None:
             raise ConfigError(f"{where}: key {key!r} must be a non-empty list, got {spec[key]!r}")
     if "against_groups" in spec and len(spec["against_groups"]) != len(spec["groups"]):
         raise ConfigError(f"{where}: key 'against_groups' must pair one group with each of 'groups' {spec['groups']}")
+    if "beyond_noise" in spec and not isinstance(spec["beyond_noise"], bool):
+        raise ConfigError(f"{where}: key 'beyond_noise' must be true or false, got {spec['beyond_noise']!r}")
     if "variant" in spec and "select" in spec:
         raise ConfigError(f"{where}: give 'variant' or 'select' (variants to choose among on validation), not both")
     if "require" in spec:
@@ -389,10 +391,11 @@ def shortcut(c: dict, ctx: VerdictContext) -> Verdict:
     )
 
 
-@verdict("pairwise", required=("model", "against", "groups"), optional=("metric", "against_groups"))
+@verdict("pairwise", required=("model", "against", "groups"), optional=("metric", "against_groups", "beyond_noise"))
 def pairwise(c: dict, ctx: VerdictContext) -> Verdict:
     """`model` beats `against` on the test mean in every group (`against` read from the paired group of
-    `against_groups` when given: the same model under two settings)."""
+    `against_groups` when given: the same model under two settings). With `beyond_noise: true` the claim
+    is that it does so clear of seed noise: a win on the mean alone is then a FAIL."""
     metric, oks, details, diffs = c.get("metric", "mae"), [], [], []
     for g, h in zip(c["groups"], c.get("against_groups") or c["groups"]):
         a, b = (ctx.results.get(g) or {}).get(c["model"]), (ctx.results.get(h) or {}).get(c["against"])
@@ -412,7 +415,8 @@ def pairwise(c: dict, ctx: VerdictContext) -> Verdict:
         return "PENDING", "; ".join(details), "n/a"
     side = _claimed_side(metric)
     if all(oks):
-        return "PASS", "; ".join(details), _clear(diffs, side, all)
+        clear = _clear(diffs, side, all)
+        return ("FAIL" if c.get("beyond_noise") and clear != "yes" else "PASS"), "; ".join(details), clear
     return "FAIL", "; ".join(details), _clear([d for d, ok in zip(diffs, oks) if not ok], _flip(side), any)
 
 
