@@ -279,6 +279,7 @@ def test_best_of_trains_each_familys_best_on_validation_once_the_family_has_fini
         ("{best_of: fixed, families: []}", r"\(other\)\.models\.families: expected a list of non-empty lists"),
         ("{best_of: fixed, families: [[lf_dnn]], metric: speed}", r"\.models\.metric: 'speed'; expected one of"),
         ("{best_of: fixed, families: [[lf_dnn, nosuch]]}", r"nosuch"),
+        ("{best_of: other, families: [[lf_dnn]]}", r"group 'other': models.best_of 'other' is a group whose models"),
     ],
 )
 def test_best_of_errors_name_the_entry(tmp_path, models, message):

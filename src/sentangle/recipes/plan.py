@@ -203,6 +203,12 @@ def read_plan(path: Path) -> dict:
                 f"plan file {path}: section {sec['id']!r} refers to unknown group(s) {missing}; "
                 f"groups: {sorted(groups)}"
             )
+        for g in sec.get("groups") or []:
+            if isinstance(g["models"], dict) and isinstance(groups[g["models"]["best_of"]]["models"], dict):
+                raise PlanError(
+                    f"plan file {path}: group {g['id']!r}: models.best_of {g['models']['best_of']!r} is a group "
+                    "whose models are picked too; expected a group that lists its models"
+                )
     docs = plan.get("documents") or [{"file": "RESULTS.md", "title": "Results", "sections": ids, "provenance": True}]
     placed: list[str] = []
     for k, d in enumerate(_entries(docs, f"plan file {path}: documents", DOCUMENT_KEYS, ("file", "title", "sections"))):
