@@ -19,7 +19,8 @@ from sentangle.evaluation.metrics import classification_metrics
 from sentangle.runs import runner
 from sentangle.runs.export import checkpoint_of
 from sentangle.runs.protocol import Folds
-from sentangle.runs.runner import run
+from sentangle.runs.provenance import code_fingerprint, stale_seeds
+from sentangle.runs.runner import run, run_code
 
 SPEAKERS = [f"spk{i:02d}" for i in range(6)]
 CLASSES = ["angry", "happy", "sad"]
@@ -171,6 +172,12 @@ def test_cv_run_pools_the_folds_and_resumes_without_retraining(tmp_path, monkeyp
     assert calls == [seed_dir / "folds" / "fold_2"]
     assert kept.stat().st_mtime_ns == before
     assert again["splits"]["test"] == summary["splits"]["test"]  # same seed, same data: same fold 2
+
+    # the seeds of this checkout are its own for every staleness check (the plan, the provenance
+    # section, --retrain-stale), which fingerprint the run's code as the runner does
+    assert stale_seeds(folder, run_code(cfg)) == {}
+    without = stale_seeds(folder, code_fingerprint(runner.MODELS.get("lf_dnn")))  # as they were read before
+    assert "runs/protocol.py" in without["seed_1111"]
 
     # the seed folder holds K models: export says so and names a fold
     with pytest.raises(CheckpointError, match="grouped cross-validation.*fold_0"):

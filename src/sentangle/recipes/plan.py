@@ -70,14 +70,13 @@ from sentangle.recipes.verdicts import check_spec, spec_groups
 from sentangle.runs.folder import finished, holds_other_config
 from sentangle.runs.provenance import (
     REPLACED,
-    code_fingerprint,
     finish_replay,
     replay_groups,
     stale_seeds,
     start_replay,
 )
 from sentangle.runs.record import load_record, record_path, save_record
-from sentangle.runs.runner import model_for, run, summarize
+from sentangle.runs.runner import model_for, run, run_code, summarize
 
 TOP_KEYS = {"seeds", "overrides", "proposed", "quick", "sections", "documents", "references"}
 SECTION_KEYS = {
@@ -755,7 +754,7 @@ def forget_stale_seeds(jobs: list[Job]) -> None:
     """Unmark the finished seeds that other code trained (their metrics.json goes; the rest of the
     seed folder is overwritten when the seed trains again), so that this run retrains them."""
     for job in (j for j in jobs if j.kind == "train"):
-        for seed in stale_seeds(job.folder, code_fingerprint(MODELS.get(job.cfg.model["name"])), job.cfg.seeds):
+        for seed in stale_seeds(job.folder, run_code(job.cfg), job.cfg.seeds):
             (job.folder / seed / "metrics.json").unlink()
             tqdm.write(f"{job.label}: {seed} was trained by other code; training it again")
 
@@ -788,7 +787,7 @@ def start_replays(jobs: list[Job]) -> None:
     """--replay-stale: in each run folder, one seed per code version that trained stale seeds is
     unmarked, to be trained again by this checkout's code (`runs.provenance.start_replay`)."""
     for job in (j for j in jobs if j.kind == "train"):
-        for group in replay_groups(job.folder, code_fingerprint(MODELS.get(job.cfg.model["name"])), job.cfg.seeds):
+        for group in replay_groups(job.folder, run_code(job.cfg), job.cfg.seeds):
             start_replay(job.folder / group[0])
             tqdm.write(f"{job.label}: {group[0]} trains again to check the {len(group)} seed(s) of its code")
 
@@ -846,7 +845,7 @@ def print_plan(jobs: list[Job], skipped: dict[str, str]) -> None:
         seeds_left += len(j.cfg.seeds) - len(done)
         ds = j.dataset
         flag = "  CONFLICT: the folder holds another config" if conflict else ""
-        stale = 0 if conflict else len(stale_seeds(j.folder, code_fingerprint(MODELS.get(j.cfg.model["name"])), done))
+        stale = 0 if conflict else len(stale_seeds(j.folder, run_code(j.cfg), done))
         reused += stale
         print(
             f"{j.section:<11} {j.label:<42} [{ds}] {' '.join(j.shown) or '-'}  seeds {len(done)}/{len(j.cfg.seeds)}"

@@ -44,7 +44,6 @@ import torch
 import yaml
 
 from sentangle.core.io import versions, write_text
-from sentangle.core.registry import MODELS
 from sentangle.data.dataset import MSADataset
 from sentangle.data.synthetic import oracle_table
 from sentangle.models import list_models
@@ -79,7 +78,8 @@ from sentangle.report import plots
 from sentangle.report.confusion import read_confusion_csv
 from sentangle.report.tables import LABELS, RAW_SCALE, fmt
 from sentangle.runs.folder import finished
-from sentangle.runs.provenance import code_fingerprint, code_key, stale_seeds, vouched_codes
+from sentangle.runs.provenance import code_key, stale_seeds, vouched_codes
+from sentangle.runs.runner import run_code
 from sentangle.runs.sanity import NO_GAIN_MARGIN
 
 DEFAULT_PLAN = Path("benchmarks/results_plan.yaml")
@@ -602,9 +602,9 @@ def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
     stale: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []  # (run, seeds, files that differ)
     code, vouched = {}, 0
     for job in _train_jobs_once(all_jobs):
-        name = job.cfg.model["name"]
+        name = (job.cfg.model["name"], job.cfg.train.protocol)
         if name not in code:
-            code[name] = code_fingerprint(MODELS.get(name))
+            code[name] = run_code(job.cfg)
         keys = vouched_codes(job.folder, code[name])
         vouched += (
             sum(

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from sentangle.config import RunConfig, dump_yaml, read_yaml
 from sentangle.core.io import check_output, new_output, output_errors, versions, write_json, write_text
+from sentangle.core.registry import MODELS
 from sentangle.data.dataset import MSADataset
 from sentangle.data.named import describe, load_dataset
 from sentangle.data.synthetic import oracle_table
@@ -103,6 +104,14 @@ def model_for(cfg: RunConfig, ds: MSADataset) -> MSAModel:
     return create_model(cfg.model["name"], ds.input_dims, ds.output_dim, model_text_setting(cfg, ds), **args)
 
 
+def run_code(cfg: RunConfig, model_class: type | None = None) -> dict[str, str]:
+    """The code fingerprint that `cfg`'s seeds record (runs.provenance): the model's files and the
+    training path, and runs/protocol.py under cross-validation. The runner and every staleness check
+    use this one definition, so that a cross-validated seed is not taken for another code's."""
+    extra = ("runs/protocol.py",) if cfg.train.protocol == "grouped_cv" else ()
+    return code_fingerprint(model_class or MODELS.get(cfg.model["name"]), extra)
+
+
 def summarize(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:
     splits = next(iter(per_seed.values()))
     return {s: {m: aggregate([per_seed[seed][s][m] for seed in per_seed]) for m in splits[s]} for s in splits}
@@ -133,9 +142,7 @@ def run(cfg: RunConfig, overwrite: bool = False, dataset: MSADataset | None = No
     ds = dataset or dataset_from_config(cfg)
     # the folds (and a train.folds the data cannot fill) are known before anything is written
     folds = Folds(ds, cfg.train.folds) if cfg.train.protocol == "grouped_cv" else None
-    code = code_fingerprint(
-        type(model_for(cfg, ds)), ("runs/protocol.py",) if folds is not None else ()
-    )  # a bad model name or option fails here, before anything is written
+    code = run_code(cfg, type(model_for(cfg, ds)))  # a bad model name or option fails here, before anything is written
     if not overwrite:
         ddp.on_main(lambda: check_same_data(folder, ds))
         stale = ddp.on_main(lambda: stale_seeds(folder, code, cfg.seeds))
