@@ -227,6 +227,12 @@ def read_plan(path: Path) -> dict:
     return plan
 
 
+def _check_model_names(names) -> None:
+    list_models()  # registers every model
+    for m in names:
+        MODELS.get(m)  # an unknown name fails here, naming the registered ones
+
+
 def _check_best_of(spec: dict, where: str) -> None:
     bad = set(spec) - {"best_of", "families", "metric"}
     families = spec.get("families")
@@ -236,9 +242,7 @@ def _check_best_of(spec: dict, where: str) -> None:
         )
     if not isinstance(families, list) or not families or not all(isinstance(f, list) and f for f in families):
         raise PlanError(f"{where}.families: expected a list of non-empty lists of model names, got {families!r}")
-    list_models()
-    for m in (m for f in families for m in f):
-        MODELS.get(m)  # an unknown name fails here, naming the registered ones
+    _check_model_names(m for f in families for m in f)
     if spec.get("metric") is not None and spec["metric"] not in METRIC_DIRECTIONS:
         raise PlanError(f"{where}.metric: {spec['metric']!r}; expected one of {sorted(METRIC_DIRECTIONS)}")
 
@@ -315,9 +319,7 @@ class Planner:
             raise PlanError(
                 f"{where}: models must be a list, 'all', 'text_capable' or {{best_of, families}}, got {spec!r}"
             )
-        list_models()
-        for m in spec:
-            MODELS.get(m)  # an unknown name fails here, naming the registered ones
+        _check_model_names(spec)
         return list(spec)
 
     def best_of(self, spec: dict) -> list[str]:
