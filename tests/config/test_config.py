@@ -102,15 +102,16 @@ def test_old_text_options_read_as_the_model_setting():
     assert comparable_config(stored) != comparable_config(current)
 
 
-def test_where_the_data_lie_does_not_make_another_run():
-    """A clone elsewhere reads the same data through --data-root: the stored run is the same run (the data
-    themselves are compared by runs.folder.check_same_data); another dataset option is not."""
+def test_where_the_data_and_the_runs_lie_does_not_make_another_run():
+    """A clone elsewhere reads the same data through --data-root, and a run folder may be moved or its
+    --out spelt another way: the stored run is the same run (the data themselves are compared by
+    runs.folder.check_same_data); another dataset option is not."""
     from sentangle.config import make_config
     from sentangle.runs.folder import comparable_config
 
-    here = make_config("text_only", "mosi", data_root="../shared/data").to_dict()
-    there = make_config("text_only", "mosi", data_root="/elsewhere/data").to_dict()
-    assert here["dataset"]["root"] != there["dataset"]["root"]
+    here = make_config("text_only", "mosi", data_root="../shared/data", out="runs").to_dict()
+    there = make_config("text_only", "mosi", data_root="/elsewhere/data", out="/elsewhere/runs").to_dict()
+    assert here["dataset"]["root"] != there["dataset"]["root"] and here["out"] != there["out"]
     assert comparable_config(here) == comparable_config(there)
     there["dataset"]["holdout_valid"] = True
     assert comparable_config(here) != comparable_config(there)

@@ -24,6 +24,14 @@ def run(argv: list[str]) -> int:
     return cli_main(["results", "--plan-file", PLAN, *argv])
 
 
+@pytest.fixture(scope="module")
+def quick_synthetic(tmp_path_factory) -> Path:
+    """The --quick synthetic section trained once, one process, for the tests that read or copy it."""
+    out = tmp_path_factory.mktemp("quick") / "runs"
+    assert run(["--quick", "--only", "synthetic", "--out", str(out), "--docs", str(out / "docs")]) == 0
+    return out
+
+
 def test_plan_lists_runs_and_trains_nothing(tmp_path, capsys):
     out = tmp_path / "runs"
     assert run(["--plan", "--out", str(out), "--only", "synthetic", "robustness"]) == 0
@@ -60,8 +68,9 @@ def test_plan_file_errors_name_the_entry(tmp_path):
         read_plan(bad)
 
 
-def test_quick_synthetic_writes_tables_and_resumes(tmp_path, capsys):
+def test_quick_synthetic_writes_tables_and_resumes(quick_synthetic, tmp_path, capsys):
     out, doc = tmp_path / "runs", tmp_path / "doc" / "RESULTS.md"
+    shutil.copytree(quick_synthetic, out)  # file times kept: "not trained again" below compares them
     assert run(["--quick", "--only", "synthetic", "--out", str(out), "--docs", str(doc.parent)]) == 0
     md = doc.read_text()
     assert "QUICK SMOKE RUN" in md
@@ -166,11 +175,11 @@ def test_quick_synthetic_writes_tables_and_resumes(tmp_path, capsys):
     assert "Every seed above was trained by this checkout's code." in provenance
 
 
-def test_workers_train_in_parallel_with_the_same_numbers(tmp_path, capsys):
-    seq, par = tmp_path / "seq", tmp_path / "par"
+def test_workers_train_in_parallel_with_the_same_numbers(quick_synthetic, tmp_path, capsys):
+    seq, par = quick_synthetic, tmp_path / "par"
     # the parallel run also does the robustness section: its robustness job runs beside the workers
-    for out, extra in ((seq, ["synthetic"]), (par, ["synthetic", "robustness", "--workers", "2"])):
-        assert run(["--quick", "--out", str(out), "--docs", str(out / "docs"), "--only", *extra]) == 0
+    extra = ["synthetic", "robustness", "--workers", "2"]
+    assert run(["--quick", "--out", str(par), "--docs", str(par / "docs"), "--only", *extra]) == 0
     folders = sorted(p.relative_to(seq) for p in seq.glob("synthetic-*/*/seed_1111"))
     assert len(folders) == 22 and folders == sorted(p.relative_to(par) for p in par.glob("synthetic-*/*/seed_1111"))
     for f in folders:

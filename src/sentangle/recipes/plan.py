@@ -32,6 +32,7 @@ them; `recipes.results` renders the documents from the run folders alone.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import copy
 import dataclasses
 import itertools
 import json
@@ -304,6 +305,15 @@ class Planner:
         self.q = plan.get("quick") or {}
         self.max_seeds = int(self.q.get("seeds", 1)) if quick else seeds
         self._text_capable: list[str] | None = None
+        # A render builds each group's configs dozens of times (every section, table and check reads
+        # them) and each build parses the packaged YAML files again: they are pure, so built once.
+        self._configs: dict[str, object] = {}
+
+    def _once(self, key: object, build):
+        k = json.dumps(key, sort_keys=True, default=str)
+        if k not in self._configs:
+            self._configs[k] = build()
+        return copy.deepcopy(self._configs[k])  # callers own their configs
 
     def seeds(self, wanted=None) -> list[int]:
         return parse_seeds(min(int(wanted or self.plan.get("seeds", 5)), self.max_seeds))
@@ -384,15 +394,16 @@ class Planner:
                 jobs.append(self.tuned_job(section, group, m, shown))
                 continue
             opts = (group.get("model_options") or {}).get(m)
-            cfg = make_config(
-                {"name": m, **opts} if opts else m,
-                ds,
-                seeds=self.seeds(group.get("seeds")),
-                out=f"{self.out}/{group['id']}",
-                name=m,
-                data_root=self.root_for(ds_name),
-                overrides=shown + self.extra(ds_name),
-            )
+            args = {
+                "model": {"name": m, **opts} if opts else m,
+                "dataset": ds,
+                "seeds": self.seeds(group.get("seeds")),
+                "out": f"{self.out}/{group['id']}",
+                "name": m,
+                "data_root": self.root_for(ds_name),
+                "overrides": shown + self.extra(ds_name),
+            }
+            cfg = self._once(["group", args], lambda: make_config(**args))
             check_model_options(cfg.model["name"], cfg.model, f"{where}, model {m!r}")
             _check_dataset_options(cfg, f"{where}, model {m!r}")
             jobs.append(
@@ -441,6 +452,9 @@ class Planner:
 
     def ablation(self, entry: dict) -> tuple[dict, dict[str, RunConfig]]:
         """The spec and one config per variant, exactly as recipes.ablate.ablate builds them."""
+        return self._once(["ablation", entry], lambda: self._ablation(entry))
+
+    def _ablation(self, entry: dict) -> tuple[dict, dict[str, RunConfig]]:
         spec = load_ablation(entry["file"])
         ds = spec["dataset"]
         ds_name = ds if isinstance(ds, str) else (ds or {}).get("name", "synthetic")

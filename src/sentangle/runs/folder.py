@@ -100,9 +100,11 @@ def comparable_config(config: dict) -> dict:
         # before they existed (a sweep study's stored identity included)
         for k in ("protocol", "folds"):
             d["train"].pop(k)
-    # Where the files lie does not decide the results (a clone elsewhere passes --data-root); the data
-    # themselves are compared separately (sizes, shapes, label statistics: check_same_data).
+    # Where the files lie does not decide the results (a clone elsewhere passes --data-root; a run
+    # folder moved, or its --out spelt another way); the data themselves are compared separately
+    # (sizes, shapes, label statistics: check_same_data).
     d["dataset"].pop("root", None)
+    d.pop("out", None)
     return d
 
 

@@ -88,14 +88,16 @@ def _imports(name: str, texts: dict[str, bytes]) -> set[str]:
     return found
 
 
-def import_closure(roots, texts: dict[str, bytes]) -> set[str]:
-    """The files of `roots` and every package file they import, directly or through others."""
+def import_closure(roots, texts: dict[str, bytes], imports=None) -> set[str]:
+    """The files of `roots` and every package file they import, directly or through others
+    (`imports(name)`: those of one file; default: parsed from `texts`)."""
+    imports = imports or (lambda name: _imports(name, texts))
     seen, todo = set(), [r for r in roots if r in texts]
     while todo:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
-            todo.extend(_imports(name, texts) - seen)
+            todo.extend(imports(name) - seen)
     return seen
 
 
@@ -113,14 +115,20 @@ def model_files(model_class: type) -> set[str]:
     }
 
 
-def fingerprint(roots, texts: dict[str, bytes]) -> dict[str, str]:
-    """{file: SHA-256 (16 hex digits)} over `import_closure(roots, texts)`."""
-    return {f: _short_hash(texts[f]) for f in sorted(import_closure(roots, texts))}
+def fingerprint(roots, texts: dict[str, bytes], imports=None) -> dict[str, str]:
+    """{file: SHA-256 (16 hex digits)} over `import_closure(roots, texts, imports)`."""
+    return {f: _short_hash(texts[f]) for f in sorted(import_closure(roots, texts, imports))}
+
+
+@functools.cache
+def _imports_loaded(name: str) -> frozenset[str]:
+    # every model's closure shares most files: each is parsed once per process
+    return frozenset(_imports(name, _TEXTS))
 
 
 @functools.cache
 def _fingerprint_of(roots: frozenset[str]) -> tuple[tuple[str, str], ...]:
-    return tuple(fingerprint(roots, _TEXTS).items())
+    return tuple(fingerprint(roots, _TEXTS, _imports_loaded).items())
 
 
 def code_fingerprint(model_class: type, extra: tuple[str, ...] = ()) -> dict[str, str]:
