@@ -13,7 +13,8 @@ import pytest
 
 from sentangle.cli import main as cli_main
 from sentangle.recipes import results
-from sentangle.recipes.plan import PlanError, neural_models, read_plan
+from sentangle.recipes.plan import PlanError, Planner, build_jobs, neural_models, read_plan, train_all
+from sentangle.runs.folder import folder_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = str(ROOT / "benchmarks" / "results_plan.yaml")
@@ -215,6 +216,25 @@ def test_workers_train_in_parallel_with_the_same_numbers(quick_synthetic, tmp_pa
     assert json.loads((stale / "seed_1111" / "metrics.json").read_text())["metrics"] == old
     assert (kept / "seed_1111" / "metrics.json").stat().st_mtime_ns == before[kept]
     assert not (kept / "seed_1111" / "checkpoint.pt").exists()
+
+
+def test_a_folder_another_process_trains_is_left_to_it_not_failed(quick_synthetic, tmp_path, capsys):
+    """Two `sentangle results` on one plan share the work through the run-folder locks: a folder the
+    other holds is its job, not a failure of this one."""
+    out = tmp_path / "runs"
+    shutil.copytree(quick_synthetic, out)
+    folder = out / "synthetic-unaligned" / "lf_dnn"
+    shutil.rmtree(folder / "seed_1111")
+    plan = read_plan(Path(PLAN))
+    jobs = build_jobs(plan, Planner(plan, str(out), 5, True, None), ["synthetic"], "run")[0]
+    job = [j for j in jobs if j.label == "synthetic-unaligned/lf_dnn"]
+    with folder_lock(folder):  # as the other process would
+        assert train_all(job, str(out)) == []
+    assert (
+        f"left to the other process: synthetic-unaligned/lf_dnn: {folder} is being written" in capsys.readouterr().out
+    )
+    assert not (folder / "seed_1111").exists()
+    assert train_all(job, str(out)) == [] and (folder / "seed_1111" / "metrics.json").is_file()
 
 
 def test_collapsed_seeds_are_listed(tmp_path):

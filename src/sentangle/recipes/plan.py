@@ -68,7 +68,7 @@ from sentangle.recipes.tune import (
     tuned_config,
 )
 from sentangle.recipes.verdicts import check_spec, spec_groups
-from sentangle.runs.folder import finished, holds_other_config
+from sentangle.runs.folder import FolderBusy, finished, holds_other_config
 from sentangle.runs.provenance import (
     REPLACED,
     finish_replay,
@@ -678,6 +678,8 @@ def train_all(jobs: list[Job], out: str, workers: int = 1) -> list[str]:
     def attempt(job: Job, fn) -> None:
         try:
             fn()
+        except FolderBusy as e:  # a second `sentangle results` on the plan trains it: not a failure here
+            tqdm.write(f"left to the other process: {job.label}: {e}")
         except Exception as e:
             failures.append(f"{job.label}: {type(e).__name__}: {e}")
             tqdm.write(f"FAILED {job.label}:\n{traceback.format_exc()}")

@@ -132,6 +132,10 @@ def differences(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, o
     return out
 
 
+class FolderBusy(FileExistsError):
+    """Another process holds the run folder's lock (folder_lock): a plan run leaves it to that one."""
+
+
 @contextlib.contextmanager
 def folder_lock(folder: Path):
     """One writer per run folder: a second process on the same folder stops at once instead of
@@ -148,7 +152,7 @@ def folder_lock(folder: Path):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise FileExistsError(
+            raise FolderBusy(
                 f"{folder} is being written by another process ({f.read().strip() or 'pid unknown'}); "
                 "wait for it to finish or use another --name"
             ) from None
