@@ -300,6 +300,19 @@ def test_best_of_trains_each_familys_best_on_validation_once_the_family_has_fini
     best = min(("lf_dnn", "lmf"), key=valid_mae)  # MAE: lower is better
     assert sorted(x for x in listed if x.startswith("other/")) == sorted([f"other/{best}", "other/tfn"])
 
+    # a fresh clone has only the records: one command unpacks the picked groups' folders too (their
+    # models are known once the source group is unpacked), and nothing is left to train
+    assert cli_main(args) == 0
+    records = {p: p.read_bytes() for p in out.glob("*/*.json")}
+    assert len(records) == 5
+    shutil.rmtree(out)
+    for p, data in records.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    capsys.readouterr()
+    assert cli_main([*args, "--plan"]) == 0
+    assert "5 runs planned, 5 finished, 0 seeds to train" in capsys.readouterr().out
+
 
 @pytest.mark.parametrize(
     ("models", "message"),

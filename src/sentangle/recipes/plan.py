@@ -636,6 +636,20 @@ def unpack_records(jobs: list[Job]) -> None:
             )
 
 
+def unpack_plan(plan: dict, planner: Planner, selected: list[str]) -> list[Job]:
+    """Every run folder of the selected sections unpacked from its record; returns their jobs. A
+    `best_of` group's models are known only once its source group's folders are there, so the jobs are
+    built again until no new folder appears (twice: a best_of never reads another best_of group)."""
+    done: set[Path] = set()
+    while True:
+        jobs = build_jobs(plan, planner, selected, "plan")[0]
+        new = [j for j in jobs if j.kind == "train" and j.folder not in done]
+        if not new:
+            return jobs
+        unpack_records(new)
+        done |= {j.folder for j in new}
+
+
 def write_records(jobs: list[Job]) -> None:
     """The record of every run folder with a finished seed, beside the folder (written when it changed)."""
     for folder in _train_folders(jobs):

@@ -68,7 +68,7 @@ from sentangle.recipes.plan import (
     start_replays,
     status,
     train_all,
-    unpack_records,
+    unpack_plan,
     write_records,
 )
 from sentangle.recipes.robust import robust_table, waveform_conditions
@@ -727,8 +727,7 @@ def main(argv: list[str] | None = None, prog: str = "sentangle results") -> int:
     if unknown:
         raise PlanError(f"--only: unknown section(s) {unknown}; sections: {', '.join(ids)}")
     planner = Planner(plan, out, args.seeds, args.quick, args.data_root)
-    every_job = build_jobs(plan, planner, ids, "plan")[0]  # the documents read every section's folders
-    unpack_records(every_job)
+    every_job = unpack_plan(plan, planner, ids)  # the documents read every section's folders
     if args.write_records:
         write_records(every_job)
         return 0
