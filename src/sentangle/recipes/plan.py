@@ -307,13 +307,13 @@ class Planner:
         self._text_capable: list[str] | None = None
         # A render builds each group's configs dozens of times (every section, table and check reads
         # them) and each build parses the packaged YAML files again: they are pure, so built once.
-        self._configs: dict[str, object] = {}
+        self._built: dict[str, object] = {}
 
     def _once(self, key: object, build):
         k = json.dumps(key, sort_keys=True, default=str)
-        if k not in self._configs:
-            self._configs[k] = build()
-        return copy.deepcopy(self._configs[k])  # callers own their configs
+        if k not in self._built:
+            self._built[k] = build()
+        return copy.deepcopy(self._built[k])  # callers own their configs
 
     def seeds(self, wanted=None) -> list[int]:
         return parse_seeds(min(int(wanted or self.plan.get("seeds", 5)), self.max_seeds))

@@ -600,12 +600,10 @@ def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
     """Run folders holding seeds that were trained by other code than this checkout's (run reuse
     goes by config, so after a model change such seeds would otherwise pass unnoticed)."""
     stale: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []  # (run, seeds, files that differ)
-    code, vouched = {}, 0
+    vouched = 0
     for job in _train_jobs_once(all_jobs):
-        name = (job.cfg.model["name"], job.cfg.train.protocol)
-        if name not in code:
-            code[name] = run_code(job.cfg)
-        keys = vouched_codes(job.folder, code[name])
+        code = run_code(job.cfg)  # cheap: the fingerprint of each set of files is computed once
+        keys = vouched_codes(job.folder, code)
         vouched += (
             sum(
                 isinstance(c := json.loads(m.read_text(encoding="utf-8")).get("code"), dict) and code_key(c) in keys
@@ -615,7 +613,7 @@ def provenance_section(all_jobs: dict[str, list[Job]]) -> str:
             else 0
         )
         by_files: dict[tuple[str, ...], list[str]] = {}
-        for seed, changed in stale_seeds(job.folder, code[name]).items():
+        for seed, changed in stale_seeds(job.folder, code).items():
             by_files.setdefault(tuple(changed), []).append(seed)
         stale += [(job.label, tuple(sorted(seeds)), changed) for changed, seeds in by_files.items()]
     # After a change of shared code (a package restructure) every row would repeat the same long list
