@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install sentangle (editable) with its text and test extras, keeping the torch you already have.
 #
-# pip would replace or upgrade nothing here: torch is required as "torch>=2.1", so an installed
+# pip would replace or upgrade nothing here: torch is required as "torch>=2.4", so an installed
 # torch (CPU, CUDA or ROCm build) satisfies it. Only when no torch is importable do we install one,
 # pinned to $SENTANGLE_TORCH (default torch==2.13.0) so that pip does not pick the newest release
 # with several GB of CUDA wheels. For a GPU build, install torch first as its docs say.

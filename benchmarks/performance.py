@@ -642,23 +642,31 @@ benchmarks/performance.py --worker MODEL:mosi_unaligned --threads 1 --batches 6`
 - **MulT's full-length attention** (375 audio x 500 vision frames, 4-layer crossmodal stacks in six
   directions and self-attention over 500 frames) took 37 min per epoch and 6.5 GB here when it was
   last the default; its step was a third drawing attention-dropout masks (`aten::bernoulli_`) and a
-  third the attention matmuls with 5-dimensional heads. The exact architecture is the default again
-  (`max_len: 0`); every attention now goes through `layers.attend`: torch's fused
-  scaled-dot-product kernel (flash, on the CPU too) wherever there is no attention dropout (evaluation,
-  the vision-target stacks, whose MOSI dropout is 0), with masks broadcast as (B, 1, 1, T_k) or
-  (B, 1, T_q, T_k) and built once per stack, never per head or per layer. torch's fused CPU kernels
-  have no dropout, and its generic path draws the mask with `bernoulli_` (about 0.5 s per
-  16 x 10 x 375 x 500 weights here): training with attention dropout goes through
-  `layers._DropoutAttention`, which draws 32 random bits per weight from 64-bit draws (about 6x
-  cheaper, p resolved to 2^-32, finer than torch.rand's float32) and keeps only the softmax and the
-  dropped weights for backward. It is exact in distribution (each weight dropped with probability
-  p, the rest scaled by 1 / (1 - p); tests check the rate, the independence of neighbours, that the
-  mean over draws is the undropped output, and outputs and gradients against the plain computation
-  with the same mask). What bounds a CPU step: with MMSA's MOSI dropouts 70% of the attention
-  weights are dropout-attention, which must be materialised (about 0.8 s fwd+bwd per
-  16 x 10 x 375 x 500 block here against 0.15 s fused without dropout); neither torch's flash CPU
-  kernel, FlexAttention (no backward on the CPU in torch 2.13), torch.compile of the plain form, nor
-  a chunked recomputing variant did better. On CUDA the fused kernels do dropout themselves.
+  third the attention matmuls with 5-dimensional heads. A first rewrite made the exact architecture
+  the default again (`max_len: 0`), with torch's fused kernel where there is no attention dropout
+  and, with dropout, the weights materialised and a mask drawn as 32-bit halves of 64-bit draws: a
+  step of 0.71x MMSA's. Profiled, 80% of that step was still attention: batched matrix products
+  with inner dimensions of 5 and 10, the mask's draws from torch's single-threaded Mersenne
+  Twister (a fifth of the step), a dozen passes over every (B, heads, T_q, T_k) tensor, and torch's
+  flash CPU kernel itself at about 5 ns per weight for these narrow heads.
+- **Every float32 CPU attention now runs in `kernels.attention_cpu`**, compiled with numba (which
+  librosa required already; BSD-2-Clause, with its own LLVM, so no compiler is needed). For each
+  query row it computes scores, softmax (with a vectorised exp), dropout and the weighted sum in one
+  pass over the keys, which stays in cache, and keeps the row's log-sum-exp. Keys past a row's last
+  allowed one are never read: MulT's future mask hides 40% of its weights at MOSI's lengths, and
+  trailing padding is skipped too.
+  - Dropout bits come from Philox-4x32-10 counters (torch's CUDA dropout generator), keyed by one
+    seed per call from torch's generator, so `torch.manual_seed` repeats a run. Each weight is
+    dropped with probability p resolved to 2^-32, and the kept ones are scaled by 1 / (1 - p).
+  - The decisions are kept as bits (1/32 of a byte mask) for the backward pass, which recomputes
+    the weights from the log-sum-exp instead of storing them.
+  - Tests: outputs and gradients equal the plain computation with the same decisions; the rate,
+    the independence of neighbours and the mean over draws are checked
+    (tests/models/test_attention.py).
+  - bf16/fp16 autocast, float64 and CUDA keep torch's kernels (CUDA's fused kernels do dropout
+    themselves).
+  - The exact MulT's step is now the table's "MulT side by side"; the rows above marked
+    `attention_cpu` were measured as described at the top of this section, with 2 threads.
   Windowing (`max_len`) stays an option, documented in docs/baselines.md.
 - **The other models' attention** (TSDA, text-only, RTIL/IRG-SVR, MISA through `layers.EncoderLayer`,
   torch's encoder layer with its self-attention through `layers.attend`; DBR, RTIL and TSDA's

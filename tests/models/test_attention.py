@@ -1,17 +1,22 @@
-"""The one attention path (layers.attend) against plain computations: outputs and gradients."""
+"""The one attention path (layers.attend, kernels.attention_cpu) against plain computations:
+outputs and gradients, with masks and with dropout."""
 
 from __future__ import annotations
 
 import math
+import multiprocessing
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from sentangle.core.registry import MODELS
+from sentangle.models.kernels import attention_cpu, unpack_keep
 from sentangle.models.layers import (
+    KERNEL_HEAD_DIM,
     EncoderLayer,
     MultiheadAttention,
     attend,
@@ -43,20 +48,167 @@ def grads(out, *inputs):
     return torch.autograd.grad(out.pow(2).sum(), inputs)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # the CPU kernel; torch's fused kernel
 @pytest.mark.parametrize("future", [False, True])
-def test_fused_attention_equals_plain_attention_in_outputs_and_gradients(future):
+def test_attention_equals_plain_attention_in_outputs_and_gradients(future, dtype):
     torch.manual_seed(0)
-    b, h, tq, tk, d = 4, 3, 7, 11, 5
-    q, k, v = (torch.randn(b, h, t, d, requires_grad=True) for t in (tq, tk, tk))
+    b, h, tq, tk, d = 4, 3, 7, 37, 5  # 37 keys: Philox groups and packed words with a remainder
+    q, k, v = (torch.randn(b, h, t, d, dtype=dtype, requires_grad=True) for t in (tq, tk, tk))
     qm, km = key_mask(b, tq), key_mask(b, tk)
     mask = attention_mask(km, qm, future)
-    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):  # the masks keep the fused kernel usable
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):  # float64: the masks keep torch's fused kernel usable
         fused = attend(q, k, v, mask)
     plain = plain_attention(q, k, v, mask)
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
     for g, r in zip(grads(fused, q, k, v), grads(plain, q, k, v)):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
     assert torch.isfinite(fused).all()  # the sample without a real key attends to its first frame
+
+
+def test_cpu_kernel_takes_per_head_masks_and_rows_that_see_nothing():
+    """A (B, heads, T_q, T_k) mask (TSDA's factorised one), broadcast forms, and a row with no key
+    (the kernel's zeros, with no gradient; attention_mask never gives one)."""
+    torch.manual_seed(1)
+    b, h, tq, tk, d = 2, 3, 5, 9, 4
+    q, k, v = (torch.randn(b, h, t, d, requires_grad=True) for t in (tq, tk, tk))
+    mask = torch.rand(b, h, tq, tk) < 0.6
+    mask[..., 0] = True
+    mask[1, 2, 3] = False
+    out, lse, keep = attention_cpu(q, k, v, mask, 0.0, 0)
+    assert keep.numel() == 0 and lse.shape == (b, h, tq)
+    seen = mask.any(-1, keepdim=True)
+    plain = plain_attention(q, k, v, mask | ~seen) * seen  # the blind row: zeros, no gradient
+    assert (out[1, 2, 3] == 0).all()
+    torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads(out, q, k, v), grads(plain, q, k, v)):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+    for shape in [(tk,), (tq, tk), (1, 1, 1, tk)]:  # broadcast over batch, heads and queries
+        m = torch.rand(shape) < 0.7
+        m[..., 0] = True
+        torch.testing.assert_close(
+            attention_cpu(q, k, v, m, 0.0, 0)[0], plain_attention(q, k, v, m), rtol=1e-5, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize("future", [False, True])
+def test_dropout_attention_equals_plain_attention_with_the_same_mask(future):
+    torch.manual_seed(0)
+    b, h, tq, tk, d, p = 4, 2, 6, 45, 3, 0.3
+    q, k, v = (torch.randn(b, h, t, d, requires_grad=True) for t in (tq, tk, tk))
+    mask = attention_mask(key_mask(b, tk), key_mask(b, tq), future)
+    out, _, packed = attention_cpu(q, k, v, mask, p, 12345)
+    keep = unpack_keep(packed, tk)  # the decisions the forward pass drew, for the keys it read
+    allowed = keep | ~mask  # keys a row never reads (past its last allowed one) have no decision
+    assert 0.5 < keep[mask.expand_as(keep)].float().mean() < 0.9
+    plain = plain_attention(q, k, v, mask, allowed, p)
+    torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads(out, q, k, v), grads(plain, q, k, v)):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+    # one seed, one mask: the same seed draws it again, another draws another
+    torch.testing.assert_close(attention_cpu(q, k, v, mask, p, 12345)[0], out)
+    assert not torch.equal(attention_cpu(q, k, v, mask, p, 54321)[0], out)
+    # attend draws its seed from torch's generator: manual_seed repeats a run
+    torch.manual_seed(7)
+    first = attend(q, k, v, mask, p, training=True)
+    torch.manual_seed(7)
+    torch.testing.assert_close(attend(q, k, v, mask, p, training=True), first)
+    # evaluation, or p = 0, is no dropout at all
+    torch.testing.assert_close(attend(q, k, v, mask, p, training=False), plain_attention(q, k, v, mask))
+
+
+def test_dropout_keeps_each_weight_independently_with_the_asked_rate():
+    b, h, tq, tk = 4, 5, 50, 400
+    q, k = torch.zeros(b, h, tq, 2), torch.zeros(b, h, tk, 2)
+    for p in (0.1, 0.3, 0.5):
+        keep = unpack_keep(attention_cpu(q, k, k, None, p, 99)[2], tk).double()
+        n = keep.numel()
+        assert abs(keep.mean().item() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)
+        # neighbours along keys (one Philox call's words sit a quarter row apart), across rows and heads
+        for a, c in [(keep[..., :-1], keep[..., 1:]), (keep[:, :, :-1], keep[:, :, 1:]), (keep[:, :-1], keep[:, 1:])]:
+            corr = torch.corrcoef(torch.stack([a.flatten(), c.flatten()]))[0, 1].item()
+            assert abs(corr) < 5 / math.sqrt(a.numel())
+        quarter = keep[..., : tk // 4], keep[..., tk // 4 : tk // 2]
+        corr = torch.corrcoef(torch.stack([quarter[0].flatten(), quarter[1].flatten()]))[0, 1].item()
+        assert abs(corr) < 5 / math.sqrt(quarter[0].numel())
+    assert attention_cpu(q, k, k, None, 0.0, 99)[2].numel() == 0  # p = 0: nothing drawn, nothing dropped
+
+
+@pytest.mark.parametrize("dtype, d", [(torch.float64, 3), (torch.float32, KERNEL_HEAD_DIM)])
+def test_materialised_dropout_attention_equals_plain_attention_with_the_same_mask(dtype, d):
+    """Wide heads and float64 keep torch's kernels, with attention dropout through _DropoutAttention."""
+    torch.manual_seed(0)
+    b, h, tq, tk, p = 4, 2, 6, 8, 0.3
+    q, k, v = (torch.randn(b, h, t, d, dtype=dtype, requires_grad=True) for t in (tq, tk, tk))
+    mask = attention_mask(key_mask(b, tk))
+    torch.manual_seed(7)
+    ours = attend(q, k, v, mask, dropout=p, training=True)
+    torch.manual_seed(7)  # the same draws: the mask attend used
+    keep = keep_mask((b, h, tq, tk), p)
+    assert 0 < keep.float().mean() < 1
+    plain = plain_attention(q, k, v, mask, keep, p)
+    tol = {} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(ours, plain, **tol)
+    for g, r in zip(grads(ours, q, k, v), grads(plain, q, k, v)):
+        torch.testing.assert_close(g, r, **tol)
+    torch.testing.assert_close(attend(q, k, v, mask, p, training=False), plain_attention(q, k, v, mask), **tol)
+
+
+def test_keep_mask_is_bernoulli_with_the_asked_rate():
+    torch.manual_seed(0)
+    n = 400_000
+    for p in (0.1, 0.3, 0.5):
+        keep = keep_mask((n,), p).double()
+        assert abs(keep.mean().item() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)
+        # neighbours (the two halves of one 64-bit draw, and successive draws) are uncorrelated
+        corr = torch.corrcoef(torch.stack([keep[:-1], keep[1:]]))[0, 1].item()
+        assert abs(corr) < 5 / math.sqrt(n)
+    assert keep_mask((1000,), 0.0).all() and not keep_mask((1000,), 1.0).any()
+
+
+def test_attention_dropout_is_unbiased():
+    """Averaged over many draws, dropped-and-rescaled weights give the output without dropout."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 1, t, 4) for t in (3, 5, 5))
+    mask = attention_mask(torch.ones(1, 5, dtype=torch.bool))
+    draws = torch.stack([attend(q, k, v, mask, 0.3, training=True) for _ in range(4000)]).double()
+    exact = attend(q, k, v, mask).double()
+    se = draws.std(0) / math.sqrt(len(draws))
+    assert ((draws.mean(0) - exact).abs() < 5 * se + 1e-6).all()
+
+
+def _kernel_in_child(args):
+    q, k, v, mask = args
+    return attention_cpu(q, k, v, mask, 0.2, 3)[0]
+
+
+def test_cpu_kernel_survives_a_fork_after_it_ran():
+    """DataLoader workers and `results --workers` fork after training began: the kernels' threads
+    must not make that fatal (numba's OpenMP layer terminates a forking process)."""
+    q, k, v = (torch.randn(2, 3, t, 4) for t in (6, 70, 70))
+    mask = attention_mask(key_mask(4, 70)[:2])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # two slices, one in a pool thread
+    try:
+        here = attention_cpu(q, k, v, mask, 0.2, 3)[0]
+    finally:
+        torch.set_num_threads(threads)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        there = pool.map(_kernel_in_child, [(q, k, v, mask)])[0]
+    torch.testing.assert_close(there, here, rtol=0, atol=0)
+
+
+def test_flop_counter_counts_the_cpu_kernel():
+    """Forward: the two matrix products of plain attention; backward: theirs recomputed and propagated."""
+    q, k, v = (torch.randn(2, 3, t, 4, requires_grad=True) for t in (5, 7, 7))
+    with FlopCounterMode(display=False) as counter:
+        out = attention_cpu(q, k, v, None, 0.0, 0)[0]
+    forward = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        plain_attention(q, k, v, torch.ones(7, dtype=torch.bool))
+    assert forward == counter.get_total_flops() == 2 * (2 * 2 * 3 * 5 * 7 * 4)
+    with FlopCounterMode(display=False) as counter:
+        out.sum().backward()
+    assert counter.get_total_flops() == 5 * 2 * 2 * 3 * 5 * 7 * 4  # scores again, dP, dV, dQ, dK
 
 
 def test_attention_mask_broadcasts_and_the_future_mask_is_per_sample():
@@ -76,47 +228,6 @@ def test_attention_mask_broadcasts_and_the_future_mask_is_per_sample():
     assert mask[3, 0, :, 0].all() and not mask[3, 0, :, 1:].any()  # no real key: the first one
     with pytest.raises(ValueError, match="query mask"):
         attention_mask(km, future=True)
-
-
-def test_dropout_attention_equals_plain_attention_with_the_same_mask():
-    torch.manual_seed(0)
-    b, h, tq, tk, d, p = 4, 2, 6, 8, 3, 0.3
-    q, k, v = (torch.randn(b, h, t, d, dtype=torch.float64, requires_grad=True) for t in (tq, tk, tk))
-    mask = attention_mask(key_mask(b, tk))
-    torch.manual_seed(7)
-    ours = attend(q, k, v, mask, dropout=p, training=True)
-    torch.manual_seed(7)  # the same draws: the mask attend used
-    keep = keep_mask((b, h, tq, tk), p)
-    assert 0 < keep.float().mean() < 1
-    plain = plain_attention(q, k, v, mask, keep, p)
-    torch.testing.assert_close(ours, plain)
-    for g, r in zip(grads(ours, q, k, v), grads(plain, q, k, v)):
-        torch.testing.assert_close(g, r)
-    # evaluation, or p = 0, is no dropout at all
-    torch.testing.assert_close(attend(q, k, v, mask, p, training=False), plain_attention(q, k, v, mask))
-
-
-def test_keep_mask_is_bernoulli_with_the_asked_rate():
-    torch.manual_seed(0)
-    n = 400_000
-    for p in (0.1, 0.3, 0.5):
-        keep = keep_mask((n,), p).double()
-        assert abs(keep.mean().item() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)
-        # neighbours (the two halves of one 64-bit draw, and successive draws) are uncorrelated
-        corr = torch.corrcoef(torch.stack([keep[:-1], keep[1:]]))[0, 1].item()
-        assert abs(corr) < 5 / math.sqrt(n)
-    assert keep_mask((1000,), 0.0).all() and not keep_mask((1000,), 1.0).any()
-
-
-def test_attention_dropout_is_unbiased():
-    """Averaged over many draws, dropped-and-rescaled weights give the output without dropout."""
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(1, 1, t, 4, dtype=torch.float64) for t in (3, 5, 5))
-    mask = attention_mask(torch.ones(1, 5, dtype=torch.bool))
-    draws = torch.stack([attend(q, k, v, mask, 0.3, training=True) for _ in range(4000)])
-    exact = attend(q, k, v, mask)
-    se = draws.std(0) / math.sqrt(len(draws))
-    assert ((draws.mean(0) - exact).abs() < 5 * se + 1e-9).all()
 
 
 def test_multihead_attention_equals_torch_module_with_its_state_dict():

@@ -120,6 +120,12 @@ class _DropoutAttention(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
+# Narrower heads than this go through kernels.attention_cpu on a CPU. Measured (docs/PERFORMANCE.md):
+# 3-7x faster than torch's kernels at MulT's 5- and 10-wide heads; at 16 and wider (RTIL 16, TSDA
+# and DBR 32, MISA 64, over at most 50 frames) torch's matrix-product kernels are as fast or faster.
+KERNEL_HEAD_DIM = 16
+
+
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -130,14 +136,28 @@ def attend(
 ) -> torch.Tensor:
     """Scaled dot-product attention over (B, heads, T, head_dim) tensors; `mask` from attention_mask.
 
-    Without dropout this is torch's scaled_dot_product_attention, whose fused (flash) kernels take a
-    broadcast boolean mask and never build the (B, heads, T_q, T_k) weights. Those kernels have no
-    dropout on the CPU, so attention dropout in training goes through _DropoutAttention there."""
-    if not training or dropout <= 0.0:
+    float32 on a CPU with heads narrower than KERNEL_HEAD_DIM goes through kernels.attention_cpu
+    (one pass per query row, dropout drawn inside, no T_q x T_k weights stored). Otherwise, without
+    dropout, it is torch's scaled_dot_product_attention, whose fused (flash) kernels take a broadcast
+    boolean mask and never build the (B, heads, T_q, T_k) weights; those kernels have no dropout on
+    the CPU, so attention dropout in training goes through _DropoutAttention there."""
+    p = dropout if training else 0.0
+    if q.device.type == "cpu" and q.shape[-1] < KERNEL_HEAD_DIM and p < 1.0 and _kernel_takes(q, k, v, mask):
+        from sentangle.models import kernels  # numba's import (0.5 s) only where it runs
+
+        seed = int(torch.randint(2**63 - 1, (), dtype=torch.int64)) if p > 0 else 0
+        return kernels.attention_cpu(q, k, v, mask, p, seed)[0]
+    if p <= 0.0:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     if q.device.type != "cpu":  # CUDA's fused kernels do dropout themselves
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-    return _DropoutAttention.apply(q, k, v, mask, dropout)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    return _DropoutAttention.apply(q, k, v, mask, p)
+
+
+def _kernel_takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    """float32 (B, H, T, D) tensors of one batch and head count, a boolean mask or none."""
+    same = q.dim() == 4 and q.dtype == k.dtype == v.dtype == torch.float32 and q.shape[:2] == k.shape[:2] == v.shape[:2]
+    return same and (mask is None or mask.dtype == torch.bool)
 
 
 class MultiheadAttention(nn.Module):
