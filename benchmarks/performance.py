@@ -631,6 +631,7 @@ benchmarks/performance.py --worker MODEL:mosi_unaligned --threads 1 --batches 6`
 | `tfn` | the same (its LSTM reads only the 50 text frames) | 15.4 | 19.3 | 562 | 496 | no; the difference is noise |
 | `mult` | default `max_len: {audio: 50, vision: 50}` (was 0) | 2,241 (1 batch) | 97.7 | 3 | 63 | **yes**: audio/vision are window averages (below) |
 | `mult` | the exact MMSA architecture at full length again (`max_len: 0`), every attention through `layers.attend` | see "MulT side by side" | | | | **yes**: another architecture (docs/baselines.md) |
+| `mult` | every attention through `kernels.attention_cpu` (2 threads, a quiet machine; before: 3 of 81 batches, after: 8; peak RSS 5,236 MB before, 3,262 MB after) | 856.3 | 239.5 | 6.6 | 9.8 | in distribution, no; a seed's dropout draws differ (Philox instead of torch's generator), so its numbers do |
 
 - **Packed LSTMs were quadratic in the length on the CPU.** MISA spent half of its time in
   `aten::fill_` under `SliceBackward0`: the backward pass of a packed LSTM slices its input once
@@ -649,7 +650,7 @@ benchmarks/performance.py --worker MODEL:mosi_unaligned --threads 1 --batches 6`
   with inner dimensions of 5 and 10, the mask's draws from torch's single-threaded Mersenne
   Twister (a fifth of the step), a dozen passes over every (B, heads, T_q, T_k) tensor, and torch's
   flash CPU kernel itself at about 5 ns per weight for these narrow heads.
-- **Every float32 CPU attention now runs in `kernels.attention_cpu`**, compiled with numba (which
+- **MulT's float32 CPU attention now runs in `kernels.attention_cpu`**, compiled with numba (which
   librosa required already; BSD-2-Clause, with its own LLVM, so no compiler is needed). For each
   query row it computes scores, softmax (with a vectorised exp), dropout and the weighted sum in one
   pass over the keys, which stays in cache, and keeps the row's log-sum-exp. Keys past a row's last
@@ -663,6 +664,11 @@ benchmarks/performance.py --worker MODEL:mosi_unaligned --threads 1 --batches 6`
   - Tests: outputs and gradients equal the plain computation with the same decisions; the rate,
     the independence of neighbours and the mean over draws are checked
     (tests/models/test_attention.py).
+  - Only where it measured faster (`layers._kernel_wins`): heads up to 8 wide at any length and
+    10-15 wide over 100 keys or more. MulT's 5-wide crossmodal heads always qualify, and its 10-wide
+    self-attention heads do at full length. Wider heads (RTIL 16, TSDA and DBR 32, MISA 64, over at
+    most 50 frames) keep torch's kernels and `layers._DropoutAttention`, where the kernel was as
+    fast or slower; their numbers and random draws are unchanged.
   - bf16/fp16 autocast, float64 and CUDA keep torch's kernels (CUDA's fused kernels do dropout
     themselves).
   - The exact MulT's step is now the table's "MulT side by side"; the rows above marked

@@ -16,7 +16,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from sentangle.core.registry import MODELS
 from sentangle.models.kernels import attention_cpu, unpack_keep
 from sentangle.models.layers import (
-    KERNEL_HEAD_DIM,
     EncoderLayer,
     MultiheadAttention,
     attend,
@@ -133,7 +132,7 @@ def test_dropout_keeps_each_weight_independently_with_the_asked_rate():
     assert attention_cpu(q, k, k, None, 0.0, 99)[2].numel() == 0  # p = 0: nothing drawn, nothing dropped
 
 
-@pytest.mark.parametrize("dtype, d", [(torch.float64, 3), (torch.float32, KERNEL_HEAD_DIM)])
+@pytest.mark.parametrize("dtype, d", [(torch.float64, 3), (torch.float32, 16)])
 def test_materialised_dropout_attention_equals_plain_attention_with_the_same_mask(dtype, d):
     """Wide heads and float64 keep torch's kernels, with attention dropout through _DropoutAttention."""
     torch.manual_seed(0)

@@ -120,10 +120,12 @@ class _DropoutAttention(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
-# Narrower heads than this go through kernels.attention_cpu on a CPU. Measured (docs/PERFORMANCE.md):
-# 3-7x faster than torch's kernels at MulT's 5- and 10-wide heads; at 16 and wider (RTIL 16, TSDA
-# and DBR 32, MISA 64, over at most 50 frames) torch's matrix-product kernels are as fast or faster.
-KERNEL_HEAD_DIM = 16
+def _kernel_wins(head_dim: int, keys: int) -> bool:
+    """Whether kernels.attention_cpu beats torch's CPU kernels here. Measured on 2 cores, batch 16 x
+    10 heads (docs/PERFORMANCE.md): 2-7x faster for MulT's 5-wide heads at every length and its
+    10-wide heads over 100 keys or more; at 10 wide over 50 keys, and at 16 and wider (RTIL 16, TSDA
+    and DBR 32, MISA 64, over at most 50 frames), torch's matrix-product kernels are as fast or faster."""
+    return head_dim < 16 and (head_dim <= 8 or keys >= 100)
 
 
 def attend(
@@ -136,13 +138,13 @@ def attend(
 ) -> torch.Tensor:
     """Scaled dot-product attention over (B, heads, T, head_dim) tensors; `mask` from attention_mask.
 
-    float32 on a CPU with heads narrower than KERNEL_HEAD_DIM goes through kernels.attention_cpu
+    float32 on a CPU with narrow heads (_kernel_wins) goes through kernels.attention_cpu
     (one pass per query row, dropout drawn inside, no T_q x T_k weights stored). Otherwise, without
     dropout, it is torch's scaled_dot_product_attention, whose fused (flash) kernels take a broadcast
     boolean mask and never build the (B, heads, T_q, T_k) weights; those kernels have no dropout on
     the CPU, so attention dropout in training goes through _DropoutAttention there."""
     p = dropout if training else 0.0
-    if q.device.type == "cpu" and q.shape[-1] < KERNEL_HEAD_DIM and p < 1.0 and _kernel_takes(q, k, v, mask):
+    if q.device.type == "cpu" and _kernel_wins(q.shape[-1], k.shape[-2]) and p < 1.0 and _kernel_takes(q, k, v, mask):
         from sentangle.models import kernels  # numba's import (0.5 s) only where it runs
 
         seed = int(torch.randint(2**63 - 1, (), dtype=torch.int64)) if p > 0 else 0
