@@ -14,7 +14,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from sentangle.core.registry import MODELS
-from sentangle.models.kernels import attention_cpu, unpack_keep
+from sentangle.models.kernels import attention_cpu, attention_cpu_backward, unpack_keep
 from sentangle.models.layers import (
     EncoderLayer,
     MultiheadAttention,
@@ -194,6 +194,18 @@ def test_cpu_kernel_survives_a_fork_after_it_ran():
     with multiprocessing.get_context("fork").Pool(1) as pool:
         there = pool.map(_kernel_in_child, [(q, k, v, mask)])[0]
     torch.testing.assert_close(there, here, rtol=0, atol=0)
+
+
+def test_cpu_kernel_is_a_well_formed_torch_op():
+    """torch's own checks of a custom op: schema, fake (meta) outputs with the real strides, autograd
+    registration, tracing (torch.compile's path)."""
+    q, k, v = (torch.randn(2, 3, t, 4, requires_grad=True) for t in (5, 9, 9))
+    mask = attention_mask(key_mask(4, 9)[:2])
+    for p in (0.0, 0.3):
+        torch.library.opcheck(attention_cpu, (q, k, v, mask, p, 11))
+    q, k, v = (x.detach() for x in (q, k, v))  # the backward op has no backward of its own
+    out, lse, keep = attention_cpu(q, k, v, mask, 0.3, 11)
+    torch.library.opcheck(attention_cpu_backward, (torch.randn_like(out), q, k, v, mask, out, lse, keep, 0.3))
 
 
 def test_flop_counter_counts_the_cpu_kernel():

@@ -314,7 +314,9 @@ def attention_cpu_backward(
 
 @attention_cpu_backward.register_fake
 def _(grad, q, k, v, mask, out, lse, keep, dropout):
-    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+    # dk and dv come out of the kernel as (B, H, D, T_k) arrays seen transposed: the same strides here
+    b, h, tk, d = k.shape
+    return q.new_empty(q.shape), *(x.new_empty(b, h, d, tk).transpose(-1, -2) for x in (k, v))
 
 
 def _setup(ctx, inputs, output):
