@@ -119,6 +119,20 @@ def _scores(s, q, kT, n, scale):
             s[j] += qd * kT[d, j]
 
 
+@njit(inline="always")
+def _dropout_scale(threshold):
+    """1 / (1 - p) for the keep threshold p * 2^32."""
+    return np.float32(1.0) / (np.float32(1.0) - np.float32(threshold) / _TWO32)
+
+
+@njit(inline="always")
+def _row_mask(mask, stops, row, heads, i):
+    """Query i of batch x head `row`: its allowed keys and its stop, through the mask's broadcast
+    dimensions (each 1 or full)."""
+    b, h, q = (row // heads) % mask.shape[0], (row % heads) % mask.shape[1], i % mask.shape[2]
+    return mask[b, h, q], stops[b, h, q]
+
+
 @njit(nogil=True, fastmath=True, cache=True)
 def _forward(first, q, kT, vT, out, lse, keep, mask, stops, heads, scale, threshold, k0, k1):  # pragma: no cover
     """Rows first, first + 1, ... of batch x head (the arrays before `mask` hold those rows only).
@@ -126,15 +140,13 @@ def _forward(first, q, kT, vT, out, lse, keep, mask, stops, heads, scale, thresh
     trailing padding costs nothing."""
     bh_n, tq, dim = q.shape
     tk = kT.shape[2]
-    mb, mh, mq = mask.shape[0], mask.shape[1], mask.shape[2]
-    factor = np.float32(1.0) / (np.float32(1.0) - np.float32(threshold) / _TWO32)
+    factor = _dropout_scale(threshold)
     s = np.empty(tk, np.float32)
     e = np.empty(tk, np.int32)
     bits = np.empty(4 * ((tk + 3) // 4), np.uint32)
     for bh in range(bh_n):
-        mb_, mh_ = ((first + bh) // heads) % mb, ((first + bh) % heads) % mh
         for i in range(tq):
-            allowed, n = mask[mb_, mh_, i % mq], stops[mb_, mh_, i % mq]
+            allowed, n = _row_mask(mask, stops, first + bh, heads, i)
             if n == 0:  # no key to see
                 out[bh, i, :] = 0.0
                 lse[bh, i] = np.inf
@@ -170,18 +182,16 @@ def _backward(
     dK += dS^T Q * scale."""
     bh_n, tq, dim = q.shape
     tk = kT.shape[2]
-    mb, mh, mq = mask.shape[0], mask.shape[1], mask.shape[2]
-    factor = np.float32(1.0) / (np.float32(1.0) - np.float32(threshold) / _TWO32)
+    factor = _dropout_scale(threshold)
     p = np.empty(tk, np.float32)
     w = np.empty(tk, np.float32)
     g = np.empty(tk, np.float32)
     e = np.empty(tk, np.int32)
     for bh in range(bh_n):
-        mb_, mh_ = ((first + bh) // heads) % mb, ((first + bh) % heads) % mh
         dkT[bh] = 0.0
         dvT[bh] = 0.0
         for i in range(tq):
-            allowed, n = mask[mb_, mh_, i % mq], stops[mb_, mh_, i % mq]
+            allowed, n = _row_mask(mask, stops, first + bh, heads, i)
             if n == 0:
                 dq[bh, i, :] = 0.0
                 continue
