@@ -3,6 +3,7 @@
     python benchmarks/performance.py              # every model, both shapes, 2 threads -> docs/PERFORMANCE.md
     python benchmarks/performance.py --quick      # smoke run: lf_dnn only, 3 batches, small lazy file
     python benchmarks/performance.py --models mult,misa --set model.max_len=0 --no-doc
+    python benchmarks/performance.py --models misa,tfn --no-lazy --merge   # these rows again, the rest kept
 
 Every model runs with its default config, resolved as `sentangle train -m MODEL` resolves it
 (configs/datasets/synthetic.yaml < configs/models/<model>.yaml), so batch sizes are the models' own.
@@ -507,6 +508,13 @@ def render(res: dict, **side: dict | None) -> str:
     ]
     if res["settings"].get("note"):
         lines += [f"**{res['settings']['note']}**", ""]
+    for m_ in res.get("merges", []):
+        lines += [
+            f"**Measured again on {m_['date']} and merged (`{m_['command']}`): "
+            f"{', '.join(m_['rows'])}; matmul rate then {', '.join(_fmt(g, 1) for g in m_['matmul_gflops'])} "
+            f"GFLOP/s, their achieved fractions use the larger.{' ' + m_['note'] if m_.get('note') else ''}**",
+            "",
+        ]
     lines += [
         "## Machine",
         "",
@@ -523,6 +531,7 @@ def render(res: dict, **side: dict | None) -> str:
         "python benchmarks/performance.py                  # all models, both shapes, --threads 2",
         "python benchmarks/performance.py --quick          # smoke run (lf_dnn, 3 batches, small lazy file)",
         "python benchmarks/performance.py --models mult --set model.max_len=0 --no-doc   # one model, an override",
+        "python benchmarks/performance.py --models misa,tfn --no-lazy --merge   # these rows again, the rest kept",
         "python benchmarks/extraction.py                  # the Extraction section only (docs/extraction.json)",
         "```",
         "",
@@ -557,7 +566,9 @@ def render(res: dict, **side: dict | None) -> str:
             if "error" in r:
                 lines.append(f"| `{r['model']}` | error: {r['error'][:200]} |" + " |" * 10)
                 continue
-            achieved = (r["flops_fwd_bwd_per_sample"] or float("nan")) * r["train_utt_s"] / (ref * 1e9)
+            # a merged row against the matmul rate of its own run (see merge)
+            rate = r.get("matmul_gflops") or ref
+            achieved = (r["flops_fwd_bwd_per_sample"] or float("nan")) * r["train_utt_s"] / (rate * 1e9)
             gf = lambda v: "-" if v is None else f"{v / 1e9:.3f}"  # noqa: E731
             lines.append(
                 f"| `{r['model']}` | {r['batch_size']} | {_fmt(r['train_epoch_s'], 1)} | "
@@ -724,6 +735,12 @@ def main(argv=None) -> int:
     ap.add_argument("--doc", default=str(DOC), help="Markdown page to write (default docs/PERFORMANCE.md)")
     ap.add_argument("--no-doc", action="store_true", help="print the tables, write no page")
     ap.add_argument("--note", default="", help="a line shown at the top of the page (e.g. the machine was busy)")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the measured rows (and the lazy run, unless --no-lazy) in the page's JSON, "
+        "keep the rest, and write the page again",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.batches is None:
@@ -735,7 +752,18 @@ def main(argv=None) -> int:
     if args.worker:
         _worker(args)
         return 0
+    json_path = args.json or (None if args.no_doc else str(Path(args.doc).with_name("performance.json")))
+    if args.merge and not (json_path and Path(json_path).is_file()):
+        print(
+            f"error: --merge: no earlier results at {json_path or '(none: --no-doc without --json)'}", file=sys.stderr
+        )
+        return 2
     res = run(args)
+    if args.merge:
+        given = sys.argv[1:] if argv is None else argv
+        res = merge(
+            json.loads(Path(json_path).read_text()), res, " ".join(["python benchmarks/performance.py", *given])
+        )
     page = render(res, **side_numbers(Path(args.doc).parent))
     if args.no_doc:
         print(page)
@@ -744,13 +772,36 @@ def main(argv=None) -> int:
 
         write_text(args.doc, page)
         print(f"wrote {args.doc}")
-    json_path = args.json or (None if args.no_doc else str(Path(args.doc).with_name("performance.json")))
     if json_path:
         from sentangle.core.io import write_json
 
         write_json(json_path, res)
         print(f"wrote {json_path}")
     return 0
+
+
+def merge(old: dict, new: dict, command: str) -> dict:
+    """`old` with the rows `new` measured replaced (or added), each carrying its run's matmul rate,
+    and the lazy run too when `new` has one; `merges` lists what came from which run."""
+    rate = max((g for g in new["matmul_gflops"] if g), default=None)
+    rows = {(r["model"], r["shape"]): {**r, "matmul_gflops": rate} for r in new["results"]}
+    kept = [r for r in old["results"] if (r["model"], r["shape"]) not in rows]
+    entry = {
+        "date": new["date"],
+        "command": command,
+        "rows": [f"{m}:{s}" for m, s in rows] + (["lazy"] if new["lazy"] else []),
+        "matmul_gflops": new["matmul_gflops"],
+        "load_average": [new["machine"]["load_average_start"][0], new["machine"]["load_average_end"][0]],
+        "note": new["settings"]["note"],
+    }
+    order = {(m, s): i for i, (m, s) in enumerate((r["model"], r["shape"]) for r in old["results"])}
+    results = sorted([*kept, *rows.values()], key=lambda r: order.get((r["model"], r["shape"]), len(order)))
+    return {
+        **old,
+        "results": results,
+        "lazy": new["lazy"] or old["lazy"],
+        "merges": [*old.get("merges", []), entry],
+    }
 
 
 def side_numbers(docs: Path) -> dict[str, dict]:

@@ -49,6 +49,43 @@ def test_benchmark_measures_a_tiny_configuration(beside_scripts, model):
     assert f"`{model}`" in page and "## Targets" in page
 
 
+def test_merge_replaces_only_the_measured_rows(beside_scripts):
+    got = beside_scripts(
+        """
+        import json
+        import performance as perf
+
+        row = lambda m, s, utt: {"model": m, "shape": s, "infer_utt_s": utt, "train_utt_s": 1.0,
+                                 "flops_fwd_bwd_per_sample": 1e9}
+        old = {"date": "d0", "matmul_gflops": [100.0], "machine": {}, "settings": {"note": ""}, "lazy": {"old": 1},
+               "results": [row("a", "x", 1), row("b", "x", 2), row("a", "y", 3)]}
+        new = {"date": "d1", "matmul_gflops": [40.0, 50.0], "machine": {"load_average_start": [0.5], "load_average_end": [0.7]},
+               "settings": {"note": "quiet"}, "lazy": None, "results": [row("b", "x", 20), row("c", "x", 30)]}
+        m = perf.merge(old, new, "python benchmarks/performance.py --models b,c --merge")
+        print(json.dumps(m))
+        """
+    )
+    assert [(r["model"], r["shape"], r["infer_utt_s"]) for r in got["results"]] == [
+        ("a", "x", 1),
+        ("b", "x", 20),
+        ("a", "y", 3),
+        ("c", "x", 30),
+    ]
+    # a merged row keeps its own run's matmul rate for the achieved fraction; the others the page's
+    assert got["results"][1]["matmul_gflops"] == 50.0 and "matmul_gflops" not in got["results"][0]
+    assert got["lazy"] == {"old": 1} and got["date"] == "d0"
+    assert got["merges"] == [
+        {
+            "date": "d1",
+            "command": "python benchmarks/performance.py --models b,c --merge",
+            "rows": ["b:x", "c:x"],
+            "matmul_gflops": [40.0, 50.0],
+            "load_average": [0.5, 0.7],
+            "note": "quiet",
+        }
+    ]
+
+
 def test_benchmark_lazy_run_keeps_features_mapped(beside_scripts, tmp_path):
     r = beside_scripts(
         f"""

@@ -18,7 +18,7 @@ from sentangle.models import losses as L
 from sentangle.models.layers import RealFrameLSTM
 from sentangle.models.mult import MulTLayer
 from sentangle.models.tfn import tensor_fusion
-from sentangle.training.trainer import evaluate, fit
+from sentangle.training.trainer import autocast, evaluate, fit
 
 BASELINES = ("tfn", "lmf", "mult", "misa", "self_mm")
 # Small versions of each model, so the tests stay fast on a shared 2-core machine.
@@ -91,6 +91,54 @@ def test_real_frame_lstm_trains_the_weights_of_its_lstm_like_each_sample_run_alo
     assert set(got) == {n for n, _ in enc.lstm.named_parameters()}
     for n, p in enc.lstm.named_parameters():
         torch.testing.assert_close(got[n], p.grad, msg=n)
+
+
+@pytest.mark.parametrize("bidirectional,layers,hidden", [(True, 2, 4), (False, 1, 6), (True, 1, 5), (False, 2, 8)])
+@pytest.mark.parametrize("no_grad", [torch.no_grad, torch.inference_mode])
+def test_real_frame_lstm_inference_kernel_matches_an_lstm_run_on_each_sample_alone(
+    bidirectional, layers, hidden, no_grad, monkeypatch
+):
+    # Without gradients the recurrence runs in kernels.lstm_cpu: the outputs of torch's nn.LSTM on
+    # each sample's real frames alone, within float32 rounding. Widths 5 and 6 and the input's 7
+    # leave remainders in the kernel's four-rows-at-a-time product.
+    from sentangle.models import kernels
+
+    calls, real = [], kernels.lstm_cpu
+    monkeypatch.setattr(kernels, "lstm_cpu", lambda *a: calls.append(a[0].shape) or real(*a))
+    torch.manual_seed(0)
+    enc = RealFrameLSTM(7, hidden, layers=layers, bidirectional=bidirectional).eval()
+    x = torch.randn(4, 9, 7)
+    mask = torch.tensor(
+        [[1, 0, 1, 1, 0, 1, 1, 1, 0], [1] * 8 + [0], [0] * 9, [1, 1, 1, 0, 0, 0, 0, 0, 0]], dtype=torch.bool
+    )
+    with no_grad():
+        out, out_mask, final = enc(x, mask)
+        assert len(calls) == layers
+        for i in (0, 1, 3):
+            n = int(mask[i].sum())
+            alone, (h, _) = enc.lstm(x[i, mask[i]].unsqueeze(0))
+            torch.testing.assert_close(out[i, :n], alone[0], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(final[i], h[-enc.dirs :].transpose(0, 1).reshape(-1), atol=1e-5, rtol=1e-4)
+            assert out_mask[i].sum() == n and not out[i, n:].any()
+    assert out.shape == (4, 8, enc.dirs * hidden) and not out[2].any() and not final[2].any()
+    # where a gradient is wanted, or for float64 and autocast, torch's LSTM runs as before
+    calls.clear()
+    enc(x, mask)
+    with torch.no_grad():
+        enc.double()(x.double(), mask)
+        with autocast("bf16", "cpu"):  # the trainer's, which keeps LSTMs off oneDNN where it lacks bf16
+            enc.float()(x, mask)
+    assert calls == []
+
+
+@pytest.mark.parametrize("name", ["tfn", "lmf", "misa", "self_mm"])
+def test_baselines_predict_the_same_with_the_inference_kernel(name, tiny):
+    # eval under no_grad (the kernel) against eval with gradients on (torch's LSTM): the same outputs
+    model = small(name, tiny).eval()
+    batch = batch_of(tiny, 6, "test")
+    with torch.no_grad():
+        fast = model(batch).prediction
+    torch.testing.assert_close(fast, model(batch).prediction.detach(), atol=1e-5, rtol=1e-4)
 
 
 # ---- TFN ---------------------------------------------------------------------------------------

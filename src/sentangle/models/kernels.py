@@ -35,6 +35,8 @@ _LOW = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
 _LOG2E = np.float32(1.4426950408889634)
 _TWO32 = np.float32(4294967296.0)
+_ONE, _TWO = np.float32(1.0), np.float32(2.0)
+_EXP2_MAX = np.float32(125.0)
 
 
 @njit(inline="always")
@@ -83,24 +85,29 @@ def _unpack(words, p, factor, w, n):
 
 
 @njit(inline="always")
+def _exp2(s, e, j, t):
+    """2^t for t in [-125, 125] as s[j] * e.view(float32)[j], which the caller multiplies out in a
+    second loop. Vectorisable, where libm's exp is not: 2^t = 2^floor(t) * 2^frac, the fraction by a
+    degree-6 polynomial (relative error ~2e-7) into s[j], the power as exponent bits into the int32
+    scratch e[j]."""
+    w = np.floor(t)
+    f = t - w
+    p = np.float32(1.5353362e-4)
+    p = p * f + np.float32(1.3398874e-3)
+    p = p * f + np.float32(9.6180941e-3)
+    p = p * f + np.float32(5.5503324e-2)
+    p = p * f + np.float32(2.4022648e-1)
+    p = p * f + np.float32(6.9314718e-1)
+    s[j] = p * f + np.float32(1.0)
+    e[j] = (np.int32(w) + np.int32(127)) << np.int32(23)
+
+
+@njit(inline="always")
 def _softmax_row(s, e, allowed, n, shift):
-    """s[:n] <- exp(s - shift) where allowed, else 0 (s <= shift where allowed); returns the sum.
-    exp is vectorisable here, libm's is not: 2^t = 2^floor(t) * 2^frac, the fraction by a degree-6
-    polynomial (relative error ~2e-7), the power by exponent bits written to the int32 scratch `e`,
-    read back as float32."""
+    """s[:n] <- exp(s - shift) where allowed, else 0 (s <= shift where allowed); returns the sum."""
     ef = e.view(np.float32)
     for j in range(n):
-        t = max(min(s[j] - shift, np.float32(0.0)), np.float32(-125.0)) * _LOG2E
-        w = np.floor(t)
-        f = t - w
-        p = np.float32(1.5353362e-4)
-        p = p * f + np.float32(1.3398874e-3)
-        p = p * f + np.float32(9.6180941e-3)
-        p = p * f + np.float32(5.5503324e-2)
-        p = p * f + np.float32(2.4022648e-1)
-        p = p * f + np.float32(6.9314718e-1)
-        s[j] = p * f + np.float32(1.0)
-        e[j] = (np.int32(w) + np.int32(127)) << np.int32(23)
+        _exp2(s, e, j, max(min(s[j] - shift, np.float32(0.0)), -_EXP2_MAX) * _LOG2E)
     total = np.float32(0.0)
     for j in range(n):
         x = s[j] * ef[j] if allowed[j] else np.float32(0.0)
@@ -217,6 +224,78 @@ def _backward(
                 dq[bh, i, d] = acc
 
 
+@njit(inline="always")
+def _add_product(g, u, h):
+    """g += h @ u for u (H, 4H): four rows of u per pass over g, a quarter of the loads and stores
+    of g that one row per pass costs (half the time at H = 20)."""
+    hid, four = u.shape
+    j = 0
+    while j + 4 <= hid:
+        h0, h1, h2, h3 = h[j], h[j + 1], h[j + 2], h[j + 3]
+        u0, u1, u2, u3 = u[j], u[j + 1], u[j + 2], u[j + 3]
+        for m in range(four):
+            g[m] += u0[m] * h0 + u1[m] * h1 + u2[m] * h2 + u3[m] * h3
+        j += 4
+    for r in range(j, hid):
+        hr = h[r]
+        for m in range(four):
+            g[m] += u[r, m] * hr
+
+
+@njit(inline="always")
+def _sigmoids(x, s, e, scale, n):
+    """x[:n] <- 1 / (1 + exp(-scale[j] x[j])), through _exp2 (s, e: scratch of n)."""
+    ef = e.view(np.float32)
+    for j in range(n):
+        _exp2(s, e, j, max(min(-scale[j] * x[j] * _LOG2E, _EXP2_MAX), -_EXP2_MAX))
+    for j in range(n):
+        x[j] = _ONE / (_ONE + s[j] * ef[j])
+
+
+# error_model="numpy": a float division by zero gives inf instead of raising, which lets the
+# sigmoids' divisions vectorise (they never divide by zero: 1 + exp(.) >= 1)
+@njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
+def _lstm(first, x, out, final, wT, uT, bias, order, lengths):  # pragma: no cover
+    """Samples first, first + 1, ... (x, out and final hold those samples only): one LSTM layer's
+    recurrence over sample b's lengths[b] real frames, x[b, order[b, k]] for k < lengths[b],
+    direction 0 forwards and 1 backwards, each with its weights (wT, uT transposed: (dirs, d, 4H),
+    (dirs, H, 4H)) and summed biases (dirs, 4H). Gates in torch's order (i, f, g, o). out[b, k] <-
+    the states after the frame of rank k, directions side by side (the rest stays as given);
+    final[b] <- the last states (zeros for a sample without frames). The input's projection is
+    done here too, per frame: precomputed for all frames, it was a (B, T, dirs x 4H) tensor whose
+    writing and reading cost more than the products."""
+    dirs, hid = uT.shape[0], uT.shape[1]
+    four = 4 * hid
+    scale = np.ones(four, np.float32)
+    scale[2 * hid : 3 * hid] = _TWO  # the cell gate's tanh(x) = 2 sigmoid(2x) - 1
+    twos = np.full(hid, _TWO, np.float32)
+    g = np.empty(four, np.float32)
+    s = np.empty(four, np.float32)
+    e = np.empty(four, np.int32)
+    h = np.empty(hid, np.float32)
+    c = np.empty(hid, np.float32)
+    for b in range(x.shape[0]):
+        n = lengths[first + b]
+        for d in range(dirs):
+            w, u, lo = wT[d], uT[d], d * hid
+            h[:] = 0.0
+            c[:] = 0.0
+            for step in range(n):
+                k = n - 1 - step if d else step
+                g[:] = bias[d]
+                _add_product(g, w, x[b, order[first + b, k]])
+                _add_product(g, u, h)
+                _sigmoids(g, s, e, scale, four)
+                for j in range(hid):
+                    c[j] = g[hid + j] * c[j] + g[j] * (_TWO * g[2 * hid + j] - _ONE)
+                h[:] = c
+                _sigmoids(h, s, e, twos, hid)
+                for j in range(hid):
+                    h[j] = g[3 * hid + j] * (_TWO * h[j] - _ONE)
+                out[b, k, lo : lo + hid] = h
+            final[b, lo : lo + hid] = h
+
+
 def _threshold(p: float) -> int:
     return round(p * 2**32)
 
@@ -244,7 +323,7 @@ def _run(kernel, rows: list[np.ndarray], shared: tuple) -> None:
     if parts == 1:
         return part(0)
     if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers < parts - 1:  # a forked child has no threads
-        _POOL = (os.getpid(), ThreadPoolExecutor(parts - 1, thread_name_prefix="sentangle-attention"))
+        _POOL = (os.getpid(), ThreadPoolExecutor(parts - 1, thread_name_prefix="sentangle-kernel"))
     futures = [_POOL[1].submit(part, i) for i in range(1, parts)]
     part(0)
     for f in futures:
@@ -341,6 +420,37 @@ def _grad(ctx, grad, _grad_lse, _grad_keep):
 
 
 attention_cpu.register_autograd(_grad, setup_context=_setup)
+
+
+@torch.library.custom_op("sentangle::lstm_cpu", mutates_args=())
+def lstm_cpu(
+    x: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias: torch.Tensor,
+    order: torch.Tensor,
+    lengths: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM layer, forward only (no autograd: for inference), over each sample's real frames.
+    x (B, T, d); weight_ih (dirs, 4H, d), weight_hh (dirs, 4H, H) and bias (dirs, 4H, both biases
+    summed) of nn.LSTM's directions; order (B, T') int64: each sample's real frames' positions
+    first, in order; lengths (B,) int64. Direction 1 reads the frames backwards. -> outputs (B, T',
+    dirs * H) at the frames' ranks, zeros past a sample's length, and the final states (B, dirs *
+    H), zeros for a sample without frames."""
+    dirs, _, hid = weight_hh.shape
+    b, ranks = order.shape
+    out = np.zeros((b, ranks, dirs * hid), np.float32)
+    final = np.empty((b, dirs * hid), np.float32)
+    wT, uT = (w.detach().transpose(1, 2).contiguous().numpy() for w in (weight_ih, weight_hh))
+    shared = (wT, uT, bias.detach().contiguous().numpy(), order.numpy(), lengths.numpy())
+    _run(_lstm, [x.detach().contiguous().numpy(), out, final], shared)
+    return torch.from_numpy(out), torch.from_numpy(final)
+
+
+@lstm_cpu.register_fake
+def _(x, weight_ih, weight_hh, bias, order, lengths):
+    dirs, _, hid = weight_hh.shape
+    return x.new_empty((*order.shape, dirs * hid)), x.new_empty((order.shape[0], dirs * hid))
 
 
 # FlopCounterMode counts these as torch's attention (the benchmarks' achieved fractions), though
