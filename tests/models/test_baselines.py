@@ -93,21 +93,26 @@ def test_real_frame_lstm_trains_the_weights_of_its_lstm_like_each_sample_run_alo
         torch.testing.assert_close(got[n], p.grad, msg=n)
 
 
-@pytest.mark.parametrize("bidirectional,layers,hidden", [(True, 2, 4), (False, 1, 6), (True, 1, 5), (False, 2, 8)])
+@pytest.mark.parametrize(
+    "bidirectional,layers,hidden,d_in", [(True, 2, 4, 7), (False, 1, 6, 7), (True, 1, 5, 7), (True, 2, 8, 70)]
+)
 @pytest.mark.parametrize("no_grad", [torch.no_grad, torch.inference_mode])
 def test_real_frame_lstm_inference_kernel_matches_an_lstm_run_on_each_sample_alone(
-    bidirectional, layers, hidden, no_grad, monkeypatch
+    bidirectional, layers, hidden, d_in, no_grad, monkeypatch
 ):
     # Without gradients the recurrence runs in kernels.lstm_cpu: the outputs of torch's nn.LSTM on
     # each sample's real frames alone, within float32 rounding. Widths 5 and 6 and the input's 7
-    # leave remainders in the kernel's four-rows-at-a-time product.
+    # leave remainders in the kernel's four-rows-at-a-time product; an input 70 wide is projected
+    # before the kernel (kernels._PROJECT_IN_KERNEL), the second layer's 16 inside it.
     from sentangle.models import kernels
+
+    assert 7 < kernels._PROJECT_IN_KERNEL < 70
 
     calls, real = [], kernels.lstm_cpu
     monkeypatch.setattr(kernels, "lstm_cpu", lambda *a: calls.append(a[0].shape) or real(*a))
     torch.manual_seed(0)
-    enc = RealFrameLSTM(7, hidden, layers=layers, bidirectional=bidirectional).eval()
-    x = torch.randn(4, 9, 7)
+    enc = RealFrameLSTM(d_in, hidden, layers=layers, bidirectional=bidirectional).eval()
+    x = torch.randn(4, 9, d_in)
     mask = torch.tensor(
         [[1, 0, 1, 1, 0, 1, 1, 1, 0], [1] * 8 + [0], [0] * 9, [1, 1, 1, 0, 0, 0, 0, 0, 0]], dtype=torch.bool
     )
