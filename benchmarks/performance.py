@@ -643,6 +643,10 @@ benchmarks/performance.py --worker MODEL:mosi_unaligned --threads 1 --batches 6`
 | `mult` | default `max_len: {audio: 50, vision: 50}` (was 0) | 2,241 (1 batch) | 97.7 | 3 | 63 | **yes**: audio/vision are window averages (below) |
 | `mult` | the exact MMSA architecture at full length again (`max_len: 0`), every attention through `layers.attend` | see "MulT side by side" | | | | **yes**: another architecture (docs/baselines.md) |
 | `mult` | every attention through `kernels.attention_cpu` (2 threads, a quiet machine; before: 3 of 81 batches, after: 8; peak RSS 5,236 MB before, 3,262 MB after) | 856.3 | 239.5 | 6.6 | 9.8 | in distribution, no; a seed's dropout draws differ (Philox instead of torch's generator), so its numbers do |
+| `misa` | `RealFrameLSTM` without gradients through `kernels.lstm_cpu` (2 threads, `--batches 6 --seconds 20`, two pairs: 525 / 1,562 and 527 / 1,577 utt/s) | 6.9 | 6.8 | 525 | 1,562 | evaluation: within float32 rounding (about 1e-6), not bit for bit; training: no, it keeps torch's LSTM |
+| `tfn` | the same (its text LSTM's 768-wide input projected by one matrix product first) | 7.7 | 9.3 | 1,241 | 1,348 | the same; the training difference is noise (unchanged code) |
+| `lmf` | the same | 1.7 | 1.9 | 2,092 | 2,603 | the same |
+| `self_mm` | the same | 1.8 | 1.8 | 2,558 | 3,362 | the same |
 
 - **Packed LSTMs were quadratic in the length on the CPU.** MISA spent half of its time in
   `aten::fill_` under `SliceBackward0`: the backward pass of a packed LSTM slices its input once
@@ -685,6 +689,28 @@ benchmarks/performance.py --worker MODEL:mosi_unaligned --threads 1 --batches 6`
   - The exact MulT's step is now the table's "MulT side by side"; the rows above marked
     `attention_cpu` were measured as described at the top of this section, with 2 threads.
   Windowing (`max_len`) stays an option, documented in docs/baselines.md.
+- **The LSTMs' inference now runs in `kernels.lstm_cpu`** (TFN, LMF, MISA and Self-MM, through
+  `layers.RealFrameLSTM`, wherever no gradient is wanted: evaluation, prediction, serving). MISA
+  was the one model without a text transformer under 1,000 utterances/s at inference: 81% of its
+  time was oneDNN's LSTM (`aten::mkldnn_rnn_layer`, about 90 us per step of a batch of 256 at
+  hidden sizes 5 and 20, so large batches did not help), the rest gathers that move real frames
+  to the front and flip them for the backward direction.
+  - The kernel runs each sample's real frames only, both directions, one sample at a time, the
+    samples split over `torch.get_num_threads()` threads (the attention kernel's pool). Per frame:
+    the gates from the input and the previous state (four rows of the weights per pass, so the
+    gates stay in registers), sigmoids through the same vectorised exp as the attention kernel
+    (tanh(x) = 2 sigmoid(2x) - 1), and the state update.
+  - Inputs up to 64 wide are projected inside the kernel, frame by frame; precomputing their
+    projections for every frame wrote and read a (256, 500, 160) tensor that cost more than the
+    products (MISA's batch: 0.22 s against 0.17 s). Wider inputs (768-wide text) are projected by
+    one matrix product first.
+  - It compiles with `error_model="numpy"`: numba's default checks every float division for zero
+    to raise an exception, which kept the sigmoids' divisions from vectorising.
+  - Training keeps torch's LSTM (the kernel has no backward), as do float64, autocast and CUDA.
+  - Tests: outputs and final states equal torch's `nn.LSTM` run on each sample's real frames alone,
+    within float32 rounding, for one and two layers, one and two directions, widths that leave
+    remainders, inputs projected in and before the kernel; and TFN, LMF, MISA and Self-MM predict
+    the same in eval mode with gradients on and off (tests/models/test_baselines.py).
 - **The other models' attention** (TSDA, text-only, RTIL/IRG-SVR, MISA through `layers.EncoderLayer`,
   torch's encoder layer with its self-attention through `layers.attend`; DBR, RTIL and TSDA's
   cross-attention through `layers.MultiheadAttention`): the same outputs and gradients
@@ -699,7 +725,7 @@ benchmarks/performance.py --worker MODEL:mosi_unaligned --threads 1 --batches 6`
 - `dbr` was not edited for speed; in the tables above it is not among
   the slow models: its encoders window long audio/vision to `max_frames: 50` before attention.
 - `tfn` is slow at inference for its size: its fusion layer reads a 33 x 33 x 129 outer product
-  per sample (MMSA's published sizes), and its text LSTM runs over all 50 frames.
+  per sample (MMSA's published sizes).
 """
 
 
