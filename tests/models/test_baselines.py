@@ -136,6 +136,37 @@ def test_real_frame_lstm_inference_kernel_matches_an_lstm_run_on_each_sample_alo
     assert calls == []
 
 
+def test_lstm_kernel_is_a_well_formed_op_and_gives_the_same_numbers_from_several_threads():
+    # the server predicts from several threads at once, each splitting its samples over the pool
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sentangle.models import kernels
+
+    torch.manual_seed(0)
+    lstm = RealFrameLSTM(6, 5, bidirectional=True).lstm.requires_grad_(False)
+    w_ih, w_hh = (
+        torch.stack([getattr(lstm, f"{w}_l0{s}") for s in ("", "_reverse")]) for w in ("weight_ih", "weight_hh")
+    )
+    bias = torch.stack([lstm.bias_ih_l0 + lstm.bias_hh_l0, lstm.bias_ih_l0_reverse + lstm.bias_hh_l0_reverse])
+
+    def inputs(seed):
+        g = torch.Generator().manual_seed(seed)
+        order = torch.stack([torch.randperm(30, generator=g) for _ in range(8)])
+        return torch.randn(8, 30, 6, generator=g), w_ih, w_hh, bias, order, torch.randint(0, 31, (8,), generator=g)
+
+    torch.library.opcheck(kernels.lstm_cpu, inputs(0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        serial = [kernels.lstm_cpu(*inputs(s)) for s in range(8)]
+        with ThreadPoolExecutor(4) as pool:
+            parallel = list(pool.map(lambda s: kernels.lstm_cpu(*inputs(s)), range(8)))
+    finally:
+        torch.set_num_threads(threads)
+    for one, other in zip(serial, parallel):
+        torch.testing.assert_close(one, other, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name", ["tfn", "lmf", "misa", "self_mm"])
 def test_baselines_predict_the_same_with_the_inference_kernel(name, tiny):
     # eval under no_grad (the kernel) against eval with gradients on (torch's LSTM): the same outputs
