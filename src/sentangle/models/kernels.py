@@ -232,8 +232,8 @@ def _backward(
 
 @njit(inline="always")
 def _add_product(g, u, h):
-    """g += h @ u for u (H, 4H): four rows of u per pass over g, a quarter of the loads and stores
-    of g that one row per pass costs (half the time at H = 20)."""
+    """g += h @ u for u (R, 4H) and h (R,): four rows of u per pass over g, a quarter of the loads
+    and stores of g that one row per pass costs (half the time at R = H = 20)."""
     hid, four = u.shape
     j = 0
     while j + 4 <= hid:

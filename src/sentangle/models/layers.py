@@ -404,7 +404,7 @@ class RealFrameLSTM(nn.Module):
 
     Where no gradient is wanted (inference, float32 on the CPU) the recurrence runs in
     kernels.lstm_cpu instead, over each sample's real frames only, with the same numbers within
-    float32 rounding (tests/models/test_layers.py).
+    float32 rounding (tests/models/test_baselines.py).
     """
 
     def __init__(self, d_in: int, hidden: int, layers: int = 1, bidirectional: bool = False, dropout: float = 0.0):
