@@ -596,6 +596,18 @@ def render(res: dict, **side: dict | None) -> str:
             inf = "met" if r["infer_utt_s"] >= TARGET_UTT_S else "**missed**"
         lines.append(f"| `{r['model']}` | {_fmt(r['train_epoch_s'], 1)} | {ep} | {_fmt(r['infer_utt_s'])} | {inf} |")
     lines.append("")
+    for r in [r for r in res["results"] if r.get("shape") == "mosi_unaligned" and "error" not in r]:
+        if r["train_epoch_s"] >= TARGET_EPOCH_S and r["flops_fwd_bwd_per_sample"]:
+            # what the epoch's counted work allows at the matmul rate: whether any code could meet the target
+            rate = r.get("matmul_gflops") or ref
+            flop = r["flops_fwd_bwd_per_sample"] * SHAPES["mosi_unaligned"]["sizes"][0]
+            lines += [
+                f"`{r['model']}`'s epoch is {flop / 1e12:.1f} TFLOP as counted above (every attention weight, "
+                f"masked or not), {flop / (rate * 1e9):.0f} s at 100% of the matmul rate ({_fmt(rate, 1)} "
+                f"GFLOP/s): the {TARGET_EPOCH_S:.0f} s target asks for "
+                f"{100 * flop / (rate * 1e9 * TARGET_EPOCH_S):.0f}% of it.",
+                "",
+            ]
     lz = res.get("lazy")
     if lz and "error" not in lz:
         lines += [

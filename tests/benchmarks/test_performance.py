@@ -37,10 +37,24 @@ def test_benchmark_measures_a_tiny_configuration(beside_scripts, model):
                 "lazy": None,
             }}
         )
-        print(json.dumps({{"r": r, "page": page}}))
+        slow = perf.render(
+            {{
+                "date": "today",
+                "threads": 1,
+                "machine": perf.machine() | {{"load_average_end": [0, 0, 0]}},
+                "settings": {{"batches": 2, "seconds": 5.0, "note": ""}},
+                "matmul_gflops": [10.0],
+                "results": [r | {{"shape": "mosi_unaligned", "train_epoch_s": 100.0, "flops_fwd_bwd_per_sample": 1e9}}],
+                "lazy": None,
+            }}
+        )
+        print(json.dumps({{"r": r, "page": page, "slow": slow}}))
         """
     )
     r, page = got["r"], got["page"]
+    # a missed epoch target says what the counted work allows: 1284 x 1 GFLOP at 10 GFLOP/s is 128 s
+    assert "1.3 TFLOP as counted above" in got["slow"] and "128 s at 100% of the matmul rate" in got["slow"]
+    assert "asks for 214% of it" in got["slow"] and "TFLOP as counted" not in page
     assert r["params"] > 0 and r["batch_size"] == 4 and r["epoch_batches"] == 3
     assert r["measured_batches"] == 2 and r["train_epoch_s"] > 0
     assert r["infer_utt_s"] > 0 and r["infer_samples"] == 6
