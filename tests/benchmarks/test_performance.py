@@ -26,28 +26,18 @@ def test_benchmark_measures_a_tiny_configuration(beside_scripts, model):
         import performance as perf
 
         r = perf.measure_model({model!r}, {TINY!r}, threads=1, batches=2, seconds=5.0, overrides=["train.batch_size=4"])
-        page = perf.render(
-            {{
-                "date": "today",
-                "threads": 1,
-                "machine": perf.machine() | {{"load_average_end": [0, 0, 0]}},
-                "settings": {{"batches": 2, "seconds": 5.0, "note": "tiny"}},
-                "matmul_gflops": [10.0],
-                "results": [r | {{"shape": "mosi_unaligned"}}],
-                "lazy": None,
-            }}
-        )
-        slow = perf.render(
-            {{
-                "date": "today",
-                "threads": 1,
-                "machine": perf.machine() | {{"load_average_end": [0, 0, 0]}},
-                "settings": {{"batches": 2, "seconds": 5.0, "note": ""}},
-                "matmul_gflops": [10.0],
-                "results": [r | {{"shape": "mosi_unaligned", "train_epoch_s": 100.0, "flops_fwd_bwd_per_sample": 1e9}}],
-                "lazy": None,
-            }}
-        )
+        res = {{
+            "date": "today",
+            "threads": 1,
+            "machine": perf.machine() | {{"load_average_end": [0, 0, 0]}},
+            "settings": {{"batches": 2, "seconds": 5.0, "note": "tiny"}},
+            "matmul_gflops": [10.0],
+            "results": [r | {{"shape": "mosi_unaligned"}}],
+            "lazy": None,
+        }}
+        page = perf.render(res)
+        slow = res["results"][0] | {{"train_epoch_s": 100.0, "flops_fwd_bwd_per_sample": 1e9}}
+        slow = perf.render(res | {{"results": [slow]}})
         print(json.dumps({{"r": r, "page": page, "slow": slow}}))
         """
     )
