@@ -319,9 +319,10 @@ _POOL: tuple[int, ThreadPoolExecutor] | None = None
 
 def _run(kernel, rows: list[np.ndarray], shared: tuple) -> None:
     """kernel(first, *rows[first:last], *shared) over torch.get_num_threads() slices of the rows
-    (batch x head for attention, samples for the LSTM), in threads (the kernels release the GIL). Not numba's parallel loops: its
-    OpenMP layer kills a process that forks afterwards (DataLoader workers, results --workers), and
-    its other built-in layer cannot be entered from two threads at once (the server)."""
+    (batch x head for attention, samples for the LSTM), in threads (the kernels release the GIL).
+    Not numba's parallel loops: its OpenMP layer kills a process that forks afterwards (DataLoader
+    workers, results --workers), and its other built-in layer cannot be entered from two threads at
+    once (the server)."""
     global _POOL
     n = rows[0].shape[0]
     parts = max(1, min(torch.get_num_threads(), n))
@@ -455,7 +456,7 @@ def lstm_cpu(
     first, in order; lengths (B,) int64. Direction 1 reads the frames backwards. -> outputs (B, T',
     dirs * H) at the frames' ranks, zeros past a sample's length, and the final states (B, dirs *
     H), zeros for a sample without frames."""
-    dirs, four, hid = weight_hh.shape
+    dirs, _, hid = weight_hh.shape
     b, ranks = order.shape
     out = np.zeros((b, ranks, dirs * hid), np.float32)
     final = np.empty((b, dirs * hid), np.float32)
