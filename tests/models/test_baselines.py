@@ -129,6 +129,9 @@ def test_real_frame_lstm_inference_kernel_matches_an_lstm_run_on_each_sample_alo
     # where a gradient is wanted, or for float64 and autocast, torch's LSTM runs as before
     calls.clear()
     enc(x, mask)
+    enc.lstm.weight_hh_l0.requires_grad_(False)  # partly frozen: the other weights still train
+    assert enc(x, mask)[2].requires_grad
+    enc.lstm.weight_hh_l0.requires_grad_(True)
     with torch.no_grad():
         enc.double()(x.double(), mask)
         with autocast("bf16", "cpu"):  # the trainer's, which keeps LSTMs off oneDNN where it lacks bf16

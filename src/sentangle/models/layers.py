@@ -445,7 +445,10 @@ class RealFrameLSTM(nn.Module):
 
     def _inference_kernel_applies(self, x: torch.Tensor) -> bool:
         """kernels.lstm_cpu has no backward: float32 on the CPU, outside autocast, no gradient wanted."""
-        wants_grad = torch.is_grad_enabled() and (x.requires_grad or self.lstm.weight_hh_l0.requires_grad)
+        # any parameter: a partly frozen LSTM still needs the gradients of the others
+        wants_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.lstm.parameters())
+        )
         return (
             x.device.type == "cpu"
             and x.dtype == torch.float32
